@@ -1,0 +1,41 @@
+"""The FastAPI app factory: webhooks in, API for operators and scripts."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api.deps import AppState
+from api.errors import install_error_handlers
+from api.routes import ROUTERS
+from api.webhooks import WEBHOOK_ROUTERS
+from models.db import Database
+from models.settings import Settings, get_settings
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db = Database(settings.resolved_database_url)
+        app.state.leadflow = AppState(settings=settings, db=db)
+        try:
+            yield
+        finally:
+            await db.dispose()
+
+    app = FastAPI(
+        title="leadflow",
+        description="Durable back office for AI sales teams: webhooks in, workflows on Temporal.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    for router in WEBHOOK_ROUTERS:
+        app.include_router(router)
+    return app

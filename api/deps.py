@@ -1,0 +1,92 @@
+"""Dependencies: the process's clients live on app.state (created in the lifespan) and reach
+routes through these Annotated aliases."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlmodel.ext.asyncio.session import AsyncSession
+from temporalio.client import Client
+
+from api.errors import ApiError
+from models.db import Database
+from models.repo import tenants as tenant_repo
+from models.settings import Settings
+from models.tables import Tenant
+from models.tenant import TenantSettings
+from workers.client import TemporalUnavailable, connect
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    db: Database
+    temporal: Client | None = None
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def temporal_client(self) -> Client:
+        """Connect on first use, so the API starts (and /ready can explain) while Temporal is down."""
+        if self.temporal is not None:
+            return self.temporal
+        async with self._lock:
+            if self.temporal is None:
+                self.temporal = await connect(self.settings)
+            return self.temporal
+
+
+def get_state(request: Request) -> AppState:
+    state: AppState = request.app.state.leadflow
+    return state
+
+
+State = Annotated[AppState, Depends(get_state)]
+
+
+async def get_session(state: State) -> AsyncIterator[AsyncSession]:
+    async with state.db.session() as session:
+        yield session
+
+
+Session = Annotated[AsyncSession, Depends(get_session)]
+
+
+async def get_temporal(state: State) -> Client:
+    try:
+        return await state.temporal_client()
+    except TemporalUnavailable as exc:
+        raise ApiError(503, "Temporal is unavailable", str(exc)) from exc
+
+
+Temporal = Annotated[Client, Depends(get_temporal)]
+
+
+async def get_current_tenant(request: Request, session: Session) -> Tenant:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(401, "missing API key", "send `Authorization: Bearer <tenant api key>`")
+    tenant = await tenant_repo.tenant_for_key(session, key=token.strip())
+    if tenant is None:
+        raise ApiError(401, "invalid API key", None)
+    return tenant
+
+
+CurrentTenant = Annotated[Tenant, Depends(get_current_tenant)]
+
+
+async def load_tenant(session: AsyncSession, tenant_id: str) -> Tenant:
+    """Tenant named in a webhook path: 404 when it does not exist."""
+    tenant = await tenant_repo.get_tenant(session, tenant_id=tenant_id)
+    if tenant is None:
+        raise ApiError(404, "unknown tenant", tenant_id)
+    return tenant
+
+
+def settings_of(state: AppState, tenant: Tenant) -> TenantSettings:
+    return tenant_repo.tenant_settings(
+        tenant, secret_key=state.settings.secret_key.get_secret_value()
+    )

@@ -1,0 +1,7 @@
+"""API routers, one module per resource."""
+
+from fastapi import APIRouter
+
+from api.routes import health
+
+ROUTERS: list[APIRouter] = [health.router]

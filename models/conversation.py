@@ -1,0 +1,146 @@
+"""Contracts of ConversationWorkflow: its input/state, signals, queries and turn activities."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+from models.agent import FieldValue, KnowledgeHit, LeadScore
+from models.common import Channel, Stage
+from models.messages import Frozen, InboundMessage, TranscriptEntry
+from models.playbook import Playbook
+from models.tenant import Specialist
+
+TRANSCRIPT_TAIL = 40  # entries the workflow keeps for context; the database keeps them all
+SEEN_IDS_KEPT = 500  # provider message ids remembered to drop redeliveries
+
+
+def conversation_workflow_id(tenant_id: str, channel: Channel | str, contact: str) -> str:
+    return f"conv:{tenant_id}:{Channel(channel).value}:{contact}"
+
+
+class OutreachRequest(Frozen):
+    text: str | None = Field(default=None, description="Send exactly this; else the LLM writes it.")
+    instruction: str | None = None
+
+
+class HandoffState(Frozen):
+    reason: str
+    since: datetime
+    rule: str | None = None
+    human_replied: bool = False
+    holding_sent: bool = False
+
+
+class ConversationInput(BaseModel):
+    """Start input, and the state carried across continue-as-new."""
+
+    tenant_id: str
+    channel: Channel
+    contact: str
+    contact_name: str | None = None
+    thread: str | None = None
+    stage: Stage = Stage.AWAITING_RESPONSE
+    score: LeadScore | None = None
+    fields: dict[str, FieldValue] = Field(default_factory=dict)
+    transcript: list[TranscriptEntry] = Field(default_factory=list)
+    pending: list[InboundMessage] = Field(default_factory=list)
+    seen_message_ids: list[str] = Field(default_factory=list)
+    turns: int = 0
+    lead_messages: int = 0
+    follow_ups_sent: int = 0
+    last_reply_at: datetime | None = None
+    handoff: HandoffState | None = None
+    outreach: OutreachRequest | None = None
+    debounce_seconds: float = 2.0
+    history_limit: int = 2000
+
+
+class OperatorMessage(Frozen):
+    text: str
+    author: str = "operator"
+    request_id: str = Field(description="Idempotency key of the API call.")
+
+
+class HandoffRequest(Frozen):
+    reason: str = "operator took over"
+    by: str = "operator"
+
+
+class ReleaseRequest(Frozen):
+    by: str = "operator"
+
+
+class CloseRequest(Frozen):
+    reason: str
+
+
+class ConversationSnapshot(Frozen):
+    """What the `state` query returns: the Temporal UI and CLI can show it."""
+
+    workflow_id: str
+    tenant_id: str
+    channel: Channel
+    contact: str
+    stage: Stage
+    score: LeadScore | None
+    fields: dict[str, FieldValue]
+    transcript: tuple[TranscriptEntry, ...]
+    turns: int
+    pending_messages: int
+    handoff: HandoffState | None
+
+
+class TurnContextInput(Frozen):
+    tenant_id: str
+    query: str = Field(description="Text of the new messages, for knowledge search.")
+
+
+class TurnContext(Frozen):
+    playbook: Playbook
+    knowledge: tuple[KnowledgeHit, ...] = ()
+    specialists: tuple[Specialist, ...] = ()
+    timezone: str = "UTC"
+    channels: tuple[str, ...] = Field(default=(), description="Channels configured for the tenant.")
+
+
+class EscalationRecord(Frozen):
+    rule: str
+    reason: str
+    notified: tuple[str, ...] = ()
+
+
+class RecordTurnInput(Frozen):
+    """Everything one turn (or an event in handoff) changes, written in one transaction."""
+
+    conversation_id: str
+    tenant_id: str
+    channel: Channel
+    contact: str
+    contact_name: str | None = None
+    thread: str | None = None
+    turn_key: str
+    entries: tuple[TranscriptEntry, ...] = ()
+    stage: Stage
+    score: LeadScore | None = None
+    fields: dict[str, FieldValue] = Field(default_factory=dict)
+    escalation: EscalationRecord | None = None
+    turns: int = 0
+
+
+class NotifySpecialistInput(Frozen):
+    tenant_id: str
+    conversation_id: str
+    specialist: Specialist
+    via: str = Field(description="whatsapp | email | chatwoot")
+    text: str
+    idempotency_key: str
+    chatwoot_conversation_id: str | None = None
+
+
+class NotifyResult(Frozen):
+    specialist: str
+    via: str
+    ok: bool
+    detail: str = ""

@@ -1,0 +1,86 @@
+"""The one settings class of leadflow. Every knob is an environment variable prefixed `LEADFLOW_`."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LEADFLOW_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(
+        default=Path(".leadflow"),
+        description="Where the embedded defaults keep their files (SQLite, Temporal dev server).",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL; defaults to a SQLite file in the data dir. "
+        "Use postgresql+psycopg://user:pass@host/db for PostgreSQL.",
+    )
+
+    temporal_address: str = "localhost:7233"
+    temporal_namespace: str = "default"
+    temporal_ui_port: int = 8233
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    public_url: str | None = Field(
+        default=None, description="Base URL webhooks are reachable under (printed by `up`)."
+    )
+
+    llm_provider: str = Field(default="offline", description="offline | anthropic | openai")
+    anthropic_api_key: SecretStr | None = None
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str | None = None
+    llm_model: str | None = None
+
+    secret_key: SecretStr = Field(
+        default=SecretStr("leadflow-dev-secret-change-me"),
+        description="Key material for encrypting stored credentials. Set it in production.",
+    )
+
+    debounce_seconds: float = Field(
+        default=2.0, description="Quiet time after a lead's last message before a turn starts."
+    )
+    conversation_history_limit: int = Field(
+        default=2000, description="History events after which a conversation continues as new."
+    )
+    max_webhook_bytes: int = 1_000_000
+
+    # Enrichment jobs
+    max_csv_bytes: int = 20_000_000
+    max_csv_rows: int = 100_000
+    enrichment_default_concurrency: int = 20
+    enrichment_max_concurrency: int = 200
+    enrichment_records_per_run: int = 500
+    fetch_timeout_seconds: float = 10.0
+    fetch_max_bytes: int = 2_000_000
+    fetch_per_host_concurrency: int = 4
+    fetch_cache_ttl_seconds: int = 7 * 24 * 3600
+    ssrf_allowlist: list[str] = Field(
+        default_factory=list,
+        description="Hosts or CIDRs the scraper may reach even though they are private "
+        "(tests, intranet sites). Empty by default.",
+    )
+    search_provider: str = "duckduckgo"
+    duckduckgo_url: str = "https://html.duckduckgo.com/html/"
+
+    # Workers
+    worker_max_concurrent_activities: int = 100
+    worker_max_concurrent_workflow_tasks: int = 50
+    otel_enabled: bool = False
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'leadflow.db').resolve()}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

