@@ -91,3 +91,28 @@ class LeadScore(Frozen):
     total: int = Field(ge=0, le=100)
     quality: LeadQuality
     components: tuple[ScoreComponent, ...] = ()
+
+
+class CompanyFacts(Frozen):
+    """What enrichment learnt about a lead's company; grounds the personalised e-mail."""
+
+    company: str | None = None
+    website: str | None = None
+    summary: str | None = None
+    emails: tuple[str, ...] = ()
+    phones: tuple[str, ...] = ()
+    social_links: tuple[str, ...] = ()
+
+
+class WriteEmailInput(Frozen):
+    tenant_id: str
+    playbook: Playbook
+    lead: dict[str, str] = Field(default_factory=dict, description="The CSV row's columns.")
+    facts: CompanyFacts
+    language: str | None = None
+
+
+class WrittenEmail(Frozen):
+    subject: str
+    body: str
+    usage: TokenUsage

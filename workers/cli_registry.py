@@ -1,0 +1,6 @@
+"""Modules that add commands to the `leadflow` CLI; each defines `register(app: typer.Typer)`."""
+
+CLI_MODULES = (
+    "workers.cli_enrich",  # leadflow enrich
+    "workers.cli_crm",  # leadflow integrations ...
+)
