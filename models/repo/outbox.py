@@ -1,0 +1,149 @@
+"""The outbox: one row per message leadflow sends (or would send), keyed by its idempotency key.
+
+A row is claimed ("pending") before the provider is called and marked afterwards: "sent" when a
+provider took it, "stored" when the tenant has no such channel (the embedded default), "failed"
+when the provider refused it for good. A claim that finds a "sent" or "stored" row tells the
+caller not to call the provider again."""
+
+from __future__ import annotations
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from models.messages import OutboundMessage
+from models.tables import OutboxMessage, utcnow
+
+PENDING = "pending"
+SENT = "sent"
+STORED = "stored"
+FAILED = "failed"
+FINAL_STATUSES = frozenset({SENT, STORED})
+"""Statuses after which a send with the same key is a duplicate. "failed" is not among them: a
+new attempt (after the tenant fixed its settings) may send it."""
+
+DEFAULT_LIST_LIMIT = 100
+
+
+class OutboxKeyConflict(Exception):
+    """The idempotency key is already used by another tenant's message."""
+
+
+class OutboxMessageNotFound(LookupError):
+    pass
+
+
+async def get_outbox_message(
+    session: AsyncSession, *, idempotency_key: str
+) -> OutboxMessage | None:
+    statement = select(OutboxMessage).where(OutboxMessage.idempotency_key == idempotency_key)
+    return (await session.exec(statement)).first()
+
+
+def _same_tenant(row: OutboxMessage, message: OutboundMessage) -> OutboxMessage:
+    # The key is unique across tenants; never hand one tenant's row (and its status) to another.
+    if row.tenant_id != message.tenant_id:
+        raise OutboxKeyConflict(
+            f"idempotency key {message.idempotency_key!r} belongs to another tenant"
+        )
+    return row
+
+
+async def claim(session: AsyncSession, *, message: OutboundMessage) -> OutboxMessage:
+    """The row for `message.idempotency_key`: the existing one, or a new "pending" row.
+
+    Two concurrent claims of one key race on the unique constraint; the loser rolls back and
+    reads the winner's row, so both callers see the same row on SQLite and PostgreSQL alike."""
+    existing = await get_outbox_message(session, idempotency_key=message.idempotency_key)
+    if existing is not None:
+        return _same_tenant(existing, message)
+    row = OutboxMessage(
+        tenant_id=message.tenant_id,
+        idempotency_key=message.idempotency_key,
+        conversation_id=message.conversation_id,
+        channel=str(message.channel),
+        to=message.to,
+        text=message.text,
+        thread=message.thread,
+        status=PENDING,
+    )
+    session.add(row)
+    try:
+        await session.commit()
+    except IntegrityError:
+        await session.rollback()
+        winner = await get_outbox_message(session, idempotency_key=message.idempotency_key)
+        if winner is None:  # the violation was not about our key: let it surface
+            raise
+        return _same_tenant(winner, message)
+    return row
+
+
+async def _mark(
+    session: AsyncSession,
+    *,
+    idempotency_key: str,
+    status: str,
+    delivered_via: str | None,
+    provider_message_id: str | None = None,
+) -> OutboxMessage:
+    row = await get_outbox_message(session, idempotency_key=idempotency_key)
+    if row is None:
+        raise OutboxMessageNotFound(f"no outbox message with key {idempotency_key!r}")
+    row.status = status
+    row.delivered_via = delivered_via
+    row.provider_message_id = provider_message_id
+    row.sent_at = utcnow() if status in FINAL_STATUSES else None
+    session.add(row)
+    await session.commit()
+    return row
+
+
+async def mark_sent(
+    session: AsyncSession,
+    *,
+    idempotency_key: str,
+    delivered_via: str,
+    provider_message_id: str | None,
+) -> OutboxMessage:
+    return await _mark(
+        session,
+        idempotency_key=idempotency_key,
+        status=SENT,
+        delivered_via=delivered_via,
+        provider_message_id=provider_message_id,
+    )
+
+
+async def mark_stored(
+    session: AsyncSession, *, idempotency_key: str, delivered_via: str = "outbox"
+) -> OutboxMessage:
+    return await _mark(
+        session, idempotency_key=idempotency_key, status=STORED, delivered_via=delivered_via
+    )
+
+
+async def mark_failed(
+    session: AsyncSession, *, idempotency_key: str, delivered_via: str | None = None
+) -> OutboxMessage:
+    return await _mark(
+        session, idempotency_key=idempotency_key, status=FAILED, delivered_via=delivered_via
+    )
+
+
+async def list_outbox(
+    session: AsyncSession,
+    *,
+    tenant_id: str,
+    conversation_id: str | None = None,
+    status: str | None = None,
+    limit: int = DEFAULT_LIST_LIMIT,
+) -> list[OutboxMessage]:
+    """The tenant's outbox, newest first."""
+    statement = select(OutboxMessage).where(OutboxMessage.tenant_id == tenant_id)
+    if conversation_id is not None:
+        statement = statement.where(OutboxMessage.conversation_id == conversation_id)
+    if status is not None:
+        statement = statement.where(OutboxMessage.status == status)
+    statement = statement.order_by(col(OutboxMessage.id).desc()).limit(max(1, limit))
+    return list((await session.exec(statement)).all())
