@@ -1,0 +1,182 @@
+"""`leadflow enrich` against an API served on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi.responses import JSONResponse, PlainTextResponse
+from typer.testing import CliRunner
+
+from tests.live_stack import free_port, serve_app
+from workers import cli_enrich
+
+KEY = "lf_test_key"
+
+
+def cli() -> typer.Typer:
+    app = typer.Typer()
+    cli_enrich.register(app)
+
+    @app.callback()
+    def _root() -> None:  # keeps `enrich` a subcommand, as in the real CLI
+        pass
+
+    return app
+
+
+def fake_jobs_api() -> FastAPI:
+    """A tiny stand-in for the jobs contract, for the CLI's error paths."""
+    app = FastAPI()
+    jobs: dict[str, dict[str, Any]] = {}
+
+    def auth(request: Request) -> JSONResponse | None:
+        if request.headers.get("authorization") != f"Bearer {KEY}":
+            return JSONResponse({"error": "invalid API key", "detail": None}, status_code=401)
+        return None
+
+    @app.post("/api/v1/jobs")
+    async def create(
+        request: Request,
+        file: UploadFile = File(...),
+        concurrency: int | None = Form(None),
+    ) -> JSONResponse:
+        if (refused := auth(request)) is not None:
+            return refused
+        text = (await file.read()).decode()
+        lines = text.strip().splitlines()
+        if not lines or "company" not in lines[0]:
+            return JSONResponse(
+                {
+                    "error": "invalid CSV",
+                    "detail": [{"line": 1, "problem": "no identifying column (company)"}],
+                },
+                status_code=422,
+            )
+        job_id = f"job-{len(jobs) + 1}"
+        jobs[job_id] = {"rows": lines[1:], "polls": 0, "concurrency": concurrency}
+        return JSONResponse({"job_id": job_id, "status": "running", "rows": len(lines) - 1}, 202)
+
+    @app.get("/api/v1/jobs/{job_id}")
+    async def view(job_id: str, request: Request) -> JSONResponse:
+        if (refused := auth(request)) is not None:
+            return refused
+        job = jobs[job_id]
+        job["polls"] += 1
+        total = len(job["rows"])
+        finished = min(total, job["polls"])
+        failed = 1 if finished == total else 0
+        return JSONResponse(
+            {
+                "id": job_id,
+                "status": "completed" if finished == total else "running",
+                "filename": "x.csv",
+                "created_at": "2025-01-01T00:00:00Z",
+                "finished_at": None,
+                "total": total,
+                "counts": {
+                    "pending": total - finished,
+                    "running": 0,
+                    "done": finished - failed,
+                    "failed": failed,
+                },
+                "throughput_per_s": 2.5,
+                "eta_seconds": total - finished,
+                "cost": {"input_tokens": 0, "output_tokens": 0, "usd": 0},
+            }
+        )
+
+    @app.get("/api/v1/jobs/{job_id}/results")
+    async def results(job_id: str) -> PlainTextResponse:
+        rows = jobs[job_id]["rows"]
+        return PlainTextResponse("company,status\n" + "".join(f"{r},done\n" for r in rows))
+
+    @app.get("/api/v1/jobs/{job_id}/records")
+    async def records(job_id: str, status: str) -> dict[str, Any]:
+        return {
+            "records": [
+                {"row_number": 2, "status": "failed", "error": "site unreachable", "input": {}}
+            ]
+        }
+
+    return app
+
+
+def invoke(*args: str) -> Any:
+    return CliRunner().invoke(cli(), ["enrich", *args], catch_exceptions=False)
+
+
+@pytest.fixture
+async def fake_api() -> Any:
+    async with serve_app(fake_jobs_api()) as url:
+        yield url
+
+
+def write_csv(tmp_path: Path, text: str, name: str = "leads.csv") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+async def test_enrich_against_fake_contract(fake_api: str, tmp_path: Path) -> None:
+    csv_path = write_csv(tmp_path, "company\nAcme\nGlobex\nInitech\n")
+    result = await asyncio.to_thread(
+        invoke, str(csv_path), "--api-url", fake_api, "--api-key", KEY, "--poll-seconds", "0.05"
+    )
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "leads.enriched.csv"
+    assert out.read_text().startswith("company,status\n")
+    assert "site unreachable" in result.output
+    assert "1 failed" in result.output
+
+
+async def test_no_wait_prints_urls(fake_api: str, tmp_path: Path) -> None:
+    csv_path = write_csv(tmp_path, "company\nAcme\n")
+    result = await asyncio.to_thread(
+        invoke, str(csv_path), "--api-url", fake_api, "--api-key", KEY, "--no-wait"
+    )
+    assert result.exit_code == 0, result.output
+    assert "job-1" in result.output
+    assert f"{fake_api}/api/v1/jobs/job-1/results" in result.output
+    assert not (tmp_path / "leads.enriched.csv").exists()
+
+
+async def test_wrong_key_is_explained(fake_api: str, tmp_path: Path) -> None:
+    csv_path = write_csv(tmp_path, "company\nAcme\n")
+    result = await asyncio.to_thread(
+        invoke, str(csv_path), "--api-url", fake_api, "--api-key", "nope"
+    )
+    assert result.exit_code == 1
+    assert "refused the key" in result.output
+    assert "LEADFLOW_API_KEY" in result.output
+
+
+async def test_bad_csv_lists_problems_with_lines(fake_api: str, tmp_path: Path) -> None:
+    csv_path = write_csv(tmp_path, "name\nAcme\n")
+    result = await asyncio.to_thread(invoke, str(csv_path), "--api-url", fake_api, "--api-key", KEY)
+    assert result.exit_code == 1
+    assert "invalid CSV" in result.output
+    assert "line 1: no identifying column" in result.output
+
+
+def test_unreachable_api_is_named(tmp_path: Path) -> None:
+    csv_path = write_csv(tmp_path, "company\nAcme\n")
+    url = f"http://127.0.0.1:{free_port()}"
+    result = invoke(str(csv_path), "--api-url", url, "--api-key", KEY)
+    assert result.exit_code == 1
+    assert f"cannot reach the leadflow API at {url}" in result.output
+    assert "leadflow up" in result.output
+
+
+def test_missing_key_and_missing_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LEADFLOW_API_KEY", raising=False)
+    result = invoke(str(tmp_path / "leads.csv"))
+    assert result.exit_code == 2
+    assert "no API key" in result.output
+    result = invoke(str(tmp_path / "missing.csv"), "--api-key", KEY)
+    assert result.exit_code == 1
+    assert "no such file" in result.output
