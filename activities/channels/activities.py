@@ -1,0 +1,257 @@
+"""Temporal activities that make a message leave leadflow: replies to leads and specialist alerts.
+
+Both are idempotent through the outbox table: the row for the idempotency key is claimed before
+the provider is called, and a key whose row is already "sent" or "stored" returns the recorded
+result without calling the provider again. Between the provider's answer and the row update a
+crash can still cause one duplicate send on retry (at-least-once); there is no way around that
+with providers that take no idempotency key of their own."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import httpx
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.channels.base import ChannelAdapter
+from activities.channels.chatwoot import ChatwootChannel
+from activities.channels.meta import MessengerChannel, MetaWhatsAppChannel
+from activities.channels.outbox import OutboxChannel
+from activities.channels.smtp import SmtpChannel
+from activities.channels.waha import WahaChannel
+from models.common import Channel
+from models.conversation import NotifyResult, NotifySpecialistInput
+from models.db import Database
+from models.messages import OutboundMessage, SendResult
+from models.repo import outbox as outbox_repo
+from models.repo import tenants as tenant_repo
+from models.settings import Settings
+from models.tables import OutboxMessage
+from models.tenant import TenantSettings
+
+log = logging.getLogger(__name__)
+
+TENANT_NOT_FOUND = "TenantNotFound"
+NOTIFY_VIAS = ("whatsapp", "email", "chatwoot")
+NOTIFY_SUBJECT = "A lead needs you"
+
+
+def builtin_channel_adapters(http: httpx.AsyncClient) -> dict[str, ChannelAdapter]:
+    """Channel name (models.common.Channel) -> adapter, for the built-in plugin to register."""
+    return {
+        Channel.WAHA.value: WahaChannel(http),
+        Channel.WHATSAPP.value: MetaWhatsAppChannel(http),
+        Channel.MESSENGER.value: MessengerChannel(http),
+        Channel.CHATWOOT.value: ChatwootChannel(http),
+        Channel.EMAIL.value: SmtpChannel(),
+    }
+
+
+def _result_of(row: OutboxMessage, *, duplicate: bool) -> SendResult:
+    return SendResult(
+        provider_message_id=row.provider_message_id,
+        delivered_via=row.delivered_via or "outbox",
+        duplicate=duplicate,
+    )
+
+
+class ChannelActivities:
+    """Built once per worker with its clients; `adapters` usually comes from the plugin registry."""
+
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        http: httpx.AsyncClient,
+        adapters: dict[str, ChannelAdapter],
+    ) -> None:
+        self.db = db
+        self.settings = settings
+        self.http = http
+        self.adapters = adapters
+        self.outbox = OutboxChannel()
+        registered = adapters.get(Channel.CHATWOOT.value)
+        # Specialist alerts need Chatwoot's assign/private-note calls, not just `send`.
+        self.chatwoot = (
+            registered if isinstance(registered, ChatwootChannel) else ChatwootChannel(http)
+        )
+
+    async def _tenant_settings(self, tenant_id: str) -> TenantSettings:
+        async with self.db.session() as session:
+            tenant = await tenant_repo.get_tenant(session, tenant_id=tenant_id)
+        if tenant is None:
+            raise ApplicationError(
+                f"tenant {tenant_id!r} does not exist", type=TENANT_NOT_FOUND, non_retryable=True
+            )
+        return tenant_repo.tenant_settings(
+            tenant, secret_key=self.settings.secret_key.get_secret_value()
+        )
+
+    async def _claim(self, message: OutboundMessage) -> OutboxMessage:
+        async with self.db.session() as session:
+            try:
+                return await outbox_repo.claim(session, message=message)
+            except outbox_repo.OutboxKeyConflict as exc:
+                raise ApplicationError(
+                    str(exc), type="IdempotencyKeyConflict", non_retryable=True
+                ) from exc
+
+    async def _deliver(
+        self, message: OutboundMessage, adapter: ChannelAdapter, settings: TenantSettings
+    ) -> OutboxMessage:
+        """Send through `adapter` (or store when it is the outbox) and record the outcome."""
+        try:
+            provider_id = await adapter.send(message, settings)
+        except ApplicationError as exc:
+            if exc.non_retryable:
+                async with self.db.session() as session:
+                    await outbox_repo.mark_failed(
+                        session, idempotency_key=message.idempotency_key, delivered_via=adapter.name
+                    )
+            raise
+        async with self.db.session() as session:
+            if adapter is self.outbox:
+                row = await outbox_repo.mark_stored(
+                    session, idempotency_key=message.idempotency_key
+                )
+            else:
+                row = await outbox_repo.mark_sent(
+                    session,
+                    idempotency_key=message.idempotency_key,
+                    delivered_via=adapter.name,
+                    provider_message_id=provider_id,
+                )
+        return row
+
+    @activity.defn
+    async def send_message(self, message: OutboundMessage) -> SendResult:
+        """Send a reply to a lead on its channel; with no settings for it, store it in the outbox.
+
+        A configured channel that fails raises (retryable or not): it never silently falls back
+        to the outbox."""
+        row = await self._claim(message)
+        if row.status in outbox_repo.FINAL_STATUSES:
+            activity.logger.info("send %s is a duplicate (%s)", message.idempotency_key, row.status)
+            return _result_of(row, duplicate=True)
+        settings = await self._tenant_settings(message.tenant_id)
+        adapter = self.adapters.get(str(message.channel))
+        if adapter is None or not adapter.configured(settings):
+            adapter = self.outbox
+        return _result_of(await self._deliver(message, adapter, settings), duplicate=False)
+
+    @activity.defn
+    async def notify_specialist(self, request: NotifySpecialistInput) -> NotifyResult:
+        """Alert a specialist via WhatsApp (WAHA, else Meta), e-mail, or Chatwoot (assign the
+        conversation to them and leave a private note).
+
+        Returns ok=False with the reason when the specialist cannot be reached that way (no
+        address, the provider refused for good), so a parallel fan-out of alerts is not failed
+        by one of them; transient failures raise so Temporal retries them."""
+        specialist = request.specialist
+
+        def result(ok: bool, detail: str) -> NotifyResult:
+            return NotifyResult(specialist=specialist.name, via=request.via, ok=ok, detail=detail)
+
+        if request.via not in NOTIFY_VIAS:
+            return result(False, f"unknown notification channel {request.via!r}")
+        settings = await self._tenant_settings(request.tenant_id)
+
+        message: OutboundMessage
+        adapter: ChannelAdapter
+        if request.via == "whatsapp":
+            if not specialist.whatsapp:
+                return result(False, "specialist has no WhatsApp number")
+            channel = Channel.WAHA if settings.waha is not None else Channel.WHATSAPP
+            message = self._notification(request, channel=channel, to=specialist.whatsapp)
+            adapter = self.adapters.get(channel.value) or self.outbox
+        elif request.via == "email":
+            if not specialist.email:
+                return result(False, "specialist has no e-mail address")
+            message = self._notification(request, channel=Channel.EMAIL, to=specialist.email)
+            adapter = self.adapters.get(Channel.EMAIL.value) or self.outbox
+        else:
+            if specialist.chatwoot_agent_id is None:
+                return result(False, "specialist has no Chatwoot agent id")
+            if not request.chatwoot_conversation_id:
+                return result(False, "conversation has no Chatwoot conversation id")
+            message = self._notification(
+                request,
+                channel=Channel.CHATWOOT,
+                to=str(specialist.chatwoot_agent_id),
+                thread=request.chatwoot_conversation_id,
+            )
+            adapter = self.chatwoot
+        if not adapter.configured(settings):
+            adapter = self.outbox
+
+        row = await self._claim(message)
+        if row.status in outbox_repo.FINAL_STATUSES:
+            return self._notify_result(result, row, duplicate=True)
+        try:
+            if adapter is self.chatwoot:
+                row = await self._chatwoot_alert(message, specialist.chatwoot_agent_id, settings)
+            else:
+                row = await self._deliver(message, adapter, settings)
+        except ApplicationError as exc:
+            if not exc.non_retryable:
+                raise
+            return result(False, str(exc))
+        return self._notify_result(result, row, duplicate=False)
+
+    async def _chatwoot_alert(
+        self, message: OutboundMessage, agent_id: int | None, settings: TenantSettings
+    ) -> OutboxMessage:
+        assert agent_id is not None and message.thread is not None
+        chatwoot = self.chatwoot
+        try:
+            # Assign first: the note is what the agent reads once the conversation is theirs.
+            # Re-assigning the same agent on a retry is harmless.
+            await chatwoot.assign(message.thread, agent_id, settings=settings)
+            note_id = await chatwoot.private_note(message.thread, message.text, settings=settings)
+        except ApplicationError as exc:
+            if exc.non_retryable:
+                async with self.db.session() as session:
+                    await outbox_repo.mark_failed(
+                        session,
+                        idempotency_key=message.idempotency_key,
+                        delivered_via=chatwoot.name,
+                    )
+            raise
+        async with self.db.session() as session:
+            row = await outbox_repo.mark_sent(
+                session,
+                idempotency_key=message.idempotency_key,
+                delivered_via=chatwoot.name,
+                provider_message_id=note_id,
+            )
+        return row
+
+    @staticmethod
+    def _notification(
+        request: NotifySpecialistInput, *, channel: Channel, to: str, thread: str | None = None
+    ) -> OutboundMessage:
+        return OutboundMessage(
+            tenant_id=request.tenant_id,
+            channel=channel,
+            to=to,
+            text=request.text,
+            idempotency_key=request.idempotency_key,
+            thread=thread,
+            subject=f"{NOTIFY_SUBJECT}: {request.conversation_id}",
+            conversation_id=request.conversation_id,
+        )
+
+    @staticmethod
+    def _notify_result(
+        result: Callable[[bool, str], NotifyResult], row: OutboxMessage, *, duplicate: bool
+    ) -> NotifyResult:
+        suffix = " (already done)" if duplicate else ""
+        if row.status == outbox_repo.STORED:
+            # Reached nobody: the channel is not set up, the alert only sits in the outbox.
+            return result(False, f"no channel configured; stored in the outbox{suffix}")
+        detail = f"sent via {row.delivered_via}"
+        if row.provider_message_id:
+            detail += f" as {row.provider_message_id}"
+        return result(True, detail + suffix)
