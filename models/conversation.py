@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 
 from pydantic import BaseModel, Field
 
 from models.agent import FieldValue, KnowledgeHit, LeadScore
-from models.common import Channel, Stage
+from models.common import Channel, Intent, Stage
 from models.messages import Frozen, InboundMessage, TranscriptEntry
 from models.playbook import Playbook
 from models.tenant import Specialist
@@ -16,8 +17,24 @@ TRANSCRIPT_TAIL = 40  # entries the workflow keeps for context; the database kee
 SEEN_IDS_KEPT = 500  # provider message ids remembered to drop redeliveries
 
 
+WORKFLOW_NAME = "ConversationWorkflow"
+SIGNAL_INBOUND = "inbound"
+SIGNAL_OPERATOR_MESSAGE = "operator_message"
+SIGNAL_HANDOFF = "handoff"
+SIGNAL_RELEASE = "release"
+SIGNAL_CLOSE = "close"
+QUERY_STATE = "state"
+
+
 def conversation_workflow_id(tenant_id: str, channel: Channel | str, contact: str) -> str:
     return f"conv:{tenant_id}:{Channel(channel).value}:{contact}"
+
+
+def lead_id_for(tenant_id: str, channel: Channel | str, contact: str) -> str:
+    """Deterministic, so the workflow knows its lead's id without asking the database."""
+    return str(
+        uuid.uuid5(uuid.NAMESPACE_URL, f"leadflow:{tenant_id}:{Channel(channel).value}:{contact}")
+    )
 
 
 class OutreachRequest(Frozen):
@@ -31,6 +48,12 @@ class HandoffState(Frozen):
     rule: str | None = None
     human_replied: bool = False
     holding_sent: bool = False
+
+
+class OperatorMessage(Frozen):
+    text: str
+    author: str = "operator"
+    request_id: str = Field(description="Idempotency key of the API call.")
 
 
 class ConversationInput(BaseModel):
@@ -47,6 +70,9 @@ class ConversationInput(BaseModel):
     transcript: list[TranscriptEntry] = Field(default_factory=list)
     pending: list[InboundMessage] = Field(default_factory=list)
     seen_message_ids: list[str] = Field(default_factory=list)
+    intents_seen: list[Intent] = Field(default_factory=list)
+    operator_queue: list[OperatorMessage] = Field(default_factory=list)
+    human_queue: list[InboundMessage] = Field(default_factory=list)
     turns: int = 0
     lead_messages: int = 0
     follow_ups_sent: int = 0
@@ -55,12 +81,6 @@ class ConversationInput(BaseModel):
     outreach: OutreachRequest | None = None
     debounce_seconds: float = 2.0
     history_limit: int = 2000
-
-
-class OperatorMessage(Frozen):
-    text: str
-    author: str = "operator"
-    request_id: str = Field(description="Idempotency key of the API call.")
 
 
 class HandoffRequest(Frozen):
@@ -94,6 +114,7 @@ class ConversationSnapshot(Frozen):
 
 class TurnContextInput(Frozen):
     tenant_id: str
+    lead_id: str
     query: str = Field(description="Text of the new messages, for knowledge search.")
 
 
@@ -103,6 +124,7 @@ class TurnContext(Frozen):
     specialists: tuple[Specialist, ...] = ()
     timezone: str = "UTC"
     channels: tuple[str, ...] = Field(default=(), description="Channels configured for the tenant.")
+    do_not_contact: bool = False
 
 
 class EscalationRecord(Frozen):
@@ -123,6 +145,7 @@ class RecordTurnInput(Frozen):
     turn_key: str
     entries: tuple[TranscriptEntry, ...] = ()
     stage: Stage
+    lead_id: str
     score: LeadScore | None = None
     fields: dict[str, FieldValue] = Field(default_factory=dict)
     escalation: EscalationRecord | None = None

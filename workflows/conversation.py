@@ -1,0 +1,613 @@
+"""ConversationWorkflow: one durable conversation per (tenant, channel, contact).
+
+The workflow is the conversation's single writer: webhooks signal messages in, it debounces
+bursts, runs turns (analyse → knowledge → reply → score → send → record), hands over to humans,
+sends follow-ups on durable timers and continues as new before its history grows large.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.channels.activities import ChannelActivities
+    from activities.llm.activities import LlmActivities
+    from activities.store import StoreActivities
+    from models import search_attributes as sa
+    from models.agent import AnalyseInput, Analysis, GenerateReplyInput, KnowledgeHit
+    from models.common import Role, ReplyPurpose, Stage
+    from models.conversation import (
+        SEEN_IDS_KEPT,
+        TRANSCRIPT_TAIL,
+        CloseRequest,
+        ConversationInput,
+        ConversationSnapshot,
+        EscalationRecord,
+        HandoffRequest,
+        HandoffState,
+        NotifyResult,
+        NotifySpecialistInput,
+        OperatorMessage,
+        RecordTurnInput,
+        ReleaseRequest,
+        TurnContext,
+        TurnContextInput,
+        conversation_workflow_id,
+        lead_id_for,
+    )
+    from models.messages import InboundMessage, OutboundMessage, TranscriptEntry
+    from models.playbook import Playbook
+    from models.tenant import Specialist
+    from workflows import policies
+    from workflows.scoring import score_lead
+    from workflows.stages import next_stage
+    from workflows.timing import next_allowed_time
+
+MAX_DEBOUNCE_FACTOR = 10  # a steady stream of messages is still answered after this many windows
+
+
+@workflow.defn(name="ConversationWorkflow")
+class ConversationWorkflow:
+    @workflow.init
+    def __init__(self, state: ConversationInput) -> None:
+        self._s = state.model_copy(deep=True)
+        self._id = conversation_workflow_id(state.tenant_id, state.channel, state.contact)
+        self._lead_id = lead_id_for(state.tenant_id, state.channel, state.contact)
+        self._playbook: Playbook | None = None
+        self._close_reason: str | None = None
+        self._released = False
+
+    # ---- signals and queries -------------------------------------------------------------
+
+    @workflow.signal(name="inbound")
+    def inbound(self, message: InboundMessage) -> None:
+        if message.provider_message_id in self._s.seen_message_ids:
+            return  # a redelivered webhook
+        self._s.seen_message_ids.append(message.provider_message_id)
+        del self._s.seen_message_ids[:-SEEN_IDS_KEPT]
+        if message.thread and not self._s.thread:
+            self._s.thread = message.thread
+        if message.contact_name and not self._s.contact_name:
+            self._s.contact_name = message.contact_name
+        if message.role == Role.HUMAN:
+            self._s.human_queue.append(message)
+        else:
+            self._s.pending.append(message)
+
+    @workflow.signal(name="operator_message")
+    def operator_message(self, message: OperatorMessage) -> None:
+        if message.request_id in self._s.seen_message_ids:
+            return
+        self._s.seen_message_ids.append(message.request_id)
+        self._s.operator_queue.append(message)
+
+    @workflow.signal(name="handoff")
+    def handoff(self, request: HandoffRequest) -> None:
+        if self._s.stage != Stage.CLOSED and self._s.handoff is None:
+            self._enter_handoff(request.reason, rule=None, human_replied=True)
+
+    @workflow.signal(name="release")
+    def release(self, request: ReleaseRequest) -> None:
+        if self._s.handoff is not None:
+            self._s.handoff = None
+            self._s.stage = Stage.QUALIFYING
+            self._released = True
+
+    @workflow.signal(name="close")
+    def close(self, request: CloseRequest) -> None:
+        self._close_reason = request.reason
+
+    @workflow.query(name="state")
+    def state(self) -> ConversationSnapshot:
+        return ConversationSnapshot(
+            workflow_id=self._id,
+            tenant_id=self._s.tenant_id,
+            channel=self._s.channel,
+            contact=self._s.contact,
+            stage=self._s.stage,
+            score=self._s.score,
+            fields=dict(self._s.fields),
+            transcript=tuple(self._s.transcript),
+            turns=self._s.turns,
+            pending_messages=len(self._s.pending),
+            handoff=self._s.handoff,
+        )
+
+    # ---- main loop -----------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, state: ConversationInput) -> ConversationSnapshot:
+        self._upsert_search_attributes()
+        if self._s.outreach is not None and self._s.turns == 0:
+            await self._send_outreach()
+        while True:
+            if self._close_reason is not None and self._s.stage != Stage.CLOSED:
+                await self._close()
+            if self._s.stage == Stage.CLOSED and not self._has_work():
+                return self.state()
+            if not self._has_work() and self._should_continue_as_new():
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                workflow.continue_as_new(self._s)
+            await self._step()
+
+    def _has_work(self) -> bool:
+        return bool(
+            self._s.pending
+            or self._s.operator_queue
+            or self._s.human_queue
+            or self._released
+            or (self._close_reason is not None and self._s.stage != Stage.CLOSED)
+        )
+
+    def _should_continue_as_new(self) -> bool:
+        info = workflow.info()
+        return (
+            info.is_continue_as_new_suggested()
+            or info.get_current_history_length() > self._s.history_limit
+        )
+
+    async def _step(self) -> None:
+        if self._released:
+            self._released = False
+            await self._record((), turn_key=f"release:{self._s.turns}")
+            self._details("released by a human; the AI answers again")
+        if self._s.human_queue:
+            await self._record_human_messages()
+        if self._s.operator_queue:
+            await self._send_operator_messages()
+            return
+        if self._s.stage == Stage.CLOSED:
+            if self._s.pending:
+                await self._record_silently()
+            return
+        if self._s.pending:
+            if self._s.handoff is not None:
+                await self._record_silently()
+            else:
+                await self._debounce()
+                await self._turn()
+            return
+        await self._wait_for_event_or_timer()
+
+    async def _wait_for_event_or_timer(self) -> None:
+        due, action = self._next_timer()
+        if due is None:
+            await workflow.wait_condition(self._has_work)
+            return
+        delay = max((due - workflow.now()).total_seconds(), 0.0)
+        try:
+            await workflow.wait_condition(self._has_work, timeout=timedelta(seconds=delay))
+        except TimeoutError:
+            if action == "holding":
+                await self._send_holding_message()
+            elif action == "follow_up":
+                await self._send_follow_up()
+
+    def _next_timer(self) -> tuple[datetime | None, str]:
+        playbook = self._playbook
+        if playbook is None:
+            return None, ""
+        handoff = self._s.handoff
+        if handoff is not None:
+            if handoff.human_replied or handoff.holding_sent:
+                return None, ""
+            return handoff.since + playbook.handoff.holding_after, "holding"
+        cadence = playbook.follow_up.cadence
+        if (
+            self._s.last_reply_at is None
+            or self._s.follow_ups_sent >= len(cadence)
+            or self._s.stage in (Stage.CLOSED, Stage.HUMAN_HANDOFF)
+        ):
+            return None, ""
+        due = self._s.last_reply_at + cadence[self._s.follow_ups_sent]
+        return next_allowed_time(due, playbook.quiet_hours), "follow_up"
+
+    async def _debounce(self) -> None:
+        """Wait until the lead has been quiet for the debounce window, so a burst gets one answer."""
+        window = timedelta(seconds=self._s.debounce_seconds)
+        for _ in range(MAX_DEBOUNCE_FACTOR):
+            seen = len(self._s.pending)
+            try:
+                await workflow.wait_condition(
+                    lambda: len(self._s.pending) != seen or self._close_reason is not None,
+                    timeout=window,
+                )
+            except TimeoutError:
+                return
+            if self._close_reason is not None:
+                return
+
+    # ---- a turn --------------------------------------------------------------------------
+
+    async def _turn(self) -> None:
+        batch = list(self._s.pending)
+        # Messages that arrive from here on stay pending and are answered in the next turn.
+        self._s.pending.clear()
+        self._s.turns += 1
+        turn_key = f"turn:{self._s.turns}"
+        self._s.lead_messages += len(batch)
+        inbound_entries = [
+            TranscriptEntry(
+                role=Role.LEAD, text=m.text, at=m.sent_at, provider_message_id=m.provider_message_id
+            )
+            for m in batch
+        ]
+        history = tuple(self._s.transcript)
+        self._append(inbound_entries)
+        self._details(f"turn {self._s.turns}: answering {len(batch)} message(s)")
+
+        context = await self._context(" ".join(m.text for m in batch))
+        if context.do_not_contact:
+            # The CRM says so: record what the lead wrote and close without answering.
+            await self._record(inbound_entries, turn_key=turn_key)
+            self._close_reason = self._close_reason or "do not contact"
+            return
+        result = await workflow.execute_activity_method(
+            LlmActivities.analyse_messages,
+            AnalyseInput(
+                tenant_id=self._s.tenant_id,
+                playbook=context.playbook,
+                transcript=history,
+                new_messages=tuple(m.text for m in batch),
+                known_fields=dict(self._s.fields),
+            ),
+            start_to_close_timeout=policies.LLM_TIMEOUT,
+            retry_policy=policies.LLM_RETRY,
+            summary=f"analyse {len(batch)} message(s) of turn {self._s.turns}",
+        )
+        analysis = result.analysis
+        self._s.fields.update(analysis.fields)
+        for intent in (analysis.intent, *analysis.secondary_intents):
+            if intent not in self._s.intents_seen:
+                self._s.intents_seen.append(intent)
+        self._s.score = score_lead(
+            context.playbook,
+            self._s.fields,
+            tuple(self._s.intents_seen),
+            self._s.lead_messages,
+            analysis.priority,
+        )
+
+        if analysis.escalate:
+            await self._escalate(context, analysis, turn_key, inbound_entries)
+        else:
+            self._s.stage = next_stage(self._s.stage, analysis)
+            reply = await self._generate(
+                context, ReplyPurpose.REPLY, analysis=analysis, knowledge=context.knowledge
+            )
+            entry = await self._send(reply, turn_key, knowledge=context.knowledge)
+            await self._record(
+                (*inbound_entries, entry) if entry else tuple(inbound_entries), turn_key=turn_key
+            )
+            self._s.last_reply_at = workflow.now()
+            self._s.follow_ups_sent = 0
+        self._upsert_search_attributes()
+        score = self._s.score
+        self._details(
+            f"turn {self._s.turns} done · stage {self._s.stage.value}"
+            + (f" · score {score.total} ({score.quality.value})" if score else "")
+        )
+
+    async def _context(self, query: str) -> TurnContext:
+        context = await workflow.execute_local_activity_method(
+            StoreActivities.load_turn_context,
+            TurnContextInput(tenant_id=self._s.tenant_id, lead_id=self._lead_id, query=query),
+            start_to_close_timeout=policies.STORE_TIMEOUT,
+            retry_policy=policies.STORE_RETRY,
+            summary="load playbook and knowledge",
+        )
+        self._playbook = context.playbook
+        return context
+
+    async def _generate(
+        self,
+        context: TurnContext,
+        purpose: ReplyPurpose,
+        *,
+        analysis: Analysis | None = None,
+        knowledge: tuple[KnowledgeHit, ...] = (),
+    ) -> str:
+        reply = await workflow.execute_activity_method(
+            LlmActivities.generate_reply,
+            GenerateReplyInput(
+                tenant_id=self._s.tenant_id,
+                playbook=context.playbook,
+                purpose=purpose,
+                stage=self._s.stage,
+                transcript=tuple(self._s.transcript),
+                analysis=analysis,
+                knowledge=knowledge,
+                known_fields=dict(self._s.fields),
+                contact_name=self._s.contact_name,
+                language=analysis.language if analysis else self._language(),
+                follow_up_number=self._s.follow_ups_sent + 1,
+                instruction=self._s.outreach.instruction if self._s.outreach else None,
+            ),
+            start_to_close_timeout=policies.LLM_TIMEOUT,
+            retry_policy=policies.LLM_RETRY,
+            summary=f"write {purpose.value}",
+        )
+        return reply.text
+
+    def _language(self) -> str | None:
+        language = self._s.fields.get("language")
+        return str(language) if language else None
+
+    async def _send(
+        self, text: str, key: str, *, role: Role = Role.AI, knowledge: tuple[KnowledgeHit, ...] = ()
+    ) -> TranscriptEntry | None:
+        result = await workflow.execute_activity_method(
+            ChannelActivities.send_message,
+            OutboundMessage(
+                tenant_id=self._s.tenant_id,
+                channel=self._s.channel,
+                to=self._s.contact,
+                text=text,
+                idempotency_key=f"{self._id}:{key}",
+                thread=self._s.thread,
+                conversation_id=self._id,
+            ),
+            start_to_close_timeout=policies.SEND_TIMEOUT,
+            retry_policy=policies.SEND_RETRY,
+            summary=f"send {key} via {self._s.channel.value}",
+        )
+        entry = TranscriptEntry(
+            role=role,
+            text=text,
+            at=workflow.now(),
+            provider_message_id=result.provider_message_id,
+            knowledge_ids=tuple(hit.document_id for hit in knowledge),
+        )
+        self._append([entry])
+        return entry
+
+    async def _record(
+        self,
+        entries: tuple[TranscriptEntry, ...] | list[TranscriptEntry],
+        *,
+        turn_key: str,
+        escalation: EscalationRecord | None = None,
+    ) -> None:
+        await workflow.execute_local_activity_method(
+            StoreActivities.record_turn,
+            RecordTurnInput(
+                conversation_id=self._id,
+                tenant_id=self._s.tenant_id,
+                channel=self._s.channel,
+                contact=self._s.contact,
+                contact_name=self._s.contact_name,
+                thread=self._s.thread,
+                turn_key=turn_key,
+                entries=tuple(entries),
+                stage=self._s.stage,
+                lead_id=self._lead_id,
+                score=self._s.score,
+                fields=dict(self._s.fields),
+                escalation=escalation,
+                turns=self._s.turns,
+            ),
+            start_to_close_timeout=policies.STORE_TIMEOUT,
+            retry_policy=policies.STORE_RETRY,
+            summary=f"record {turn_key}",
+        )
+
+    def _append(self, entries: list[TranscriptEntry]) -> None:
+        self._s.transcript.extend(entries)
+        del self._s.transcript[:-TRANSCRIPT_TAIL]
+
+    # ---- escalation and handoff ----------------------------------------------------------
+
+    def _enter_handoff(self, reason: str, *, rule: str | None, human_replied: bool) -> None:
+        self._s.handoff = HandoffState(
+            reason=reason, since=workflow.now(), rule=rule, human_replied=human_replied
+        )
+        self._s.stage = Stage.HUMAN_HANDOFF
+        self._s.last_reply_at = None
+
+    async def _escalate(
+        self,
+        context: TurnContext,
+        analysis: Analysis,
+        turn_key: str,
+        inbound_entries: list[TranscriptEntry],
+    ) -> None:
+        rule_name = analysis.escalation_rule or "escalation"
+        reason = analysis.escalation_reason or rule_name
+        self._enter_handoff(reason, rule=rule_name, human_replied=False)
+        rule = next((r for r in context.playbook.escalation if r.name == rule_name), None)
+        roles = set(rule.notify) if rule else set()
+        specialists = [s for s in context.specialists if not roles or s.role in roles]
+        alert = self._specialist_alert(reason)
+        notifications = [
+            self._notify(specialist, via, alert, turn_key)
+            for specialist in specialists
+            for via in self._notification_routes(specialist)
+        ]
+        # Specialists are told in parallel with writing the lead's notice.
+        notice_task = self._generate(
+            context, ReplyPurpose.ESCALATION_NOTICE, analysis=analysis, knowledge=()
+        )
+        results = await asyncio.gather(notice_task, *notifications)
+        notice = str(results[0])
+        notified = tuple(
+            f"{r.specialist}:{r.via}:{'ok' if r.ok else 'failed'}"
+            for r in results[1:]
+            if isinstance(r, NotifyResult)
+        )
+        entry = await self._send(notice, f"{turn_key}:handoff")
+        await self._record(
+            [*inbound_entries, *(e for e in [entry] if e)],
+            turn_key=turn_key,
+            escalation=EscalationRecord(rule=rule_name, reason=reason, notified=notified),
+        )
+
+    def _notification_routes(self, specialist: Specialist) -> list[str]:
+        routes = []
+        if specialist.whatsapp:
+            routes.append("whatsapp")
+        if specialist.email:
+            routes.append("email")
+        if specialist.chatwoot_agent_id is not None and self._s.thread:
+            routes.append("chatwoot")
+        return routes
+
+    def _specialist_alert(self, reason: str) -> str:
+        name = self._s.contact_name or self._s.contact
+        fields = ", ".join(f"{k}: {v}" for k, v in sorted(self._s.fields.items())) or "none yet"
+        last = [e.text for e in self._s.transcript if e.role == Role.LEAD][-3:]
+        score = self._s.score
+        return (
+            f"[leadflow] {name} on {self._s.channel.value} needs a human: {reason}.\n"
+            f"Score: {score.total if score else '?'} ({score.quality.value if score else '?'}). "
+            f"Known: {fields}.\n"
+            "Last messages:\n"
+            + "\n".join(f"> {text}" for text in last)
+            + f"\nConversation: {self._id}"
+        )
+
+    async def _notify(
+        self, specialist: Specialist, via: str, text: str, turn_key: str
+    ) -> NotifyResult:
+        try:
+            return await workflow.execute_activity_method(
+                ChannelActivities.notify_specialist,
+                NotifySpecialistInput(
+                    tenant_id=self._s.tenant_id,
+                    conversation_id=self._id,
+                    specialist=specialist,
+                    via=via,
+                    text=text,
+                    idempotency_key=f"{self._id}:{turn_key}:notify:{specialist.name}:{via}",
+                    chatwoot_conversation_id=self._s.thread,
+                ),
+                start_to_close_timeout=policies.NOTIFY_TIMEOUT,
+                retry_policy=policies.NOTIFY_RETRY,
+                summary=f"notify {specialist.name} via {via}",
+            )
+        except ActivityError as exc:
+            # One unreachable specialist must not stop the others or the handoff itself.
+            workflow.logger.warning("notifying %s via %s failed: %s", specialist.name, via, exc)
+            return NotifyResult(
+                specialist=specialist.name, via=via, ok=False, detail=str(exc.cause)
+            )
+
+    async def _record_silently(self) -> None:
+        """In handoff or closed: the lead's messages are recorded, the AI stays silent."""
+        batch = list(self._s.pending)
+        self._s.pending.clear()
+        self._s.lead_messages += len(batch)
+        entries = [
+            TranscriptEntry(
+                role=Role.LEAD, text=m.text, at=m.sent_at, provider_message_id=m.provider_message_id
+            )
+            for m in batch
+        ]
+        self._append(entries)
+        await self._record(entries, turn_key=f"silent:{batch[0].provider_message_id}")
+
+    async def _record_human_messages(self) -> None:
+        batch = list(self._s.human_queue)
+        self._s.human_queue.clear()
+        entries = [
+            TranscriptEntry(
+                role=Role.HUMAN,
+                text=m.text,
+                at=m.sent_at,
+                provider_message_id=m.provider_message_id,
+            )
+            for m in batch
+        ]
+        self._append(entries)
+        # A human answering the lead takes the conversation over; the AI must not talk over them.
+        if self._s.handoff is None and self._s.stage != Stage.CLOSED:
+            self._enter_handoff("an agent replied", rule=None, human_replied=True)
+        elif self._s.handoff is not None and not self._s.handoff.human_replied:
+            self._s.handoff = self._s.handoff.model_copy(update={"human_replied": True})
+        await self._record(entries, turn_key=f"human:{batch[0].provider_message_id}")
+        self._upsert_search_attributes()
+
+    async def _send_operator_messages(self) -> None:
+        while self._s.operator_queue:
+            message = self._s.operator_queue.pop(0)
+            entry = await self._send(
+                message.text, f"operator:{message.request_id}", role=Role.HUMAN
+            )
+            if self._s.handoff is not None and not self._s.handoff.human_replied:
+                self._s.handoff = self._s.handoff.model_copy(update={"human_replied": True})
+            await self._record([entry] if entry else [], turn_key=f"operator:{message.request_id}")
+
+    async def _send_holding_message(self) -> None:
+        handoff = self._s.handoff
+        if handoff is None:
+            return
+        context = await self._context("")
+        text = await self._generate(context, ReplyPurpose.HOLDING)
+        self._s.handoff = handoff.model_copy(update={"holding_sent": True})
+        key = f"holding:{self._s.turns}"
+        entry = await self._send(text, key)
+        await self._record([entry] if entry else [], turn_key=key)
+        self._details("no human answered in time: holding message sent")
+
+    async def _send_follow_up(self) -> None:
+        context = await self._context("")
+        number = self._s.follow_ups_sent + 1
+        self._s.stage = Stage.NURTURE
+        text = await self._generate(context, ReplyPurpose.FOLLOW_UP)
+        key = f"follow_up:{self._s.turns}:{number}"
+        entry = await self._send(text, key)
+        self._s.follow_ups_sent = number
+        await self._record([entry] if entry else [], turn_key=key)
+        self._upsert_search_attributes()
+        self._details(f"follow-up {number} sent; waiting for the lead")
+
+    async def _send_outreach(self) -> None:
+        outreach = self._s.outreach
+        assert outreach is not None
+        self._s.stage = Stage.INITIAL_OUTREACH
+        context = await self._context(outreach.instruction or "")
+        text = outreach.text or await self._generate(context, ReplyPurpose.OUTREACH)
+        entry = await self._send(text, "outreach")
+        self._s.stage = Stage.AWAITING_RESPONSE
+        self._s.outreach = None
+        self._s.last_reply_at = workflow.now()
+        await self._record([entry] if entry else [], turn_key="outreach")
+        self._upsert_search_attributes()
+
+    async def _close(self) -> None:
+        self._s.stage = Stage.CLOSED
+        self._s.handoff = None
+        self._s.last_reply_at = None
+        await self._record((), turn_key=f"close:{self._s.turns}")
+        self._upsert_search_attributes()
+        self._details(f"closed: {self._close_reason}")
+
+    # ---- visibility ----------------------------------------------------------------------
+
+    def _upsert_search_attributes(self) -> None:
+        updates = [
+            sa.TENANT.value_set(self._s.tenant_id),
+            sa.CHANNEL.value_set(self._s.channel.value),
+            sa.STAGE.value_set(self._s.stage.value),
+        ]
+        if self._s.score is not None:
+            updates += [
+                sa.LEAD_SCORE.value_set(self._s.score.total),
+                sa.LEAD_QUALITY.value_set(self._s.score.quality.value),
+            ]
+        workflow.upsert_search_attributes(updates)
+
+    def _details(self, headline: str) -> None:
+        score = self._s.score
+        lines = [
+            f"**{headline}**",
+            f"- stage: {self._s.stage.value}",
+            f"- score: {score.total} ({score.quality.value})" if score else "- score: not yet",
+            f"- turns: {self._s.turns}, pending messages: {len(self._s.pending)}",
+        ]
+        if self._s.handoff is not None:
+            lines.append(f"- with a human since {self._s.handoff.since:%Y-%m-%d %H:%M} UTC")
+        workflow.set_current_details("\n".join(lines))

@@ -1,0 +1,44 @@
+"""Timeouts and retry policies, named once: every activity call in a workflow uses these."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio.common import RetryPolicy
+
+LLM_TIMEOUT = timedelta(seconds=90)
+LLM_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=60),
+    maximum_attempts=6,
+    non_retryable_error_types=["UnknownLlmProvider", "InvalidLlmOutput", "LlmRequestRejected"],
+)
+
+SEND_TIMEOUT = timedelta(seconds=30)
+SEND_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=5),
+    maximum_attempts=20,
+    non_retryable_error_types=["ChannelRejected", "ChannelNotConfigured", "UnknownTenant"],
+)
+
+NOTIFY_TIMEOUT = timedelta(seconds=30)
+NOTIFY_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=1),
+    maximum_attempts=5,
+    non_retryable_error_types=["ChannelRejected", "ChannelNotConfigured"],
+)
+
+STORE_TIMEOUT = timedelta(seconds=15)
+STORE_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=200),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    non_retryable_error_types=["UnknownTenant", "InvalidPlaybook", "CredentialsError"],
+)
+
+CRM_REQUEST_TIMEOUT = timedelta(seconds=15)
