@@ -9,7 +9,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.common import Intent
+from models.common import Intent, Priority
 
 PLAYBOOK_DIR = Path(__file__).parent / "playbooks"
 
@@ -22,7 +22,12 @@ class IntentRule(_Frozen):
     intent: Intent
     description: str = ""
     keywords: dict[str, tuple[str, ...]] = Field(
-        default_factory=dict, description="Language code -> words/phrases the offline rules match."
+        default_factory=dict,
+        description="Language code -> words/phrases the offline rules match (whole words; "
+        "a trailing * matches any ending, e.g. 'financ*').",
+    )
+    priority: Priority | None = Field(
+        default=None, description="Priority of a message with this primary intent."
     )
 
 
@@ -30,9 +35,20 @@ class FieldSpec(_Frozen):
     name: str
     type: Literal["str", "int", "bool"] = "str"
     description: str = ""
+    label: dict[str, str] = Field(
+        default_factory=dict, description="Language -> how the field is named to the lead."
+    )
+    question: dict[str, str] = Field(
+        default_factory=dict,
+        description="Language -> the question that asks for this field; fields are asked in "
+        "the order they are listed, skipping those without a question.",
+    )
 
 
 class EscalationRule(_Frozen):
+    """A rule matches when every condition it sets holds (unset conditions are ignored; a rule
+    that sets none never matches). The first matching rule, in file order, wins."""
+
     name: str
     description: str = ""
     intents: tuple[Intent, ...] = ()
@@ -74,6 +90,9 @@ class Playbook(_Frozen):
     default_language: str = "en"
     languages: tuple[str, ...] = ("en",)
     tone: str = "friendly, concise, professional"
+    assistant_name: str | None = Field(
+        default=None, description="How the AI introduces itself, e.g. 'Sanne'."
+    )
     channels: tuple[str, ...] = ()
     intents: tuple[IntentRule, ...] = ()
     fields: tuple[FieldSpec, ...] = ()

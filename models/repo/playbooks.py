@@ -1,0 +1,92 @@
+"""Which playbook a tenant uses: its own YAML, else a built-in one by name.
+
+Errors are `PlaybookError` (a ValueError) whose message a tenant can act on: the YAML line of a
+syntax error, or each invalid field with its path, e.g. `intents.0.intent: Input should be ...`.
+"""
+
+from __future__ import annotations
+
+from functools import cache, lru_cache
+
+import yaml
+from pydantic import ValidationError
+
+from models.playbook import Playbook, builtin_playbooks
+from models.tenant import TenantSettings
+
+
+class PlaybookError(ValueError):
+    """A playbook that cannot be used; `errors` lists each problem as one readable line."""
+
+    def __init__(self, message: str, errors: tuple[str, ...] = ()) -> None:
+        super().__init__(message if not errors else f"{message}: " + "; ".join(errors))
+        self.errors = errors or (message,)
+
+
+@cache
+def _builtins() -> dict[str, Playbook]:
+    # The shipped files never change while the process runs; parse them once.
+    return builtin_playbooks()
+
+
+def builtin_names() -> tuple[str, ...]:
+    return tuple(sorted(_builtins()))
+
+
+def builtin_playbook(name: str) -> Playbook:
+    playbooks = _builtins()
+    if name not in playbooks:
+        raise PlaybookError(
+            f"unknown playbook {name!r}; built-in playbooks are: {', '.join(sorted(playbooks))}"
+        )
+    return playbooks[name]
+
+
+def _format_validation_error(exc: ValidationError) -> tuple[str, ...]:
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        lines.append(f"{where}: {err['msg']}")
+    return tuple(lines)
+
+
+def parse_playbook(text: str) -> Playbook:
+    """Parse and validate playbook YAML, raising `PlaybookError` with readable messages."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise PlaybookError(f"the playbook is not valid YAML{where}: {problem}") from exc
+    if not isinstance(raw, dict):
+        raise PlaybookError(
+            "the playbook must be a YAML mapping (name:, business_name:, ...), "
+            f"not {type(raw).__name__}"
+        )
+    try:
+        return Playbook.model_validate(raw)
+    except ValidationError as exc:
+        raise PlaybookError("the playbook is invalid", _format_validation_error(exc)) from exc
+
+
+def validate_playbook_yaml(text: str) -> list[str]:
+    """Readable problems of an uploaded playbook; an empty list means it is valid."""
+    try:
+        parse_playbook(text)
+    except PlaybookError as exc:
+        return list(exc.errors)
+    return []
+
+
+@lru_cache(maxsize=256)
+def _parse_cached(text: str) -> Playbook:
+    # Every conversation turn resolves the playbook; custom YAML is parsed once per text.
+    return parse_playbook(text)
+
+
+def playbook_for(tenant_settings: TenantSettings) -> Playbook:
+    """The tenant's custom playbook if it has one, else the built-in one it names."""
+    if tenant_settings.playbook_yaml:
+        return _parse_cached(tenant_settings.playbook_yaml)
+    return builtin_playbook(tenant_settings.playbook)
