@@ -1,0 +1,240 @@
+"""Contracts of lead-enrichment jobs: the workflow's input (also its continue-as-new state), its
+signals and query, the per-record activities, and the job view the API returns."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import Field
+
+from models.agent import CompanyFacts, TokenUsage
+from models.messages import Frozen
+
+WORKFLOW_NAME = "EnrichmentJobWorkflow"
+"""The API starts jobs by this name: it must not import workflows/."""
+
+SIGNAL_PAUSE = "pause"
+SIGNAL_RESUME = "resume"
+SIGNAL_CANCEL = "cancel"
+QUERY_PROGRESS = "progress"
+
+
+def workflow_id(tenant_id: str, job_id: str) -> str:
+    return f"enrich:{tenant_id}:{job_id}"
+
+
+class JobStatus(StrEnum):
+    RUNNING = "running"
+    PAUSED = "paused"
+    CANCELLED = "cancelled"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+TERMINAL_STATUSES = frozenset({JobStatus.CANCELLED, JobStatus.COMPLETED, JobStatus.FAILED})
+
+
+class RecordStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class EnrichmentStep(StrEnum):
+    WEBSITE = "website"
+    FETCH = "fetch"
+    EXTRACT = "extract"
+    EMAIL = "email"
+
+
+ALL_STEPS: tuple[EnrichmentStep, ...] = tuple(EnrichmentStep)
+
+RESULT_COLUMNS: tuple[str, ...] = (
+    "website",
+    "summary",
+    "emails",
+    "phones",
+    "social_links",
+    "email_subject",
+    "email_body",
+    "status",
+    "error",
+)
+"""Columns the results CSV appends to the uploaded ones, in this order."""
+
+
+class RecordOptions(Frozen):
+    """What every record of a job is processed with; fixed when the job is created."""
+
+    steps: tuple[EnrichmentStep, ...] = ALL_STEPS
+    playbook: str | None = Field(default=None, description="None: the tenant's playbook.")
+    respect_robots: bool = True
+
+
+class EnrichmentJobInput(Frozen):
+    """Workflow input. Continue-as-new passes the same model on with the cursor moved forward."""
+
+    tenant_id: str
+    job_id: str
+    total: int = Field(ge=0, description="Rows in the CSV; row numbers run 1..total.")
+    concurrency: int = Field(ge=1, description="Records in flight at once (already capped).")
+    records_per_run: int = Field(ge=1, description="Records per run before continue-as-new.")
+    options: RecordOptions = RecordOptions()
+    record_heartbeat_timeout_seconds: float = Field(
+        default=30.0,
+        description="How soon a record lost with a dead worker is retried elsewhere.",
+    )
+    # State carried across continue-as-new:
+    next_row: int = Field(default=1, ge=1, description="First row number not yet dispatched.")
+    rows_stored: bool = False
+    paused: bool = False
+    done: int = 0
+    failed: int = 0
+    run: int = Field(default=1, description="1 for the first run, +1 per continue-as-new.")
+
+
+class PauseJob(Frozen):
+    reason: str | None = None
+
+
+class ResumeJob(Frozen):
+    pass
+
+
+class CancelJob(Frozen):
+    reason: str | None = None
+
+
+class JobProgress(Frozen):
+    """The `progress` query's answer: what the workflow itself knows, without the database."""
+
+    status: JobStatus
+    total: int
+    done: int
+    failed: int
+    in_flight: int
+    next_row: int
+    run: int
+
+
+class StoreRowsInput(Frozen):
+    tenant_id: str
+    job_id: str
+
+
+class StoreRowsResult(Frozen):
+    stored: int
+
+
+class JobStatusUpdate(Frozen):
+    tenant_id: str
+    job_id: str
+    status: JobStatus
+    error: str | None = None
+
+
+class ProcessRecordInput(Frozen):
+    tenant_id: str
+    job_id: str
+    row_number: int
+    options: RecordOptions = RecordOptions()
+
+
+class ProcessRecordResult(Frozen):
+    row_number: int
+    status: RecordStatus
+    error: str | None = None
+
+
+class MarkRecordFailedInput(Frozen):
+    tenant_id: str
+    job_id: str
+    row_number: int
+    error: str
+
+
+class WebsiteFound(Frozen):
+    url: str | None
+    source: str = Field(description="column | email | search | none")
+    detail: str | None = None
+
+
+class SiteResearch(Frozen):
+    """What one fetch-and-extract of a company website produced (and what the cache stores)."""
+
+    url: str
+    final_url: str
+    facts: CompanyFacts
+    truncated: bool = False
+
+
+class RecordOutcome(Frozen):
+    """Everything a processed record stores."""
+
+    website: str | None = None
+    facts: CompanyFacts = CompanyFacts()
+    email_subject: str | None = None
+    email_body: str | None = None
+    usage: TokenUsage | None = None
+    usd: float = 0.0
+
+
+class JobCounts(Frozen):
+    pending: int = 0
+    running: int = 0
+    done: int = 0
+    failed: int = 0
+
+
+class JobCost(Frozen):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    usd: float = 0.0
+
+
+class JobView(Frozen):
+    """`GET /api/v1/jobs/{id}`."""
+
+    id: str
+    status: JobStatus
+    filename: str
+    created_at: datetime
+    finished_at: datetime | None
+    total: int
+    counts: JobCounts
+    throughput_per_s: float
+    eta_seconds: float | None
+    cost: JobCost
+
+
+class RecordView(Frozen):
+    row_number: int
+    status: RecordStatus
+    error: str | None
+    input: dict[str, str]
+
+
+# Prices in USD per million tokens (input, output); unknown models cost 0 rather than a guess.
+_PRICES: dict[str, tuple[float, float]] = {
+    "claude-3-5-haiku": (0.8, 4.0),
+    "claude-haiku-4": (1.0, 5.0),
+    "claude-sonnet-4": (3.0, 15.0),
+    "claude-3-7-sonnet": (3.0, 15.0),
+    "claude-opus-4": (15.0, 75.0),
+    "gpt-4o-mini": (0.15, 0.6),
+    "gpt-4o": (2.5, 10.0),
+    "gpt-4.1-mini": (0.4, 1.6),
+    "gpt-4.1": (2.0, 8.0),
+}
+
+
+def usage_cost_usd(usage: TokenUsage) -> float:
+    """Cost of one LLM call; the longest matching model prefix wins (gpt-4o-mini before gpt-4o)."""
+    model = usage.model.lower()
+    for prefix in sorted(_PRICES, key=len, reverse=True):
+        if model.startswith(prefix):
+            per_in, per_out = _PRICES[prefix]
+            return (usage.input_tokens * per_in + usage.output_tokens * per_out) / 1_000_000
+    return 0.0
