@@ -1,0 +1,33 @@
+"""`POST /webhooks/chatwoot/{tenant}`: Chatwoot account / API-inbox / agent-bot webhooks."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from api.deps import State
+from api.webhooks.common import (
+    WEBHOOK_RESPONSES,
+    dispatch,
+    parse_or_422,
+    read_body,
+    tenant_and_settings,
+    verify_chatwoot,
+)
+from api.webhooks.parsers.chatwoot import parse_chatwoot
+
+router = APIRouter(prefix="/webhooks/chatwoot", tags=["webhooks"])
+
+
+@router.post("/{tenant}", responses=WEBHOOK_RESPONSES)
+async def chatwoot_webhook(tenant: str, request: Request, state: State) -> JSONResponse:
+    body = await read_body(request, state.settings.max_webhook_bytes)
+    row, settings = await tenant_and_settings(state, tenant)
+    verify_chatwoot(
+        settings.chatwoot.webhook_secret if settings.chatwoot else None,
+        body,
+        request.headers.get("x-chatwoot-signature"),
+        request.headers.get("x-chatwoot-timestamp"),
+    )
+    parsed = parse_or_422(lambda: parse_chatwoot(body, tenant_id=row.id))
+    return await dispatch(state, parsed)

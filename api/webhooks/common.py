@@ -1,0 +1,213 @@
+"""Shared webhook plumbing: the size-limited raw body, signature checks, and turning a parsed
+payload into Temporal deliveries and the JSON acknowledgement."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import time
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import JSONResponse
+from pydantic import SecretStr
+from temporalio.client import Client
+from temporalio.service import RPCError
+
+from api.conversations_gateway import deliver_inbound, signal_conversation
+from api.deps import AppState, load_tenant, settings_of
+from api.errors import ApiError
+from models.conversation import ReleaseRequest, conversation_workflow_id
+from models.messages import InboundMessage
+from models.settings import Settings
+from models.tables import Tenant
+from models.tenant import TenantSettings
+from models.webhooks import Delivered, ParsedWebhook, WebhookAck, WebhookPayloadError
+from workers.client import TemporalUnavailable
+
+# Chatwoot asks receivers to refuse signatures older than about five minutes (PR chatwoot#13573):
+# a captured request replayed later is then useless.
+MAX_SIGNATURE_AGE_SECONDS = 300
+
+
+# Documented answers of every webhook POST (the 2xx body is a WebhookAck).
+WEBHOOK_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"model": WebhookAck, "description": "Nothing for a conversation: every event ignored."},
+    202: {"model": WebhookAck, "description": "Delivered to the conversation workflow(s)."},
+    401: {"description": "Missing or invalid signature."},
+    404: {"description": "Unknown tenant."},
+    413: {"description": "Body larger than max_webhook_bytes."},
+    422: {"description": "Not the provider's payload: the detail says what is wrong."},
+    503: {"description": "Temporal unavailable: nothing accepted, the provider should retry."},
+}
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw body (signatures are over the exact bytes), refused with 413 beyond `limit`.
+
+    The declared Content-Length is checked first; the stream is still capped because a chunked
+    upload declares none."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, "payload too large", f"the body is {declared} bytes; max {limit}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, "payload too large", f"the body exceeds {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def tenant_and_settings(state: AppState, tenant_id: str) -> tuple[Tenant, TenantSettings]:
+    """The path's tenant (404 when unknown) and its decrypted settings.
+
+    A short session of its own: the database connection is not held while Temporal answers."""
+    async with state.db.session() as session:
+        tenant = await load_tenant(session, tenant_id)
+    return tenant, settings_of(state, tenant)
+
+
+def _hex_equal(expected: str, given: str) -> bool:
+    # compare_digest on ASCII bytes: constant time, and no TypeError on non-ASCII input.
+    return hmac.compare_digest(
+        expected.lower().encode(), given.strip().lower().encode("utf-8", "replace")
+    )
+
+
+def verify_waha(
+    secret: SecretStr | None, body: bytes, signature: str | None, algorithm: str | None
+) -> None:
+    """WAHA: `X-Webhook-Hmac` = hex HMAC-SHA512(key, raw body); algorithm header `sha512`."""
+    if secret is None:
+        return
+    if not signature:
+        raise ApiError(401, "missing signature", "the X-Webhook-Hmac header is required")
+    if algorithm is not None and algorithm.strip().lower() != "sha512":
+        raise ApiError(
+            401,
+            "unsupported signature algorithm",
+            f"X-Webhook-Hmac-Algorithm {algorithm!r}; expected sha512",
+        )
+    expected = hmac.new(secret.get_secret_value().encode(), body, hashlib.sha512).hexdigest()
+    if not _hex_equal(expected, signature):
+        raise ApiError(401, "invalid signature", "X-Webhook-Hmac does not match the body")
+
+
+def verify_meta(secret: SecretStr | None, body: bytes, header: str | None) -> None:
+    """Meta: `X-Hub-Signature-256: sha256=<hex HMAC-SHA256(app secret, raw body)>`."""
+    if secret is None:
+        return
+    if not header:
+        raise ApiError(401, "missing signature", "the X-Hub-Signature-256 header is required")
+    scheme, _, given = header.partition("=")
+    if scheme.strip().lower() != "sha256" or not given:
+        raise ApiError(401, "invalid signature", "X-Hub-Signature-256 must be `sha256=<hex>`")
+    expected = hmac.new(secret.get_secret_value().encode(), body, hashlib.sha256).hexdigest()
+    if not _hex_equal(expected, given):
+        raise ApiError(401, "invalid signature", "X-Hub-Signature-256 does not match the body")
+
+
+def verify_chatwoot(
+    secret: SecretStr | None,
+    body: bytes,
+    signature: str | None,
+    timestamp: str | None,
+    *,
+    now: Callable[[], float] = time.time,
+) -> None:
+    """Chatwoot: `X-Chatwoot-Signature: sha256=<hex HMAC-SHA256(secret, "{timestamp}.{body}")>`
+    with `X-Chatwoot-Timestamp` in unix seconds, refused when older than five minutes."""
+    if secret is None:
+        return
+    if not signature:
+        raise ApiError(401, "missing signature", "the X-Chatwoot-Signature header is required")
+    if not timestamp:
+        raise ApiError(
+            401, "missing signature timestamp", "the X-Chatwoot-Timestamp header is required"
+        )
+    try:
+        sent = int(timestamp.strip())
+    except ValueError:
+        raise ApiError(
+            401, "invalid signature timestamp", "X-Chatwoot-Timestamp must be unix seconds"
+        ) from None
+    if abs(now() - sent) > MAX_SIGNATURE_AGE_SECONDS:
+        raise ApiError(
+            401,
+            "stale signature",
+            f"X-Chatwoot-Timestamp is more than {MAX_SIGNATURE_AGE_SECONDS} s from now",
+        )
+    scheme, _, given = signature.partition("=")
+    if scheme.strip().lower() != "sha256" or not given:
+        raise ApiError(401, "invalid signature", "X-Chatwoot-Signature must be `sha256=<hex>`")
+    signed = timestamp.strip().encode() + b"." + body
+    expected = hmac.new(secret.get_secret_value().encode(), signed, hashlib.sha256).hexdigest()
+    if not _hex_equal(expected, given):
+        raise ApiError(
+            401, "invalid signature", "X-Chatwoot-Signature does not match timestamp and body"
+        )
+
+
+def parse_or_422(parse: Callable[[], ParsedWebhook]) -> ParsedWebhook:
+    try:
+        return parse()
+    except WebhookPayloadError as exc:
+        raise ApiError(422, exc.message, exc.problems or None) from exc
+
+
+async def _deliver_in_order(
+    client: Client, settings: Settings, messages: list[InboundMessage]
+) -> list[Delivered]:
+    # Messages of one conversation are signalled one after the other so the workflow sees them
+    # in the provider's order.
+    return [await deliver_inbound(client, settings, msg) for msg in messages]
+
+
+async def dispatch(state: AppState, parsed: ParsedWebhook) -> JSONResponse:
+    """Deliver what the parser found, then acknowledge: 202 when something went to Temporal,
+    200 when every event was ignored. Temporal errors are 503 so the provider redelivers."""
+    if not parsed.messages and not parsed.releases:
+        ack = WebhookAck(status="ignored", ignored=parsed.ignored)
+        return JSONResponse(status_code=200, content=ack.model_dump(mode="json"))
+
+    try:
+        client = await state.temporal_client()
+    except TemporalUnavailable as exc:
+        raise ApiError(503, "Temporal is unavailable", str(exc)) from exc
+
+    by_conversation: dict[str, list[InboundMessage]] = {}
+    for msg in parsed.messages:
+        key = conversation_workflow_id(msg.tenant_id, msg.channel, msg.contact)
+        by_conversation.setdefault(key, []).append(msg)
+
+    delivered: list[Delivered] = []
+    ignored = list(parsed.ignored)
+    try:
+        # Different conversations in parallel: one webhook answer stays in milliseconds.
+        for group in await asyncio.gather(
+            *(_deliver_in_order(client, state.settings, msgs) for msgs in by_conversation.values())
+        ):
+            delivered.extend(group)
+        for release in parsed.releases:
+            workflow_id = conversation_workflow_id(
+                release.tenant_id, release.channel, release.contact
+            )
+            if await signal_conversation(
+                client, workflow_id, "release", ReleaseRequest(by=release.by)
+            ):
+                delivered.append(Delivered(workflow_id=workflow_id, signal="release"))
+            else:
+                ignored.append(f"no running conversation {workflow_id} to release")
+    except RPCError as exc:
+        raise ApiError(503, "Temporal refused the delivery; retry later", exc.message) from exc
+
+    ack = WebhookAck(
+        status="accepted" if delivered else "ignored",
+        delivered=tuple(delivered),
+        ignored=tuple(ignored),
+    )
+    return JSONResponse(status_code=202 if delivered else 200, content=ack.model_dump(mode="json"))

@@ -1,0 +1,35 @@
+"""`POST /webhooks/waha/{tenant}`: WAHA events (messages, receipts, session events)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from api.deps import State
+from api.webhooks.common import (
+    WEBHOOK_RESPONSES,
+    dispatch,
+    parse_or_422,
+    read_body,
+    tenant_and_settings,
+    verify_waha,
+)
+from api.webhooks.parsers.waha import parse_waha
+
+router = APIRouter(prefix="/webhooks/waha", tags=["webhooks"])
+
+
+@router.post("/{tenant}", responses=WEBHOOK_RESPONSES)
+async def waha_webhook(tenant: str, request: Request, state: State) -> JSONResponse:
+    body = await read_body(request, state.settings.max_webhook_bytes)
+    row, settings = await tenant_and_settings(state, tenant)
+    verify_waha(
+        settings.waha.webhook_secret if settings.waha else None,
+        body,
+        request.headers.get("x-webhook-hmac"),
+        request.headers.get("x-webhook-hmac-algorithm"),
+    )
+    parsed = parse_or_422(
+        lambda: parse_waha(body, tenant_id=row.id, group_chats_enabled=settings.group_chats_enabled)
+    )
+    return await dispatch(state, parsed)
