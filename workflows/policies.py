@@ -21,7 +21,7 @@ SEND_RETRY = RetryPolicy(
     backoff_coefficient=2.0,
     maximum_interval=timedelta(minutes=5),
     maximum_attempts=20,
-    non_retryable_error_types=["ChannelRejected", "ChannelNotConfigured", "UnknownTenant"],
+    non_retryable_error_types=["ChannelRejected", "ChannelNotConfigured", "TenantNotFound"],
 )
 
 NOTIFY_TIMEOUT = timedelta(seconds=30)

@@ -1,0 +1,64 @@
+"""The built-in plugin: conversation workflow, channels, offline LLM, knowledge and store.
+
+It is loaded through the same `leadflow.plugins` entry point as any third-party plugin."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from temporalio.plugin import SimplePlugin
+
+from activities.channels.activities import ChannelActivities
+from activities.channels.chatwoot import ChatwootChannel
+from activities.channels.meta import MessengerChannel, MetaWhatsAppChannel
+from activities.channels.smtp import SmtpChannel
+from activities.channels.waha import WahaChannel
+from activities.knowledge import KnowledgeActivities
+from activities.llm.activities import LlmActivities
+from activities.llm.offline import offline_provider
+from activities.plugin_api import LeadflowPlugin, PluginContext
+from activities.store import StoreActivities
+from models.common import Channel
+from models.task_queues import CONVERSATIONS
+
+
+def _build(ctx: PluginContext) -> Mapping[str, SimplePlugin]:
+    from workflows.conversation import ConversationWorkflow
+
+    adapters = {name: factory(ctx.http) for name, factory in ctx.registry.channels.items()}
+    channels = ChannelActivities(ctx.db, ctx.settings, ctx.http, adapters)
+    llm = LlmActivities(ctx.registry.llm_providers, ctx.settings, ctx.http)
+    store = StoreActivities(ctx.db, ctx.settings)
+    knowledge = KnowledgeActivities(ctx.db)
+    return {
+        CONVERSATIONS: SimplePlugin(
+            "leadflow-conversations",
+            activities=[
+                store.load_turn_context,
+                store.record_turn,
+                llm.analyse_messages,
+                llm.generate_reply,
+                channels.send_message,
+                channels.notify_specialist,
+                knowledge.search_knowledge,
+            ],
+            workflows=[ConversationWorkflow],
+        )
+    }
+
+
+def builtin_plugin() -> LeadflowPlugin:
+    return LeadflowPlugin(
+        name="builtin",
+        description="Conversations: WAHA, Meta WhatsApp/Messenger, Chatwoot, SMTP channels, "
+        "the offline LLM provider, full-text knowledge, the outbox.",
+        channels={
+            Channel.WAHA.value: WahaChannel,
+            Channel.WHATSAPP.value: MetaWhatsAppChannel,
+            Channel.MESSENGER.value: MessengerChannel,
+            Channel.CHATWOOT.value: ChatwootChannel,
+            Channel.EMAIL.value: lambda _http: SmtpChannel(),
+        },
+        llm_providers={"offline": offline_provider},
+        build=_build,
+    )

@@ -1,0 +1,447 @@
+"""The `leadflow` command line: run the stack, manage tenants, list plugins."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import json
+import logging
+import signal
+from collections.abc import Generator, Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import uvicorn
+import yaml
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from models.db import Database, migrate
+from models.repo import tenants as tenant_repo
+from models.settings import Settings
+from models.task_queues import ALL as ALL_QUEUES
+from models.tenant import TenantSettings
+from workers.cli_registry import CLI_MODULES
+
+app = typer.Typer(
+    help="leadflow: the durable back office for AI sales teams, on Temporal.\n\n"
+    "`leadflow up` runs everything locally on embedded defaults; `worker` and `api` run the "
+    "parts alone against a configured Temporal (LEADFLOW_TEMPORAL_ADDRESS).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+tenant_app = typer.Typer(help="Create and configure tenants.", no_args_is_help=True)
+app.add_typer(tenant_app, name="tenant")
+console = Console()
+err = Console(stderr=True)
+
+DEMO_TENANT = "demo"
+
+
+def _settings(**overrides: Any) -> Settings:
+    values = {k: v for k, v in overrides.items() if v is not None}
+    return Settings(**values)
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}")
+    return typer.Exit(code)
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn without its own signal handling: `up` stops everything in order itself."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+# ---- run ------------------------------------------------------------------------------------
+
+DataDir = Annotated[
+    Path | None, typer.Option("--data-dir", help="Where SQLite and Temporal keep their files.")
+]
+
+
+@app.command()
+def up(
+    data_dir: DataDir = None,
+    host: Annotated[str, typer.Option(help="Interface everything listens on.")] = "127.0.0.1",
+    api_port: Annotated[int, typer.Option(help="Port of the API and web page.")] = 8000,
+    temporal_port: Annotated[int, typer.Option(help="Port of the Temporal dev server.")] = 7233,
+    ui_port: Annotated[int, typer.Option(help="Port of the Temporal UI.")] = 8233,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Start Temporal (dev server + UI), the workers and the API; Ctrl-C stops all of it.
+
+    State (SQLite database, Temporal history) lives in the data dir and survives restarts."""
+    _logging(verbose)
+    settings = _settings(
+        data_dir=data_dir,
+        temporal_address=f"{host}:{temporal_port}",
+        api_host=host,
+        api_port=api_port,
+        temporal_ui_port=ui_port,
+    )
+    try:
+        asyncio.run(_up(settings, host=host, temporal_port=temporal_port, ui_port=ui_port))
+    except KeyboardInterrupt:
+        pass
+
+
+async def _up(settings: Settings, *, host: str, temporal_port: int, ui_port: int) -> None:
+    from api.app import create_app
+    from workers.devserver import DevServerError, start_dev_server, stop_dev_server
+    from workers.worker import WorkerProcess
+
+    data_dir = settings.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    console.print(f"[bold]leadflow[/bold] starting; data in {data_dir}")
+    try:
+        proc = await asyncio.to_thread(
+            start_dev_server,
+            data_dir=data_dir,
+            ip=host,
+            port=temporal_port,
+            ui_port=ui_port,
+            namespace=settings.temporal_namespace,
+            log_file=data_dir / "temporal.log",
+        )
+    except DevServerError as exc:
+        raise _fail(str(exc)) from exc
+    try:
+        await asyncio.to_thread(migrate, settings.resolved_database_url)
+        key = await _demo_tenant(settings)
+        worker = WorkerProcess(settings)
+        await worker.start()
+        server = _QuietServer(
+            uvicorn.Config(
+                create_app(settings), host=host, port=settings.api_port, log_level="warning"
+            )
+        )
+        loop = asyncio.get_running_loop()
+
+        def stop() -> None:
+            console.print("\nstopping…")
+            worker.stop()
+            server.should_exit = True
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop)
+        api_url = f"http://{host}:{settings.api_port}"
+        _banner(api_url, f"http://{host}:{ui_port}", f"{host}:{temporal_port}", key)
+        await asyncio.gather(worker.run(), server.serve())
+    finally:
+        await asyncio.to_thread(stop_dev_server, proc)
+        console.print("stopped; state kept in", str(data_dir))
+
+
+async def _demo_tenant(settings: Settings) -> str:
+    """Create the demo tenant once; its key is kept in the data dir to print it on every start."""
+    key_file = settings.data_dir / "demo-api-key"
+    db = Database(settings.resolved_database_url)
+    try:
+        async with db.session() as session:
+            if await tenant_repo.get_tenant(session, tenant_id=DEMO_TENANT) is None:
+                await tenant_repo.create_tenant(
+                    session,
+                    tenant_id=DEMO_TENANT,
+                    name="Demo car dealership",
+                    secret_key=settings.secret_key.get_secret_value(),
+                )
+                key = await tenant_repo.create_api_key(session, tenant_id=DEMO_TENANT)
+                key_file.write_text(key + "\n")
+                key_file.chmod(0o600)
+            elif key_file.exists():
+                key = key_file.read_text().strip()
+            else:
+                key = await tenant_repo.create_api_key(session, tenant_id=DEMO_TENANT)
+                key_file.write_text(key + "\n")
+                key_file.chmod(0o600)
+    finally:
+        await db.dispose()
+    return key
+
+
+def _banner(api_url: str, ui_url: str, temporal: str, key: str) -> None:
+    table = Table(show_header=False, box=None, padding=(0, 2))
+    table.add_row("API", api_url + "   (docs: " + api_url + "/docs)")
+    table.add_row("Web page", api_url + "/")
+    table.add_row("Temporal UI", ui_url)
+    table.add_row("Temporal", temporal)
+    table.add_row("Demo tenant", DEMO_TENANT)
+    table.add_row("Demo API key", key)
+    table.add_row("WAHA webhook", f"{api_url}/webhooks/waha/{DEMO_TENANT}")
+    console.print(table)
+    console.print(
+        "Try: curl -X POST "
+        f"{api_url}/webhooks/waha/{DEMO_TENANT} -H 'content-type: application/json' "
+        "-d @docs/examples/waha-message.json\n"
+        "Press Ctrl-C to stop."
+    )
+
+
+@app.command()
+def worker(
+    queue: Annotated[
+        list[str] | None,
+        typer.Option(
+            help=f"Task queue(s) to serve (repeatable); default all: {', '.join(ALL_QUEUES)}"
+        ),
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run the workers against the configured Temporal (LEADFLOW_TEMPORAL_ADDRESS)."""
+    from workers.client import TemporalUnavailable
+    from workers.worker import WorkerProcess
+
+    _logging(verbose)
+    settings = _settings()
+    try:
+        process = WorkerProcess(settings, queues=queue)
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, process.stop)
+        await process.run()
+
+    try:
+        asyncio.run(main())
+    except TemporalUnavailable as exc:
+        raise _fail(str(exc)) from exc
+
+
+@app.command()
+def api(
+    host: Annotated[str | None, typer.Option(help="Default: LEADFLOW_API_HOST")] = None,
+    port: Annotated[int | None, typer.Option(help="Default: LEADFLOW_API_PORT")] = None,
+) -> None:
+    """Run the API (webhooks, REST, web page) against the configured Temporal and database."""
+    from api.app import create_app
+
+    settings = _settings(api_host=host, api_port=port)
+    migrate(settings.resolved_database_url)
+    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port)
+
+
+@app.command(name="migrate")
+def migrate_command() -> None:
+    """Apply database migrations (the API and workers also do this on start)."""
+    settings = _settings()
+    migrate(settings.resolved_database_url)
+    console.print("database is up to date")
+
+
+@app.command()
+def plugins() -> None:
+    """List the loaded plugins: what each adds (channels, LLM providers, CRMs, task queues)."""
+    from workers.plugins import PluginError, discover
+
+    try:
+        loaded = discover()
+    except PluginError as exc:
+        raise _fail(str(exc)) from exc
+    table = Table("plugin", "entry point", "adds")
+    for item in loaded:
+        p = item.plugin
+        parts = []
+        for label, names in (
+            ("channels", p.channels),
+            ("LLM providers", p.llm_providers),
+            ("CRM adapters", p.crm_adapters),
+            ("search providers", p.search_providers),
+        ):
+            if names:
+                parts.append(f"{label}: {', '.join(sorted(names))}")
+        table.add_row(p.name, item.entry_point, "\n".join(parts) + f"\n{p.description}".rstrip())
+    console.print(table)
+
+
+# ---- tenants --------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _database() -> Iterator[tuple[Settings, Database]]:
+    settings = _settings()
+    migrate(settings.resolved_database_url)
+    yield settings, Database(settings.resolved_database_url)
+
+
+@tenant_app.command("create")
+def tenant_create(
+    name: Annotated[str, typer.Argument(help="Display name, e.g. 'Acme Cars'.")],
+    tenant_id: Annotated[
+        str | None, typer.Option("--id", help="Tenant id used in webhook URLs; default from NAME.")
+    ] = None,
+    playbook: Annotated[str, typer.Option(help="Built-in playbook name.")] = "car_dealership",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """Create a tenant and print its API key (shown once; stored hashed)."""
+    tid = tenant_id or tenant_repo.slugify(name)
+
+    async def run(settings: Settings, db: Database) -> str:
+        try:
+            async with db.session() as session:
+                await tenant_repo.create_tenant(
+                    session,
+                    tenant_id=tid,
+                    name=name,
+                    secret_key=settings.secret_key.get_secret_value(),
+                    settings=TenantSettings(playbook=playbook),
+                )
+                return await tenant_repo.create_api_key(session, tenant_id=tid)
+        finally:
+            await db.dispose()
+
+    with _database() as (settings, db):
+        try:
+            key = asyncio.run(run(settings, db))
+        except (tenant_repo.TenantExists, tenant_repo.InvalidTenantId) as exc:
+            raise _fail(str(exc)) from exc
+    if as_json:
+        typer.echo(json.dumps({"tenant_id": tid, "name": name, "api_key": key}))
+    else:
+        console.print(
+            f"tenant [bold]{tid}[/bold] created\nAPI key: {key}\n(stored hashed: keep it now)"
+        )
+
+
+@tenant_app.command("list")
+def tenant_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List tenants."""
+
+    async def run(db: Database) -> list[dict[str, str]]:
+        try:
+            async with db.session() as session:
+                return [
+                    {"id": t.id, "name": t.name, "created_at": t.created_at.isoformat()}
+                    for t in await tenant_repo.list_tenants(session)
+                ]
+        finally:
+            await db.dispose()
+
+    with _database() as (_, db):
+        rows = asyncio.run(run(db))
+    if as_json:
+        typer.echo(json.dumps(rows))
+        return
+    table = Table("id", "name", "created")
+    for row in rows:
+        table.add_row(row["id"], row["name"], row["created_at"])
+    console.print(table)
+
+
+def _load_tenant_settings(db: Database, settings: Settings, tid: str) -> TenantSettings:
+    async def run() -> TenantSettings:
+        try:
+            async with db.session() as session:
+                tenant = await tenant_repo.get_tenant(session, tenant_id=tid)
+                if tenant is None:
+                    raise _fail(f"no tenant {tid!r} (see `leadflow tenant list`)")
+                return tenant_repo.tenant_settings(
+                    tenant, secret_key=settings.secret_key.get_secret_value()
+                )
+        finally:
+            await db.dispose()
+
+    return asyncio.run(run())
+
+
+@tenant_app.command("show")
+def tenant_show(tenant_id: str) -> None:
+    """Show a tenant's channel settings (secrets masked)."""
+    with _database() as (settings, db):
+        current = _load_tenant_settings(db, settings, tenant_id)
+    typer.echo(json.dumps(current.model_dump(mode="json", exclude_none=True), indent=2))
+
+
+@tenant_app.command("configure")
+def tenant_configure(
+    tenant_id: str,
+    file: Annotated[
+        Path,
+        typer.Option(
+            "--file",
+            "-f",
+            exists=True,
+            dir_okay=False,
+            help="YAML or JSON with channel settings (waha, whatsapp, messenger, chatwoot, smtp, "
+            "specialists, playbook, timezone); merged into the current settings.",
+        ),
+    ],
+) -> None:
+    """Set channel credentials, webhook secrets, specialists and the playbook of a tenant."""
+    try:
+        patch = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise _fail(f"{file} is not valid YAML/JSON: {exc}") from exc
+    if not isinstance(patch, dict):
+        raise _fail(f"{file} must hold a mapping of settings")
+    with _database() as (settings, db):
+        current = _load_tenant_settings(db, settings, tenant_id)
+        from models.tenant import dump_settings
+
+        merged = {**dump_settings(current), **patch}
+        try:
+            new = TenantSettings.model_validate(merged)
+        except ValidationError as exc:
+            raise _fail(f"invalid settings in {file}:\n{exc}") from exc
+
+        async def save() -> None:
+            db2 = Database(settings.resolved_database_url)
+            try:
+                async with db2.session() as session:
+                    tenant = await tenant_repo.get_tenant(session, tenant_id=tenant_id)
+                    assert tenant is not None
+                    await tenant_repo.save_tenant_settings(
+                        session,
+                        tenant=tenant,
+                        settings=new,
+                        secret_key=settings.secret_key.get_secret_value(),
+                    )
+            finally:
+                await db2.dispose()
+
+        asyncio.run(save())
+    console.print(f"settings of {tenant_id} saved: {', '.join(sorted(patch))}")
+
+
+@tenant_app.command("key")
+def tenant_key(tenant_id: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Issue another API key for a tenant."""
+
+    async def run(db: Database) -> str:
+        try:
+            async with db.session() as session:
+                if await tenant_repo.get_tenant(session, tenant_id=tenant_id) is None:
+                    raise _fail(f"no tenant {tenant_id!r}")
+                return await tenant_repo.create_api_key(session, tenant_id=tenant_id)
+        finally:
+            await db.dispose()
+
+    with _database() as (_, db):
+        key = asyncio.run(run(db))
+    typer.echo(json.dumps({"tenant_id": tenant_id, "api_key": key}) if as_json else key)
+
+
+for _module in CLI_MODULES:
+    try:
+        importlib.import_module(_module).register(app)
+    except ModuleNotFoundError as _exc:
+        if _exc.name != _module:
+            raise
+

