@@ -1,0 +1,407 @@
+"""Contracts of the CRM sync: lead snapshots, connections, field mappings, saga steps, signals.
+
+Everything here crosses the Temporal boundary (workflow/activity inputs and outputs) or the API,
+so it is frozen and free of credentials: activities load credentials from the database by
+integration id, never from workflow history.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import Field
+
+from models.messages import Frozen
+
+CRM_SYNC_WORKFLOW = "CrmSyncWorkflow"
+CRM_CONNECTION_TEST_WORKFLOW = "CrmConnectionTestWorkflow"
+SYNC_SIGNAL = "request_sync"
+BUILTIN_INTEGRATION_ID = "builtin"
+# A CRM write we made is recognised in its webhook echo for this long.
+ECHO_WINDOW_SECONDS = 15 * 60
+
+
+def crm_sync_workflow_id(tenant_id: str, lead_id: str) -> str:
+    return f"crm:{tenant_id}:{lead_id}"
+
+
+def idempotency_key(tenant_id: str, lead_id: str, version: int, integration_id: str) -> str:
+    """One key per (lead version, CRM): the same version is never written twice to one CRM."""
+    return f"crm:{tenant_id}:{lead_id}:v{version}:{integration_id}"
+
+
+class CrmKind(StrEnum):
+    BUILTIN = "builtin"
+    HUBSPOT = "hubspot"
+    SALESFORCE = "salesforce"
+    PIPEDRIVE = "pipedrive"
+    CHATWOOT = "chatwoot"
+
+
+class SyncMode(StrEnum):
+    SAGA = "saga"  # all CRMs or none: a permanent failure undoes the earlier steps
+    BEST_EFFORT = "best_effort"  # keep what succeeded, report what failed
+
+
+DEFAULT_BASE_URLS: dict[CrmKind, str] = {
+    CrmKind.BUILTIN: "",
+    CrmKind.HUBSPOT: "https://api.hubapi.com",
+    CrmKind.SALESFORCE: "https://login.salesforce.com",
+    CrmKind.PIPEDRIVE: "https://api.pipedrive.com",
+    CrmKind.CHATWOOT: "https://app.chatwoot.com",
+}
+
+REQUIRED_CREDENTIALS: dict[CrmKind, tuple[tuple[str, ...], ...]] = {
+    # each inner tuple is one accepted way to authenticate
+    CrmKind.BUILTIN: ((),),
+    CrmKind.HUBSPOT: (("access_token",),),
+    CrmKind.SALESFORCE: (("client_id", "client_secret"),),
+    CrmKind.PIPEDRIVE: (("api_token",), ("access_token",)),
+    CrmKind.CHATWOOT: (("api_token", "account_id"),),
+}
+
+# leadflow fields a mapping may read. `fields.<key>` reads an extracted conversation field.
+LEAD_FIELDS: frozenset[str] = frozenset(
+    {
+        "name",
+        "first_name",
+        "last_name",
+        "email",
+        "phone",
+        "score",
+        "quality",
+        "do_not_contact",
+        "interests",
+        "summary",
+        "channel",
+        "address",
+        "lead_id",
+    }
+)
+# Fields a CRM may change through its webhooks; score and quality are leadflow's own verdict.
+INBOUND_FIELDS: frozenset[str] = frozenset({"name", "email", "phone", "do_not_contact"})
+
+_TARGET_PATTERNS: dict[CrmKind, re.Pattern[str]] = {
+    # HubSpot internal property names are lowercase snake case.
+    CrmKind.HUBSPOT: re.compile(r"^[a-z][a-z0-9_]{0,99}$"),
+    # Salesforce API names: letters, digits, underscores; custom ones end in __c.
+    CrmKind.SALESFORCE: re.compile(r"^[A-Za-z](?:[A-Za-z0-9]|_(?!_))*(?:__c)?$"),
+    # Pipedrive: the standard keys, or a 40-hex custom field key.
+    CrmKind.PIPEDRIVE: re.compile(r"^(?:name|email|phone|[0-9a-f]{40})$"),
+    # Chatwoot: contact custom attribute keys, or `labels` (conversation labels).
+    CrmKind.CHATWOOT: re.compile(r"^[a-z][a-z0-9_]{0,63}$"),
+    CrmKind.BUILTIN: re.compile(r"^[a-z][a-z0-9_]{0,63}$"),
+}
+
+DEFAULT_FIELD_MAPPINGS: dict[CrmKind, dict[str, str]] = {
+    CrmKind.BUILTIN: {},
+    CrmKind.HUBSPOT: {
+        "email": "email",
+        "phone": "phone",
+        "first_name": "firstname",
+        "last_name": "lastname",
+        "score": "leadflow_score",
+        "quality": "leadflow_quality",
+    },
+    CrmKind.SALESFORCE: {
+        "email": "Email",
+        "phone": "Phone",
+        "first_name": "FirstName",
+        "last_name": "LastName",
+        "score": "Leadflow_Score__c",
+        "quality": "Rating",
+    },
+    CrmKind.PIPEDRIVE: {"name": "name", "email": "email", "phone": "phone"},
+    CrmKind.CHATWOOT: {
+        "score": "lead_score",
+        "quality": "lead_quality",
+        "interests": "interests",
+    },
+}
+
+
+class FieldProblem(Frozen):
+    field: str
+    problem: str
+
+
+def validate_field_mapping(kind: CrmKind, mapping: dict[str, str]) -> list[FieldProblem]:
+    """Every problem of a mapping at once, so the API can answer 422 with the full list."""
+    problems: list[FieldProblem] = []
+    pattern = _TARGET_PATTERNS[kind]
+    seen_targets: dict[str, str] = {}
+    for source, target in mapping.items():
+        if source not in LEAD_FIELDS and not re.fullmatch(r"fields\.[A-Za-z0-9_]{1,64}", source):
+            problems.append(
+                FieldProblem(
+                    field=source,
+                    problem="unknown leadflow field; use one of "
+                    f"{', '.join(sorted(LEAD_FIELDS))} or fields.<key>",
+                )
+            )
+        if not isinstance(target, str) or not pattern.fullmatch(target):
+            problems.append(
+                FieldProblem(
+                    field=source,
+                    problem=f"{target!r} is not a valid {kind.value} property name",
+                )
+            )
+        elif target in seen_targets:
+            problems.append(
+                FieldProblem(
+                    field=source,
+                    problem=f"{target!r} is already mapped from {seen_targets[target]!r}",
+                )
+            )
+        else:
+            seen_targets[target] = source
+    return problems
+
+
+def missing_credentials(kind: CrmKind, credentials: dict[str, Any]) -> list[str]:
+    """Names of credentials still missing, judged against the closest accepted way to log in."""
+    best: list[str] | None = None
+    for option in REQUIRED_CREDENTIALS[kind]:
+        missing = [name for name in option if not str(credentials.get(name) or "").strip()]
+        if not missing:
+            return []
+        if best is None or len(missing) < len(best):
+            best = missing
+    return best or []
+
+
+class LeadSnapshot(Frozen):
+    """The lead as the sync sees it, read fresh from the database at the start of each sync."""
+
+    tenant_id: str
+    lead_id: str
+    version: int
+    channel: str
+    address: str
+    name: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    score: int = 0
+    quality: str = "COLD"
+    do_not_contact: bool = False
+    fields: dict[str, Any] = Field(default_factory=dict)
+    interests: tuple[str, ...] = ()
+    summary: str | None = None
+    chatwoot_conversation_ids: tuple[str, ...] = Field(
+        default=(), description="Chatwoot conversations of this lead, for labels and notes."
+    )
+
+    @property
+    def first_name(self) -> str | None:
+        if not self.name:
+            return None
+        return self.name.split(" ", 1)[0]
+
+    @property
+    def last_name(self) -> str | None:
+        if not self.name or " " not in self.name.strip():
+            return None
+        return self.name.strip().split(" ", 1)[1]
+
+    def value_of(self, source: str) -> Any:
+        """The value of a mapping source (`email`, `fields.budget`, ...)."""
+        if source.startswith("fields."):
+            return self.fields.get(source.removeprefix("fields."))
+        if source == "interests":
+            return ";".join(self.interests) if self.interests else None
+        if source == "lead_id":
+            return self.lead_id
+        return getattr(self, source)
+
+
+class CrmConnectionView(Frozen):
+    """A connection as anyone may see it: never the credentials."""
+
+    integration_id: str
+    tenant_id: str
+    kind: CrmKind
+    name: str
+    base_url: str
+    order: int = 0
+    mode: SyncMode = SyncMode.SAGA
+    field_mapping: dict[str, str] = Field(default_factory=dict)
+    enabled: bool = True
+    created_at: datetime | None = None
+
+
+class LoadSyncPlanInput(Frozen):
+    tenant_id: str
+    lead_id: str
+
+
+class CrmSyncPlan(Frozen):
+    lead: LeadSnapshot | None = Field(description="None when the lead no longer exists.")
+    connections: tuple[CrmConnectionView, ...] = ()
+    mode: SyncMode = SyncMode.SAGA
+
+
+class CrmReadInput(Frozen):
+    connection: CrmConnectionView
+    lead: LeadSnapshot
+
+
+class CrmReadResult(Frozen):
+    exists: bool
+    remote_id: str | None = None
+    values: dict[str, Any] = Field(
+        default_factory=dict, description="Previous values of the mapped CRM properties."
+    )
+    extra: dict[str, Any] = Field(
+        default_factory=dict, description="Adapter-specific state to restore (e.g. labels)."
+    )
+
+
+class CrmWriteInput(Frozen):
+    connection: CrmConnectionView
+    lead: LeadSnapshot
+    idempotency_key: str
+    remote_id: str | None = None
+
+
+class CrmWriteResult(Frozen):
+    remote_id: str
+    created: bool
+    written: dict[str, Any] = Field(default_factory=dict)
+    replayed: bool = Field(
+        default=False, description="True when the idempotency record answered; no CRM call made."
+    )
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+
+class CompensationAction(StrEnum):
+    RESTORE = "restore"  # put the previous values back
+    DELETE = "delete"  # remove what this step created
+
+
+class CrmCompensationInput(Frozen):
+    connection: CrmConnectionView
+    lead: LeadSnapshot
+    action: CompensationAction
+    idempotency_key: str
+    remote_id: str | None = None
+    previous_values: dict[str, Any] = Field(default_factory=dict)
+    previous_extra: dict[str, Any] = Field(default_factory=dict)
+    created_extra: dict[str, Any] = Field(default_factory=dict)
+
+
+class CrmCompensationResult(Frozen):
+    action: CompensationAction
+    remote_id: str | None
+    done: bool
+    detail: str = ""
+
+
+class CrmNoteInput(Frozen):
+    connection: CrmConnectionView
+    lead: LeadSnapshot
+    remote_id: str
+    text: str
+    idempotency_key: str
+
+
+class CrmNoteResult(Frozen):
+    note_id: str | None
+    replayed: bool = False
+
+
+class StepStatus(StrEnum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    COMPENSATED = "compensated"
+    COMPENSATION_FAILED = "compensation_failed"
+    SKIPPED = "skipped"
+
+
+class SagaStepOutcome(Frozen):
+    integration_id: str
+    kind: CrmKind
+    name: str
+    status: StepStatus
+    remote_id: str | None = None
+    created: bool = False
+    error: str | None = None
+
+
+class SyncStatus(StrEnum):
+    SUCCEEDED = "succeeded"
+    PARTIAL = "partial"  # best effort: some CRMs failed, the others kept
+    ROLLED_BACK = "rolled_back"  # saga: a step failed and every earlier step was undone
+    FAILED = "failed"  # saga: a step failed and a compensation failed too
+    SKIPPED = "skipped"  # the lead is gone, or nothing to sync
+
+
+class SyncOutcome(Frozen):
+    tenant_id: str
+    lead_id: str
+    version: int
+    status: SyncStatus
+    reason: str | None = None
+    steps: tuple[SagaStepOutcome, ...] = ()
+    reasons: tuple[str, ...] = Field(default=(), description="Why this sync ran (coalesced).")
+
+
+class RecordSyncInput(Frozen):
+    run_key: str = Field(description="Workflow run id + sync number; makes recording idempotent.")
+    outcome: SyncOutcome
+
+
+class SyncRequest(Frozen):
+    """Signal payload: the lead changed, please sync."""
+
+    reason: str = "lead changed"
+    version: int | None = None
+
+
+class CrmSyncInput(Frozen):
+    """Start input of CrmSyncWorkflow, and the state carried over continue-as-new."""
+
+    tenant_id: str
+    lead_id: str
+    coalesce_seconds: float = Field(
+        default=2.0, description="Quiet time after the last change before a sync starts."
+    )
+    max_coalesce_seconds: float = Field(
+        default=30.0, description="A lead that keeps changing is still synced this often."
+    )
+    pending_reasons: tuple[str, ...] = ()
+    syncs_done: int = 0
+    max_syncs_per_run: int = 50
+
+
+class CrmSyncState(Frozen):
+    """What the `state` query returns."""
+
+    tenant_id: str
+    lead_id: str
+    pending_reasons: tuple[str, ...]
+    syncing: bool
+    syncs_done: int
+    last_outcome: SyncOutcome | None
+
+
+class RequestCrmSyncInput(Frozen):
+    tenant_id: str
+    lead_id: str
+    reason: str = "lead changed"
+
+
+class RequestCrmSyncResult(Frozen):
+    workflow_id: str
+
+
+class ConnectionCheckInput(Frozen):
+    tenant_id: str
+    integration_id: str
+
+
+class ConnectionCheckResult(Frozen):
+    ok: bool
+    detail: str

@@ -1,0 +1,134 @@
+"""Leads: reads for the CRM sync and the API, and changes that arrive from CRMs."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from models.common import Channel
+from models.crm import INBOUND_FIELDS, LeadSnapshot
+from models.tables import Conversation, Lead, utcnow
+
+
+async def get_lead(session: AsyncSession, *, tenant_id: str, lead_id: str) -> Lead | None:
+    """The lead, only if it belongs to the tenant (another tenant's id reads as missing)."""
+    lead = await session.get(Lead, lead_id)
+    if lead is None or lead.tenant_id != tenant_id:
+        return None
+    return lead
+
+
+async def create_lead(
+    session: AsyncSession,
+    *,
+    tenant_id: str,
+    channel: str,
+    address: str,
+    name: str | None = None,
+    email: str | None = None,
+    phone: str | None = None,
+    fields: dict[str, Any] | None = None,
+    score: int = 0,
+    quality: str = "COLD",
+    lead_id: str | None = None,
+) -> Lead:
+    lead = Lead(
+        id=lead_id or uuid.uuid4().hex,
+        tenant_id=tenant_id,
+        channel=channel,
+        address=address,
+        name=name,
+        email=email,
+        phone=phone,
+        fields=dict(fields or {}),
+        score=score,
+        quality=quality,
+    )
+    session.add(lead)
+    await session.commit()
+    return lead
+
+
+async def update_lead(
+    session: AsyncSession, *, lead: Lead, changes: dict[str, Any], only_inbound: bool = False
+) -> dict[str, Any]:
+    """Apply `changes` (column names, or `fields.<key>`); bump the version when anything changed.
+
+    Returns what actually changed. With `only_inbound`, fields a CRM may not set (score,
+    quality, ...) are ignored: those are leadflow's own verdict."""
+    applied: dict[str, Any] = {}
+    new_fields = dict(lead.fields)
+    for key, value in changes.items():
+        if key.startswith("fields."):
+            sub = key.removeprefix("fields.")
+            if new_fields.get(sub) != value:
+                new_fields[sub] = value
+                applied[key] = value
+            continue
+        if only_inbound and key not in INBOUND_FIELDS:
+            continue
+        if key not in {"name", "email", "phone", "score", "quality", "do_not_contact"}:
+            continue
+        if getattr(lead, key) != value:
+            setattr(lead, key, value)
+            applied[key] = value
+    if not applied:
+        return applied
+    # reassign so SQLAlchemy sees the JSON column change
+    lead.fields = new_fields
+    lead.version += 1
+    lead.updated_at = utcnow()
+    session.add(lead)
+    await session.commit()
+    return applied
+
+
+async def conversations_of_lead(
+    session: AsyncSession, *, tenant_id: str, lead_id: str
+) -> list[Conversation]:
+    rows = await session.exec(
+        select(Conversation)
+        .where(Conversation.tenant_id == tenant_id, Conversation.lead_id == lead_id)
+        .order_by(col(Conversation.created_at))
+    )
+    return list(rows.all())
+
+
+async def lead_snapshot(
+    session: AsyncSession, *, tenant_id: str, lead_id: str
+) -> LeadSnapshot | None:
+    lead = await get_lead(session, tenant_id=tenant_id, lead_id=lead_id)
+    if lead is None:
+        return None
+    conversations = await conversations_of_lead(session, tenant_id=tenant_id, lead_id=lead_id)
+    chatwoot_threads = tuple(
+        c.thread for c in conversations if c.channel == Channel.CHATWOOT.value and c.thread
+    )
+    raw_interests = lead.fields.get("interests") or lead.fields.get("interest") or ()
+    if isinstance(raw_interests, str):
+        interests = tuple(
+            i.strip() for i in raw_interests.replace(";", ",").split(",") if i.strip()
+        )
+    else:
+        interests = tuple(str(i) for i in raw_interests)
+    summary = lead.fields.get("summary")
+    return LeadSnapshot(
+        tenant_id=lead.tenant_id,
+        lead_id=lead.id,
+        version=lead.version,
+        channel=lead.channel,
+        address=lead.address,
+        name=lead.name,
+        email=lead.email,
+        phone=lead.phone,
+        score=lead.score,
+        quality=lead.quality,
+        do_not_contact=lead.do_not_contact,
+        fields=dict(lead.fields),
+        interests=interests,
+        summary=str(summary) if summary else None,
+        chatwoot_conversation_ids=chatwoot_threads,
+    )
