@@ -1,0 +1,1 @@
+"""Reproducible benchmarks; not part of the test suite (see bench/README.md)."""
