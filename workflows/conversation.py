@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timedelta
+from typing import Any
 
 from temporalio import workflow
+from temporalio.common import SearchAttributeUpdate
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.channels.activities import ChannelActivities
     from activities.llm.activities import LlmActivities
+
+    from activities.channels.activities import ChannelActivities
     from activities.store import StoreActivities
     from models import search_attributes as sa
     from models.agent import AnalyseInput, Analysis, GenerateReplyInput, KnowledgeHit
-    from models.common import Role, ReplyPurpose, Stage
+    from models.common import ReplyPurpose, Role, Stage
     from models.conversation import (
         SEEN_IDS_KEPT,
         TRANSCRIPT_TAIL,
@@ -207,13 +210,15 @@ class ConversationWorkflow:
         return next_allowed_time(due, playbook.quiet_hours), "follow_up"
 
     async def _debounce(self) -> None:
-        """Wait until the lead has been quiet for the debounce window, so a burst gets one answer."""
+        """Wait until the lead is quiet for the debounce window: a burst gets one answer."""
         window = timedelta(seconds=self._s.debounce_seconds)
         for _ in range(MAX_DEBOUNCE_FACTOR):
             seen = len(self._s.pending)
             try:
                 await workflow.wait_condition(
-                    lambda: len(self._s.pending) != seen or self._close_reason is not None,
+                    lambda seen=seen: (
+                        len(self._s.pending) != seen or self._close_reason is not None
+                    ),  # type: ignore[misc]
                     timeout=window,
                 )
             except TimeoutError:
@@ -588,7 +593,7 @@ class ConversationWorkflow:
     # ---- visibility ----------------------------------------------------------------------
 
     def _upsert_search_attributes(self) -> None:
-        updates = [
+        updates: list[SearchAttributeUpdate[Any]] = [
             sa.TENANT.value_set(self._s.tenant_id),
             sa.CHANNEL.value_set(self._s.channel.value),
             sa.STAGE.value_set(self._s.stage.value),

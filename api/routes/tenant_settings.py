@@ -1,0 +1,71 @@
+"""The calling tenant's channel settings: credentials, webhook secrets, specialists, playbook.
+Secrets are write-only: responses show them masked."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import ValidationError
+
+from api.deps import CurrentTenant, Session, State, settings_of
+from api.errors import ApiError
+from models.repo import tenants as tenant_repo
+from models.repo.playbooks import PlaybookError, playbook_for
+from models.tenant import TenantSettings, dump_settings
+
+router = APIRouter(prefix="/api/v1/settings", tags=["settings"])
+
+
+def _masked(settings: TenantSettings) -> dict[str, Any]:
+    return settings.model_dump(mode="json", exclude_none=True)
+
+
+def _validated(raw: dict[str, Any]) -> TenantSettings:
+    try:
+        new = TenantSettings.model_validate(raw)
+    except ValidationError as exc:
+        raise ApiError(
+            422,
+            "invalid settings",
+            [{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()],
+        ) from exc
+    try:
+        playbook_for(new)
+    except PlaybookError as exc:
+        raise ApiError(422, "invalid playbook", list(exc.errors) or [str(exc)]) from exc
+    return new
+
+
+@router.get("")
+async def get_settings(tenant: CurrentTenant, state: State) -> dict[str, Any]:
+    return _masked(settings_of(state, tenant))
+
+
+@router.patch("")
+async def patch_settings(
+    patch: dict[str, Any], tenant: CurrentTenant, state: State, session: Session
+) -> dict[str, Any]:
+    """Merge top-level keys (e.g. {"waha": {...}, "specialists": [...]}) into the settings."""
+    new = _validated({**dump_settings(settings_of(state, tenant)), **patch})
+    await tenant_repo.save_tenant_settings(
+        session,
+        tenant=tenant,
+        settings=new,
+        secret_key=state.settings.secret_key.get_secret_value(),
+    )
+    return _masked(new)
+
+
+@router.put("")
+async def put_settings(
+    body: dict[str, Any], tenant: CurrentTenant, state: State, session: Session
+) -> dict[str, Any]:
+    new = _validated(body)
+    await tenant_repo.save_tenant_settings(
+        session,
+        tenant=tenant,
+        settings=new,
+        secret_key=state.settings.secret_key.get_secret_value(),
+    )
+    return _masked(new)
