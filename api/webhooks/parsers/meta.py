@@ -17,6 +17,20 @@ from models.webhooks import ParsedWebhook, WebhookPayloadError
 _WA_MEDIA = ("image", "video", "audio", "document", "sticker")
 
 
+class _Object(Loose):
+    object: str
+
+
+def _expect_object(raw: Any, expected: str, what: str) -> None:
+    """Check `object` first: a payload posted to the wrong endpoint gets a message that says so
+    instead of a list of missing fields."""
+    found = validate(_Object, raw, what).object
+    if found != expected:
+        raise WebhookPayloadError(
+            f"not a {what}: object is {found!r}, expected {expected!r}", [f"object: {found!r}"]
+        )
+
+
 # ---- WhatsApp Cloud API ----------------------------------------------------------------------
 
 
@@ -94,13 +108,9 @@ def _wa_text(msg: _WaMessage) -> str | None:
 
 
 def parse_whatsapp(body: bytes, *, tenant_id: str) -> ParsedWebhook:
-    data = validate(_WaBody, load_json(body), "WhatsApp Cloud API webhook")
-    if data.object != "whatsapp_business_account":
-        raise WebhookPayloadError(
-            f"not a WhatsApp Cloud API webhook: object is {data.object!r}, "
-            "expected 'whatsapp_business_account'",
-            [f"object: {data.object!r}"],
-        )
+    raw = load_json(body)
+    _expect_object(raw, "whatsapp_business_account", "WhatsApp Cloud API webhook")
+    data = validate(_WaBody, raw, "WhatsApp Cloud API webhook")
     result = ParsedWebhook()
     for entry in data.entry:
         for change in entry.changes:
@@ -187,12 +197,9 @@ class _FbBody(Loose):
 
 
 def parse_messenger(body: bytes, *, tenant_id: str) -> ParsedWebhook:
-    data = validate(_FbBody, load_json(body), "Messenger webhook")
-    if data.object != "page":
-        raise WebhookPayloadError(
-            f"not a Messenger webhook: object is {data.object!r}, expected 'page'",
-            [f"object: {data.object!r}"],
-        )
+    raw = load_json(body)
+    _expect_object(raw, "page", "Messenger webhook")
+    data = validate(_FbBody, raw, "Messenger webhook")
     messages: list[InboundMessage] = []
     ignored: list[str] = []
     for entry in data.entry:
