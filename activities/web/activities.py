@@ -1,0 +1,417 @@
+"""Enrichment activities: store a job's rows, process one record end to end (website -> fetch ->
+extract -> e-mail -> store), keep job status in the database.
+
+Built once per worker with its clients injected. A record's business failures (no website, 404,
+not HTML, refused address, robots.txt) are stored as a failed record and returned, not raised:
+retrying cannot fix them. Transient failures (timeouts, 5xx, rate limits) raise a retryable
+ApplicationError so Temporal retries the record; the workflow marks it failed when it gives up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+from datetime import timedelta
+
+import httpx
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.llm.base import LlmProvider, LlmProviderFactory
+from activities.web.extract import contact_page, extract_facts, merge_facts
+from activities.web.fetch import Fetcher, FetchError
+from activities.web.search import SearchError, SearchProvider, SearchProviderFactory
+from activities.web.website import find_website, normalise_website, site_key
+from models.agent import CompanyFacts, WriteEmailInput
+from models.csv_intake import identifying_columns, parse_text
+from models.db import Database
+from models.enrichment import (
+    EnrichmentStep,
+    JobStatus,
+    JobStatusUpdate,
+    MarkRecordFailedInput,
+    ProcessRecordInput,
+    ProcessRecordResult,
+    RecordOutcome,
+    RecordStatus,
+    SiteResearch,
+    StoreRowsInput,
+    StoreRowsResult,
+    WebsiteFound,
+    usage_cost_usd,
+)
+from models.enrichment_tables import EnrichmentRecord
+from models.playbook import Playbook, builtin_playbooks, parse_playbook_yaml
+from models.repo import enrichment as repo
+from models.repo import tenants as tenant_repo
+from models.settings import Settings
+
+LLM_TIMEOUT_SECONDS = 90.0
+SEARCH_RETRY_DELAY_SECONDS = 30.0
+
+
+class RecordFailure(Exception):
+    """This record cannot be enriched; the message is the reason the user reads. `outcome`
+    holds what was learnt before the failure (e.g. the website that answered 404)."""
+
+    def __init__(self, reason: str, outcome: RecordOutcome) -> None:
+        super().__init__(reason)
+        self.outcome = outcome
+
+
+def _retryable(message: str, kind: str, *, delay: float | None = None) -> ApplicationError:
+    return ApplicationError(
+        message,
+        type=kind,
+        non_retryable=False,
+        next_retry_delay=timedelta(seconds=delay) if delay else None,
+    )
+
+
+class EnrichmentActivities:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        settings: Settings,
+        http: httpx.AsyncClient,
+        llm_providers: Mapping[str, LlmProviderFactory] | None = None,
+        search_providers: Mapping[str, SearchProviderFactory] | None = None,
+        fetcher: Fetcher | None = None,
+    ) -> None:
+        self.db = db
+        self.settings = settings
+        self.http = http
+        self.llm_providers = dict(llm_providers or {})
+        self.search_providers = dict(search_providers or {})
+        self.fetcher = fetcher or Fetcher.from_settings(http, settings)
+        self._llm: LlmProvider | None = None
+        self._search: SearchProvider | None = None
+        self._playbooks: dict[tuple[str, str | None], Playbook] = {}
+        # One fetch per site at a time in this process: records of the same company that are in
+        # flight together share it (the database cache covers the ones that come later).
+        self._research_in_flight: dict[tuple[str, str, bool], asyncio.Task[SiteResearch]] = {}
+
+    # -- job level -------------------------------------------------------------------------
+
+    @activity.defn(name="enrichment_store_rows")
+    async def store_rows(self, request: StoreRowsInput) -> StoreRowsResult:
+        async with self.db.session() as session:
+            job = await repo.get_job(session, tenant_id=request.tenant_id, job_id=request.job_id)
+            if job is None:
+                raise ApplicationError(
+                    f"job {request.job_id} does not exist", type="JobNotFound", non_retryable=True
+                )
+            if job.rows_stored:
+                return StoreRowsResult(stored=0)
+            parsed = parse_text(job.source or "", delimiter=job.delimiter)
+            stored = await repo.store_records(
+                session, tenant_id=request.tenant_id, job_id=request.job_id, rows=parsed.rows
+            )
+        return StoreRowsResult(stored=stored)
+
+    @activity.defn(name="enrichment_set_job_status")
+    async def set_job_status(self, update: JobStatusUpdate) -> None:
+        async with self.db.session() as session:
+            if update.status in (JobStatus.CANCELLED, JobStatus.FAILED):
+                await repo.reset_running(session, job_id=update.job_id)
+            await repo.set_job_status(
+                session,
+                tenant_id=update.tenant_id,
+                job_id=update.job_id,
+                status=update.status,
+                error=update.error,
+            )
+
+    @activity.defn(name="enrichment_mark_record_failed")
+    async def mark_record_failed(self, request: MarkRecordFailedInput) -> None:
+        async with self.db.session() as session:
+            record = await repo.get_record(
+                session, job_id=request.job_id, row_number=request.row_number
+            )
+            if record is None or record.status == RecordStatus.DONE:
+                return  # a late success wins over the give-up
+            await repo.finish_record(
+                session,
+                job_id=request.job_id,
+                row_number=request.row_number,
+                status=RecordStatus.FAILED,
+                error=request.error,
+            )
+
+    # -- one record ------------------------------------------------------------------------
+
+    @activity.defn(name="enrichment_process_record")
+    async def process_record(self, request: ProcessRecordInput) -> ProcessRecordResult:
+        async with self._heartbeats():
+            async with self.db.session() as session:
+                record = await repo.start_record(
+                    session, job_id=request.job_id, row_number=request.row_number
+                )
+            if record is None or record.tenant_id != request.tenant_id:
+                raise ApplicationError(
+                    f"record {request.row_number} of job {request.job_id} does not exist",
+                    type="RecordNotFound",
+                    non_retryable=True,
+                )
+            if record.status in (RecordStatus.DONE, RecordStatus.FAILED):
+                # Already finished by an attempt whose completion was lost (a worker died).
+                return ProcessRecordResult(
+                    row_number=record.row_number,
+                    status=RecordStatus(record.status),
+                    error=record.error,
+                )
+            outcome = RecordOutcome()
+            try:
+                outcome = await self._enrich(request, record, outcome)
+            except RecordFailure as failure:
+                return await self._finish(
+                    request, RecordStatus.FAILED, failure.outcome, str(failure)
+                )
+            except FetchError as exc:
+                if exc.retryable:
+                    raise _retryable(f"fetching {exc.url}: {exc.reason}", "FetchError") from exc
+                return await self._finish(
+                    request, RecordStatus.FAILED, outcome, f"fetching {exc.url}: {exc.reason}"
+                )
+            except SearchError as exc:
+                if exc.retryable:
+                    raise _retryable(
+                        str(exc), "SearchError", delay=exc.retry_after or SEARCH_RETRY_DELAY_SECONDS
+                    ) from exc
+                return await self._finish(request, RecordStatus.FAILED, outcome, str(exc))
+            return await self._finish(request, RecordStatus.DONE, outcome, None)
+
+    async def _finish(
+        self,
+        request: ProcessRecordInput,
+        status: RecordStatus,
+        outcome: RecordOutcome | None,
+        error: str | None,
+    ) -> ProcessRecordResult:
+        async with self.db.session() as session:
+            await repo.finish_record(
+                session,
+                job_id=request.job_id,
+                row_number=request.row_number,
+                status=status,
+                outcome=outcome,
+                error=error,
+            )
+        return ProcessRecordResult(row_number=request.row_number, status=status, error=error)
+
+    async def _enrich(
+        self, request: ProcessRecordInput, record: EnrichmentRecord, outcome: RecordOutcome
+    ) -> RecordOutcome:
+        steps = set(request.options.steps)
+        row = {str(k): str(v) for k, v in record.data.items()}
+        columns = identifying_columns(list(row))
+        company = row.get(columns.company or "", "").strip() or None
+
+        website = await self._website(request, record, row, find=EnrichmentStep.WEBSITE in steps)
+        outcome = outcome.model_copy(update={"website": website})
+        facts = CompanyFacts(company=company, website=website)
+        if EnrichmentStep.FETCH in steps:
+            if website is None:
+                raise RecordFailure("no website to fetch", outcome)
+            try:
+                research = await self._research(
+                    request.tenant_id,
+                    website,
+                    extract=EnrichmentStep.EXTRACT in steps,
+                    respect_robots=request.options.respect_robots,
+                )
+            except FetchError as exc:
+                if exc.retryable:
+                    raise
+                raise RecordFailure(f"fetching {exc.url}: {exc.reason}", outcome) from exc
+            facts = research.facts.model_copy(update={"company": company or research.facts.company})
+            outcome = outcome.model_copy(update={"facts": facts})
+        if EnrichmentStep.EMAIL in steps:
+            outcome = await self._write_email(request, row, facts, outcome)
+        return outcome
+
+    async def _website(
+        self,
+        request: ProcessRecordInput,
+        record: EnrichmentRecord,
+        row: dict[str, str],
+        *,
+        find: bool,
+    ) -> str | None:
+        if record.website_source:
+            return record.website  # found by an earlier attempt: do not search again
+        if find:
+            found = await find_website(row, self._search_provider())
+        else:
+            columns = identifying_columns(list(row))
+            given = normalise_website(row.get(columns.website or "", ""))
+            found = WebsiteFound(url=given, source="column" if given else "none")
+        async with self.db.session() as session:
+            await repo.save_website(
+                session,
+                job_id=request.job_id,
+                row_number=request.row_number,
+                website=found.url,
+                source=found.source,
+            )
+        if found.url is None and find:
+            raise RecordFailure(found.detail or "no website found", RecordOutcome())
+        return found.url
+
+    async def _research(
+        self, tenant_id: str, url: str, *, extract: bool, respect_robots: bool
+    ) -> SiteResearch:
+        key = (tenant_id, site_key(url), respect_robots)
+        task = self._research_in_flight.get(key)
+        if task is None:
+            task = asyncio.create_task(self._research_once(tenant_id, url, extract, respect_robots))
+            self._research_in_flight[key] = task
+            task.add_done_callback(lambda _t: self._research_in_flight.pop(key, None))
+        # shield: one record's cancellation must not cancel the fetch another record awaits.
+        return await asyncio.shield(task)
+
+    async def _research_once(
+        self, tenant_id: str, url: str, extract: bool, respect_robots: bool
+    ) -> SiteResearch:
+        key = site_key(url)
+        if extract:
+            async with self.db.session() as session:
+                cached = await repo.get_cached_research(session, tenant_id=tenant_id, site_key=key)
+            if cached is not None:
+                return cached
+        page = await self.fetcher.fetch(url, check_robots=respect_robots)
+        if not extract:
+            return SiteResearch(url=url, final_url=page.final_url, facts=CompanyFacts(website=url))
+        # Parsing is CPU work: a thread keeps heartbeats and other records' I/O going meanwhile.
+        facts, tree = await asyncio.to_thread(
+            extract_facts, page.body, url=page.final_url, charset=page.charset
+        )
+        if not facts.emails and not facts.phones:
+            contact = contact_page(tree, page.final_url)
+            if contact and contact.rstrip("/") != page.final_url.rstrip("/"):
+                with contextlib.suppress(FetchError):
+                    extra = await self.fetcher.fetch(contact, check_robots=respect_robots)
+                    more, _ = await asyncio.to_thread(
+                        extract_facts, extra.body, url=extra.final_url, charset=extra.charset
+                    )
+                    facts = merge_facts(facts, more)
+        research = SiteResearch(
+            url=url,
+            final_url=page.final_url,
+            facts=facts.model_copy(update={"website": url, "company": None}),
+            truncated=page.truncated,
+        )
+        async with self.db.session() as session:
+            await repo.put_cached_research(
+                session,
+                tenant_id=tenant_id,
+                site_key=key,
+                research=research,
+                ttl=timedelta(seconds=self.settings.fetch_cache_ttl_seconds),
+            )
+        return research
+
+    async def _write_email(
+        self,
+        request: ProcessRecordInput,
+        row: dict[str, str],
+        facts: CompanyFacts,
+        outcome: RecordOutcome,
+    ) -> RecordOutcome:
+        provider = self._llm_provider()
+        playbook = await self._playbook(request.tenant_id, request.options.playbook)
+        async with asyncio.timeout(LLM_TIMEOUT_SECONDS):
+            written = await provider.write_email(
+                WriteEmailInput(
+                    tenant_id=request.tenant_id, playbook=playbook, lead=row, facts=facts
+                )
+            )
+        return outcome.model_copy(
+            update={
+                "email_subject": written.subject,
+                "email_body": written.body,
+                "usage": written.usage,
+                "usd": usage_cost_usd(written.usage),
+            }
+        )
+
+    # -- dependencies ----------------------------------------------------------------------
+
+    def _llm_provider(self) -> LlmProvider:
+        if self._llm is None:
+            name = self.settings.llm_provider
+            factory = self.llm_providers.get(name)
+            if factory is None and name == "offline":
+                from activities.llm.offline import offline_provider
+
+                factory = offline_provider
+            if factory is None:
+                raise ApplicationError(
+                    f"LLM provider {name!r} is not loaded (loaded: "
+                    f"{', '.join(sorted(self.llm_providers)) or 'none'})",
+                    type="ConfigurationError",
+                    non_retryable=True,
+                )
+            self._llm = factory(self.settings, self.http)
+        return self._llm
+
+    def _search_provider(self) -> SearchProvider | None:
+        if self._search is None:
+            factory = self.search_providers.get(self.settings.search_provider)
+            if factory is None:
+                return None
+            self._search = factory(self.settings, self.http)
+        return self._search
+
+    async def _playbook(self, tenant_id: str, name: str | None) -> Playbook:
+        cached = self._playbooks.get((tenant_id, name))
+        if cached is not None:
+            return cached
+        async with self.db.session() as session:
+            tenant = await tenant_repo.get_tenant(session, tenant_id=tenant_id)
+        if tenant is None:
+            raise ApplicationError(
+                f"tenant {tenant_id} does not exist", type="TenantNotFound", non_retryable=True
+            )
+        tenant_settings = tenant_repo.tenant_settings(
+            tenant, secret_key=self.settings.secret_key.get_secret_value()
+        )
+        builtins = builtin_playbooks()
+        playbook: Playbook | None = None
+        if name:
+            playbook = builtins.get(name)
+        elif tenant_settings.playbook_yaml:
+            playbook = parse_playbook_yaml(tenant_settings.playbook_yaml)
+        else:
+            playbook = builtins.get(tenant_settings.playbook)
+        if playbook is None:
+            playbook = Playbook(
+                name="default", business_name=tenant.name, business_description=tenant.name
+            )
+        self._playbooks[(tenant_id, name)] = playbook
+        return playbook
+
+    @contextlib.asynccontextmanager
+    async def _heartbeats(self) -> AsyncIterator[None]:
+        """Heartbeat while a record runs: a dead worker is noticed within the heartbeat timeout,
+        and a cancelled job's records are cancelled (cancellation arrives with heartbeats)."""
+        timeout = activity.info().heartbeat_timeout
+        if not timeout:
+            yield
+            return
+
+        async def beat() -> None:
+            interval = max(timeout.total_seconds() / 4, 0.2)
+            while True:
+                activity.heartbeat()
+                await asyncio.sleep(interval)
+
+        beater = asyncio.create_task(beat())
+        try:
+            yield
+        finally:
+            beater.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beater
