@@ -1,0 +1,369 @@
+"""End to end on loopback: webhooks in through the real API, the real worker on the real Temporal
+dev server, replies out to fake providers speaking the wire formats in ../shared/wire."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.client import Client
+
+from models.conversation import conversation_workflow_id
+from models.settings import Settings
+from models.task_queues import CONVERSATIONS
+from models.tenant import Specialist, TenantSettings
+from tests.fakes.chatwoot import FakeChatwoot
+from tests.fakes.fixtures import fake_chatwoot, fake_waha, smtp_server  # noqa: F401
+from tests.fakes.smtp import SmtpServer
+from tests.fakes.waha import FakeWaha
+from tests.stack import LiveStack, live_stack
+
+LEAD = "31612345678@c.us"
+
+
+def _waha_settings(fake: FakeWaha) -> TenantSettings:
+    return TenantSettings(waha=fake.settings())
+
+
+async def _post_waha(stack: LiveStack, fake: FakeWaha, text: str, **kw: Any) -> float:
+    raw, headers = fake.message_webhook(from_=kw.pop("from_", LEAD), body=text, **kw)
+    started = time.perf_counter()
+    response = await stack.http.post(
+        f"/webhooks/waha/{stack.tenant_id}",
+        content=raw,
+        headers={**headers, "content-type": "application/json"},
+    )
+    elapsed = time.perf_counter() - started
+    assert response.status_code in (200, 202), response.text
+    return elapsed
+
+
+def _replies_to(fake: FakeWaha, chat_id: str = LEAD) -> list[dict[str, Any]]:
+    return [body for body in fake.sent if body.get("chatId") == chat_id]
+
+
+@pytest.fixture
+def e2e_settings(settings_factory: Any, sqlite_url: str) -> Settings:
+    settings: Settings = settings_factory(sqlite_url, debounce_seconds=0.5)
+    return settings
+
+
+async def test_waha_message_is_answered_through_waha(
+    temporal_client: Client, e2e_settings: Settings, fake_waha: FakeWaha
+) -> None:
+    async with live_stack(
+        temporal_client, e2e_settings, tenant_settings=_waha_settings(fake_waha), queues=[CONVERSATIONS]
+    ) as stack:
+        webhook_times, turn_times = [], []
+        for n, text in enumerate(
+            [
+                "Hi, I'm looking for a Volkswagen Golf, budget around €25.000",
+                "Is it available as a hybrid?",
+                "Could I come for a test drive this week?",
+            ],
+            start=1,
+        ):
+            started = time.perf_counter()
+            webhook_times.append(await _post_waha(stack, fake_waha, text))
+            await stack.wait_for(lambda n=n: len(_replies_to(fake_waha)) >= n, what=f"reply {n}")
+            turn_times.append(time.perf_counter() - started - e2e_settings.debounce_seconds)
+
+        replies = _replies_to(fake_waha)
+        assert len(replies) == 3
+        request = fake_waha.requests[-1]
+        assert request.headers.get("x-api-key") == "waha-test-key"
+        assert replies[0]["session"] == "default" and replies[0]["text"].strip()
+        print(
+            f"\nwebhook answer median {statistics.median(webhook_times) * 1000:.1f} ms; "
+            f"turn (after debounce) median {statistics.median(turn_times) * 1000:.0f} ms"
+        )
+
+        conv_id = conversation_workflow_id(stack.tenant_id, "waha", LEAD)
+        detail = await stack.wait_for(
+            lambda: _conversation(stack, conv_id, min_messages=6), what="transcript"
+        )
+        roles = [m["role"] for m in detail["transcript"]]
+        assert roles == ["lead", "ai", "lead", "ai", "lead", "ai"]
+        assert detail["score"] > 0 and detail["score_detail"]["components"]
+        assert detail["stage"] in ("qualifying", "scheduling", "objection_handling")
+
+        # The Temporal side: the query and the search attributes operators use.
+        state = await temporal_client.get_workflow_handle(conv_id).query("state")
+        assert state["turns"] == 3
+        found = [
+            wf.id
+            async for wf in temporal_client.list_workflows(
+                f'LeadflowTenant="{stack.tenant_id}" AND LeadflowChannel="waha"'
+            )
+        ]
+        assert conv_id in found
+
+        # Tenant isolation: another tenant's key sees nothing of it.
+        from tests.conftest import make_tenant
+
+        _, other_key = await make_tenant(stack.db)
+        other = await stack.http.get(
+            f"/api/v1/conversations/{conv_id}", headers={"Authorization": f"Bearer {other_key}"}
+        )
+        assert other.status_code == 404
+
+
+async def _conversation(stack: LiveStack, conv_id: str, *, min_messages: int) -> Any:
+    response = await stack.http.get(f"/api/v1/conversations/{conv_id}", headers=stack.auth)
+    if response.status_code != 200:
+        return None
+    body = response.json()
+    return body if len(body["transcript"]) >= min_messages else None
+
+
+async def test_burst_gets_one_answer_and_duplicates_none(
+    temporal_client: Client, settings_factory: Any, sqlite_url: str, fake_waha: FakeWaha
+) -> None:
+    settings = settings_factory(sqlite_url, debounce_seconds=2.0)
+    async with live_stack(
+        temporal_client, settings, tenant_settings=_waha_settings(fake_waha), queues=[CONVERSATIONS]
+    ) as stack:
+        for text in ["Hallo", "ik zoek een Toyota Yaris", "budget 18k, benzine"]:
+            await _post_waha(stack, fake_waha, text)
+            await asyncio.sleep(0.3)
+        await stack.wait_for(lambda: _replies_to(fake_waha), timeout=30, what="the answer")
+        await asyncio.sleep(3.0)  # a second answer would have come by now
+        assert len(_replies_to(fake_waha)) == 1
+
+        # The same provider message delivered twice is processed once.
+        await _post_waha(stack, fake_waha, "Heeft u hem op voorraad?", message_id="false_dup_1")
+        await _post_waha(stack, fake_waha, "Heeft u hem op voorraad?", message_id="false_dup_1")
+        await stack.wait_for(lambda: len(_replies_to(fake_waha)) >= 2, what="second answer")
+        await asyncio.sleep(3.0)
+        assert len(_replies_to(fake_waha)) == 2
+        conv_id = conversation_workflow_id(stack.tenant_id, "waha", LEAD)
+        detail = await _conversation(stack, conv_id, min_messages=0)
+        lead_texts = [m["text"] for m in detail["transcript"] if m["role"] == "lead"]
+        assert lead_texts.count("Heeft u hem op voorraad?") == 1
+        assert len(lead_texts) == 4
+
+
+async def test_escalation_notifies_specialists_and_goes_silent(
+    temporal_client: Client,
+    e2e_settings: Settings,
+    fake_waha: FakeWaha,
+    fake_chatwoot: FakeChatwoot,
+    smtp_server: SmtpServer,
+) -> None:
+    tenant_settings = TenantSettings(
+        waha=fake_waha.settings(),
+        chatwoot=fake_chatwoot.settings(),
+        smtp=smtp_server.settings(),
+        specialists=[
+            Specialist(
+                name="Sanne",
+                role="finance",
+                whatsapp="31687654321",
+                email="sanne@dealer.example",
+                chatwoot_agent_id=7,
+            ),
+            Specialist(
+                name="Mark",
+                role="sales",
+                whatsapp="31600000001",
+                email="mark@dealer.example",
+                chatwoot_agent_id=8,
+            ),
+            Specialist(
+                name="Eva",
+                role="manager",
+                whatsapp="31600000002",
+                email="eva@dealer.example",
+                chatwoot_agent_id=9,
+            ),
+        ],
+    )
+    async with live_stack(
+        temporal_client, e2e_settings, tenant_settings=tenant_settings, queues=[CONVERSATIONS]
+    ) as stack:
+        raw, headers = fake_chatwoot.message_created_webhook(
+            content="I want to speak to a human about financing with a balloon payment, now please",
+            conversation_id=42,
+        )
+        response = await stack.http.post(
+            f"/webhooks/chatwoot/{stack.tenant_id}",
+            content=raw,
+            headers={**headers, "content-type": "application/json"},
+        )
+        assert response.status_code in (200, 202), response.text
+
+        await stack.wait_for(lambda: fake_chatwoot.private_notes(42), what="private note")
+        await stack.wait_for(lambda: smtp_server.messages, what="e-mail to a specialist")
+        await stack.wait_for(
+            lambda: [b for b in fake_waha.sent if b["chatId"] != LEAD], what="WhatsApp alert"
+        )
+        await stack.wait_for(lambda: fake_chatwoot.replies(42), what="notice to the lead")
+        assigned = [r for r in fake_chatwoot.requests if r.path.endswith("/assignments")]
+        assert assigned, "the Chatwoot conversation was assigned to a specialist"
+        note = fake_chatwoot.private_notes(42)[0]
+        assert "needs a human" in note["content"]
+        assert "private" in note and note["private"] is True
+        mail = smtp_server.messages[0]
+        assert any(addr.endswith("@dealer.example") for addr in mail.rcpt_tos)
+
+        # In handoff the AI stays silent: a new lead message gets no AI answer.
+        replies_before = len(fake_chatwoot.replies(42))
+        raw, headers = fake_chatwoot.message_created_webhook(content="Hello?", conversation_id=42)
+        await stack.http.post(
+            f"/webhooks/chatwoot/{stack.tenant_id}",
+            content=raw,
+            headers={**headers, "content-type": "application/json"},
+        )
+        await asyncio.sleep(2.0)
+        assert len(fake_chatwoot.replies(42)) == replies_before
+
+        listing = await stack.http.get(
+            "/api/v1/conversations", params={"stage": "human_handoff"}, headers=stack.auth
+        )
+        assert listing.json()["total"] == 1
+        conv_id = listing.json()["conversations"][0]["id"]
+        detail = await _conversation(stack, conv_id, min_messages=1)
+        assert detail["escalations"] and detail["escalations"][0]["notified"]
+
+        # Released through the API, the AI answers again.
+        release = await stack.http.post(f"/api/v1/conversations/{conv_id}/release", headers=stack.auth)
+        assert release.status_code == 202
+        raw, headers = fake_chatwoot.message_created_webhook(
+            content="Which colours does the Golf come in?", conversation_id=42
+        )
+        await stack.http.post(
+            f"/webhooks/chatwoot/{stack.tenant_id}",
+            content=raw,
+            headers={**headers, "content-type": "application/json"},
+        )
+        await stack.wait_for(
+            lambda: len(fake_chatwoot.replies(42)) > replies_before, what="AI answers after release"
+        )
+
+
+async def test_outreach_and_operator_message_go_to_the_outbox_without_a_channel(
+    temporal_client: Client, e2e_settings: Settings
+) -> None:
+    async with live_stack(temporal_client, e2e_settings, queues=[CONVERSATIONS]) as stack:
+        bad = await stack.http.post(
+            "/api/v1/conversations", json={"channel": "pigeon", "contact": "x"}, headers=stack.auth
+        )
+        assert bad.status_code == 422
+        unauth = await stack.http.post(
+            "/api/v1/conversations", json={"channel": "waha", "contact": "x"}
+        )
+        assert unauth.status_code == 401
+
+        response = await stack.http.post(
+            "/api/v1/conversations",
+            json={"channel": "waha", "contact": "31611111111@c.us", "text": "Hi Jan, your Golf is in!"},
+            headers=stack.auth,
+        )
+        assert response.status_code == 202, response.text
+        conv_id = response.json()["id"]
+        again = await stack.http.post(
+            "/api/v1/conversations",
+            json={"channel": "waha", "contact": "31611111111@c.us", "text": "again"},
+            headers=stack.auth,
+        )
+        assert again.status_code == 409
+
+        async def outbox() -> list[dict[str, Any]]:
+            r = await stack.http.get(
+                "/api/v1/outbox", params={"conversation_id": conv_id}, headers=stack.auth
+            )
+            rows: list[dict[str, Any]] = r.json()
+            return rows
+
+        rows = await stack.wait_for(outbox, what="outreach in the outbox")
+        assert rows[0]["text"] == "Hi Jan, your Golf is in!" and rows[0]["status"] == "stored"
+
+        sent = await stack.http.post(
+            f"/api/v1/conversations/{conv_id}/messages",
+            json={"text": "Mark here from the showroom."},
+            headers=stack.auth,
+        )
+        assert sent.status_code == 202
+        rows = await stack.wait_for(
+            lambda: _outbox_has(outbox, "Mark here from the showroom."), what="operator message"
+        )
+        assert rows
+
+
+async def _outbox_has(outbox: Any, text: str) -> Any:
+    rows = await outbox()
+    return rows if any(r["text"] == text for r in rows) else None
+
+
+async def test_worker_killed_mid_turn_loses_nothing_and_sends_no_duplicate(
+    temporal_client: Client,
+    temporal_address: str,
+    settings_factory: Any,
+    sqlite_url: str,
+    fake_waha: FakeWaha,
+    tmp_path: Path,
+) -> None:
+    settings = settings_factory(sqlite_url, debounce_seconds=3.0)
+    async with live_stack(
+        temporal_client,
+        settings,
+        tenant_settings=_waha_settings(fake_waha),
+        queues=[CONVERSATIONS],
+        start_worker=False,
+    ) as stack:
+        worker = await _spawn_worker(settings, temporal_address, tmp_path / "w1.log")
+        try:
+            await _post_waha(stack, fake_waha, "Hi, do you have a Kia Niro EV?")
+            await asyncio.sleep(1.0)  # the turn is in its debounce window
+        finally:
+            worker.kill()  # SIGKILL: no graceful shutdown
+            await worker.wait()
+        # Messages keep arriving while no worker runs: Temporal holds them.
+        await _post_waha(stack, fake_waha, "Budget is 35k")
+        worker = await _spawn_worker(settings, temporal_address, tmp_path / "w2.log")
+        try:
+            await stack.wait_for(lambda: _replies_to(fake_waha), timeout=60, what="the answer")
+            await asyncio.sleep(4.0)
+            assert len(_replies_to(fake_waha)) == 1
+            conv_id = conversation_workflow_id(stack.tenant_id, "waha", LEAD)
+            detail = await stack.wait_for(
+                lambda: _conversation(stack, conv_id, min_messages=3), what="transcript"
+            )
+            texts = [m["text"] for m in detail["transcript"] if m["role"] == "lead"]
+            assert texts == ["Hi, do you have a Kia Niro EV?", "Budget is 35k"]
+        finally:
+            worker.kill()
+            await worker.wait()
+
+
+async def _spawn_worker(
+    settings: Settings, temporal_address: str, log: Path
+) -> asyncio.subprocess.Process:
+    import os
+    import sys
+
+    env = {
+        **os.environ,
+        "LEADFLOW_TEMPORAL_ADDRESS": temporal_address,
+        "LEADFLOW_DATABASE_URL": settings.resolved_database_url,
+        "LEADFLOW_SECRET_KEY": settings.secret_key.get_secret_value(),
+        "LEADFLOW_DATA_DIR": str(settings.data_dir),
+    }
+    leadflow = str(Path(sys.executable).parent / "leadflow")
+    handle = log.open("wb")
+    proc = await asyncio.create_subprocess_exec(
+        leadflow, "worker", "--queue", CONVERSATIONS, env=env, stdout=handle, stderr=handle
+    )
+    # Ready once it polls the queue.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.returncode is not None:
+            raise AssertionError(f"worker exited: {log.read_text()}")
+        if "workers running" in log.read_text():
+            return proc
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"worker did not start: {log.read_text()}")
