@@ -1,0 +1,241 @@
+"""EnrichmentJobWorkflow: one per uploaded CSV.
+
+Stores the rows once, then keeps a sliding window of records in flight (the job's concurrency),
+and continues as new every `records_per_run` records so a 100,000-row job keeps a small history.
+Pause, resume and cancel are signals; progress is a query and lives in the database. A record
+that fails is marked failed with a reason and never fails the job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.web.activities import EnrichmentActivities
+    from models import search_attributes
+    from models.enrichment import (
+        QUERY_PROGRESS,
+        SIGNAL_CANCEL,
+        SIGNAL_PAUSE,
+        SIGNAL_RESUME,
+        WORKFLOW_NAME,
+        CancelJob,
+        EnrichmentJobInput,
+        JobProgress,
+        JobStatus,
+        JobStatusUpdate,
+        MarkRecordFailedInput,
+        PauseJob,
+        ProcessRecordInput,
+        RecordStatus,
+        ResumeJob,
+        StoreRowsInput,
+    )
+
+STORE_ROWS_TIMEOUT = timedelta(minutes=10)
+STATUS_TIMEOUT = timedelta(seconds=30)
+RECORD_START_TO_CLOSE = timedelta(minutes=5)
+RECORD_SCHEDULE_TO_CLOSE = timedelta(minutes=30)
+DATABASE_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=20,
+)
+RECORD_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=3,
+    non_retryable_error_types=["RecordNotFound", "ConfigurationError", "TenantNotFound"],
+)
+
+
+def _reason(error: ActivityError) -> str:
+    """The readable cause of a record's last failed attempt."""
+    cause = error.cause
+    if isinstance(cause, ApplicationError):
+        return cause.message
+    if cause is not None:
+        return str(cause) or type(cause).__name__
+    return str(error)
+
+
+@workflow.defn(name=WORKFLOW_NAME)
+class EnrichmentJobWorkflow:
+    @workflow.init
+    def __init__(self, job: EnrichmentJobInput) -> None:
+        self._paused = job.paused
+        self._cancelled = False
+        self._next_row = job.next_row
+        self._done = job.done
+        self._failed = job.failed
+        self._in_flight: dict[int, asyncio.Task[None]] = {}
+        self._job = job
+        # The API creates the job as running; a later run inherits what the previous reported.
+        self._reported = JobStatus.PAUSED if job.paused else JobStatus.RUNNING
+        self._finished_status: JobStatus | None = None
+
+    # -- signals and query -----------------------------------------------------------------
+
+    @workflow.signal(name=SIGNAL_PAUSE)
+    def pause(self, _: PauseJob) -> None:
+        self._paused = True
+
+    @workflow.signal(name=SIGNAL_RESUME)
+    def resume(self, _: ResumeJob) -> None:
+        self._paused = False
+
+    @workflow.signal(name=SIGNAL_CANCEL)
+    def cancel(self, _: CancelJob) -> None:
+        self._cancelled = True
+
+    @workflow.query(name=QUERY_PROGRESS)
+    def progress(self) -> JobProgress:
+        return JobProgress(
+            status=self._status(),
+            total=self._job.total,
+            done=self._done,
+            failed=self._failed,
+            in_flight=len(self._in_flight),
+            next_row=self._next_row,
+            run=self._job.run,
+        )
+
+    def _status(self) -> JobStatus:
+        if self._finished_status is not None:
+            return self._finished_status
+        if self._cancelled:
+            return JobStatus.CANCELLED
+        return JobStatus.PAUSED if self._paused else JobStatus.RUNNING
+
+    # -- the job ---------------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, job: EnrichmentJobInput) -> JobProgress:
+        if not job.rows_stored:
+            try:
+                await workflow.execute_activity_method(
+                    EnrichmentActivities.store_rows,
+                    StoreRowsInput(tenant_id=job.tenant_id, job_id=job.job_id),
+                    start_to_close_timeout=STORE_ROWS_TIMEOUT,
+                    retry_policy=DATABASE_RETRY,
+                )
+            except ActivityError as err:
+                return await self._finish(JobStatus.FAILED, f"storing the rows: {_reason(err)}")
+
+        run_end = min(job.total, job.next_row + job.records_per_run - 1)
+        while True:
+            await workflow.wait_condition(
+                lambda: (
+                    self._cancelled
+                    or self._status() != self._reported
+                    or (self._next_row > run_end and not self._in_flight)
+                    or (
+                        not self._paused
+                        and self._next_row <= run_end
+                        and len(self._in_flight) < job.concurrency
+                    )
+                )
+            )
+            if self._cancelled:
+                break
+            if self._status() != self._reported:
+                await self._report(self._status())
+                continue
+            if self._next_row > run_end and not self._in_flight:
+                break
+            row = self._next_row
+            self._next_row += 1
+            self._in_flight[row] = asyncio.create_task(self._process(job, row))
+
+        if self._cancelled:
+            tasks = list(self._in_flight.values())
+            for task in tasks:
+                task.cancel()
+            # Wait for the cancellations to land, so no record is still being written when the
+            # unfinished ones go back to pending.
+            await asyncio.gather(*tasks, return_exceptions=True)
+            return await self._finish(JobStatus.CANCELLED, None)
+        if run_end < job.total:
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            workflow.continue_as_new(
+                job.model_copy(
+                    update={
+                        "next_row": self._next_row,
+                        "rows_stored": True,
+                        "paused": self._paused,
+                        "done": self._done,
+                        "failed": self._failed,
+                        "run": job.run + 1,
+                    }
+                )
+            )
+        return await self._finish(JobStatus.COMPLETED, None)
+
+    async def _process(self, job: EnrichmentJobInput, row: int) -> None:
+        status = RecordStatus.FAILED
+        try:
+            result = await workflow.execute_activity_method(
+                EnrichmentActivities.process_record,
+                ProcessRecordInput(
+                    tenant_id=job.tenant_id, job_id=job.job_id, row_number=row, options=job.options
+                ),
+                start_to_close_timeout=RECORD_START_TO_CLOSE,
+                schedule_to_close_timeout=RECORD_SCHEDULE_TO_CLOSE,
+                heartbeat_timeout=timedelta(seconds=job.record_heartbeat_timeout_seconds),
+                retry_policy=RECORD_RETRY,
+                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+            )
+            status = result.status
+        except (asyncio.CancelledError, CancelledError):
+            self._in_flight.pop(row, None)
+            raise
+        except ActivityError as err:
+            if self._cancelled and isinstance(err.cause, CancelledError):
+                self._in_flight.pop(row, None)
+                return
+            attempts = RECORD_RETRY.maximum_attempts
+            try:
+                await workflow.execute_activity_method(
+                    EnrichmentActivities.mark_record_failed,
+                    MarkRecordFailedInput(
+                        tenant_id=job.tenant_id,
+                        job_id=job.job_id,
+                        row_number=row,
+                        error=f"{_reason(err)} (gave up after {attempts} attempts)",
+                    ),
+                    start_to_close_timeout=STATUS_TIMEOUT,
+                    retry_policy=DATABASE_RETRY,
+                )
+            except ActivityError:
+                # The database stayed unreachable: the record is counted failed here and shows
+                # as running there; the job must still move on.
+                workflow.logger.warning("could not mark record %s failed", row)
+        if status == RecordStatus.DONE:
+            self._done += 1
+        else:
+            self._failed += 1
+        self._in_flight.pop(row, None)
+
+    async def _report(self, status: JobStatus, error: str | None = None) -> None:
+        self._reported = status
+        workflow.upsert_search_attributes([search_attributes.JOB_STATUS.value_set(status.value)])
+        await workflow.execute_activity_method(
+            EnrichmentActivities.set_job_status,
+            JobStatusUpdate(
+                tenant_id=self._job.tenant_id, job_id=self._job.job_id, status=status, error=error
+            ),
+            start_to_close_timeout=STATUS_TIMEOUT,
+            retry_policy=DATABASE_RETRY,
+        )
+
+    async def _finish(self, status: JobStatus, error: str | None) -> JobProgress:
+        self._finished_status = status
+        await self._report(status, error)
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self.progress()
