@@ -108,15 +108,16 @@ class SmtpServer:
             and data.login.decode() == self.username
             and data.password.decode() == self.password
         )
-        return AuthResult(success=ok, auth_data=data if ok else None)
+        # handled=False: let aiosmtpd answer "535 5.7.8 Authentication credentials invalid".
+        return AuthResult(success=ok, handled=False, auth_data=data if ok else None)
 
     def start(self) -> SmtpServer:
         self.port = free_port(self.host)
         kwargs: dict[str, Any] = {}
         if self.username is not None:
-            kwargs.update(
-                authenticator=self._authenticate, auth_require_tls=False, auth_required=True
-            )
+            # AUTH offered without TLS (loopback only). Not *required*: aiosmtpd warns on every
+            # connection about that combination; `authenticated_as` shows whether a client did.
+            kwargs.update(authenticator=self._authenticate, auth_require_tls=False)
         self._controller = Controller(_Handler(self), hostname=self.host, port=self.port, **kwargs)
         self._controller.start()
         return self
