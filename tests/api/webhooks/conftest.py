@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
@@ -55,6 +56,7 @@ def chatwoot_sign(secret: str, body: bytes, timestamp: int | None = None) -> dic
 
 @dataclass
 class Harness:
+    app: FastAPI
     http: httpx.AsyncClient
     db: Database
     temporal: Client
@@ -110,4 +112,4 @@ async def harness(
         app.state.leadflow.temporal = temporal_client
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://leadflow.test") as http:
-            yield Harness(http=http, db=sqlite_db, temporal=temporal_client)
+            yield Harness(app=app, http=http, db=sqlite_db, temporal=temporal_client)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from temporalio.client import Client
+
 from models.conversation import conversation_workflow_id
 from models.tenant import TenantSettings, WahaSettings
 from tests.api.webhooks.conftest import Harness, payload, waha_sign
@@ -207,3 +209,17 @@ async def test_unknown_tenant_is_404(harness: Harness) -> None:
     assert resp.status_code == 404
     assert resp.json() == {"error": "unknown tenant", "detail": "no-such-tenant"}
     await harness.assert_not_started(conversation_workflow_id("no-such-tenant", "waha", LEAD))
+
+
+async def test_temporal_refusing_is_503_so_the_provider_retries(harness: Harness) -> None:
+    tenant, _ = await harness.tenant()
+    refusing = await Client.connect(
+        harness.temporal.service_client.config.target_host,
+        namespace="no-such-namespace",
+        data_converter=harness.temporal.data_converter,
+    )
+    harness.app.state.leadflow.temporal = refusing
+    resp = await harness.http.post(f"/webhooks/waha/{tenant}", content=payload("waha_message.json"))
+    assert resp.status_code == 503
+    assert resp.json()["error"] == "Temporal refused the delivery; retry later"
+    assert "no-such-namespace" in resp.json()["detail"]
