@@ -152,6 +152,8 @@ def stack_env(
     llm_port: int,
     api_port: int,
     worker_slots: int,
+    llm_provider: str,
+    llm_latency_ms: float,
 ) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEADFLOW_")}
     env.update(
@@ -165,7 +167,8 @@ def stack_env(
             # The fixture web lives on loopback, which the scraper refuses unless allowed.
             "LEADFLOW_SSRF_ALLOWLIST": json.dumps(["127.0.0.0/8"]),
             "LEADFLOW_DUCKDUCKGO_URL": f"http://127.0.0.1:{web_port}/html/",
-            "LEADFLOW_LLM_PROVIDER": "openai",
+            "LEADFLOW_LLM_PROVIDER": llm_provider,
+            "BENCH_LLM_LATENCY_MS": str(llm_latency_ms),
             "LEADFLOW_OPENAI_BASE_URL": f"http://127.0.0.1:{llm_port}/v1",
             "LEADFLOW_OPENAI_API_KEY": "bench-key",
             "LEADFLOW_LLM_MODEL": "bench-model",
@@ -206,6 +209,18 @@ async def create_tenant(database_url: str) -> tuple[str, str]:
     finally:
         await db.dispose()
     return tenant_id, key
+
+
+def pick_llm_provider() -> str:
+    """The real OpenAI provider against the fake server when one is loaded, else the bench-only
+    delayed offline provider (bench/worker.py)."""
+    from workers.plugins import discover, registry_of
+
+    if "openai" in registry_of(discover()).llm_providers:
+        return "openai"
+    from bench.worker import PROVIDER_NAME
+
+    return PROVIDER_NAME
 
 
 @dataclass
@@ -316,6 +331,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
     web_port, llm_port, temporal_port, api_port = (free_port() for _ in range(4))
     database_url = args.database_url or f"sqlite+aiosqlite:///{workdir / 'leadflow.db'}"
+    llm_provider = pick_llm_provider()
     env = stack_env(
         workdir=workdir,
         database_url=database_url,
@@ -324,6 +340,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         llm_port=llm_port,
         api_port=api_port,
         worker_slots=args.worker_slots,
+        llm_provider=llm_provider,
+        llm_latency_ms=args.llm_latency_ms,
     )
     stack = Stack(workdir, web_port, llm_port, temporal_port, api_port, database_url, env)
     try:
@@ -357,9 +375,14 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         )
         _, key = await create_tenant(database_url)
         cli = leadflow_cli()
+        worker_cmd = (
+            [cli, "worker"]
+            if llm_provider == "openai"
+            else [sys.executable, "-m", "bench.worker"]  # leadflow worker + the bench provider
+        )
         for n in range(args.workers):
             stack.workers.append(
-                stack.spawn(f"worker{n}", [cli, "worker", "--queue", task_queues.ENRICHMENT])
+                stack.spawn(f"worker{n}", [*worker_cmd, "--queue", task_queues.ENRICHMENT])
             )
         api = stack.spawn("api", [cli, "api", "--port", str(api_port)])
         await wait_http(
@@ -369,7 +392,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         await asyncio.sleep(2)  # let the workers finish connecting before the clock starts
         print(
             f"job: {args.rows} rows, concurrency {args.concurrency}, {args.workers} worker(s), "
-            f"sites {args.site_latency_ms:.0f} ms, LLM {args.llm_latency_ms:.0f} ms",
+            f"sites {args.site_latency_ms:.0f} ms, LLM {args.llm_latency_ms:.0f} ms "
+            f"({llm_provider})",
             flush=True,
         )
         job = await run_job(stack, key, args.rows, args.concurrency, args.quiet)
@@ -381,6 +405,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         "rows": args.rows,
         "site_latency_ms": args.site_latency_ms,
         "llm_latency_ms": args.llm_latency_ms,
+        "llm_provider": llm_provider,
         "failure_rate": args.failure_rate,
         "workers": args.workers,
         "concurrency": args.concurrency,
@@ -422,6 +447,7 @@ def print_report(report: dict[str, Any]) -> None:
         f"{base['seconds']:>10.1f}{base['records_per_s']:>11.2f}{base['peak_rss_mib']:>14.1f}"
     )
     print(f"speed-up: {report['speedup']}x   job status: {job['status']}")
+    print(f"LLM provider: {report['llm_provider']}")
     print(f"results file rows: {job['result_rows']} (distinct leads {job['distinct_rows']})")
 
 
