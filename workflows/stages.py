@@ -1,0 +1,83 @@
+"""Conversation stage transitions: plain functions, safe inside the workflow sandbox.
+
+The stage says where the sale stands; each function below is one kind of event. They import
+only models.* and never read a clock, so a replayed workflow takes the same path.
+"""
+
+from __future__ import annotations
+
+from models.agent import Analysis
+from models.common import Intent, Stage
+
+# Stages where the lead has not (re)engaged yet; any real message moves them to qualifying.
+_NOT_ENGAGED = frozenset(
+    {Stage.INITIAL_OUTREACH, Stage.AWAITING_RESPONSE, Stage.NURTURE, Stage.CLOSED}
+)
+# Questions about the offer: they qualify the lead without changing a later stage.
+_INFORMATIONAL = frozenset(
+    {
+        Intent.PRODUCT_INQUIRY,
+        Intent.PRICING,
+        Intent.FINANCING,
+        Intent.TRADE_IN,
+        Intent.GREETING,
+        Intent.OTHER,
+        Intent.HUMAN_REQUEST,  # only reaches here when no escalation rule fired
+    }
+)
+
+
+def is_objection(analysis: Analysis) -> bool:
+    """Price or financing raised with a negative tone ("te duur"), or a complaint that no rule
+    escalated: things to handle before selling on."""
+    if analysis.intent == Intent.COMPLAINT:
+        return True
+    return analysis.intent in (Intent.PRICING, Intent.FINANCING) and analysis.sentiment < 0
+
+
+def next_stage(current: Stage, analysis: Analysis) -> Stage:
+    """The stage after the lead's message(s) were analysed.
+
+    In order: a conversation in human hands stays there (only `stage_after_release` ends that);
+    an escalation hands it to a human; an opt-out closes it; not-interested parks it in nurture,
+    or closes it when it already was in nurture; a meeting request goes to scheduling; an
+    objection to objection handling; anything else qualifies a lead that was not engaged, moves
+    an answered objection back to qualifying, and leaves qualifying/scheduling as they are.
+    """
+    if current == Stage.HUMAN_HANDOFF:
+        return Stage.HUMAN_HANDOFF
+    if analysis.escalate:
+        return Stage.HUMAN_HANDOFF
+    if analysis.fields.get("opt_out") is True:
+        return Stage.CLOSED
+    if analysis.intent == Intent.NOT_INTERESTED:
+        return Stage.CLOSED if current in (Stage.NURTURE, Stage.CLOSED) else Stage.NURTURE
+    if analysis.intent == Intent.MEETING:
+        return Stage.SCHEDULING
+    if is_objection(analysis):
+        return Stage.OBJECTION_HANDLING
+    if current in _NOT_ENGAGED or current == Stage.OBJECTION_HANDLING:
+        return Stage.QUALIFYING
+    return current
+
+
+def stage_after_outreach(current: Stage) -> Stage:
+    """The first message to a lead was sent: now we wait for an answer."""
+    return Stage.AWAITING_RESPONSE if current == Stage.INITIAL_OUTREACH else current
+
+
+def stage_after_follow_ups_exhausted(current: Stage) -> Stage:
+    """Every follow-up of the cadence went unanswered: keep the lead warm at low frequency."""
+    if current in (Stage.HUMAN_HANDOFF, Stage.CLOSED):
+        return current
+    return Stage.NURTURE
+
+
+def stage_after_release(current: Stage) -> Stage:
+    """A human handed the conversation back to the AI."""
+    return Stage.QUALIFYING if current == Stage.HUMAN_HANDOFF else current
+
+
+def ai_may_reply(stage: Stage) -> bool:
+    """The AI stays silent while a human has the conversation."""
+    return stage != Stage.HUMAN_HANDOFF
