@@ -18,7 +18,7 @@ CONTACT = "14"  # conversation.contact_inbox.contact_id of the docs' message_cre
 
 
 def signed_tenant() -> TenantSettings:
-    return TenantSettings(chatwoot=ChatwootSettings(webhook_secret=SECRET))  # type: ignore[arg-type]
+    return TenantSettings(chatwoot=ChatwootSettings(webhook_secret=SECRET))
 
 
 def agent_reply(**changes: Any) -> dict[str, Any]:

@@ -17,7 +17,7 @@ WAMID = "wamid.HBgLMTY1MDM4Nzk0MzkVAgASGBQzQTRBNjU5OUFFRTAzODEwMTQ0RgA="
 
 
 def meta_tenant() -> TenantSettings:
-    meta = MetaSettings(app_secret=APP_SECRET, verify_token=VERIFY)  # type: ignore[arg-type]
+    meta = MetaSettings(app_secret=APP_SECRET, verify_token=VERIFY)
     return TenantSettings(whatsapp=meta, messenger=meta)
 
 

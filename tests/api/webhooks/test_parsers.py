@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
@@ -12,7 +13,7 @@ from api.webhooks.parsers.email import parse_date, parse_email
 from api.webhooks.parsers.meta import parse_messenger, parse_whatsapp
 from api.webhooks.parsers.waha import normalise_chat_id, parse_waha
 from models.common import Role
-from models.webhooks import WebhookPayloadError
+from models.webhooks import ParsedWebhook, WebhookPayloadError
 from tests.api.webhooks.conftest import payload, payload_json
 
 NOW = datetime(2025, 1, 1, tzinfo=UTC)
@@ -135,12 +136,13 @@ def test_email_dates_and_defaults() -> None:
 
 
 def test_invalid_json_and_non_utf8() -> None:
-    for parse in (
+    parsers: list[Callable[[bytes], ParsedWebhook]] = [
         lambda b: parse_waha(b, tenant_id="t"),
         lambda b: parse_whatsapp(b, tenant_id="t"),
         lambda b: parse_chatwoot(b, tenant_id="t"),
         lambda b: parse_email(b, tenant_id="t", received_at=NOW),
-    ):
+    ]
+    for parse in parsers:
         for body in (b"", b"\xff\xfe{", b"{'single': 'quotes'}"):
             with pytest.raises(WebhookPayloadError, match="not valid JSON"):
                 parse(body)

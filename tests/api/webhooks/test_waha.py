@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 
 from temporalio.client import Client
 
@@ -15,7 +16,7 @@ LEAD = "11111111111@c.us"
 
 
 def signed_tenant() -> TenantSettings:
-    return TenantSettings(waha=WahaSettings(webhook_secret=SECRET))  # type: ignore[arg-type]
+    return TenantSettings(waha=WahaSettings(webhook_secret=SECRET))
 
 
 async def test_lead_message_starts_conversation_with_inbound_signal(harness: Harness) -> None:
@@ -45,7 +46,7 @@ async def test_lead_message_starts_conversation_with_inbound_signal(harness: Har
     assert msg["role"] == "lead"
     assert msg["sent_at"].startswith("2022-11-04T11:31:25")
     desc = await harness.temporal.get_workflow_handle(wid).describe()
-    attrs = {k.name: v for k, v in desc.typed_search_attributes}  # type: ignore[attr-defined]
+    attrs = {k.name: v for k, v in desc.typed_search_attributes}
     assert attrs["LeadflowTenant"] == tenant
     assert attrs["LeadflowChannel"] == "waha"
     assert attrs["LeadflowStage"] == "awaiting_response"
@@ -193,7 +194,9 @@ async def test_oversized_body_is_413(harness: Harness) -> None:
 async def test_oversized_chunked_body_is_413(harness: Harness) -> None:
     tenant, _ = await harness.tenant()
 
-    async def chunks():  # no Content-Length: the stream itself must be capped
+    async def chunks() -> AsyncIterator[
+        bytes
+    ]:  # no Content-Length: the stream itself must be capped
         for _ in range(10):
             yield b"x" * 10_000
 
