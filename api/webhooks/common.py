@@ -203,6 +203,8 @@ async def dispatch(state: AppState, parsed: ParsedWebhook) -> JSONResponse:
             else:
                 ignored.append(f"no running conversation {workflow_id} to release")
     except RPCError as exc:
+        # Some messages may already be in Temporal: the provider's redelivery is still safe,
+        # because the deterministic request ids make their second signal-with-start a no-op.
         raise ApiError(503, "Temporal refused the delivery; retry later", exc.message) from exc
 
     ack = WebhookAck(
