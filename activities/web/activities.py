@@ -288,7 +288,7 @@ class EnrichmentActivities:
         facts, tree = await asyncio.to_thread(
             extract_facts, page.body, url=page.final_url, charset=page.charset
         )
-        if not facts.emails and not facts.phones:
+        if not facts.emails:
             contact = contact_page(tree, page.final_url)
             if contact and contact.rstrip("/") != page.final_url.rstrip("/"):
                 with contextlib.suppress(FetchError):
