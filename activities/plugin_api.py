@@ -46,4 +46,4 @@ class LeadflowPlugin:
     crm_adapters: Mapping[str, Any] = field(default_factory=dict)
     search_providers: Mapping[str, Any] = field(default_factory=dict)
     build: Callable[[PluginContext], Mapping[str, SimplePlugin]] | None = None
-    """Task queue -> the activities/workflows/interceptors this plugin adds to that queue's worker."""
+    """Task queue -> activities/workflows/interceptors this plugin adds to that queue's worker."""

@@ -29,7 +29,7 @@ class AppState:
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def temporal_client(self) -> Client:
-        """Connect on first use, so the API starts (and /ready can explain) while Temporal is down."""
+        """Connect on first use: the API starts (and /ready explains) while Temporal is down."""
         if self.temporal is not None:
             return self.temporal
         async with self._lock:

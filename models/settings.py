@@ -1,4 +1,4 @@
-"""The one settings class of leadflow. Every knob is an environment variable prefixed `LEADFLOW_`."""
+"""The one settings class of leadflow: every knob is an environment variable `LEADFLOW_*`."""
 
 from __future__ import annotations
 

@@ -16,9 +16,8 @@ from temporalio.common import SearchAttributeUpdate
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.llm.activities import LlmActivities
-
     from activities.channels.activities import ChannelActivities
+    from activities.llm.activities import LlmActivities
     from activities.store import StoreActivities
     from models import search_attributes as sa
     from models.agent import AnalyseInput, Analysis, GenerateReplyInput, KnowledgeHit
@@ -42,7 +41,7 @@ with workflow.unsafe.imports_passed_through():
         conversation_workflow_id,
         lead_id_for,
     )
-    from models.messages import InboundMessage, OutboundMessage, TranscriptEntry
+    from models.messages import InboundMessage, OutboundMessage, SendResult, TranscriptEntry
     from models.playbook import Playbook
     from models.tenant import Specialist
     from workflows import policies
@@ -63,6 +62,7 @@ class ConversationWorkflow:
         self._playbook: Playbook | None = None
         self._close_reason: str | None = None
         self._released = False
+        self._sending: list[str] = []
 
     # ---- signals and queries -------------------------------------------------------------
 
@@ -77,9 +77,25 @@ class ConversationWorkflow:
         if message.contact_name and not self._s.contact_name:
             self._s.contact_name = message.contact_name
         if message.role == Role.HUMAN:
+            if self._is_echo(message):
+                return  # our own message, reported back by the provider (e.g. Chatwoot)
             self._s.human_queue.append(message)
         else:
             self._s.pending.append(message)
+
+    def _is_echo(self, message: InboundMessage) -> bool:
+        if message.text in self._sending:
+            return True
+        for entry in reversed(self._s.transcript[-10:]):
+            if entry.role in (Role.AI, Role.HUMAN) and (
+                (
+                    entry.provider_message_id
+                    and entry.provider_message_id == message.provider_message_id
+                )
+                or (entry.role == Role.AI and entry.text == message.text)
+            ):
+                return True
+        return False
 
     @workflow.signal(name="operator_message")
     def operator_message(self, message: OperatorMessage) -> None:
@@ -345,7 +361,23 @@ class ConversationWorkflow:
     async def _send(
         self, text: str, key: str, *, role: Role = Role.AI, knowledge: tuple[KnowledgeHit, ...] = ()
     ) -> TranscriptEntry | None:
-        result = await workflow.execute_activity_method(
+        self._sending.append(text)
+        try:
+            result = await self._send_activity(text, key)
+        finally:
+            self._sending.remove(text)
+        entry = TranscriptEntry(
+            role=role,
+            text=text,
+            at=workflow.now(),
+            provider_message_id=result.provider_message_id,
+            knowledge_ids=tuple(hit.document_id for hit in knowledge),
+        )
+        self._append([entry])
+        return entry
+
+    async def _send_activity(self, text: str, key: str) -> SendResult:
+        return await workflow.execute_activity_method(
             ChannelActivities.send_message,
             OutboundMessage(
                 tenant_id=self._s.tenant_id,
@@ -360,15 +392,6 @@ class ConversationWorkflow:
             retry_policy=policies.SEND_RETRY,
             summary=f"send {key} via {self._s.channel.value}",
         )
-        entry = TranscriptEntry(
-            role=role,
-            text=text,
-            at=workflow.now(),
-            provider_message_id=result.provider_message_id,
-            knowledge_ids=tuple(hit.document_id for hit in knowledge),
-        )
-        self._append([entry])
-        return entry
 
     async def _record(
         self,
