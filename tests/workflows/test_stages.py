@@ -1,0 +1,81 @@
+"""Stage transitions of a conversation."""
+
+from __future__ import annotations
+
+import pytest
+
+from models.agent import Analysis, FieldValue
+from models.common import Intent, Stage
+from workflows.stages import (
+    ai_may_reply,
+    next_stage,
+    stage_after_follow_ups_exhausted,
+    stage_after_outreach,
+    stage_after_release,
+)
+
+
+def analysis(
+    intent: Intent,
+    *,
+    sentiment: float = 0.0,
+    escalate: bool = False,
+    fields: dict[str, FieldValue] | None = None,
+) -> Analysis:
+    return Analysis(intent=intent, sentiment=sentiment, escalate=escalate, fields=fields or {})
+
+
+@pytest.mark.parametrize(
+    ("current", "intent", "expected"),
+    [
+        (Stage.AWAITING_RESPONSE, Intent.PRODUCT_INQUIRY, Stage.QUALIFYING),
+        (Stage.INITIAL_OUTREACH, Intent.GREETING, Stage.QUALIFYING),
+        (Stage.NURTURE, Intent.PRICING, Stage.QUALIFYING),
+        (Stage.CLOSED, Intent.PRODUCT_INQUIRY, Stage.QUALIFYING),
+        (Stage.QUALIFYING, Intent.MEETING, Stage.SCHEDULING),
+        (Stage.AWAITING_RESPONSE, Intent.MEETING, Stage.SCHEDULING),
+        (Stage.SCHEDULING, Intent.PRICING, Stage.SCHEDULING),
+        (Stage.QUALIFYING, Intent.TRADE_IN, Stage.QUALIFYING),
+        (Stage.QUALIFYING, Intent.NOT_INTERESTED, Stage.NURTURE),
+        (Stage.NURTURE, Intent.NOT_INTERESTED, Stage.CLOSED),
+        (Stage.QUALIFYING, Intent.COMPLAINT, Stage.OBJECTION_HANDLING),
+    ],
+)
+def test_transitions(current: Stage, intent: Intent, expected: Stage) -> None:
+    assert next_stage(current, analysis(intent)) == expected
+
+
+def test_pricing_is_an_objection_only_when_negative() -> None:
+    assert next_stage(Stage.QUALIFYING, analysis(Intent.PRICING)) == Stage.QUALIFYING
+    objection = analysis(Intent.PRICING, sentiment=-0.4)
+    assert next_stage(Stage.QUALIFYING, objection) == Stage.OBJECTION_HANDLING
+    financing = analysis(Intent.FINANCING, sentiment=-0.2)
+    assert next_stage(Stage.SCHEDULING, financing) == Stage.OBJECTION_HANDLING
+
+
+def test_a_handled_objection_returns_to_qualifying() -> None:
+    assert (
+        next_stage(Stage.OBJECTION_HANDLING, analysis(Intent.PRODUCT_INQUIRY)) == Stage.QUALIFYING
+    )
+
+
+def test_escalation_hands_off_and_handoff_is_sticky() -> None:
+    escalated = analysis(Intent.FINANCING, escalate=True)
+    assert next_stage(Stage.QUALIFYING, escalated) == Stage.HUMAN_HANDOFF
+    assert next_stage(Stage.HUMAN_HANDOFF, analysis(Intent.MEETING)) == Stage.HUMAN_HANDOFF
+    assert stage_after_release(Stage.HUMAN_HANDOFF) == Stage.QUALIFYING
+    assert not ai_may_reply(Stage.HUMAN_HANDOFF)
+    assert ai_may_reply(Stage.QUALIFYING)
+
+
+def test_opt_out_closes_at_once() -> None:
+    stop = analysis(Intent.NOT_INTERESTED, fields={"opt_out": True})
+    assert next_stage(Stage.QUALIFYING, stop) == Stage.CLOSED
+
+
+def test_outreach_and_follow_up_helpers() -> None:
+    assert stage_after_outreach(Stage.INITIAL_OUTREACH) == Stage.AWAITING_RESPONSE
+    assert stage_after_outreach(Stage.QUALIFYING) == Stage.QUALIFYING
+    assert stage_after_follow_ups_exhausted(Stage.QUALIFYING) == Stage.NURTURE
+    assert stage_after_follow_ups_exhausted(Stage.HUMAN_HANDOFF) == Stage.HUMAN_HANDOFF
+    assert stage_after_follow_ups_exhausted(Stage.CLOSED) == Stage.CLOSED
