@@ -128,3 +128,23 @@ def test_query_terms_drop_operators_and_stopwords() -> None:
     # Only stopwords: keep them rather than searching for nothing.
     assert repo.query_terms("hoe wat") == ["hoe", "wat"]
     assert repo.query_terms("  ") == []
+
+
+async def test_search_knowledge_activity_returns_the_tenants_hits(db: Database) -> None:
+    from temporalio.testing import ActivityEnvironment
+
+    from activities.knowledge import KnowledgeActivities
+    from models.agent import SearchKnowledgeInput
+
+    tid, _ = await make_tenant(db)
+    ids = await _seed(db, tid)
+    acts = KnowledgeActivities(db)
+    env = ActivityEnvironment()
+    hits = await env.run(
+        acts.search_knowledge, SearchKnowledgeInput(tenant_id=tid, query="inruil", limit=2)
+    )
+    assert isinstance(hits, tuple)
+    assert [h.document_id for h in hits] == [ids["tradein"]]
+    assert (
+        await env.run(acts.search_knowledge, SearchKnowledgeInput(tenant_id=tid, query=" ")) == ()
+    )
