@@ -54,7 +54,8 @@ ODD_PAGE = """<!doctype html>
 </script></head>
 <body>
 <div class="footer">
-  <p>Write to sales [at] odd-co [dot] com or <A HREF='MAILTO:Hello@Odd-Co.com?subject=Hi%20there'>us</A>.</p>
+  <p>Write to sales [at] odd-co [dot] com or
+     <A HREF='MAILTO:Hello@Odd-Co.com?subject=Hi%20there'>us</A>.</p>
   <p>Phone: <a href="tel:+49-30-1234567">+49 (30) 123 45 67</a>, US office (415) 555-0132</p>
   <span data-href="//www.facebook.com/oddco">Facebook</span>
   <a href="https://www.facebook.com/sharer/sharer.php?u=https://odd-co.com">Share</a>
@@ -75,7 +76,8 @@ def company_page(slug: str, *, base: str, with_email: bool = True) -> str:
     email = f'<a href="mailto:info@{slug}.example.com">info@{slug}.example.com</a>'
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(name)} Inc.</title>
-<meta name="description" content="{html.escape(name)} builds reliable software for logistics teams.">
+<meta name="description"
+  content="{html.escape(name)} builds reliable software for logistics teams.">
 </head><body>
 <nav><a href="{base}/{slug}/contact">Contact</a></nav>
 <main><h1>{html.escape(name)}</h1>

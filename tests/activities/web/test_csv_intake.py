@@ -92,7 +92,7 @@ def test_duplicate_header() -> None:
 
 
 def test_formula_cells_are_neutralised_in_the_output() -> None:
-    for cell in ("=HYPERLINK(\"http://evil\")", "+1+2", "-2+3", "@SUM(A1)", "\tx", "\rx"):
+    for cell in ('=HYPERLINK("http://evil")', "+1+2", "-2+3", "@SUM(A1)", "\tx", "\rx"):
         assert neutralise(cell) == "'" + cell
     assert neutralise("Acme") == "Acme"
     writer = SafeCsvWriter(["company", "email_body"])
