@@ -185,7 +185,7 @@ async def transcript(session: AsyncSession, *, conversation_id: str) -> Sequence
         await session.exec(
             select(Message)
             .where(Message.conversation_id == conversation_id)
-            .order_by(col(Message.at), col(Message.id))
+            .order_by(col(Message.id))
         )
     ).all()
 
