@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from datetime import timedelta
 from collections.abc import Sequence
+from datetime import timedelta
 
 import httpx
 from temporalio.client import Client
