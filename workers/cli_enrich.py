@@ -28,8 +28,8 @@ TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
 DEFAULT_API_URL = "http://127.0.0.1:8000"
 FAILURES_SHOWN = 20
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)  # long URLs and paths stay copyable
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 class CliFailure(Exception):

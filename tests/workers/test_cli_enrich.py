@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 from pathlib import Path
 from typing import Any
 
@@ -180,3 +182,77 @@ def test_missing_key_and_missing_file(tmp_path: Path, monkeypatch: pytest.Monkey
     result = invoke(str(tmp_path / "missing.csv"), "--api-key", KEY)
     assert result.exit_code == 1
     assert "no such file" in result.output
+
+
+# -- against the real API, a real worker and the Temporal dev server ----------------------
+
+
+@pytest.fixture
+async def real_stack(temporal_client: Any, settings_factory: Any, sqlite_url: str) -> Any:
+    from models.task_queues import ENRICHMENT
+    from tests.fakes.web import FakeWeb
+    from tests.stack import live_stack
+
+    with FakeWeb() as web:
+        settings = settings_factory(
+            sqlite_url, ssrf_allowlist=["127.0.0.1"], duckduckgo_url=web.search_url
+        )
+        async with live_stack(temporal_client, settings, queues=[ENRICHMENT]) as live:
+            yield live, web
+
+
+async def test_enrich_end_to_end(real_stack: Any, tmp_path: Path) -> None:
+    stack, web = real_stack
+    csv_path = write_csv(
+        tmp_path,
+        "company,website\n"
+        f"Acme,{web.site('acme')}\n"
+        f"Globex,{web.site('globex')}\n"
+        f"Gone Inc,{web.site('missing')}\n",
+    )
+    out = tmp_path / "out.csv"
+    result = await asyncio.to_thread(
+        invoke,
+        str(csv_path),
+        "--api-url",
+        stack.api_url,
+        "--api-key",
+        stack.api_key,
+        "--output",
+        str(out),
+        "--concurrency",
+        "2",
+        "--poll-seconds",
+        "0.2",
+    )
+    assert result.exit_code == 0, result.output
+    assert "completed: 2 done, 1 failed" in result.output
+    assert "HTTP 404" in result.output  # the failures summary
+    rows = list(csv.DictReader(io.StringIO(out.read_text())))
+    assert [r["company"] for r in rows] == ["Acme", "Globex", "Gone Inc"]
+    assert [r["status"] for r in rows] == ["done", "done", "failed"]
+    assert rows[0]["email_body"]
+
+
+async def test_real_api_errors(real_stack: Any, tmp_path: Path) -> None:
+    stack, _ = real_stack
+    bad = write_csv(tmp_path, "notes,colour\nhello,red\n", name="bad.csv")
+    result = await asyncio.to_thread(
+        invoke, str(bad), "--api-url", stack.api_url, "--api-key", stack.api_key
+    )
+    assert result.exit_code == 1
+    assert "the API refused the CSV: invalid CSV" in result.output
+    assert "line 1: no identifying column" in result.output
+
+    result = await asyncio.to_thread(
+        invoke, str(bad), "--api-url", stack.api_url, "--api-key", "lf_wrong"
+    )
+    assert result.exit_code == 1
+    assert "the API refused the key: invalid API key" in result.output
+
+    good = write_csv(tmp_path, "company\nAcme\n", name="good.csv")
+    result = await asyncio.to_thread(
+        invoke, str(good), "--api-url", stack.api_url, "--api-key", stack.api_key, "--no-wait"
+    )
+    assert result.exit_code == 0, result.output
+    assert f"{stack.api_url}/api/v1/jobs/" in result.output
