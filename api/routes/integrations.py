@@ -1,0 +1,154 @@
+"""CRM connections of a tenant: add (credentials stored encrypted, never returned or logged),
+list, and test them. A field mapping is validated when saved: 422 lists every bad field."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from fastapi import APIRouter, status
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from temporalio.client import WorkflowFailureError
+
+from api.deps import CurrentTenant, Session, State, Temporal
+from api.errors import ApiError
+from models.crm import (
+    CRM_CONNECTION_TEST_WORKFLOW,
+    DEFAULT_FIELD_MAPPINGS,
+    ConnectionCheckInput,
+    ConnectionCheckResult,
+    CrmKind,
+    SyncMode,
+    missing_credentials,
+    validate_field_mapping,
+)
+from models.crm_tables import Integration
+from models.repo import crm as crm_repo
+from models.task_queues import CRM
+
+router = APIRouter(prefix="/api/v1/integrations", tags=["integrations"])
+
+CONNECTION_TEST_TIMEOUT = timedelta(seconds=30)
+
+
+class IntegrationCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
+    kind: CrmKind
+    name: str = Field(min_length=1, max_length=128)
+    base_url: str | None = Field(
+        default=None, description="Defaults to the vendor's (sandboxes, EU data centres, tests)."
+    )
+    credentials: dict[str, str | int] = Field(default_factory=dict, repr=False)
+    field_mapping: dict[str, str] | None = Field(
+        default=None, description="leadflow field -> CRM property; defaults per CRM kind."
+    )
+    mode: SyncMode = SyncMode.SAGA
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("base_url must start with http:// or https://")
+        return value
+
+
+class IntegrationOut(BaseModel):
+    id: str
+    kind: CrmKind
+    name: str
+    base_url: str
+    order: int
+    mode: SyncMode
+    field_mapping: dict[str, str]
+    enabled: bool
+    credentials_set: list[str] = Field(description="Names of the stored credentials, not values.")
+    created_at: datetime
+
+
+class ConnectionTestOut(BaseModel):
+    ok: bool
+    detail: str
+
+
+def _out(row: Integration, credential_names: list[str]) -> IntegrationOut:
+    view = crm_repo.integration_view(row)
+    return IntegrationOut(
+        id=row.id,
+        kind=view.kind,
+        name=row.name,
+        base_url=row.base_url,
+        order=row.position,
+        mode=view.mode,
+        field_mapping=view.field_mapping,
+        enabled=row.enabled,
+        credentials_set=sorted(credential_names),
+        created_at=view.created_at or row.created_at,
+    )
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+async def add_integration(
+    body: IntegrationCreate, tenant: CurrentTenant, session: Session, state: State
+) -> IntegrationOut:
+    mapping = (
+        body.field_mapping if body.field_mapping is not None else DEFAULT_FIELD_MAPPINGS[body.kind]
+    )
+    problems: list[dict[str, Any]] = [
+        p.model_dump() for p in validate_field_mapping(body.kind, mapping)
+    ]
+    problems += [
+        {"field": f"credentials.{name}", "problem": "required"}
+        for name in missing_credentials(body.kind, body.credentials)
+    ]
+    if problems:
+        raise ApiError(422, "invalid integration", problems)
+    try:
+        row = await crm_repo.create_integration(
+            session,
+            tenant_id=tenant.id,
+            kind=body.kind,
+            name=body.name,
+            base_url=body.base_url,
+            credentials=dict(body.credentials),
+            field_mapping=mapping,
+            mode=body.mode,
+            secret_key=state.settings.secret_key.get_secret_value(),
+        )
+    except crm_repo.IntegrationExists as exc:
+        raise ApiError(409, "integration exists", str(exc)) from exc
+    return _out(row, list(body.credentials))
+
+
+@router.get("")
+async def list_integrations(
+    tenant: CurrentTenant, session: Session, state: State
+) -> list[IntegrationOut]:
+    rows = await crm_repo.list_integrations(session, tenant_id=tenant.id)
+    secret = state.settings.secret_key.get_secret_value()
+    return [_out(r, list(crm_repo.integration_credentials(r, secret_key=secret))) for r in rows]
+
+
+@router.post("/{integration_id}/test")
+async def test_integration(
+    integration_id: str, tenant: CurrentTenant, session: Session, temporal: Temporal
+) -> ConnectionTestOut:
+    row = await crm_repo.get_integration(
+        session, tenant_id=tenant.id, integration_id=integration_id
+    )
+    if row is None:
+        raise ApiError(404, "unknown integration", integration_id)
+    # the check runs on a CRM worker, where the adapters live (the API imports no activities)
+    try:
+        result = await temporal.execute_workflow(
+            CRM_CONNECTION_TEST_WORKFLOW,
+            ConnectionCheckInput(tenant_id=tenant.id, integration_id=integration_id),
+            id=f"crm-test:{tenant.id}:{integration_id}:{uuid.uuid4().hex[:8]}",
+            task_queue=CRM,
+            result_type=ConnectionCheckResult,
+            execution_timeout=CONNECTION_TEST_TIMEOUT,
+        )
+    except WorkflowFailureError as exc:
+        raise ApiError(504, "connection test did not finish", str(exc.cause or exc)) from exc
+    return ConnectionTestOut(ok=result.ok, detail=result.detail)
