@@ -33,6 +33,8 @@ EMAIL_ALIASES = frozenset(
 DELIMITERS = ",;\t|"
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 MAX_PROBLEMS = 20
+_NUMBER = r"[+-]?\d[\d ()./-]*"
+NUMBER_LIKE = re.compile(rf"{_NUMBER}(?:; {_NUMBER})*")
 
 
 class CsvProblem(Frozen):
@@ -226,8 +228,12 @@ def parse_text(
 
 
 def neutralise(cell: str) -> str:
-    """A cell a spreadsheet would run as a formula gets a leading apostrophe (OWASP advice)."""
-    if cell.startswith(FORMULA_PREFIXES):
+    """A cell a spreadsheet would run as a formula gets a leading apostrophe (OWASP advice).
+
+    Phone numbers and negative numbers (`+49 30 1234567`, `-12.5`, several joined by "; ") are
+    left alone: with no letters, quotes or operators besides a leading sign they cannot call a
+    function, and an apostrophe would spoil the column for everyone who reads it."""
+    if cell.startswith(FORMULA_PREFIXES) and not NUMBER_LIKE.fullmatch(cell):
         return "'" + cell
     return cell
 

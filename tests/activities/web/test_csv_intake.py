@@ -95,6 +95,9 @@ def test_formula_cells_are_neutralised_in_the_output() -> None:
     for cell in ('=HYPERLINK("http://evil")', "+1+2", "-2+3", "@SUM(A1)", "\tx", "\rx"):
         assert neutralise(cell) == "'" + cell
     assert neutralise("Acme") == "Acme"
+    for harmless in ("+14155550100", "+49 (30) 123-4567; +1 415 555 0100", "-12.5"):
+        assert neutralise(harmless) == harmless
+    assert neutralise("-1 + cmd") == "'-1 + cmd"
     writer = SafeCsvWriter(["company", "email_body"])
     text = writer.header() + writer.row({"company": "=cmd|' /C calc'!A0", "email_body": "Hi,\nBob"})
     rows = list(csv.reader(io.StringIO(text)))

@@ -1,0 +1,223 @@
+"""The jobs API end to end: the API on loopback, the worker process with every plugin loaded
+(as `leadflow worker` builds it), the real Temporal dev server and the fixture web."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import pytest
+from temporalio.client import Client
+
+from models.enrichment import RESULT_COLUMNS, workflow_id
+from models.settings import Settings
+from models.task_queues import ENRICHMENT
+from tests.conftest import make_tenant
+from tests.fakes.web import FakeWeb
+from tests.stack import LiveStack, live_stack
+
+
+@pytest.fixture(scope="module")
+def web() -> Iterator[FakeWeb]:
+    with FakeWeb(latency=0.02) as fake:
+        yield fake
+
+
+@pytest.fixture
+def settings(settings_factory: Callable[..., Settings], sqlite_url: str, web: FakeWeb) -> Settings:
+    return settings_factory(
+        sqlite_url,
+        ssrf_allowlist=["127.0.0.1"],
+        duckduckgo_url=web.search_url,
+        fetch_timeout_seconds=1.0,
+        max_csv_bytes=20_000,
+        max_csv_rows=40,
+    )
+
+
+@pytest.fixture
+async def stack(temporal_client: Client, settings: Settings) -> AsyncIterator[LiveStack]:
+    async with live_stack(temporal_client, settings, queues=[ENRICHMENT]) as s:
+        yield s
+
+
+@pytest.fixture
+async def api_only(temporal_client: Client, settings: Settings) -> AsyncIterator[LiveStack]:
+    async with live_stack(temporal_client, settings, start_worker=False) as s:
+        yield s
+
+
+def upload(text: str | bytes, name: str = "leads.csv") -> dict[str, Any]:
+    data = text.encode() if isinstance(text, str) else text
+    return {"file": (name, data, "text/csv")}
+
+
+async def job_view(stack: LiveStack, job_id: str) -> dict[str, Any]:
+    response = await stack.http.get(f"/api/v1/jobs/{job_id}", headers=stack.auth)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def test_upload_follow_and_download(stack: LiveStack, web: FakeWeb) -> None:
+    text = (
+        "Company;Website;Notes\n"
+        f'Acme;{web.site("acme")};=HYPERLINK("http://evil.example")\n'
+        f"Odd Co;{web.site('odd')};@SUM(A1)\n"
+        f"Gone Inc;{web.site('missing')};\n"
+    )
+    response = await stack.http.post(
+        "/api/v1/jobs",
+        headers=stack.auth,
+        files=upload(text),
+        data={"concurrency": "2", "steps": "email, website,fetch,extract"},
+    )
+    assert response.status_code == 202, response.text
+    created = response.json()
+    assert created["status"] == "running" and created["rows"] == 3
+    job_id = created["job_id"]
+
+    async def finished() -> dict[str, Any] | None:
+        view = await job_view(stack, job_id)
+        return view if view["status"] == "completed" else None
+
+    view = await stack.wait_for(finished, timeout=60, what="the job to complete")
+    assert view["id"] == job_id and view["filename"] == "leads.csv" and view["total"] == 3
+    assert view["counts"] == {"pending": 0, "running": 0, "done": 2, "failed": 1}
+    assert view["finished_at"] is not None and view["throughput_per_s"] > 0
+    assert view["eta_seconds"] == 0
+    assert view["cost"]["input_tokens"] > 0 and view["cost"]["output_tokens"] > 0
+    assert set(view) == {
+        "id", "status", "filename", "created_at", "finished_at", "total", "counts",
+        "throughput_per_s", "eta_seconds", "cost",
+    }  # fmt: skip
+
+    listed = (await stack.http.get("/api/v1/jobs", headers=stack.auth)).json()
+    assert [j["id"] for j in listed["jobs"]] == [job_id]
+
+    results = await stack.http.get(f"/api/v1/jobs/{job_id}/results", headers=stack.auth)
+    assert results.status_code == 200
+    assert results.headers["content-type"].startswith("text/csv")
+    table = list(csv.DictReader(io.StringIO(results.text)))
+    assert list(table[0]) == ["Company", "Website", "Notes", *RESULT_COLUMNS]
+    assert [r["Company"] for r in table] == ["Acme", "Odd Co", "Gone Inc"]
+    acme, odd, gone = table
+    # Cells a spreadsheet would execute are neutralised; the rest is untouched.
+    assert acme["Notes"] == '\'=HYPERLINK("http://evil.example")'
+    assert odd["Notes"] == "'@SUM(A1)"
+    assert acme["status"] == "done" and acme["emails"] == "info@acme.example.com"
+    assert acme["phones"] == "+14155550100" and acme["website"] == web.site("acme")
+    assert acme["email_subject"] and acme["email_body"] and acme["summary"]
+    assert "sales@odd-co.com" in odd["emails"].split("; ")
+    assert "https://x.com/oddco" in odd["social_links"].split("; ")
+    assert gone["status"] == "failed" and gone["error"].endswith("HTTP 404")
+
+    failed = await stack.http.get(
+        f"/api/v1/jobs/{job_id}/records", params={"status": "failed"}, headers=stack.auth
+    )
+    assert failed.json() == {
+        "records": [
+            {
+                "row_number": 3,
+                "status": "failed",
+                "error": f"fetching {web.site('missing')}: HTTP 404",
+                "input": {"Company": "Gone Inc", "Website": web.site("missing"), "Notes": ""},
+            }
+        ]
+    }
+    done = (await stack.http.post(f"/api/v1/jobs/{job_id}/pause", headers=stack.auth)).json()
+    assert done["error"] == "job is completed"
+
+    # Another tenant sees none of it.
+    _, other_key = await make_tenant(stack.db)
+    other = {"Authorization": f"Bearer {other_key}"}
+    for path in ("", "/results", "/records"):
+        response = await stack.http.get(f"/api/v1/jobs/{job_id}{path}", headers=other)
+        assert response.status_code == 404
+    assert (await stack.http.get("/api/v1/jobs", headers=other)).json() == {"jobs": []}
+    assert (await stack.http.delete(f"/api/v1/jobs/{job_id}", headers=other)).status_code == 404
+
+
+async def test_pause_resume_and_cancel(stack: LiveStack) -> None:
+    with FakeWeb(latency=0.4) as slow_web:
+        rows = "".join(f"Company {i},{slow_web.site(f'p-{i}')}\n" for i in range(12))
+        response = await stack.http.post(
+            "/api/v1/jobs",
+            headers=stack.auth,
+            files=upload("company,website\n" + rows),
+            data={"concurrency": "1", "steps": "website,fetch,extract"},
+        )
+        assert response.status_code == 202, response.text
+        job_id = response.json()["job_id"]
+
+        async def one_done() -> bool:
+            return bool((await job_view(stack, job_id))["counts"]["done"] >= 1)
+
+        await stack.wait_for(one_done, timeout=30, what="a finished record")
+        paused = await stack.http.post(f"/api/v1/jobs/{job_id}/pause", headers=stack.auth)
+        assert paused.status_code == 200 and paused.json()["status"] == "paused"
+        assert (await job_view(stack, job_id))["status"] == "paused"
+        resumed = await stack.http.post(f"/api/v1/jobs/{job_id}/resume", headers=stack.auth)
+        assert resumed.status_code == 200 and resumed.json()["status"] == "running"
+
+        cancelled = await stack.http.delete(f"/api/v1/jobs/{job_id}", headers=stack.auth)
+        assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+
+        async def is_cancelled() -> dict[str, Any] | None:
+            view = await job_view(stack, job_id)
+            return view if view["status"] == "cancelled" else None
+
+        view = await stack.wait_for(is_cancelled, timeout=30, what="the job to be cancelled")
+        counts = view["counts"]
+        assert counts["done"] >= 1 and counts["running"] == 0 and counts["pending"] > 0
+        assert sum(counts.values()) == 12
+        again = await stack.http.delete(f"/api/v1/jobs/{job_id}", headers=stack.auth)
+        assert again.status_code == 409
+        results = await stack.http.get(f"/api/v1/jobs/{job_id}/results", headers=stack.auth)
+        statuses = [r["status"] for r in csv.DictReader(io.StringIO(results.text))]
+        assert len(statuses) == 12 and statuses.count("done") == counts["done"]
+        handle = stack.client.get_workflow_handle(workflow_id(stack.tenant_id, job_id))
+        assert (await handle.describe()).status is not None
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "error", "problem"),
+    [
+        (b"first,last\nJane,Doe\n", 422, "invalid CSV", (1, "no identifying column")),
+        (b"", 422, "invalid CSV", (None, "the file is empty")),
+        ("company\nAcme\n".encode("utf-16"), 422, "invalid CSV", (None, "encoding")),
+        (b"company,website\nA,a.com\nB,b.com,extra\n", 422, "invalid CSV", (3, "3 cells")),
+        (b"company\n" + b"Acme\n" * 41, 413, "CSV too large", (42, "more than 40 rows")),
+        (b"company\n" + b"A" * 20_001, 413, "CSV too large", (None, "larger than 20000")),
+    ],
+)
+async def test_bad_csv_is_refused_before_anything_starts(
+    api_only: LiveStack,
+    body: bytes,
+    status: int,
+    error: str,
+    problem: tuple[int | None, str],
+) -> None:
+    response = await api_only.http.post("/api/v1/jobs", headers=api_only.auth, files=upload(body))
+    assert response.status_code == status, response.text
+    payload = response.json()
+    assert payload["error"] == error
+    line, words = problem
+    assert payload["detail"][0]["line"] == line
+    assert words in payload["detail"][0]["problem"]
+    assert (await api_only.http.get("/api/v1/jobs", headers=api_only.auth)).json() == {"jobs": []}
+
+
+async def test_bad_options_auth_and_unknown_jobs(api_only: LiveStack) -> None:
+    csv_ok = upload("company\nAcme\n")
+    for data in ({"steps": "website,teleport"}, {"concurrency": "0"}, {"playbook": "nope"}):
+        response = await api_only.http.post(
+            "/api/v1/jobs", headers=api_only.auth, files=csv_ok, data=data
+        )
+        assert response.status_code == 422, (data, response.text)
+        assert response.json()["error"] == "invalid request"
+    assert (await api_only.http.post("/api/v1/jobs", files=csv_ok)).status_code == 401
+    missing = await api_only.http.get("/api/v1/jobs/does-not-exist", headers=api_only.auth)
+    assert missing.status_code == 404 and missing.json()["error"] == "job not found"
