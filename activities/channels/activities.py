@@ -8,7 +8,6 @@ with providers that take no idempotency key of their own."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 
 import httpx
@@ -30,8 +29,6 @@ from models.repo import tenants as tenant_repo
 from models.settings import Settings
 from models.tables import OutboxMessage
 from models.tenant import TenantSettings
-
-log = logging.getLogger(__name__)
 
 TENANT_NOT_FOUND = "TenantNotFound"
 NOTIFY_VIAS = ("whatsapp", "email", "chatwoot")
@@ -131,11 +128,12 @@ class ChannelActivities:
 
         A configured channel that fails raises (retryable or not): it never silently falls back
         to the outbox."""
+        # Tenant first: an unknown tenant must not leave a pending outbox row behind.
+        settings = await self._tenant_settings(message.tenant_id)
         row = await self._claim(message)
         if row.status in outbox_repo.FINAL_STATUSES:
             activity.logger.info("send %s is a duplicate (%s)", message.idempotency_key, row.status)
             return _result_of(row, duplicate=True)
-        settings = await self._tenant_settings(message.tenant_id)
         adapter = self.adapters.get(str(message.channel))
         if adapter is None or not adapter.configured(settings):
             adapter = self.outbox

@@ -178,7 +178,7 @@ async def test_waha_500_and_network_errors_are_retryable(
     assert_transient(caught.value)
 
     down = TenantSettings(
-        waha=WahaSettings(base_url=f"http://127.0.0.1:{closed_port()}", api_key="k")  # type: ignore[arg-type]
+        waha=WahaSettings(base_url=f"http://127.0.0.1:{closed_port()}", api_key="k")
     )
     with pytest.raises(ApplicationError) as caught:
         await WahaChannel(http).send(outbound(Channel.WAHA, "31612345678"), down)

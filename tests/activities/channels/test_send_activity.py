@@ -45,7 +45,7 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture
 def channels(db: Database, http: httpx.AsyncClient) -> ChannelActivities:
-    settings = Settings(secret_key=TEST_SECRET, database_url=db.url)  # type: ignore[arg-type]
+    settings = Settings(secret_key=TEST_SECRET, database_url=db.url)
     return ChannelActivities(db, settings, http, builtin_channel_adapters(http))
 
 
