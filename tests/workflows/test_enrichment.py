@@ -15,7 +15,8 @@ import httpx
 import pytest
 from sqlmodel import select
 from temporalio.client import Client, WorkflowHandle
-from temporalio.worker import Worker
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer, Worker
 
 from activities.llm.offline import offline_provider
 from activities.web.activities import EnrichmentActivities
@@ -228,6 +229,10 @@ async def test_small_job_completes_and_failures_are_per_record(
     assert view.cost.input_tokens > 0 and view.cost.output_tokens > 0
     description = await handle.describe()
     assert description.typed_search_attributes.get(search_attributes.JOB_STATUS) == "completed"
+    # The history replays against the current code: the workflow is deterministic.
+    await Replayer(
+        workflows=[EnrichmentJobWorkflow], data_converter=pydantic_data_converter
+    ).replay_workflow(await handle.fetch_history())
 
 
 async def test_continue_as_new_keeps_going(
