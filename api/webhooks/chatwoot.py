@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from api.deps import State
+from api.webhooks.chatwoot_contacts import handle_contact_event
 from api.webhooks.common import (
     WEBHOOK_RESPONSES,
     dispatch,
@@ -29,5 +30,9 @@ async def chatwoot_webhook(tenant: str, request: Request, state: State) -> JSONR
         request.headers.get("x-chatwoot-signature"),
         request.headers.get("x-chatwoot-timestamp"),
     )
+    # contact_created / contact_updated feed the CRM sync (api/webhooks/chatwoot_contacts.py)
+    contact_answer = await handle_contact_event(state, tenant_id=row.id, body=body)
+    if contact_answer is not None:
+        return contact_answer
     parsed = parse_or_422(lambda: parse_chatwoot(body, tenant_id=row.id))
     return await dispatch(state, parsed)

@@ -48,27 +48,41 @@ def _changed_attributes(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 async def handle_contact_event(
-    state: AppState, *, tenant_id: str, payload: dict[str, Any]
-) -> JSONResponse:
-    """Apply a verified contact event of `tenant_id` to the linked lead."""
-    report = InboundReport()
-    contact_id = payload.get("id")
-    if contact_id is None and isinstance(payload.get("contact"), dict):
-        payload = payload["contact"]
-        contact_id = payload.get("id")
+    state: AppState, *, tenant_id: str, body: bytes
+) -> JSONResponse | None:
+    """Apply a verified contact event of `tenant_id` to the linked lead.
+
+    None when the body is not a contact event or the tenant has no Chatwoot CRM connection:
+    the caller then answers as for any other event it does not handle."""
+    if contact_event_name(body) is None:
+        return None
+    integrations = await integrations_of_kind(state, tenant_id=tenant_id, kind=CrmKind.CHATWOOT)
+    if not integrations:
+        return None
+    payload: dict[str, Any] = json.loads(body)
+    contact = payload.get("contact") if isinstance(payload.get("contact"), dict) else payload
+    assert isinstance(contact, dict)
+    contact_id = contact.get("id")
     if contact_id is None:
         raise ApiError(422, "contact event without a contact id", None)
-    integrations = await integrations_of_kind(state, tenant_id=tenant_id, kind=CrmKind.CHATWOOT)
-    changes = _changed_attributes(payload)
-    if not integrations or not changes:
-        report.ignored += max(1, len(changes))
-        return JSONResponse(report.as_json())
+    report = InboundReport()
+    changes = _changed_attributes(contact)
     for integration in integrations:
-        await apply_remote_changes(
-            state,
-            integration=integration,
-            remote_id=str(contact_id),
-            changes=changes,
-            report=report,
-        )
-    return JSONResponse(report.as_json())
+        if changes:
+            await apply_remote_changes(
+                state,
+                integration=integration,
+                remote_id=str(contact_id),
+                changes=changes,
+                report=report,
+            )
+    applied = report.applied > 0
+    # shaped like every webhook acknowledgement (status / delivered / ignored), plus the report
+    return JSONResponse(
+        {
+            "status": "accepted" if applied else "ignored",
+            "delivered": [],
+            "ignored": [] if applied else [f"Chatwoot {payload.get('event')}: nothing to apply"],
+            **report.as_json(),
+        }
+    )
