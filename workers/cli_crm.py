@@ -1,0 +1,169 @@
+"""`leadflow integrations add|list|test`: CRM connections from the command line.
+
+Works on the database directly (operators on the server need no API key); credentials are
+encrypted with LEADFLOW_SECRET_KEY like through the API, and never printed."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from activities.crm.activities import CrmActivities
+from activities.crm.plugin import crm_plugin
+from models.crm import (
+    DEFAULT_FIELD_MAPPINGS,
+    ConnectionCheckInput,
+    ConnectionCheckResult,
+    CrmKind,
+    SyncMode,
+    missing_credentials,
+    validate_field_mapping,
+)
+from models.db import Database
+from models.repo import crm as crm_repo
+from models.settings import Settings, get_settings
+
+integrations = typer.Typer(help="CRM connections: add, list, test.", no_args_is_help=True)
+console = Console()
+
+
+def _pairs(values: list[str], what: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{what} must look like KEY=VALUE, got {item!r}")
+        out[key.strip()] = value
+    return out
+
+
+async def _add(
+    settings: Settings,
+    *,
+    tenant: str,
+    kind: CrmKind,
+    name: str,
+    base_url: str | None,
+    credentials: dict[str, str],
+    mapping: dict[str, str],
+    mode: SyncMode,
+) -> str:
+    db = Database(settings.resolved_database_url)
+    try:
+        async with db.session() as session:
+            row = await crm_repo.create_integration(
+                session,
+                tenant_id=tenant,
+                kind=kind,
+                name=name,
+                base_url=base_url,
+                credentials=credentials,
+                field_mapping=mapping,
+                mode=mode,
+                secret_key=settings.secret_key.get_secret_value(),
+            )
+            return row.id
+    finally:
+        await db.dispose()
+
+
+@integrations.command("add")
+def add(
+    tenant: Annotated[str, typer.Option(help="Tenant id.")],
+    kind: Annotated[CrmKind, typer.Option(help="CRM kind.")],
+    name: Annotated[str, typer.Option(help="A name unique within the tenant.")],
+    credential: Annotated[
+        list[str], typer.Option("--credential", "-c", help="KEY=VALUE, repeatable.")
+    ] = [],  # noqa: B006 - typer reads the default, never mutates it
+    mapping: Annotated[
+        list[str],
+        typer.Option("--map", "-m", help="leadflow_field=crm_property, repeatable."),
+    ] = [],  # noqa: B006
+    base_url: Annotated[str | None, typer.Option(help="Defaults to the vendor's.")] = None,
+    mode: Annotated[SyncMode, typer.Option(help="saga | best_effort")] = SyncMode.SAGA,
+) -> None:
+    """Add a CRM connection (credentials stored encrypted)."""
+    creds = _pairs(credential, "--credential")
+    field_mapping = _pairs(mapping, "--map") or DEFAULT_FIELD_MAPPINGS[kind]
+    problems = [f"{p.field}: {p.problem}" for p in validate_field_mapping(kind, field_mapping)]
+    problems += [f"credential {n}: required" for n in missing_credentials(kind, creds)]
+    if problems:
+        for problem in problems:
+            console.print(f"[red]✗[/red] {problem}")
+        raise typer.Exit(code=2)
+    try:
+        integration_id = asyncio.run(
+            _add(
+                get_settings(),
+                tenant=tenant,
+                kind=kind,
+                name=name,
+                base_url=base_url,
+                credentials=creds,
+                mapping=field_mapping,
+                mode=mode,
+            )
+        )
+    except crm_repo.IntegrationExists as exc:
+        console.print(f"[red]✗[/red] {exc}")
+        raise typer.Exit(code=1) from exc
+    console.print(f"added {kind.value} connection {name!r}: {integration_id}")
+
+
+async def _list(settings: Settings, tenant: str) -> list[tuple[str, ...]]:
+    db = Database(settings.resolved_database_url)
+    try:
+        async with db.session() as session:
+            rows = await crm_repo.list_integrations(session, tenant_id=tenant)
+        return [
+            (r.id, str(r.position), r.kind, r.name, r.base_url, r.mode, ", ".join(r.field_mapping))
+            for r in rows
+        ]
+    finally:
+        await db.dispose()
+
+
+@integrations.command("list")
+def list_(tenant: Annotated[str, typer.Option(help="Tenant id.")]) -> None:
+    """List a tenant's CRM connections in saga order (never the credentials)."""
+    table = Table("id", "order", "kind", "name", "base url", "mode", "mapped fields")
+    for row in asyncio.run(_list(get_settings(), tenant)):
+        table.add_row(*row)
+    console.print(table)
+
+
+async def _test(settings: Settings, tenant: str, integration_id: str) -> ConnectionCheckResult:
+    db = Database(settings.resolved_database_url)
+    try:
+        async with httpx.AsyncClient(timeout=15) as http:
+            acts = CrmActivities(
+                settings=settings, db=db, http=http, adapters=crm_plugin().crm_adapters
+            )
+            # the activity's code run in-process: no worker needed to check credentials
+            return await acts.check_crm_connection(
+                ConnectionCheckInput(tenant_id=tenant, integration_id=integration_id)
+            )
+    finally:
+        await db.dispose()
+
+
+@integrations.command("test")
+def test(
+    integration_id: Annotated[str, typer.Argument(help="The connection's id.")],
+    tenant: Annotated[str, typer.Option(help="Tenant id.")],
+) -> None:
+    """Check a connection's credentials against the CRM."""
+    result = asyncio.run(_test(get_settings(), tenant, integration_id))
+    mark = "[green]✓[/green]" if result.ok else "[red]✗[/red]"
+    console.print(f"{mark} {result.detail}")
+    if not result.ok:
+        raise typer.Exit(code=1)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(integrations, name="integrations")
