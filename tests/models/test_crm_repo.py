@@ -57,8 +57,12 @@ async def test_idempotency_echo_markers_and_sync_runs(db: Database) -> None:
         await crm_repo.add_write_markers(
             s, tenant_id=tid, integration_id="i", remote_id="9", values={"score": 42, "dnc": True}
         )
-        assert await crm_repo.is_echo(s, integration_id="i", remote_id="9", prop="score", value="42")
-        assert await crm_repo.is_echo(s, integration_id="i", remote_id="9", prop="dnc", value="true")
+        assert await crm_repo.is_echo(
+            s, integration_id="i", remote_id="9", prop="score", value="42"
+        )
+        assert await crm_repo.is_echo(
+            s, integration_id="i", remote_id="9", prop="dnc", value="true"
+        )
         assert not await crm_repo.is_echo(
             s, integration_id="i", remote_id="9", prop="score", value="43"
         )
