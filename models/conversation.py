@@ -81,6 +81,11 @@ class ConversationInput(BaseModel):
     outreach: OutreachRequest | None = None
     debounce_seconds: float = 2.0
     history_limit: int = 2000
+    search_attributes: bool = Field(
+        default=True,
+        description="Upsert leadflow's search attributes (off where the server lacks them, "
+        "e.g. the time-skipping test server).",
+    )
 
 
 class HandoffRequest(Frozen):

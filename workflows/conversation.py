@@ -616,6 +616,8 @@ class ConversationWorkflow:
     # ---- visibility ----------------------------------------------------------------------
 
     def _upsert_search_attributes(self) -> None:
+        if not self._s.search_attributes:
+            return
         updates: list[SearchAttributeUpdate[Any]] = [
             sa.TENANT.value_set(self._s.tenant_id),
             sa.CHANNEL.value_set(self._s.channel.value),
