@@ -100,6 +100,7 @@ async def test_follow_ups_follow_the_cadence_outside_quiet_hours_and_stop_on_rep
     import asyncio
 
     task = asyncio.create_task(worker.run())
+    workflow_id = conversation_workflow_id(tenant_id, Channel.WAHA, "31699999999@c.us")
     try:
         now = await skipping_env.get_current_time()
         workflow_id = await _start(
@@ -142,6 +143,8 @@ async def test_follow_ups_follow_the_cadence_outside_quiet_hours_and_stop_on_rep
         state = await handle.query("state")
         assert state["stage"] != Stage.NURTURE.value
     finally:
+        # A workflow left waiting on timers would hold up time skipping in the next test.
+        await skipping_env.client.get_workflow_handle(workflow_id).terminate("test over")
         worker.stop()
         await task
         await db.dispose()
@@ -160,6 +163,7 @@ async def test_holding_message_when_no_human_answers_in_time(
     import asyncio
 
     task = asyncio.create_task(worker.run())
+    workflow_id = conversation_workflow_id(tenant_id, Channel.WAHA, "31699999999@c.us")
     try:
         now = await skipping_env.get_current_time()
         workflow_id = await _start(
@@ -190,6 +194,8 @@ async def test_holding_message_when_no_human_answers_in_time(
         assert [e["role"] for e in state["transcript"]] == [Role.LEAD, Role.AI, Role.AI]
         assert datetime.now(UTC)  # real clock untouched
     finally:
+        # A workflow left waiting on timers would hold up time skipping in the next test.
+        await skipping_env.client.get_workflow_handle(workflow_id).terminate("test over")
         worker.stop()
         await task
         await db.dispose()
