@@ -78,12 +78,16 @@ class LiveStack:
 
     async def terminate_all(self) -> None:
         """Leave nothing running on the shared dev server for later tests to trip over."""
-        query = f'LeadflowTenant="{self.tenant_id}"'
-        with contextlib.suppress(RPCError):
-            async for wf in self.client.list_workflows(query):
-                if wf.status == WorkflowExecutionStatus.RUNNING:
-                    with contextlib.suppress(RPCError):
-                        await self.client.get_workflow_handle(wf.id).terminate("test over")
+        for query in (
+            f'LeadflowTenant="{self.tenant_id}"',
+            f'WorkflowId STARTS_WITH "crm:{self.tenant_id}:"',
+            f'WorkflowId STARTS_WITH "enrich:{self.tenant_id}:"',
+        ):
+            with contextlib.suppress(RPCError):
+                async for wf in self.client.list_workflows(query):
+                    if wf.status == WorkflowExecutionStatus.RUNNING:
+                        with contextlib.suppress(RPCError):
+                            await self.client.get_workflow_handle(wf.id).terminate("test over")
         for workflow_id in self.started:
             with contextlib.suppress(RPCError):
                 await self.client.get_workflow_handle(workflow_id).terminate("test over")

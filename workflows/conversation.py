@@ -17,6 +17,7 @@ from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from activities.channels.activities import ChannelActivities
+    from activities.crm.activities import CrmSyncRequester
     from activities.llm.activities import LlmActivities
     from activities.store import StoreActivities
     from models import search_attributes as sa
@@ -41,6 +42,7 @@ with workflow.unsafe.imports_passed_through():
         conversation_workflow_id,
         lead_id_for,
     )
+    from models.crm import RequestCrmSyncInput
     from models.messages import InboundMessage, OutboundMessage, SendResult, TranscriptEntry
     from models.playbook import Playbook
     from models.tenant import Specialist
@@ -400,7 +402,7 @@ class ConversationWorkflow:
         turn_key: str,
         escalation: EscalationRecord | None = None,
     ) -> None:
-        await workflow.execute_local_activity_method(
+        changed = await workflow.execute_local_activity_method(
             StoreActivities.record_turn,
             RecordTurnInput(
                 conversation_id=self._id,
@@ -422,6 +424,26 @@ class ConversationWorkflow:
             retry_policy=policies.STORE_RETRY,
             summary=f"record {turn_key}",
         )
+        if changed:
+            await self._request_crm_sync(turn_key)
+
+    async def _request_crm_sync(self, turn_key: str) -> None:
+        """The lead changed: its CrmSyncWorkflow (one per lead, coalescing) updates the CRMs."""
+        try:
+            await workflow.execute_activity_method(
+                CrmSyncRequester.request_crm_sync,
+                RequestCrmSyncInput(
+                    tenant_id=self._s.tenant_id,
+                    lead_id=self._lead_id,
+                    reason=f"conversation {turn_key}",
+                ),
+                start_to_close_timeout=policies.CRM_REQUEST_TIMEOUT,
+                retry_policy=policies.CRM_REQUEST_RETRY,
+                summary="request CRM sync of the lead",
+            )
+        except ActivityError as exc:
+            # The conversation goes on; the next change requests the sync again.
+            workflow.logger.warning("requesting the CRM sync failed: %s", exc.cause)
 
     def _append(self, entries: list[TranscriptEntry]) -> None:
         self._s.transcript.extend(entries)

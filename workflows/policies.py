@@ -42,3 +42,8 @@ STORE_RETRY = RetryPolicy(
 )
 
 CRM_REQUEST_TIMEOUT = timedelta(seconds=15)
+CRM_REQUEST_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=10,
+)

@@ -56,7 +56,9 @@ async def test_waha_message_is_answered_through_waha(
     temporal_client: Client, e2e_settings: Settings, fake_waha: FakeWaha
 ) -> None:
     async with live_stack(
-        temporal_client, e2e_settings, tenant_settings=_waha_settings(fake_waha), queues=[CONVERSATIONS]
+        temporal_client,
+        e2e_settings,
+        tenant_settings=_waha_settings(fake_waha),
     ) as stack:
         webhook_times, turn_times = [], []
         for n, text in enumerate(
@@ -101,6 +103,16 @@ async def test_waha_message_is_answered_through_waha(
             )
         ]
         assert conv_id in found
+
+        # The lead changed, so its CRM sync ran (to the built-in lead table by default).
+        async def synced() -> Any:
+            r = await stack.http.get(f"/api/v1/leads/{detail['lead_id']}", headers=stack.auth)
+            body = r.json() if r.status_code == 200 else {}
+            runs = body.get("recent_syncs") or []
+            return body if any(run["status"] == "succeeded" for run in runs) else None
+
+        lead = await stack.wait_for(synced, what="CRM sync of the lead")
+        assert lead["fields"].get("make") == "Volkswagen"
 
         # Tenant isolation: another tenant's key sees nothing of it.
         from tests.conftest import make_tenant
@@ -230,7 +242,9 @@ async def test_escalation_notifies_specialists_and_goes_silent(
         assert detail["escalations"] and detail["escalations"][0]["notified"]
 
         # Released through the API, the AI answers again.
-        release = await stack.http.post(f"/api/v1/conversations/{conv_id}/release", headers=stack.auth)
+        release = await stack.http.post(
+            f"/api/v1/conversations/{conv_id}/release", headers=stack.auth
+        )
         assert release.status_code == 202
         raw, headers = fake_chatwoot.message_created_webhook(
             content="Which colours does the Golf come in?", conversation_id=42
@@ -260,7 +274,11 @@ async def test_outreach_and_operator_message_go_to_the_outbox_without_a_channel(
 
         response = await stack.http.post(
             "/api/v1/conversations",
-            json={"channel": "waha", "contact": "31611111111@c.us", "text": "Hi Jan, your Golf is in!"},
+            json={
+                "channel": "waha",
+                "contact": "31611111111@c.us",
+                "text": "Hi Jan, your Golf is in!",
+            },
             headers=stack.auth,
         )
         assert response.status_code == 202, response.text

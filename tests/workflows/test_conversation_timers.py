@@ -57,7 +57,9 @@ def _message(tenant_id: str, text: str, n: int, at: datetime) -> InboundMessage:
     )
 
 
-async def _until(env: WorkflowEnvironment, check: Any, *, step: timedelta, limit: timedelta) -> datetime:
+async def _until(
+    env: WorkflowEnvironment, check: Any, *, step: timedelta, limit: timedelta
+) -> datetime:
     """Skip time in steps until `check()` is truthy; returns the (skipped) time it became so."""
     waited = timedelta()
     while waited <= limit:
@@ -133,7 +135,10 @@ async def test_follow_ups_follow_the_cadence_outside_quiet_hours_and_stop_on_rep
 
         # The lead answers: follow-ups are cancelled and the cadence starts over after our reply.
         await handle.signal(
-            "inbound", _message(tenant_id, "Yes, what does it cost?", 2, await skipping_env.get_current_time())
+            "inbound",
+            _message(
+                tenant_id, "Yes, what does it cost?", 2, await skipping_env.get_current_time()
+            ),
         )
         await _until(
             skipping_env, lambda: replies(3), step=timedelta(seconds=1), limit=timedelta(minutes=1)
@@ -177,7 +182,9 @@ async def test_holding_message_when_no_human_answers_in_time(
             state = await handle.query("state")
             return bool(state["stage"] == Stage.HUMAN_HANDOFF.value)
 
-        await _until(skipping_env, in_handoff, step=timedelta(seconds=1), limit=timedelta(minutes=1))
+        await _until(
+            skipping_env, in_handoff, step=timedelta(seconds=1), limit=timedelta(minutes=1)
+        )
         assert len(await _stored(db, tenant_id)) == 1  # the polite notice
         await skipping_env.sleep(PLAYBOOK.handoff.holding_after - timedelta(minutes=5))
         assert len(await _stored(db, tenant_id)) == 1
@@ -185,7 +192,9 @@ async def test_holding_message_when_no_human_answers_in_time(
         async def holding_sent() -> bool:
             return len(await _stored(db, tenant_id)) == 2
 
-        await _until(skipping_env, holding_sent, step=timedelta(minutes=2), limit=timedelta(minutes=30))
+        await _until(
+            skipping_env, holding_sent, step=timedelta(minutes=2), limit=timedelta(minutes=30)
+        )
         # Exactly one holding message, and no follow-ups while a human owns the conversation.
         await skipping_env.sleep(timedelta(days=2))
         assert len(await _stored(db, tenant_id)) == 2

@@ -115,6 +115,7 @@ async def start_job(
     concurrency: int = 4,
     records_per_run: int = 500,
     heartbeat: float = 30.0,
+    options: RecordOptions | None = None,
 ) -> tuple[str, str, WorkflowHandle[Any, JobProgress]]:
     tenant_id, _ = await make_tenant(db)
     job_id = uuid.uuid4().hex[:12]
@@ -140,7 +141,7 @@ async def start_job(
             total=len(rows),
             concurrency=concurrency,
             records_per_run=records_per_run,
-            options=RecordOptions(),
+            options=options or RecordOptions(),
             record_heartbeat_timeout_seconds=heartbeat,
         ),
         id=workflow_id(tenant_id, job_id),
