@@ -88,10 +88,18 @@ class Message(SQLModel, table=True):
 
 class LeadScoreRecord(SQLModel, table=True):
     __tablename__ = "lead_scores"
+    __table_args__ = (
+        UniqueConstraint(
+            "conversation_id", "dedupe_key", name="uq_lead_scores_conversation_id_dedupe_key"
+        ),
+    )
     id: int | None = Field(default=None, primary_key=True)
     tenant_id: str = Field(index=True, max_length=64)
     lead_id: str = Field(foreign_key="leads.id", index=True)
     conversation_id: str = Field(max_length=400)
+    dedupe_key: str | None = Field(
+        default=None, max_length=200, description="The turn key; a replayed turn scores once."
+    )
     total: int
     quality: str = Field(max_length=16)
     components: list[dict[str, Any]] = Field(

@@ -95,12 +95,25 @@ async def record_turn(session: AsyncSession, *, record: RecordTurnInput) -> bool
                 knowledge_ids=list(entry.knowledge_ids),
             )
         )
-    if record.score is not None:
+    score_exists = (
+        record.score is not None
+        and (
+            await session.exec(
+                select(LeadScoreRecord.id).where(
+                    LeadScoreRecord.conversation_id == record.conversation_id,
+                    LeadScoreRecord.dedupe_key == record.turn_key,
+                )
+            )
+        ).first()
+        is not None
+    )
+    if record.score is not None and not score_exists:
         session.add(
             LeadScoreRecord(
                 tenant_id=record.tenant_id,
                 lead_id=lead.id,
                 conversation_id=record.conversation_id,
+                dedupe_key=record.turn_key,
                 total=record.score.total,
                 quality=record.score.quality.value,
                 components=[c.model_dump() for c in record.score.components],
