@@ -385,3 +385,29 @@ async def _spawn_worker(
             return proc
         await asyncio.sleep(0.2)
     raise AssertionError(f"worker did not start: {log.read_text()}")
+
+
+async def test_continue_as_new_keeps_the_conversation(
+    temporal_client: Client, settings_factory: Any, sqlite_url: str, fake_waha: FakeWaha
+) -> None:
+    # A tiny history limit forces continue-as-new every couple of turns.
+    settings = settings_factory(sqlite_url, debounce_seconds=0.2, conversation_history_limit=40)
+    async with live_stack(
+        temporal_client, settings, tenant_settings=_waha_settings(fake_waha), queues=[CONVERSATIONS]
+    ) as stack:
+        texts = [f"Question {n}: is the Golf available in blue?" for n in range(1, 7)]
+        for n, text in enumerate(texts, start=1):
+            await _post_waha(stack, fake_waha, text, message_id=f"false_can_{n}")
+            await stack.wait_for(lambda n=n: len(_replies_to(fake_waha)) >= n, what=f"reply {n}")
+        conv_id = conversation_workflow_id(stack.tenant_id, "waha", LEAD)
+        runs = [wf async for wf in temporal_client.list_workflows(f'WorkflowId = "{conv_id}"')]
+        assert len(runs) >= 2, "the conversation continued as new"
+        handle = temporal_client.get_workflow_handle(conv_id)
+        state = await handle.query("state")
+        assert state["turns"] == 6
+        # Redelivering an early message after continue-as-new is still recognised.
+        await _post_waha(stack, fake_waha, texts[-1], message_id="false_can_6")
+        await asyncio.sleep(2.0)
+        assert len(_replies_to(fake_waha)) == 6
+        detail = await _conversation(stack, conv_id, min_messages=12)
+        assert [m["text"] for m in detail["transcript"] if m["role"] == "lead"] == texts
