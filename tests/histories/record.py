@@ -67,7 +67,11 @@ async def main() -> None:
         migrate(url)
         db = Database(url)
         tenant, _ = await make_tenant(db, tenant_id="recorder")
-        settings = Settings(database_url=url, data_dir=Path(tmp), secret_key="test-secret-key")  # type: ignore[arg-type]
+        settings = Settings(
+            database_url=url,
+            data_dir=Path(tmp),
+            secret_key="test-secret-key",  # type: ignore[arg-type]
+        )
         worker = WorkerProcess(settings, queues=[CONVERSATIONS], client=env.client)
         await worker.start()
         task = asyncio.create_task(worker.run())
@@ -75,7 +79,12 @@ async def main() -> None:
         wid = conversation_workflow_id(tenant, Channel.WAHA, "31612345678@c.us")
         await client.start_workflow(
             "ConversationWorkflow",
-            ConversationInput(tenant_id=tenant, channel=Channel.WAHA, contact="31612345678@c.us", debounce_seconds=0.2),
+            ConversationInput(
+                tenant_id=tenant,
+                channel=Channel.WAHA,
+                contact="31612345678@c.us",
+                debounce_seconds=0.2,
+            ),
             id=wid,
             task_queue=CONVERSATIONS,
             start_signal="inbound",
@@ -87,7 +96,9 @@ async def main() -> None:
         await handle.signal("inbound", _msg(tenant, 2, "Kan ik zaterdag een proefrit maken?"))
         await _settle(client, wid, 2)
         await handle.signal("handoff", HandoffRequest(reason="recording"))
-        await handle.signal("operator_message", OperatorMessage(text="Mark hier!", request_id="op-1"))
+        await handle.signal(
+            "operator_message", OperatorMessage(text="Mark hier!", request_id="op-1")
+        )
         await handle.signal("inbound", _msg(tenant, 3, "Top, dank je"))
         await asyncio.sleep(1.5)
         await handle.signal("release", ReleaseRequest())

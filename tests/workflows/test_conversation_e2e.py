@@ -17,7 +17,6 @@ from models.settings import Settings
 from models.task_queues import CONVERSATIONS
 from models.tenant import Specialist, TenantSettings
 from tests.fakes.chatwoot import FakeChatwoot
-from tests.fakes.fixtures import fake_chatwoot, fake_waha, smtp_server  # noqa: F401
 from tests.fakes.smtp import SmtpServer
 from tests.fakes.waha import FakeWaha
 from tests.stack import LiveStack, live_stack
