@@ -281,6 +281,16 @@ def _database() -> Iterator[tuple[Settings, Database]]:
     yield settings, Database(settings.resolved_database_url)
 
 
+def _check_playbook(tenant_settings: TenantSettings) -> None:
+    """Refuse a playbook the conversations could not load, as the settings API does."""
+    from models.repo.playbooks import PlaybookError, playbook_for
+
+    try:
+        playbook_for(tenant_settings)
+    except PlaybookError as exc:
+        raise _fail(str(exc)) from exc
+
+
 @tenant_app.command("create")
 def tenant_create(
     name: Annotated[str, typer.Argument(help="Display name, e.g. 'Acme Cars'.")],
@@ -292,6 +302,7 @@ def tenant_create(
 ) -> None:
     """Create a tenant and print its API key (shown once; stored hashed)."""
     tid = tenant_id or tenant_repo.slugify(name)
+    _check_playbook(TenantSettings(playbook=playbook))
 
     async def run(settings: Settings, db: Database) -> str:
         try:
@@ -400,6 +411,7 @@ def tenant_configure(
             new = TenantSettings.model_validate(merged)
         except ValidationError as exc:
             raise _fail(f"invalid settings in {file}:\n{exc}") from exc
+        _check_playbook(new)
 
         async def save() -> None:
             db2 = Database(settings.resolved_database_url)
@@ -444,4 +456,3 @@ for _module in CLI_MODULES:
     except ModuleNotFoundError as _exc:
         if _exc.name != _module:
             raise
-
