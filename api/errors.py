@@ -9,6 +9,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from models.crypto import CredentialsError
+
 
 class ApiError(Exception):
     def __init__(self, status_code: int, error: str, detail: Any = None) -> None:
@@ -34,6 +36,11 @@ def install_error_handlers(app: FastAPI) -> None:
             for e in exc.errors()
         ]
         return _render(422, "invalid request", problems)
+
+    @app.exception_handler(CredentialsError)
+    async def _credentials(_: Request, exc: CredentialsError) -> JSONResponse:
+        # The operator's configuration is wrong, not the request: say so instead of a bare 500.
+        return _render(500, "server misconfigured", str(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
