@@ -16,10 +16,11 @@ import statistics
 import tempfile
 import time
 import uuid
-from datetime import timedelta
+from datetime import UTC, timedelta
 from pathlib import Path
 
 from temporalio import activity, workflow
+from temporalio.api.enums.v1 import EventType
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -73,6 +74,7 @@ async def main(samples: int, debounce: float) -> None:
 
     webhook: list[float] = []
     turn: list[float] = []
+    end_to_end: list[float] = []
     with tempfile.TemporaryDirectory() as tmp, FakeWaha() as waha:
         settings = Settings(
             data_dir=Path(tmp),
@@ -101,10 +103,19 @@ async def main(samples: int, debounce: float) -> None:
                 assert response.status_code == 202, response.text
                 while not any(body["chatId"] == chat for body in waha.sent):
                     await asyncio.sleep(0.005)
-                done = time.perf_counter()
+                done, done_wall = time.perf_counter(), time.time()
+                history = await client.get_workflow_handle(
+                    f"conv:{stack.tenant_id}:waha:{chat}"
+                ).fetch_history()
+                fired = next(
+                    e.event_time.ToDatetime(tzinfo=UTC).timestamp()
+                    for e in history.events
+                    if e.event_type == EventType.EVENT_TYPE_TIMER_FIRED
+                )
                 if n:
                     webhook.append(answered - started)
-                    turn.append(done - started - debounce)
+                    end_to_end.append(done - started)
+                    turn.append(done_wall - fired)
     await env.shutdown()
 
     def row(name: str, values: list[float]) -> str:
@@ -113,13 +124,16 @@ async def main(samples: int, debounce: float) -> None:
             f"   p90 {_p90(values) * 1000:7.1f} ms"
         )
 
-    print(f"samples: {samples}, debounce {debounce} s (subtracted from the turn)")
+    print(f"samples: {samples}, debounce {debounce} s")
     print(row("webhook answered (2xx)", webhook))
-    print(row("turn: webhook -> reply at WAHA", turn))
+    print(row("webhook -> reply at WAHA", end_to_end))
+    print(row("turn: debounce over -> reply", turn))
     print(row("baseline: 1-activity workflow", floor))
     print(
         f"ratio turn / baseline: {statistics.median(turn) / statistics.median(floor):.2f}x "
-        "(a turn is analyse + reply + send, plus local steps)"
+        "(a turn is analyse + reply + send, plus local steps)\n"
+        "note: the dev server fires timers shorter than 1 s after about 1 s, so the end-to-end "
+        "figure includes max(debounce, ~1 s)"
     )
 
 
