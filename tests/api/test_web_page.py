@@ -146,3 +146,48 @@ async def test_api_errors_are_shown(stack: LiveStack, tmp_path: Path) -> None:
             assert problems == []
         finally:
             await browser.close()
+
+
+@pytest.fixture
+async def slow_stack(temporal_client: Any, settings_factory: Any, sqlite_url: str) -> Any:
+    with FakeWeb(latency=0.4) as web:
+        settings = settings_factory(
+            sqlite_url, ssrf_allowlist=["127.0.0.1"], duckduckgo_url=web.search_url
+        )
+        async with live_stack(temporal_client, settings, queues=[ENRICHMENT]) as live:
+            live.web = web  # type: ignore[attr-defined]
+            yield live
+
+
+async def test_pause_resume_cancel_buttons(slow_stack: LiveStack, tmp_path: Path) -> None:
+    from playwright.async_api import async_playwright
+
+    web: FakeWeb = slow_stack.web  # type: ignore[attr-defined]
+    upload = tmp_path / "many.csv"
+    upload.write_text(
+        "company,website\n" + "".join(f"Co {i},{web.site(f'co{i}')}\n" for i in range(30))
+    )
+    async with async_playwright() as pw:
+        browser, page, problems = await open_page(pw, slow_stack)
+        try:
+            page.on("dialog", lambda dialog: dialog.accept())  # "Cancel this job?"
+            await save_key(page, slow_stack.api_key)
+            await page.set_input_files("#csv-file", str(upload))
+            await page.fill("#concurrency", "1")
+            await page.click("#upload")
+            await page.wait_for_selector("#job-status.running")
+
+            await page.click("#pause")
+            await page.wait_for_selector("#job-status.paused", timeout=20_000)
+            assert await page.is_enabled("#resume")
+            await page.click("#resume")
+            await page.wait_for_selector("#job-status.running", timeout=20_000)
+
+            await page.click("#cancel")
+            await page.wait_for_selector("#job-status.cancelled", timeout=30_000)
+            # Finished records are kept and downloadable.
+            await page.wait_for_selector("#download:not([hidden])")
+            assert await page.is_disabled("#cancel")
+            assert problems == []
+        finally:
+            await browser.close()
