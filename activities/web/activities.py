@@ -248,14 +248,17 @@ class EnrichmentActivities:
             columns = identifying_columns(list(row))
             given = normalise_website(row.get(columns.website or "", ""))
             found = WebsiteFound(url=given, source="column" if given else "none")
-        async with self.db.session() as session:
-            await repo.save_website(
-                session,
-                job_id=request.job_id,
-                row_number=request.row_number,
-                website=found.url,
-                source=found.source,
-            )
+        if found.source == "search":
+            # Remember what a search cost to find; a column or e-mail domain is free to re-derive,
+            # and skipping the write matters at thousands of records (SQLite has one writer).
+            async with self.db.session() as session:
+                await repo.save_website(
+                    session,
+                    job_id=request.job_id,
+                    row_number=request.row_number,
+                    website=found.url,
+                    source=found.source,
+                )
         if found.url is None and find:
             raise RecordFailure(found.detail or "no website found", RecordOutcome())
         return found.url
