@@ -54,6 +54,9 @@ with workflow.unsafe.imports_passed_through():
 MAX_DEBOUNCE_FACTOR = 10  # a steady stream of messages is still answered after this many windows
 
 
+PATCH_RECORD_OPERATOR_HANDOFF = "record-operator-handoff"
+
+
 @workflow.defn(name="ConversationWorkflow")
 class ConversationWorkflow:
     @workflow.init
@@ -64,6 +67,7 @@ class ConversationWorkflow:
         self._playbook: Playbook | None = None
         self._close_reason: str | None = None
         self._released = False
+        self._handed_over = False
         self._sending: list[str] = []
 
     # ---- signals and queries -------------------------------------------------------------
@@ -110,6 +114,10 @@ class ConversationWorkflow:
     def handoff(self, request: HandoffRequest) -> None:
         if self._s.stage != Stage.CLOSED and self._s.handoff is None:
             self._enter_handoff(request.reason, rule=None, human_replied=True)
+            # Record the new stage at once (API, Temporal UI); histories from before this
+            # change recorded nothing here and must replay unchanged.
+            if workflow.patched(PATCH_RECORD_OPERATOR_HANDOFF):
+                self._handed_over = True
 
     @workflow.signal(name="release")
     def release(self, request: ReleaseRequest) -> None:
@@ -161,6 +169,7 @@ class ConversationWorkflow:
             or self._s.operator_queue
             or self._s.human_queue
             or self._released
+            or self._handed_over
             or (self._close_reason is not None and self._s.stage != Stage.CLOSED)
         )
 
@@ -172,6 +181,11 @@ class ConversationWorkflow:
         )
 
     async def _step(self) -> None:
+        if self._handed_over:
+            self._handed_over = False
+            await self._record((), turn_key=f"handoff:{self._s.turns}")
+            self._upsert_search_attributes()
+            self._details("handed to a human by an operator; the AI stays silent")
         if self._released:
             self._released = False
             await self._record((), turn_key=f"release:{self._s.turns}")
