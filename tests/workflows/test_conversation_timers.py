@@ -3,6 +3,7 @@ test server, with the real worker, activities and database."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -13,20 +14,23 @@ from zoneinfo import ZoneInfo
 import pytest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from models.common import Channel, Role, Stage
-from models.conversation import ConversationInput, conversation_workflow_id
+from models.conversation import ConversationInput, conversation_workflow_id, lead_id_for
+from models.crm import crm_sync_workflow_id
 from models.db import Database, migrate
 from models.messages import InboundMessage
 from models.repo import outbox as outbox_repo
 from models.repo.playbooks import builtin_playbook
 from models.settings import Settings
-from models.task_queues import CONVERSATIONS
+from models.task_queues import CONVERSATIONS, CRM
 from tests.conftest import make_tenant
 from workers.worker import WorkerProcess
 
 PLAYBOOK = builtin_playbook("car_dealership")
+CONTACT = "31699999999@c.us"
 AMSTERDAM = ZoneInfo("Europe/Amsterdam")
 
 
@@ -50,7 +54,7 @@ def _message(tenant_id: str, text: str, n: int, at: datetime) -> InboundMessage:
     return InboundMessage(
         tenant_id=tenant_id,
         channel=Channel.WAHA,
-        contact="31699999999@c.us",
+        contact=CONTACT,
         provider_message_id=f"m{n}",
         text=text,
         sent_at=at,
@@ -97,12 +101,14 @@ async def test_follow_ups_follow_the_cadence_outside_quiet_hours_and_stop_on_rep
     db = Database(url)
     settings = Settings(database_url=url, data_dir=tmp_path, secret_key="test-secret-key")  # type: ignore[arg-type]
     tenant_id, _ = await make_tenant(db)
-    worker = WorkerProcess(settings, queues=[CONVERSATIONS], client=skipping_env.client)
+    # The CRM queue too: a lead change starts its CrmSyncWorkflow, and a workflow task nobody
+    # polls would stop the test server from skipping time.
+    worker = WorkerProcess(settings, queues=[CONVERSATIONS, CRM], client=skipping_env.client)
     await worker.start()
     import asyncio
 
     task = asyncio.create_task(worker.run())
-    workflow_id = conversation_workflow_id(tenant_id, Channel.WAHA, "31699999999@c.us")
+    workflow_id = conversation_workflow_id(tenant_id, Channel.WAHA, CONTACT)
     try:
         now = await skipping_env.get_current_time()
         workflow_id = await _start(
@@ -149,7 +155,12 @@ async def test_follow_ups_follow_the_cadence_outside_quiet_hours_and_stop_on_rep
         assert state["stage"] != Stage.NURTURE.value
     finally:
         # A workflow left waiting on timers would hold up time skipping in the next test.
-        await skipping_env.client.get_workflow_handle(workflow_id).terminate("test over")
+        for wid in (
+            workflow_id,
+            crm_sync_workflow_id(tenant_id, lead_id_for(tenant_id, Channel.WAHA, CONTACT)),
+        ):
+            with contextlib.suppress(RPCError):
+                await skipping_env.client.get_workflow_handle(wid).terminate("test over")
         worker.stop()
         await task
         await db.dispose()
@@ -163,12 +174,14 @@ async def test_holding_message_when_no_human_answers_in_time(
     db = Database(url)
     settings = Settings(database_url=url, data_dir=tmp_path, secret_key="test-secret-key")  # type: ignore[arg-type]
     tenant_id, _ = await make_tenant(db)
-    worker = WorkerProcess(settings, queues=[CONVERSATIONS], client=skipping_env.client)
+    # The CRM queue too: a lead change starts its CrmSyncWorkflow, and a workflow task nobody
+    # polls would stop the test server from skipping time.
+    worker = WorkerProcess(settings, queues=[CONVERSATIONS, CRM], client=skipping_env.client)
     await worker.start()
     import asyncio
 
     task = asyncio.create_task(worker.run())
-    workflow_id = conversation_workflow_id(tenant_id, Channel.WAHA, "31699999999@c.us")
+    workflow_id = conversation_workflow_id(tenant_id, Channel.WAHA, CONTACT)
     try:
         now = await skipping_env.get_current_time()
         workflow_id = await _start(
@@ -204,7 +217,12 @@ async def test_holding_message_when_no_human_answers_in_time(
         assert datetime.now(UTC)  # real clock untouched
     finally:
         # A workflow left waiting on timers would hold up time skipping in the next test.
-        await skipping_env.client.get_workflow_handle(workflow_id).terminate("test over")
+        for wid in (
+            workflow_id,
+            crm_sync_workflow_id(tenant_id, lead_id_for(tenant_id, Channel.WAHA, CONTACT)),
+        ):
+            with contextlib.suppress(RPCError):
+                await skipping_env.client.get_workflow_handle(wid).terminate("test over")
         worker.stop()
         await task
         await db.dispose()
