@@ -167,3 +167,18 @@ async def make_tenant(
 
 
 os.environ.setdefault("LEADFLOW_SECRET_KEY", TEST_SECRET)
+
+
+@pytest.fixture(autouse=True)
+async def _terminate_leftover_workflows(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """Tests share one dev server and the production task queue names: a workflow one test
+    leaves running must not be picked up by the next test's worker."""
+    yield
+    if "temporal_env" not in request.fixturenames:
+        return
+    client: Client = request.getfixturevalue("temporal_client")
+    async for wf in client.list_workflows('ExecutionStatus="Running"'):
+        try:
+            await client.get_workflow_handle(wf.id, run_id=wf.run_id).terminate("test over")
+        except Exception:
+            continue
