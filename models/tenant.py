@@ -67,6 +67,9 @@ class TenantSettings(_Settings):
     specialists: list[Specialist] = Field(default_factory=list)
     group_chats_enabled: bool = False
     timezone: str = "UTC"
+    enrichment_respect_robots: bool = Field(
+        default=True, description="Enrichment fetches obey robots.txt; turn off only with consent."
+    )
 
 
 def dump_settings(settings: TenantSettings) -> dict[str, object]:

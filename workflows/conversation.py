@@ -55,6 +55,7 @@ MAX_DEBOUNCE_FACTOR = 10  # a steady stream of messages is still answered after 
 
 
 PATCH_RECORD_OPERATOR_HANDOFF = "record-operator-handoff"
+PATCH_RELEASE_SEARCH_ATTRIBUTES = "release-updates-search-attributes"
 
 
 @workflow.defn(name="ConversationWorkflow")
@@ -189,6 +190,8 @@ class ConversationWorkflow:
         if self._released:
             self._released = False
             await self._record((), turn_key=f"release:{self._s.turns}")
+            if workflow.patched(PATCH_RELEASE_SEARCH_ATTRIBUTES):
+                self._upsert_search_attributes()
             self._details("released by a human; the AI answers again")
         if self._s.human_queue:
             await self._record_human_messages()

@@ -143,7 +143,7 @@ async def create_job(
     )
     tenant_settings = settings_of(state, tenant)
     # Tenants may opt out of robots.txt once their settings carry the switch.
-    respect_robots = bool(getattr(tenant_settings, "enrichment_respect_robots", True))
+    respect_robots = tenant_settings.enrichment_respect_robots
     job_id = uuid.uuid4().hex[:16]
     job = await repo.create_job(
         session,

@@ -21,6 +21,26 @@ def _masked(settings: TenantSettings) -> dict[str, Any]:
     return settings.model_dump(mode="json", exclude_none=True)
 
 
+MASK = "**********"
+
+
+def _keep_masked(new: Any, current: Any) -> Any:
+    """A client that GETs the settings and sends them back must not store the mask as a secret:
+    a masked value means "keep what is stored"."""
+    if isinstance(new, dict):
+        old = current if isinstance(current, dict) else {}
+        return {key: _keep_masked(value, old.get(key)) for key, value in new.items()}
+    if isinstance(new, list):
+        old_list = current if isinstance(current, list) else []
+        return [
+            _keep_masked(value, old_list[i] if i < len(old_list) else None)
+            for i, value in enumerate(new)
+        ]
+    if new == MASK:
+        return current
+    return new
+
+
 def _validated(raw: dict[str, Any]) -> TenantSettings:
     try:
         new = TenantSettings.model_validate(raw)
@@ -47,7 +67,8 @@ async def patch_settings(
     patch: dict[str, Any], tenant: CurrentTenant, state: State, session: Session
 ) -> dict[str, Any]:
     """Merge top-level keys (e.g. {"waha": {...}, "specialists": [...]}) into the settings."""
-    new = _validated({**dump_settings(settings_of(state, tenant)), **patch})
+    current = dump_settings(settings_of(state, tenant))
+    new = _validated(_keep_masked({**current, **patch}, current))
     await tenant_repo.save_tenant_settings(
         session,
         tenant=tenant,
@@ -61,7 +82,7 @@ async def patch_settings(
 async def put_settings(
     body: dict[str, Any], tenant: CurrentTenant, state: State, session: Session
 ) -> dict[str, Any]:
-    new = _validated(body)
+    new = _validated(_keep_masked(body, dump_settings(settings_of(state, tenant))))
     await tenant_repo.save_tenant_settings(
         session,
         tenant=tenant,

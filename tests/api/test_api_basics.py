@@ -167,6 +167,13 @@ async def test_settings_secrets_are_write_only_and_encrypted(
     assert stored["timezone"] == "Europe/Amsterdam"
     assert stored["waha"]["api_key"] == "waha-key-s3cret"
 
+    # What GET shows can be sent back: the masks keep the stored secrets.
+    round_trip = await api.put("/api/v1/settings", headers=auth(key), json=shown.json())
+    assert round_trip.status_code == 200, round_trip.text
+    _, stored = await _stored(sqlite_db, tid)
+    assert stored["waha"]["api_key"] == "waha-key-s3cret"
+    assert stored["waha"]["webhook_secret"] == "hmac-s3cret"
+
     # PUT replaces everything.
     put = await api.put(
         "/api/v1/settings", headers=auth(key), json={"playbook": "b2b_outreach", "timezone": "UTC"}
