@@ -34,7 +34,7 @@ class AppState:
             return self.temporal
         async with self._lock:
             if self.temporal is None:
-                self.temporal = await connect(self.settings)
+                self.temporal = await connect(self.settings, role="api")
             return self.temporal
 
 

@@ -72,7 +72,17 @@ class Settings(BaseSettings):
     # Workers
     worker_max_concurrent_activities: int = 100
     worker_max_concurrent_workflow_tasks: int = 50
-    otel_enabled: bool = False
+    otel_enabled: bool = Field(
+        default=False,
+        description="Trace API calls, workflows and activities with OpenTelemetry "
+        "(Temporal's TracingInterceptor).",
+    )
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None,
+        description="OTLP/HTTP collector, e.g. http://otel-collector:4318; "
+        "unset: spans go to the log (console exporter).",
+    )
+    otel_service_name: str = "leadflow"
 
     @property
     def resolved_database_url(self) -> str:

@@ -14,6 +14,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 from models import search_attributes
 from models.settings import Settings
+from workers.telemetry import tracing_interceptors
 
 
 class TemporalUnavailable(Exception):
@@ -21,7 +22,11 @@ class TemporalUnavailable(Exception):
 
 
 async def connect(
-    settings: Settings, *, plugins: Sequence[Plugin] = (), address: str | None = None
+    settings: Settings,
+    *,
+    plugins: Sequence[Plugin] = (),
+    address: str | None = None,
+    role: str = "client",
 ) -> Client:
     target = address or settings.temporal_address
     try:
@@ -30,6 +35,7 @@ async def connect(
             namespace=settings.temporal_namespace,
             data_converter=pydantic_data_converter,
             plugins=list(plugins),
+            interceptors=tracing_interceptors(settings, role=role),
         )
     except RuntimeError as exc:
         raise TemporalUnavailable(

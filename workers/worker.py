@@ -25,7 +25,15 @@ from workers.plugins import discover, registry_of, worker_plugins
 log = logging.getLogger("leadflow.worker")
 
 # Re-importing these per workflow run would cost time and memory for no determinism gain.
-PASSTHROUGH_MODULES = ("pydantic", "pydantic_core", "annotated_types", "models", "yaml", "httpx")
+PASSTHROUGH_MODULES = (
+    "pydantic",
+    "pydantic_core",
+    "annotated_types",
+    "models",
+    "yaml",
+    "httpx",
+    "opentelemetry",
+)
 
 
 def workflow_runner() -> SandboxedWorkflowRunner:
@@ -71,7 +79,7 @@ class WorkerProcess:
             settings=self.settings, db=self.db, http=self.http, registry=registry_of(plugins)
         )
         per_queue = worker_plugins(plugins, ctx)
-        client = self._client or await connect(self.settings)
+        client = self._client or await connect(self.settings, role="worker")
         try:
             await ensure_search_attributes(client)
         except RPCError as exc:
