@@ -7,9 +7,10 @@ UV_VERSION="0.13.9"
 
 find_python() {
   for candidate in python3.13 python3.12 python3.11 python3; do
+    # The interpreter's own path (not a pyenv shim), so every uv call agrees on the venv.
     if command -v "$candidate" >/dev/null 2>&1 &&
       "$candidate" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' 2>/dev/null; then
-      command -v "$candidate"
+      "$candidate" -c 'import sys; print(sys.executable)'
       return 0
     fi
   done
