@@ -320,9 +320,7 @@ class ConversationWorkflow:
                 context, ReplyPurpose.REPLY, analysis=analysis, knowledge=context.knowledge
             )
             entry = await self._send(reply, turn_key, knowledge=context.knowledge)
-            await self._record(
-                (*inbound_entries, entry) if entry else tuple(inbound_entries), turn_key=turn_key
-            )
+            await self._record((*inbound_entries, entry), turn_key=turn_key)
             self._s.last_reply_at = workflow.now()
             self._s.follow_ups_sent = 0
         self._upsert_search_attributes()
@@ -379,7 +377,7 @@ class ConversationWorkflow:
 
     async def _send(
         self, text: str, key: str, *, role: Role = Role.AI, knowledge: tuple[KnowledgeHit, ...] = ()
-    ) -> TranscriptEntry | None:
+    ) -> TranscriptEntry:
         self._sending.append(text)
         try:
             result = await self._send_activity(text, key)
@@ -507,7 +505,7 @@ class ConversationWorkflow:
         )
         entry = await self._send(notice, f"{turn_key}:handoff")
         await self._record(
-            [*inbound_entries, *(e for e in [entry] if e)],
+            [*inbound_entries, entry],
             turn_key=turn_key,
             escalation=EscalationRecord(rule=rule_name, reason=reason, notified=notified),
         )
@@ -605,7 +603,7 @@ class ConversationWorkflow:
             )
             if self._s.handoff is not None and not self._s.handoff.human_replied:
                 self._s.handoff = self._s.handoff.model_copy(update={"human_replied": True})
-            await self._record([entry] if entry else [], turn_key=f"operator:{message.request_id}")
+            await self._record([entry], turn_key=f"operator:{message.request_id}")
 
     async def _send_holding_message(self) -> None:
         handoff = self._s.handoff
@@ -616,7 +614,7 @@ class ConversationWorkflow:
         self._s.handoff = handoff.model_copy(update={"holding_sent": True})
         key = f"holding:{self._s.turns}"
         entry = await self._send(text, key)
-        await self._record([entry] if entry else [], turn_key=key)
+        await self._record([entry], turn_key=key)
         self._details("no human answered in time: holding message sent")
 
     async def _send_follow_up(self) -> None:
@@ -627,7 +625,7 @@ class ConversationWorkflow:
         key = f"follow_up:{self._s.turns}:{number}"
         entry = await self._send(text, key)
         self._s.follow_ups_sent = number
-        await self._record([entry] if entry else [], turn_key=key)
+        await self._record([entry], turn_key=key)
         self._upsert_search_attributes()
         self._details(f"follow-up {number} sent; waiting for the lead")
 
@@ -641,7 +639,7 @@ class ConversationWorkflow:
         self._s.stage = Stage.AWAITING_RESPONSE
         self._s.outreach = None
         self._s.last_reply_at = workflow.now()
-        await self._record([entry] if entry else [], turn_key="outreach")
+        await self._record([entry], turn_key="outreach")
         self._upsert_search_attributes()
 
     async def _close(self) -> None:
