@@ -52,8 +52,10 @@ def e2e_settings(settings_factory: Any, sqlite_url: str) -> Settings:
 
 
 async def test_waha_message_is_answered_through_waha(
-    temporal_client: Client, e2e_settings: Settings, fake_waha: FakeWaha
+    temporal_client: Client, settings_factory: Any, database_url: str, fake_waha: FakeWaha
 ) -> None:
+    """The whole path, once on SQLite and once on a real PostgreSQL."""
+    e2e_settings: Settings = settings_factory(database_url, debounce_seconds=0.5)
     async with live_stack(
         temporal_client,
         e2e_settings,
