@@ -1,4 +1,5 @@
-"""Leads: one lead with each CRM's link, last sync and outcome; trigger a CRM sync by hand."""
+"""Leads: one lead with each CRM's link, last sync and outcome; edit it (an operator's change is
+synced to the CRMs like any other); trigger a CRM sync by hand."""
 
 from __future__ import annotations
 
@@ -6,10 +7,12 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, status
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
+from api.conversations_gateway import signal_conversation
 from api.deps import CurrentTenant, Session, Temporal
 from api.errors import ApiError
+from models.conversation import SIGNAL_CLOSE, CloseRequest
 from models.crm import (
     BUILTIN_INTEGRATION_ID,
     CRM_SYNC_WORKFLOW,
@@ -118,14 +121,91 @@ async def sync_lead(
     lead = await lead_repo.get_lead(session, tenant_id=tenant.id, lead_id=lead_id)
     if lead is None:
         raise ApiError(404, "unknown lead", lead_id)
-    workflow_id = crm_sync_workflow_id(tenant.id, lead_id)
+    workflow_id = await _request_sync(
+        temporal, tenant.id, lead_id, lead.version, "manual sync (API)"
+    )
+    return SyncAccepted(workflow_id=workflow_id)
+
+
+class LeadEdit(BaseModel):
+    """An operator's change; only the keys sent are changed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    email: EmailStr | None = None
+    phone: str | None = Field(default=None, min_length=3, max_length=40)
+    do_not_contact: bool | None = None
+    fields: dict[str, str | int | float | bool] | None = Field(
+        default=None, description="Merged into the lead's extracted fields."
+    )
+
+
+class LeadEdited(BaseModel):
+    lead_id: str
+    version: int
+    changed: list[str]
+    sync_workflow_id: str | None
+    conversations_closed: int
+
+
+async def _request_sync(
+    temporal: Any, tenant_id: str, lead_id: str, version: int, reason: str
+) -> str:
+    workflow_id = crm_sync_workflow_id(tenant_id, lead_id)
     # by name: the API does not import workflow code; one workflow per lead coalesces requests
     await temporal.start_workflow(
         CRM_SYNC_WORKFLOW,
-        CrmSyncInput(tenant_id=tenant.id, lead_id=lead_id),
+        CrmSyncInput(tenant_id=tenant_id, lead_id=lead_id),
         id=workflow_id,
         task_queue=CRM,
         start_signal=SYNC_SIGNAL,
-        start_signal_args=[SyncRequest(reason="manual sync (API)", version=lead.version)],
+        start_signal_args=[SyncRequest(reason=reason, version=version)],
     )
-    return SyncAccepted(workflow_id=workflow_id)
+    return workflow_id
+
+
+@router.patch("/{lead_id}")
+async def edit_lead(
+    lead_id: str, body: LeadEdit, tenant: CurrentTenant, session: Session, temporal: Temporal
+) -> LeadEdited:
+    lead = await lead_repo.get_lead(session, tenant_id=tenant.id, lead_id=lead_id)
+    if lead is None:
+        raise ApiError(404, "unknown lead", lead_id)
+    changes: dict[str, Any] = {
+        key: value
+        for key, value in body.model_dump(exclude_unset=True, exclude={"fields"}).items()
+        if value is not None
+    }
+    for key, value in (body.fields or {}).items():
+        changes[f"fields.{key}"] = value
+    if not changes:
+        raise ApiError(
+            422, "nothing to change", "send at least one of: " + ", ".join(LeadEdit.model_fields)
+        )
+    applied = await lead_repo.update_lead(session, lead=lead, changes=changes)
+    conversations = await lead_repo.conversations_of_lead(
+        session, tenant_id=tenant.id, lead_id=lead_id
+    )
+    closed = 0
+    if body.do_not_contact is True:
+        for conversation in conversations:
+            if await signal_conversation(
+                temporal,
+                conversation.id,
+                SIGNAL_CLOSE,
+                CloseRequest(reason="do not contact (operator)"),
+            ):
+                closed += 1
+    sync_id = (
+        await _request_sync(temporal, tenant.id, lead_id, lead.version, "operator edit (API)")
+        if applied
+        else None
+    )
+    return LeadEdited(
+        lead_id=lead_id,
+        version=lead.version,
+        changed=sorted(applied),
+        sync_workflow_id=sync_id,
+        conversations_closed=closed,
+    )

@@ -412,3 +412,63 @@ async def test_continue_as_new_keeps_the_conversation(
         assert len(_replies_to(fake_waha)) == 6
         detail = await _conversation(stack, conv_id, min_messages=12)
         assert [m["text"] for m in detail["transcript"] if m["role"] == "lead"] == texts
+
+
+async def test_operator_marks_do_not_contact_and_the_conversation_goes_quiet(
+    temporal_client: Client, e2e_settings: Settings, fake_waha: FakeWaha
+) -> None:
+    async with live_stack(
+        temporal_client, e2e_settings, tenant_settings=_waha_settings(fake_waha)
+    ) as stack:
+        await _post_waha(stack, fake_waha, "Hi, I'd like a quote for a Skoda Octavia")
+        await stack.wait_for(lambda: _replies_to(fake_waha), what="first reply")
+        conv_id = conversation_workflow_id(stack.tenant_id, "waha", LEAD)
+        detail = await stack.wait_for(
+            lambda: _conversation(stack, conv_id, min_messages=2), what="transcript"
+        )
+        lead_url = f"/api/v1/leads/{detail['lead_id']}"
+
+        for body, status in (
+            ({}, 422),
+            ({"email": "not-an-email"}, 422),
+            ({"colour": "red"}, 422),
+        ):
+            bad = await stack.http.patch(lead_url, json=body, headers=stack.auth)
+            assert bad.status_code == status, bad.text
+            assert bad.json()["error"]
+        missing = await stack.http.patch(
+            "/api/v1/leads/nope", json={"name": "x"}, headers=stack.auth
+        )
+        assert missing.status_code == 404
+
+        edited = await stack.http.patch(
+            lead_url,
+            json={"name": "Jan de Vries", "do_not_contact": True, "fields": {"budget": 30000}},
+            headers=stack.auth,
+        )
+        assert edited.status_code == 200, edited.text
+        assert edited.json()["conversations_closed"] == 1
+        assert edited.json()["changed"] == ["do_not_contact", "fields.budget", "name"]
+        assert edited.json()["sync_workflow_id"]
+
+        async def closed() -> Any:
+            body = await _conversation(stack, conv_id, min_messages=0)
+            return body if body and body["stage"] == "closed" else None
+
+        await stack.wait_for(closed, what="conversation closed")
+        # The lead writes again: recorded, never answered.
+        await _post_waha(stack, fake_waha, "Hello? Any news on the Octavia?")
+        await stack.wait_for(
+            lambda: _conversation(stack, conv_id, min_messages=3), what="message recorded"
+        )
+        await asyncio.sleep(2.0)
+        assert len(_replies_to(fake_waha)) == 1
+
+        async def synced() -> Any:
+            r = await stack.http.get(lead_url, headers=stack.auth)
+            runs = r.json().get("recent_syncs") or []
+            version = r.json()["version"]
+            return r.json() if any(run["version"] == version for run in runs) else None
+
+        lead = await stack.wait_for(synced, what="the operator's edit synced")
+        assert lead["name"] == "Jan de Vries" and lead["do_not_contact"] is True
