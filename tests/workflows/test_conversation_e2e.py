@@ -472,3 +472,33 @@ async def test_operator_marks_do_not_contact_and_the_conversation_goes_quiet(
 
         lead = await stack.wait_for(synced, what="the operator's edit synced")
         assert lead["name"] == "Jan de Vries" and lead["do_not_contact"] is True
+
+
+async def test_message_arriving_mid_turn_is_answered_in_the_next_turn(
+    temporal_client: Client, e2e_settings: Settings, fake_waha: FakeWaha
+) -> None:
+    async with live_stack(
+        temporal_client,
+        e2e_settings,
+        tenant_settings=_waha_settings(fake_waha),
+        queues=[CONVERSATIONS],
+    ) as stack:
+        # WAHA is briefly unavailable: the send is retried after its Retry-After, and the turn
+        # is still in flight when the lead writes again.
+        fake_waha.fail_next(1, status=503, retry_after=3)
+        await _post_waha(stack, fake_waha, "Do you have a Mazda CX-5?")
+        await stack.wait_for(lambda: fake_waha.requests, what="the first send attempt")
+        await _post_waha(stack, fake_waha, "Preferably in red")
+        await stack.wait_for(lambda: len(_replies_to(fake_waha)) >= 2, timeout=40, what="2 replies")
+        await asyncio.sleep(2.0)
+        assert len(_replies_to(fake_waha)) == 2
+        assert fake_waha.requests[0].json["text"] == _replies_to(fake_waha)[0]["text"]
+        conv_id = conversation_workflow_id(stack.tenant_id, "waha", LEAD)
+        detail = await stack.wait_for(
+            lambda: _conversation(stack, conv_id, min_messages=4), what="transcript"
+        )
+        assert [(m["role"], m["text"]) for m in detail["transcript"] if m["role"] == "lead"] == [
+            ("lead", "Do you have a Mazda CX-5?"),
+            ("lead", "Preferably in red"),
+        ]
+        assert [m["role"] for m in detail["transcript"]] == ["lead", "ai", "lead", "ai"]
