@@ -102,11 +102,19 @@ def up(
 
 async def _up(settings: Settings, *, host: str, temporal_port: int, ui_port: int) -> None:
     from api.app import create_app
-    from workers.devserver import DevServerError, start_dev_server, stop_dev_server
+    from workers.devserver import DevServerError, port_open, start_dev_server, stop_dev_server
     from workers.worker import WorkerProcess
 
     data_dir = settings.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
+    for port, what, option in (
+        (settings.api_port, "the API", "--api-port"),
+        (ui_port, "the Temporal UI", "--ui-port"),
+    ):
+        if port_open(host, port):
+            raise _fail(
+                f"port {host}:{port} for {what} is already in use; pick another with {option}"
+            )
     console.print(f"[bold]leadflow[/bold] starting; data in {data_dir}")
     try:
         proc = await asyncio.to_thread(

@@ -241,3 +241,16 @@ def test_worker_refuses_an_unknown_queue(db_url: str) -> None:
     assert "unknown task queue(s) ['nope']" in out
     assert "leadflow-conversations" in out
     assert "Traceback" not in result.output
+
+
+def test_up_refuses_a_busy_port_before_starting_anything(db_url: str, tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run("up", "--data-dir", str(tmp_path / "up"), "--api-port", str(port))
+    assert result.exit_code == 1
+    assert f"127.0.0.1:{port}" in text(result) and "--api-port" in text(result)
+    assert not (tmp_path / "up" / "temporal.sqlite").exists(), "no dev server was started"
