@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Shared by ./leadflow and ./test: find or install uv, then sync the locked environment.
+# Shared by ./leadflow and ./test (sourced; they call sync_env).
 # Needs only Python 3.11+ and git; everything else comes from PyPI into this checkout.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -32,7 +32,10 @@ ensure_uv() {
   UV="$tools/bin/uv"
 }
 
-ensure_uv
-export UV_PYTHON="${UV_PYTHON:-$(find_python)}"
-cd "$ROOT"
-"$UV" sync --frozen --quiet "$@"
+# sync_env [uv sync options]: find or install uv, then sync the locked environment.
+sync_env() {
+  ensure_uv
+  export UV_PYTHON="${UV_PYTHON:-$(find_python)}"
+  cd "$ROOT"
+  "$UV" sync --frozen --quiet "$@"
+}
