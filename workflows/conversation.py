@@ -153,7 +153,12 @@ class ConversationWorkflow:
     async def run(self, state: ConversationInput) -> ConversationSnapshot:
         self._upsert_search_attributes()
         if self._s.outreach is not None and self._s.turns == 0:
-            await self._send_outreach()
+            try:
+                await self._send_outreach()
+            except ActivityError as exc:
+                self._s.outreach = None
+                entry = self._system_entry(f"the outreach failed: {exc.cause or exc}")
+                await self._record([entry], turn_key="outreach-failed")
         while True:
             if self._close_reason is not None and self._s.stage != Stage.CLOSED:
                 await self._close()
@@ -220,10 +225,14 @@ class ConversationWorkflow:
         try:
             await workflow.wait_condition(self._has_work, timeout=timedelta(seconds=delay))
         except TimeoutError:
-            if action == "holding":
-                await self._send_holding_message()
-            elif action == "follow_up":
-                await self._send_follow_up()
+            try:
+                if action == "holding":
+                    await self._send_holding_message()
+                elif action == "follow_up":
+                    await self._send_follow_up()
+            except ActivityError as exc:
+                entry = self._system_entry(f"the {action} message failed: {exc.cause or exc}")
+                await self._record([entry], turn_key=f"{action}-failed:{self._s.turns}")
 
     def _next_timer(self) -> tuple[datetime | None, str]:
         playbook = self._playbook
@@ -286,6 +295,25 @@ class ConversationWorkflow:
             await self._record(inbound_entries, turn_key=turn_key)
             self._close_reason = self._close_reason or "do not contact"
             return
+        try:
+            await self._answer(context, batch, history, inbound_entries, turn_key)
+        except ActivityError as exc:
+            await self._hand_over_after_failure(context, inbound_entries, turn_key, exc)
+        self._upsert_search_attributes()
+        score = self._s.score
+        self._details(
+            f"turn {self._s.turns} done · stage {self._s.stage.value}"
+            + (f" · score {score.total} ({score.quality.value})" if score else "")
+        )
+
+    async def _answer(
+        self,
+        context: TurnContext,
+        batch: list[InboundMessage],
+        history: tuple[TranscriptEntry, ...],
+        inbound_entries: list[TranscriptEntry],
+        turn_key: str,
+    ) -> None:
         result = await workflow.execute_activity_method(
             LlmActivities.analyse_messages,
             AnalyseInput(
@@ -323,11 +351,39 @@ class ConversationWorkflow:
             await self._record((*inbound_entries, entry), turn_key=turn_key)
             self._s.last_reply_at = workflow.now()
             self._s.follow_ups_sent = 0
-        self._upsert_search_attributes()
-        score = self._s.score
-        self._details(
-            f"turn {self._s.turns} done · stage {self._s.stage.value}"
-            + (f" · score {score.total} ({score.quality.value})" if score else "")
+
+    async def _hand_over_after_failure(
+        self,
+        context: TurnContext,
+        inbound_entries: list[TranscriptEntry],
+        turn_key: str,
+        exc: ActivityError,
+    ) -> None:
+        """The LLM or the channel failed for good: keep what the lead wrote and give the
+        conversation to a human rather than fail the run (and lose the messages)."""
+        rule = "delivery_failed" if exc.activity_type == "send_message" else "ai_unavailable"
+        what = "sending the reply" if rule == "delivery_failed" else "the AI"
+        reason = f"{what} failed: {exc.cause or exc}"
+        workflow.logger.warning("turn %s handed to a human: %s", turn_key, reason)
+        self._enter_handoff(reason, rule=rule, human_replied=False)
+        alert = self._specialist_alert(reason)
+        results = await asyncio.gather(
+            *(
+                self._notify(specialist, via, alert, turn_key)
+                for specialist in context.specialists
+                for via in self._notification_routes(specialist)
+            )
+        )
+        await self._record(
+            inbound_entries,
+            turn_key=turn_key,
+            escalation=EscalationRecord(
+                rule=rule,
+                reason=reason,
+                notified=tuple(
+                    f"{r.specialist}:{r.via}:{'ok' if r.ok else 'failed'}" for r in results
+                ),
+            ),
         )
 
     async def _context(self, query: str) -> TurnContext:
@@ -598,33 +654,54 @@ class ConversationWorkflow:
     async def _send_operator_messages(self) -> None:
         while self._s.operator_queue:
             message = self._s.operator_queue.pop(0)
-            entry = await self._send(
-                message.text, f"operator:{message.request_id}", role=Role.HUMAN
-            )
+            key = f"operator:{message.request_id}"
+            try:
+                entry = await self._send(message.text, key, role=Role.HUMAN)
+            except ActivityError as exc:
+                # The operator reads this in the transcript instead of a silent loss.
+                entry = self._system_entry(
+                    f"could not send the operator's message ({exc.cause or exc}): {message.text}"
+                )
             if self._s.handoff is not None and not self._s.handoff.human_replied:
                 self._s.handoff = self._s.handoff.model_copy(update={"human_replied": True})
-            await self._record([entry], turn_key=f"operator:{message.request_id}")
+            await self._record([entry], turn_key=key)
+
+    def _system_entry(self, text: str) -> TranscriptEntry:
+        entry = TranscriptEntry(role=Role.SYSTEM, text=text, at=workflow.now())
+        self._append([entry])
+        return entry
+
+    async def _try_send(self, text: str, key: str) -> TranscriptEntry:
+        """A send outside a turn (holding, follow-up, outreach): a permanent failure becomes a
+        system note in the transcript instead of failing the conversation."""
+        try:
+            return await self._send(text, key)
+        except ActivityError as exc:
+            workflow.logger.warning("%s could not be sent: %s", key, exc.cause or exc)
+            return self._system_entry(f"{key} could not be sent ({exc.cause or exc}): {text}")
 
     async def _send_holding_message(self) -> None:
         handoff = self._s.handoff
         if handoff is None:
             return
+        # Marked first: a failure below must not re-arm the timer in a loop.
+        self._s.handoff = handoff.model_copy(update={"holding_sent": True})
         context = await self._context("")
         text = await self._generate(context, ReplyPurpose.HOLDING)
-        self._s.handoff = handoff.model_copy(update={"holding_sent": True})
         key = f"holding:{self._s.turns}"
-        entry = await self._send(text, key)
+        entry = await self._try_send(text, key)
         await self._record([entry], turn_key=key)
         self._details("no human answered in time: holding message sent")
 
     async def _send_follow_up(self) -> None:
         context = await self._context("")
         number = self._s.follow_ups_sent + 1
+        # Counted first: a failure below must not re-arm the same follow-up in a loop.
+        self._s.follow_ups_sent = number
         self._s.stage = Stage.NURTURE
         text = await self._generate(context, ReplyPurpose.FOLLOW_UP)
         key = f"follow_up:{self._s.turns}:{number}"
-        entry = await self._send(text, key)
-        self._s.follow_ups_sent = number
+        entry = await self._try_send(text, key)
         await self._record([entry], turn_key=key)
         self._upsert_search_attributes()
         self._details(f"follow-up {number} sent; waiting for the lead")
@@ -635,7 +712,7 @@ class ConversationWorkflow:
         self._s.stage = Stage.INITIAL_OUTREACH
         context = await self._context(outreach.instruction or "")
         text = outreach.text or await self._generate(context, ReplyPurpose.OUTREACH)
-        entry = await self._send(text, "outreach")
+        entry = await self._try_send(text, "outreach")
         self._s.stage = Stage.AWAITING_RESPONSE
         self._s.outreach = None
         self._s.last_reply_at = workflow.now()

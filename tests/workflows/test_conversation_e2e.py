@@ -502,3 +502,68 @@ async def test_message_arriving_mid_turn_is_answered_in_the_next_turn(
             ("lead", "Preferably in red"),
         ]
         assert [m["role"] for m in detail["transcript"]] == ["lead", "ai", "lead", "ai"]
+
+
+async def test_a_channel_that_refuses_hands_the_conversation_to_a_human(
+    temporal_client: Client, e2e_settings: Settings, fake_waha: FakeWaha, smtp_server: SmtpServer
+) -> None:
+    """WAHA rejects our key: nothing is retried forever, nothing the lead wrote is lost, and a
+    specialist hears about it."""
+    tenant_settings = TenantSettings(
+        waha=fake_waha.settings(api_key="revoked-key"),
+        smtp=smtp_server.settings(),
+        specialists=[Specialist(name="Sanne", role="sales", email="sanne@dealer.example")],
+    )
+    async with live_stack(
+        temporal_client, e2e_settings, tenant_settings=tenant_settings, queues=[CONVERSATIONS]
+    ) as stack:
+        await _post_waha(stack, fake_waha, "Hi, is the Peugeot 208 still for sale?")
+        conv_id = conversation_workflow_id(stack.tenant_id, "waha", LEAD)
+
+        async def handed_over() -> Any:
+            body = await _conversation(stack, conv_id, min_messages=1)
+            return body if body and body["stage"] == "human_handoff" else None
+
+        detail = await stack.wait_for(handed_over, what="handoff after the refused send")
+        assert [m["text"] for m in detail["transcript"]] == [
+            "Hi, is the Peugeot 208 still for sale?"
+        ]
+        escalation = detail["escalations"][0]
+        assert escalation["rule"] == "delivery_failed"
+        assert "waha" in escalation["reason"].lower()
+        assert escalation["notified"] == ["Sanne:email:ok"]
+        await stack.wait_for(lambda: smtp_server.messages, what="the specialist's e-mail")
+        assert fake_waha.sent == []  # every attempt was refused, none retried in a loop
+        assert len(fake_waha.requests) == 1
+        handle = temporal_client.get_workflow_handle(conv_id)
+        assert (await handle.describe()).status.name == "RUNNING"
+
+
+async def test_an_unusable_llm_provider_hands_the_conversation_to_a_human(
+    temporal_client: Client, settings_factory: Any, sqlite_url: str, fake_waha: FakeWaha
+) -> None:
+    settings = settings_factory(sqlite_url, debounce_seconds=0.2, llm_provider="gpt-nope")
+    async with live_stack(
+        temporal_client, settings, tenant_settings=_waha_settings(fake_waha), queues=[CONVERSATIONS]
+    ) as stack:
+        await _post_waha(stack, fake_waha, "Hello, what are your opening hours?")
+        conv_id = conversation_workflow_id(stack.tenant_id, "waha", LEAD)
+
+        async def handed_over() -> Any:
+            body = await _conversation(stack, conv_id, min_messages=1)
+            return body if body and body["stage"] == "human_handoff" else None
+
+        detail = await stack.wait_for(handed_over, what="handoff after the LLM failure")
+        escalation = detail["escalations"][0]
+        assert escalation["rule"] == "ai_unavailable"
+        assert "gpt-nope" in escalation["reason"] and "offline" in escalation["reason"]
+        assert fake_waha.sent == []
+        # An operator can still answer through the API.
+        sent = await stack.http.post(
+            f"/api/v1/conversations/{conv_id}/messages",
+            json={"text": "We are open 9-18, Mon-Sat."},
+            headers=stack.auth,
+        )
+        assert sent.status_code == 202
+        await stack.wait_for(lambda: _replies_to(fake_waha), what="the operator's message")
+        assert _replies_to(fake_waha)[0]["text"] == "We are open 9-18, Mon-Sat."
