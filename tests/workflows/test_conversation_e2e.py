@@ -567,3 +567,32 @@ async def test_an_unusable_llm_provider_hands_the_conversation_to_a_human(
         assert sent.status_code == 202
         await stack.wait_for(lambda: _replies_to(fake_waha), what="the operator's message")
         assert _replies_to(fake_waha)[0]["text"] == "We are open 9-18, Mon-Sat."
+
+
+async def test_the_reply_uses_the_knowledge_base_and_records_its_hits(
+    temporal_client: Client, e2e_settings: Settings, fake_waha: FakeWaha
+) -> None:
+    async with live_stack(
+        temporal_client,
+        e2e_settings,
+        tenant_settings=_waha_settings(fake_waha),
+        queues=[CONVERSATIONS],
+    ) as stack:
+        doc = await stack.http.post(
+            "/api/v1/knowledge",
+            json={
+                "title": "Warranty",
+                "body": "Every used car comes with a 24 month warranty, including the battery.",
+            },
+            headers=stack.auth,
+        )
+        assert doc.status_code == 201, doc.text
+        await _post_waha(stack, fake_waha, "What warranty do you give on a used car?")
+        conv_id = conversation_workflow_id(stack.tenant_id, "waha", LEAD)
+        detail = await stack.wait_for(
+            lambda: _conversation(stack, conv_id, min_messages=2), what="the reply"
+        )
+        reply = detail["transcript"][1]
+        assert reply["role"] == "ai"
+        assert reply["knowledge_ids"] == [doc.json()["id"]], (reply, detail["escalations"])
+        assert "24 month" in _replies_to(fake_waha)[0]["text"]
