@@ -39,19 +39,22 @@ class AnalysisResult(Frozen):
     usage: TokenUsage
 
 
+class KnowledgeHit(Frozen):
+    document_id: str
+    title: str
+    snippet: str
+    score: float
+
+
 class AnalyseInput(Frozen):
     tenant_id: str
     playbook: Playbook
     transcript: tuple[TranscriptEntry, ...]
     new_messages: tuple[str, ...]
     known_fields: dict[str, FieldValue] = Field(default_factory=dict)
-
-
-class KnowledgeHit(Frozen):
-    document_id: str
-    title: str
-    snippet: str
-    score: float
+    knowledge: tuple[KnowledgeHit, ...] = Field(
+        default=(), description="Knowledge hits for the new messages: an answer the tenant wrote."
+    )
 
 
 class SearchKnowledgeInput(Frozen):

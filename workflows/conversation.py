@@ -322,6 +322,7 @@ class ConversationWorkflow:
                 transcript=history,
                 new_messages=tuple(m.text for m in batch),
                 known_fields=dict(self._s.fields),
+                knowledge=context.knowledge,
             ),
             start_to_close_timeout=policies.LLM_TIMEOUT,
             retry_policy=policies.LLM_RETRY,

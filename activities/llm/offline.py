@@ -40,6 +40,7 @@ MODEL_NAME = "rules-v1"
 CONFIDENCE_NOTHING_MATCHED = 0.2  # a longer message no rule understood: worth a human look
 CONFIDENCE_SHORT_UNMATCHED = 0.4  # "ok", "👍": nothing to misunderstand
 CONFIDENCE_FIELDS_ONLY = 0.55  # no intent words, but it answered a question (budget, a car)
+CONFIDENCE_KNOWLEDGE_ONLY = 0.5  # no intent words, but the knowledge base matched the question
 CONFIDENCE_PER_KEYWORD = 0.15
 CONFIDENCE_BASE = 0.55
 CONFIDENCE_MAX = 0.95
@@ -885,6 +886,9 @@ class OfflineProvider:
             intent, confidence = Intent.OTHER, CONFIDENCE_FIELDS_ONLY
         elif len(text.split()) <= 3:
             intent, confidence = Intent.OTHER, CONFIDENCE_SHORT_UNMATCHED
+        elif request.knowledge:
+            # No rule understood it, but the tenant's knowledge base has an answer to cite.
+            intent, confidence = Intent.OTHER, CONFIDENCE_KNOWLEDGE_ONLY
         else:
             intent, confidence = Intent.OTHER, CONFIDENCE_NOTHING_MATCHED
         secondary = tuple(i for i in ranked if i != intent)

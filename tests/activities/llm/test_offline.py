@@ -388,3 +388,42 @@ def test_factory_builds_the_provider() -> None:
     provider = offline_provider(Settings(), None)  # type: ignore[arg-type]
     assert isinstance(provider, OfflineProvider)
     assert provider.name == "offline"
+
+
+LOCATION = KnowledgeHit(
+    document_id="doc-location",
+    title="Location",
+    snippet="We are at Industrieweg 12 in Utrecht, next to the A2 exit.",
+    score=1.0,
+)
+
+
+async def test_an_unrecognised_question_with_a_knowledge_answer_is_answered_not_escalated() -> None:
+    provider = OfflineProvider()
+    question = "Where exactly are you located these days?"
+    without = await provider.analyse(
+        AnalyseInput(tenant_id="t", playbook=DEALER, transcript=(), new_messages=(question,))
+    )
+    assert without.analysis.escalate, "no rule and no knowledge: a human should look"
+
+    result = await provider.analyse(
+        AnalyseInput(
+            tenant_id="t",
+            playbook=DEALER,
+            transcript=(),
+            new_messages=(question,),
+            knowledge=(LOCATION,),
+        )
+    )
+    assert not result.analysis.escalate
+    reply = await provider.generate_reply(
+        GenerateReplyInput(
+            tenant_id="t",
+            playbook=DEALER,
+            purpose=ReplyPurpose.REPLY,
+            stage=Stage.QUALIFYING,
+            analysis=result.analysis,
+            knowledge=(LOCATION,),
+        )
+    )
+    assert "Industrieweg 12" in reply.text
