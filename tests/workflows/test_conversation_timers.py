@@ -3,6 +3,7 @@ test server, with the real worker, activities and database."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sys
 from collections.abc import AsyncIterator
@@ -26,7 +27,7 @@ from models.repo import outbox as outbox_repo
 from models.repo.playbooks import builtin_playbook
 from models.settings import Settings
 from models.task_queues import CONVERSATIONS, CRM
-from tests.conftest import make_tenant
+from tests.conftest import TEST_SECRET, make_tenant
 from workers.worker import WorkerProcess
 
 PLAYBOOK = builtin_playbook("car_dealership")
@@ -42,6 +43,36 @@ async def skipping_env() -> AsyncIterator[WorkflowEnvironment]:
     )
     yield env
     await env.shutdown()
+
+
+@pytest.fixture
+async def timer_stack(
+    skipping_env: WorkflowEnvironment, tmp_path: Path
+) -> AsyncIterator[tuple[Database, str]]:
+    """A database with a tenant, and the real worker on the time-skipping server."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}"
+    migrate(url)
+    db = Database(url)
+    settings = Settings(database_url=url, data_dir=tmp_path, secret_key=TEST_SECRET)  # type: ignore[arg-type]
+    tenant_id, _ = await make_tenant(db)
+    # The CRM queue too: a lead change starts its CrmSyncWorkflow, and a workflow task nobody
+    # polls would stop the test server from skipping time.
+    worker = WorkerProcess(settings, queues=[CONVERSATIONS, CRM], client=skipping_env.client)
+    await worker.start()
+    task = asyncio.create_task(worker.run())
+    try:
+        yield db, tenant_id
+    finally:
+        # A workflow left waiting on timers would hold up time skipping in the next test.
+        for wid in (
+            conversation_workflow_id(tenant_id, Channel.WAHA, CONTACT),
+            crm_sync_workflow_id(tenant_id, lead_id_for(tenant_id, Channel.WAHA, CONTACT)),
+        ):
+            with contextlib.suppress(RPCError):
+                await skipping_env.client.get_workflow_handle(wid).terminate("test over")
+        worker.stop()
+        await task
+        await db.dispose()
 
 
 async def _stored(db: Database, tenant_id: str) -> list[str]:
@@ -94,135 +125,81 @@ async def _start(client: Client, tenant_id: str, first: InboundMessage) -> str:
 
 
 async def test_follow_ups_follow_the_cadence_outside_quiet_hours_and_stop_on_reply(
-    skipping_env: WorkflowEnvironment, tmp_path: Path
+    skipping_env: WorkflowEnvironment, timer_stack: tuple[Database, str]
 ) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}"
-    migrate(url)
-    db = Database(url)
-    settings = Settings(database_url=url, data_dir=tmp_path, secret_key="test-secret-key")  # type: ignore[arg-type]
-    tenant_id, _ = await make_tenant(db)
-    # The CRM queue too: a lead change starts its CrmSyncWorkflow, and a workflow task nobody
-    # polls would stop the test server from skipping time.
-    worker = WorkerProcess(settings, queues=[CONVERSATIONS, CRM], client=skipping_env.client)
-    await worker.start()
-    import asyncio
+    db, tenant_id = timer_stack
+    now = await skipping_env.get_current_time()
+    workflow_id = await _start(
+        skipping_env.client,
+        tenant_id,
+        _message(tenant_id, "Hi, I'm interested in a Toyota Corolla", 1, now),
+    )
 
-    task = asyncio.create_task(worker.run())
-    workflow_id = conversation_workflow_id(tenant_id, Channel.WAHA, CONTACT)
-    try:
-        now = await skipping_env.get_current_time()
-        workflow_id = await _start(
-            skipping_env.client,
-            tenant_id,
-            _message(tenant_id, "Hi, I'm interested in a Toyota Corolla", 1, now),
-        )
+    async def replies(n: int) -> bool:
+        return len(await _stored(db, tenant_id)) >= n
 
-        async def replies(n: int) -> bool:
-            return len(await _stored(db, tenant_id)) >= n
+    replied_at = await _until(
+        skipping_env, lambda: replies(1), step=timedelta(seconds=1), limit=timedelta(minutes=1)
+    )
+    # Nothing before the first cadence step (4 h)...
+    await skipping_env.sleep(PLAYBOOK.follow_up.cadence[0] - timedelta(minutes=30))
+    assert len(await _stored(db, tenant_id)) == 1
+    # ...then the first follow-up, moved out of quiet hours.
+    sent_at = await _until(
+        skipping_env, lambda: replies(2), step=timedelta(minutes=10), limit=timedelta(hours=14)
+    )
+    assert sent_at >= replied_at + PLAYBOOK.follow_up.cadence[0]
+    local = sent_at.astimezone(AMSTERDAM).time()
+    # Sampled every 10 minutes, so allow one step after the quiet hours end.
+    assert not (local.hour >= 21 or local.hour < 8), f"follow-up sent at {local} local time"
 
-        replied_at = await _until(
-            skipping_env, lambda: replies(1), step=timedelta(seconds=1), limit=timedelta(minutes=1)
-        )
-        # Nothing before the first cadence step (4 h)...
-        await skipping_env.sleep(PLAYBOOK.follow_up.cadence[0] - timedelta(minutes=30))
-        assert len(await _stored(db, tenant_id)) == 1
-        # ...then the first follow-up, moved out of quiet hours.
-        sent_at = await _until(
-            skipping_env, lambda: replies(2), step=timedelta(minutes=10), limit=timedelta(hours=14)
-        )
-        assert sent_at >= replied_at + PLAYBOOK.follow_up.cadence[0]
-        local = sent_at.astimezone(AMSTERDAM).time()
-        # Sampled every 10 minutes, so allow one step after the quiet hours end.
-        assert not (local.hour >= 21 or local.hour < 8), f"follow-up sent at {local} local time"
+    handle = skipping_env.client.get_workflow_handle(workflow_id)
+    state = await handle.query("state")
+    assert state["stage"] == Stage.NURTURE.value
 
-        handle = skipping_env.client.get_workflow_handle(workflow_id)
-        state = await handle.query("state")
-        assert state["stage"] == Stage.NURTURE.value
-
-        # The lead answers: follow-ups are cancelled and the cadence starts over after our reply.
-        await handle.signal(
-            "inbound",
-            _message(
-                tenant_id, "Yes, what does it cost?", 2, await skipping_env.get_current_time()
-            ),
-        )
-        await _until(
-            skipping_env, lambda: replies(3), step=timedelta(seconds=1), limit=timedelta(minutes=1)
-        )
-        await skipping_env.sleep(timedelta(hours=2))
-        assert len(await _stored(db, tenant_id)) == 3
-        state = await handle.query("state")
-        assert state["stage"] != Stage.NURTURE.value
-    finally:
-        # A workflow left waiting on timers would hold up time skipping in the next test.
-        for wid in (
-            workflow_id,
-            crm_sync_workflow_id(tenant_id, lead_id_for(tenant_id, Channel.WAHA, CONTACT)),
-        ):
-            with contextlib.suppress(RPCError):
-                await skipping_env.client.get_workflow_handle(wid).terminate("test over")
-        worker.stop()
-        await task
-        await db.dispose()
+    # The lead answers: follow-ups are cancelled and the cadence starts over after our reply.
+    await handle.signal(
+        "inbound",
+        _message(tenant_id, "Yes, what does it cost?", 2, await skipping_env.get_current_time()),
+    )
+    await _until(
+        skipping_env, lambda: replies(3), step=timedelta(seconds=1), limit=timedelta(minutes=1)
+    )
+    await skipping_env.sleep(timedelta(hours=2))
+    assert len(await _stored(db, tenant_id)) == 3
+    state = await handle.query("state")
+    assert state["stage"] != Stage.NURTURE.value
 
 
 async def test_holding_message_when_no_human_answers_in_time(
-    skipping_env: WorkflowEnvironment, tmp_path: Path
+    skipping_env: WorkflowEnvironment, timer_stack: tuple[Database, str]
 ) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}"
-    migrate(url)
-    db = Database(url)
-    settings = Settings(database_url=url, data_dir=tmp_path, secret_key="test-secret-key")  # type: ignore[arg-type]
-    tenant_id, _ = await make_tenant(db)
-    # The CRM queue too: a lead change starts its CrmSyncWorkflow, and a workflow task nobody
-    # polls would stop the test server from skipping time.
-    worker = WorkerProcess(settings, queues=[CONVERSATIONS, CRM], client=skipping_env.client)
-    await worker.start()
-    import asyncio
+    db, tenant_id = timer_stack
+    now = await skipping_env.get_current_time()
+    workflow_id = await _start(
+        skipping_env.client,
+        tenant_id,
+        _message(tenant_id, "I want to speak to a human please", 1, now),
+    )
+    handle = skipping_env.client.get_workflow_handle(workflow_id)
 
-    task = asyncio.create_task(worker.run())
-    workflow_id = conversation_workflow_id(tenant_id, Channel.WAHA, CONTACT)
-    try:
-        now = await skipping_env.get_current_time()
-        workflow_id = await _start(
-            skipping_env.client,
-            tenant_id,
-            _message(tenant_id, "I want to speak to a human please", 1, now),
-        )
-        handle = skipping_env.client.get_workflow_handle(workflow_id)
-
-        async def in_handoff() -> bool:
-            state = await handle.query("state")
-            return bool(state["stage"] == Stage.HUMAN_HANDOFF.value)
-
-        await _until(
-            skipping_env, in_handoff, step=timedelta(seconds=1), limit=timedelta(minutes=1)
-        )
-        assert len(await _stored(db, tenant_id)) == 1  # the polite notice
-        await skipping_env.sleep(PLAYBOOK.handoff.holding_after - timedelta(minutes=5))
-        assert len(await _stored(db, tenant_id)) == 1
-
-        async def holding_sent() -> bool:
-            return len(await _stored(db, tenant_id)) == 2
-
-        await _until(
-            skipping_env, holding_sent, step=timedelta(minutes=2), limit=timedelta(minutes=30)
-        )
-        # Exactly one holding message, and no follow-ups while a human owns the conversation.
-        await skipping_env.sleep(timedelta(days=2))
-        assert len(await _stored(db, tenant_id)) == 2
+    async def in_handoff() -> bool:
         state = await handle.query("state")
-        assert state["stage"] == Stage.HUMAN_HANDOFF.value
-        assert [e["role"] for e in state["transcript"]] == [Role.LEAD, Role.AI, Role.AI]
-        assert datetime.now(UTC)  # real clock untouched
-    finally:
-        # A workflow left waiting on timers would hold up time skipping in the next test.
-        for wid in (
-            workflow_id,
-            crm_sync_workflow_id(tenant_id, lead_id_for(tenant_id, Channel.WAHA, CONTACT)),
-        ):
-            with contextlib.suppress(RPCError):
-                await skipping_env.client.get_workflow_handle(wid).terminate("test over")
-        worker.stop()
-        await task
-        await db.dispose()
+        return bool(state["stage"] == Stage.HUMAN_HANDOFF.value)
+
+    await _until(skipping_env, in_handoff, step=timedelta(seconds=1), limit=timedelta(minutes=1))
+    assert len(await _stored(db, tenant_id)) == 1  # the polite notice
+    await skipping_env.sleep(PLAYBOOK.handoff.holding_after - timedelta(minutes=5))
+    assert len(await _stored(db, tenant_id)) == 1
+
+    async def holding_sent() -> bool:
+        return len(await _stored(db, tenant_id)) == 2
+
+    await _until(skipping_env, holding_sent, step=timedelta(minutes=2), limit=timedelta(minutes=30))
+    # Exactly one holding message, and no follow-ups while a human owns the conversation.
+    await skipping_env.sleep(timedelta(days=2))
+    assert len(await _stored(db, tenant_id)) == 2
+    state = await handle.query("state")
+    assert state["stage"] == Stage.HUMAN_HANDOFF.value
+    assert [e["role"] for e in state["transcript"]] == [Role.LEAD, Role.AI, Role.AI]
+    assert datetime.now(UTC)  # real clock untouched
