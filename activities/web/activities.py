@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Mapping
 from datetime import timedelta
+from typing import Any
 
 import httpx
 from temporalio import activity
@@ -24,6 +25,13 @@ from activities.web.fetch import Fetcher, FetchError
 from activities.web.search import SearchError, SearchProvider, SearchProviderFactory
 from activities.web.website import find_website, normalise_website, site_key
 from models.agent import CompanyFacts, WriteEmailInput
+from models.crm import (
+    CRM_SYNC_WORKFLOW,
+    SYNC_SIGNAL,
+    CrmSyncInput,
+    SyncRequest,
+    crm_sync_workflow_id,
+)
 from models.csv_intake import identifying_columns, parse_text
 from models.db import Database
 from models.enrichment import (
@@ -44,8 +52,10 @@ from models.enrichment import (
 from models.enrichment_tables import EnrichmentRecord
 from models.playbook import Playbook, builtin_playbooks, parse_playbook_yaml
 from models.repo import enrichment as repo
+from models.repo import leads as lead_repo
 from models.repo import tenants as tenant_repo
 from models.settings import Settings
+from models.task_queues import CRM
 
 LLM_TIMEOUT_SECONDS = 90.0
 SEARCH_RETRY_DELAY_SECONDS = 30.0
@@ -181,7 +191,50 @@ class EnrichmentActivities:
                         str(exc), "SearchError", delay=exc.retry_after or SEARCH_RETRY_DELAY_SECONDS
                     ) from exc
                 return await self._finish(request, RecordStatus.FAILED, outcome, str(exc))
+            # Before the record is marked done: a retry after a crash repeats this, harmlessly.
+            await self._update_known_lead(request, record, outcome)
             return await self._finish(request, RecordStatus.DONE, outcome, None)
+
+    async def _update_known_lead(
+        self, request: ProcessRecordInput, record: EnrichmentRecord, outcome: RecordOutcome
+    ) -> None:
+        """A row whose e-mail belongs to one of the tenant's leads enriches that lead, and the
+        change goes to the tenant's CRMs like any other lead change."""
+        row = {str(k): str(v) for k, v in record.data.items()}
+        email = row.get(identifying_columns(list(row)).email or "", "").strip()
+        if not email:
+            return
+        facts = outcome.facts
+        changes: dict[str, Any] = {
+            key: value
+            for key, value in (
+                ("fields.website", outcome.website),
+                ("fields.company", facts.company),
+                ("fields.company_summary", facts.summary),
+            )
+            if value
+        }
+        async with self.db.session() as session:
+            lead = await lead_repo.find_lead_by_email(
+                session, tenant_id=request.tenant_id, email=email
+            )
+            if lead is None:
+                return
+            if facts.phones and not lead.phone:
+                changes["phone"] = facts.phones[0]
+            applied = await lead_repo.update_lead(session, lead=lead, changes=changes)
+            lead_id, version = lead.id, lead.version
+        if applied:
+            await activity.client().start_workflow(
+                CRM_SYNC_WORKFLOW,
+                CrmSyncInput(tenant_id=request.tenant_id, lead_id=lead_id),
+                id=crm_sync_workflow_id(request.tenant_id, lead_id),
+                task_queue=CRM,
+                start_signal=SYNC_SIGNAL,
+                start_signal_args=[
+                    SyncRequest(reason=f"enrichment job {request.job_id}", version=version)
+                ],
+            )
 
     async def _finish(
         self,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlmodel import col, select
+from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models.common import Channel
@@ -19,6 +19,18 @@ async def get_lead(session: AsyncSession, *, tenant_id: str, lead_id: str) -> Le
     if lead is None or lead.tenant_id != tenant_id:
         return None
     return lead
+
+
+async def find_lead_by_email(session: AsyncSession, *, tenant_id: str, email: str) -> Lead | None:
+    """The tenant's lead with this e-mail (case-insensitive), the most recently updated first."""
+    return (
+        await session.exec(
+            select(Lead)
+            .where(Lead.tenant_id == tenant_id, func.lower(Lead.email) == email.strip().lower())
+            .order_by(col(Lead.updated_at).desc())
+            .limit(1)
+        )
+    ).first()
 
 
 async def create_lead(

@@ -221,3 +221,38 @@ async def test_bad_options_auth_and_unknown_jobs(api_only: LiveStack) -> None:
     assert (await api_only.http.post("/api/v1/jobs", files=csv_ok)).status_code == 401
     missing = await api_only.http.get("/api/v1/jobs/does-not-exist", headers=api_only.auth)
     assert missing.status_code == 404 and missing.json()["error"] == "job not found"
+
+
+async def test_a_row_of_a_known_lead_enriches_the_lead_and_requests_its_crm_sync(
+    stack: LiveStack, web: FakeWeb, temporal_client: Client
+) -> None:
+    from models.common import Channel
+    from models.crm import crm_sync_workflow_id
+    from models.repo import leads as lead_repo
+
+    async with stack.db.session() as session:
+        lead = await lead_repo.create_lead(
+            session,
+            tenant_id=stack.tenant_id,
+            channel=Channel.EMAIL.value,
+            address="ceo@acme.test",
+            email="CEO@acme.test",
+        )
+        lead_id, version = lead.id, lead.version
+    text = f"Company,Website,Email\nAcme,{web.site('acme')},ceo@acme.test\n"
+    response = await stack.http.post("/api/v1/jobs", headers=stack.auth, files=upload(text))
+    assert response.status_code == 202, response.text
+    job_id = response.json()["job_id"]
+
+    async def finished() -> dict[str, Any] | None:
+        view = await job_view(stack, job_id)
+        return view if view["status"] == "completed" else None
+
+    await stack.wait_for(finished, timeout=60, what="the job to complete")
+    async with stack.db.session() as session:
+        enriched = await lead_repo.get_lead(session, tenant_id=stack.tenant_id, lead_id=lead_id)
+    assert enriched is not None and enriched.version > version
+    assert enriched.fields["website"].startswith(web.site("acme").rstrip("/"))
+    assert enriched.fields.get("company") == "Acme"
+    handle = temporal_client.get_workflow_handle(crm_sync_workflow_id(stack.tenant_id, lead_id))
+    assert (await handle.describe()).id == crm_sync_workflow_id(stack.tenant_id, lead_id)
