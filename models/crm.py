@@ -10,11 +10,15 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
 from models.messages import Frozen
+from models.task_queues import CRM
+
+if TYPE_CHECKING:
+    from temporalio.client import Client
 
 CRM_SYNC_WORKFLOW = "CrmSyncWorkflow"
 CRM_CONNECTION_TEST_WORKFLOW = "CrmConnectionTestWorkflow"
@@ -405,3 +409,29 @@ class ConnectionCheckInput(Frozen):
 class ConnectionCheckResult(Frozen):
     ok: bool
     detail: str
+
+
+async def request_crm_sync(
+    client: Client,
+    *,
+    tenant_id: str,
+    lead_id: str,
+    reason: str,
+    version: int | None = None,
+    coalesce_seconds: float = 2.0,
+    task_queue: str = CRM,
+) -> str:
+    """Signal-with-start the lead's CrmSyncWorkflow (one per lead; it coalesces requests).
+
+    The one way in for the API, the conversation's requester activity and enrichment. The
+    workflow is addressed by name: callers never import workflow code."""
+    workflow_id = crm_sync_workflow_id(tenant_id, lead_id)
+    await client.start_workflow(
+        CRM_SYNC_WORKFLOW,
+        CrmSyncInput(tenant_id=tenant_id, lead_id=lead_id, coalesce_seconds=coalesce_seconds),
+        id=workflow_id,
+        task_queue=task_queue,
+        start_signal=SYNC_SIGNAL,
+        start_signal_args=[SyncRequest(reason=reason, version=version)],
+    )
+    return workflow_id

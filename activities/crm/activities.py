@@ -31,8 +31,6 @@ from activities.crm.base import (
 )
 from models.crm import (
     BUILTIN_INTEGRATION_ID,
-    CRM_SYNC_WORKFLOW,
-    SYNC_SIGNAL,
     CompensationAction,
     ConnectionCheckInput,
     ConnectionCheckResult,
@@ -44,7 +42,6 @@ from models.crm import (
     CrmNoteResult,
     CrmReadInput,
     CrmReadResult,
-    CrmSyncInput,
     CrmSyncPlan,
     CrmWriteInput,
     CrmWriteResult,
@@ -53,8 +50,7 @@ from models.crm import (
     RequestCrmSyncInput,
     RequestCrmSyncResult,
     SyncMode,
-    SyncRequest,
-    crm_sync_workflow_id,
+    request_crm_sync,
 )
 from models.db import Database
 from models.repo import crm as crm_repo
@@ -377,18 +373,12 @@ class CrmSyncRequester:
     @activity.defn
     async def request_crm_sync(self, input: RequestCrmSyncInput) -> RequestCrmSyncResult:
         """Signal-with-start the lead's CrmSyncWorkflow (one per lead, coalescing changes)."""
-        workflow_id = crm_sync_workflow_id(input.tenant_id, input.lead_id)
-        # started by name: activities do not import workflow modules
-        await activity.client().start_workflow(
-            CRM_SYNC_WORKFLOW,
-            CrmSyncInput(
-                tenant_id=input.tenant_id,
-                lead_id=input.lead_id,
-                coalesce_seconds=self._coalesce_seconds,
-            ),
-            id=workflow_id,
+        workflow_id = await request_crm_sync(
+            activity.client(),
+            tenant_id=input.tenant_id,
+            lead_id=input.lead_id,
+            reason=input.reason,
+            coalesce_seconds=self._coalesce_seconds,
             task_queue=self._task_queue,
-            start_signal=SYNC_SIGNAL,
-            start_signal_args=[SyncRequest(reason=input.reason)],
         )
         return RequestCrmSyncResult(workflow_id=workflow_id)

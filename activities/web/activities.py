@@ -26,11 +26,7 @@ from activities.web.search import SearchError, SearchProvider, SearchProviderFac
 from activities.web.website import find_website, normalise_website, site_key
 from models.agent import CompanyFacts, WriteEmailInput
 from models.crm import (
-    CRM_SYNC_WORKFLOW,
-    SYNC_SIGNAL,
-    CrmSyncInput,
-    SyncRequest,
-    crm_sync_workflow_id,
+    request_crm_sync,
 )
 from models.csv_intake import identifying_columns, parse_text
 from models.db import Database
@@ -55,7 +51,6 @@ from models.repo import enrichment as repo
 from models.repo import leads as lead_repo
 from models.repo import tenants as tenant_repo
 from models.settings import Settings
-from models.task_queues import CRM
 
 LLM_TIMEOUT_SECONDS = 90.0
 SEARCH_RETRY_DELAY_SECONDS = 30.0
@@ -225,15 +220,12 @@ class EnrichmentActivities:
             applied = await lead_repo.update_lead(session, lead=lead, changes=changes)
             lead_id, version = lead.id, lead.version
         if applied:
-            await activity.client().start_workflow(
-                CRM_SYNC_WORKFLOW,
-                CrmSyncInput(tenant_id=request.tenant_id, lead_id=lead_id),
-                id=crm_sync_workflow_id(request.tenant_id, lead_id),
-                task_queue=CRM,
-                start_signal=SYNC_SIGNAL,
-                start_signal_args=[
-                    SyncRequest(reason=f"enrichment job {request.job_id}", version=version)
-                ],
+            await request_crm_sync(
+                activity.client(),
+                tenant_id=request.tenant_id,
+                lead_id=lead_id,
+                reason=f"enrichment job {request.job_id}",
+                version=version,
             )
 
     async def _finish(

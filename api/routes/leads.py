@@ -15,15 +15,10 @@ from api.errors import ApiError
 from models.conversation import SIGNAL_CLOSE, CloseRequest
 from models.crm import (
     BUILTIN_INTEGRATION_ID,
-    CRM_SYNC_WORKFLOW,
-    SYNC_SIGNAL,
-    CrmSyncInput,
-    SyncRequest,
-    crm_sync_workflow_id,
+    request_crm_sync,
 )
 from models.repo import crm as crm_repo
 from models.repo import leads as lead_repo
-from models.task_queues import CRM
 
 router = APIRouter(prefix="/api/v1/leads", tags=["leads"])
 
@@ -121,8 +116,12 @@ async def sync_lead(
     lead = await lead_repo.get_lead(session, tenant_id=tenant.id, lead_id=lead_id)
     if lead is None:
         raise ApiError(404, "unknown lead", lead_id)
-    workflow_id = await _request_sync(
-        temporal, tenant.id, lead_id, lead.version, "manual sync (API)"
+    workflow_id = await request_crm_sync(
+        temporal,
+        tenant_id=tenant.id,
+        lead_id=lead_id,
+        reason="manual sync (API)",
+        version=lead.version,
     )
     return SyncAccepted(workflow_id=workflow_id)
 
@@ -147,22 +146,6 @@ class LeadEdited(BaseModel):
     changed: list[str]
     sync_workflow_id: str | None
     conversations_closed: int
-
-
-async def _request_sync(
-    temporal: Any, tenant_id: str, lead_id: str, version: int, reason: str
-) -> str:
-    workflow_id = crm_sync_workflow_id(tenant_id, lead_id)
-    # by name: the API does not import workflow code; one workflow per lead coalesces requests
-    await temporal.start_workflow(
-        CRM_SYNC_WORKFLOW,
-        CrmSyncInput(tenant_id=tenant_id, lead_id=lead_id),
-        id=workflow_id,
-        task_queue=CRM,
-        start_signal=SYNC_SIGNAL,
-        start_signal_args=[SyncRequest(reason=reason, version=version)],
-    )
-    return workflow_id
 
 
 @router.patch("/{lead_id}")
@@ -198,7 +181,13 @@ async def edit_lead(
             ):
                 closed += 1
     sync_id = (
-        await _request_sync(temporal, tenant.id, lead_id, lead.version, "operator edit (API)")
+        await request_crm_sync(
+            temporal,
+            tenant_id=tenant.id,
+            lead_id=lead_id,
+            reason="operator edit (API)",
+            version=lead.version,
+        )
         if applied
         else None
     )
