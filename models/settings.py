@@ -37,6 +37,18 @@ class Settings(BaseSettings):
     openai_api_key: SecretStr | None = None
     openai_base_url: str | None = None
     llm_model: str | None = None
+    llm_prices: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description='Price overrides, USD per million tokens, as JSON: {"provider:model": '
+        '{"input": 3, "output": 15, "cached_input": 0.3, "cache_write": 3.75}}; '
+        '"provider:prefix*" and "provider:*" are wildcards. Merged over the built-in list prices.',
+    )
+    llm_daily_budget_usd: float | None = Field(
+        default=None,
+        ge=0,
+        description="Default daily LLM budget per tenant in USD (UTC days); a tenant's "
+        "llm.daily_budget_usd overrides it. Unset: unlimited.",
+    )
 
     secret_key: SecretStr = Field(
         default=SecretStr("leadflow-dev-secret-change-me"),

@@ -8,6 +8,7 @@ TABLE_MODULES = (
     "models.tables",
     "models.enrichment_tables",
     "models.crm_tables",
+    "models.llm_tables",
 )
 
 
