@@ -1,9 +1,10 @@
 """What a model call costs: prices per million tokens by "provider:model", and the arithmetic.
 
 Lookup order for a call of `provider` and `model`:
-1. the exact entry "provider:model";
-2. the longest wildcard entry "provider:<prefix>*" whose prefix starts `model` (dated snapshots
-   such as "claude-haiku-4-5-20251001" or "gpt-4.1-2025-04-14" are priced like their alias);
+1. the exact entry "provider:model", then, for a dated snapshot such as
+   "claude-haiku-4-5-20251001" or "gpt-4.1-2025-04-14", the entry of its alias;
+2. the longest wildcard entry "provider:<prefix>*" that `model` starts with
+   ("gpt-4.1-mini*" wins over "gpt-4.1*");
 3. the provider's catch-all "provider:*";
 4. nothing: the price is unknown, the cost is recorded as 0 and `CallCost.price_known` is False
    so the caller can warn (once) instead of silently under-reporting.
@@ -11,6 +12,7 @@ Lookup order for a call of `provider` and `model`:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -72,12 +74,12 @@ _LIST_PRICES: dict[str, ModelPrice] = {
 
 DEFAULT_PRICES: dict[str, ModelPrice] = {
     **_LIST_PRICES,
-    # Dated snapshots ("-20251001", "-2025-04-14") are priced like their alias; "-2*" does not
-    # match a sibling model ("gpt-4.1-mini" is not a snapshot of "gpt-4.1").
-    **{f"{key}-2*": price for key, price in _LIST_PRICES.items()},
     "offline:*": FREE,  # the built-in rule-based model
     "openai_compatible:*": FREE,  # self-hosted: no per-token bill
 }
+
+# A dated snapshot ("claude-haiku-4-5-20251001", "gpt-4.1-2025-04-14") costs what its alias costs.
+_SNAPSHOT_SUFFIX = re.compile(r"-\d{4}-?\d{2}-?\d{2}$")
 
 
 class PriceConfigError(ValueError):
@@ -163,6 +165,8 @@ class PriceTable:
     def lookup(self, provider: str, model: str) -> ModelPrice | None:
         key = f"{provider}:{model}"
         exact = self._exact.get(key)
+        if exact is None:
+            exact = self._exact.get(_SNAPSHOT_SUFFIX.sub("", key))
         if exact is not None:
             return exact
         for prefix, price in self._wildcards:
