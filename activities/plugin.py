@@ -15,7 +15,8 @@ from activities.channels.smtp import SmtpChannel
 from activities.channels.waha import WahaChannel
 from activities.knowledge import KnowledgeActivities
 from activities.llm.activities import LlmActivities
-from activities.llm.offline import offline_provider
+from activities.llm.model_backend import hosted_backend
+from activities.llm.offline import offline_backend
 from activities.plugin_api import LeadflowPlugin, PluginContext
 from activities.store import StoreActivities
 from models.common import Channel
@@ -27,8 +28,9 @@ def _build(ctx: PluginContext) -> Mapping[str, SimplePlugin]:
 
     adapters = {name: factory(ctx.http) for name, factory in ctx.registry.channels.items()}
     channels = ChannelActivities(ctx.db, ctx.settings, ctx.http, adapters)
-    llm = LlmActivities(ctx.registry.llm_providers, ctx.settings, ctx.http)
-    store = StoreActivities(ctx.db, ctx.settings)
+    agent = ctx.the_agent()
+    llm = LlmActivities(agent)
+    store = StoreActivities(ctx.db, ctx.settings, agent.resolver)
     knowledge = KnowledgeActivities(ctx.db)
     return {
         CONVERSATIONS: SimplePlugin(
@@ -51,7 +53,8 @@ def builtin_plugin() -> LeadflowPlugin:
     return LeadflowPlugin(
         name="builtin",
         description="Conversations: WAHA, Meta WhatsApp/Messenger, Chatwoot, SMTP channels, "
-        "the offline LLM provider, full-text knowledge, the outbox.",
+        "the agent's providers (offline rules, Anthropic, OpenAI, OpenAI-compatible), "
+        "full-text knowledge, the outbox.",
         channels={
             Channel.WAHA.value: WahaChannel,
             Channel.WHATSAPP.value: MetaWhatsAppChannel,
@@ -59,6 +62,11 @@ def builtin_plugin() -> LeadflowPlugin:
             Channel.CHATWOOT.value: ChatwootChannel,
             Channel.EMAIL.value: lambda _http: SmtpChannel(),
         },
-        llm_providers={"offline": offline_provider},
+        llm_providers={
+            "offline": offline_backend,
+            "anthropic": hosted_backend,
+            "openai": hosted_backend,
+            "openai_compatible": hosted_backend,
+        },
         build=_build,
     )

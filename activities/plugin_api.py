@@ -10,13 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from temporalio.plugin import SimplePlugin
 
 from models.db import Database
 from models.settings import Settings
+
+if TYPE_CHECKING:
+    from activities.llm.agent import Agent
 
 
 @dataclass
@@ -25,6 +28,7 @@ class Registry:
 
     channels: dict[str, Any] = field(default_factory=dict)
     llm_providers: dict[str, Any] = field(default_factory=dict)
+    """Provider name -> `activities.llm.base.BackendFactory`."""
     crm_adapters: dict[str, Any] = field(default_factory=dict)
     search_providers: dict[str, Any] = field(default_factory=dict)
 
@@ -35,6 +39,18 @@ class PluginContext:
     db: Database
     http: httpx.AsyncClient
     registry: Registry
+    agent: Agent | None = None
+    """The process's one agent (every model call: conversations, enrichment), built by the
+    worker from the registry's LLM providers; plugins that call models use it."""
+
+    def the_agent(self) -> Agent:
+        if self.agent is None:
+            from activities.llm.agent import Agent
+
+            self.agent = Agent(
+                settings=self.settings, db=self.db, factories=self.registry.llm_providers
+            )
+        return self.agent
 
 
 @dataclass(frozen=True)

@@ -6,33 +6,35 @@ from __future__ import annotations
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from models.agent import KnowledgeHit
 from models.conversation import RecordTurnInput, TurnContext, TurnContextInput
 from models.db import Database
+from models.playbook_service import PlaybookError, PlaybookResolver, UnknownTenantError
+from models.policy import PlaybookRef, policy_of
 from models.repo import conversations as conversation_repo
 from models.repo import knowledge as knowledge_repo
-from models.repo import tenants as tenant_repo
-from models.repo.playbooks import playbook_for
 from models.settings import Settings
 from models.tables import Lead
 
 
 class StoreActivities:
-    def __init__(self, db: Database, settings: Settings) -> None:
+    def __init__(
+        self, db: Database, settings: Settings, resolver: PlaybookResolver | None = None
+    ) -> None:
         self._db = db
-        self._secret = settings.secret_key.get_secret_value()
+        self._resolver = resolver or PlaybookResolver(db, settings.secret_key.get_secret_value())
 
     @activity.defn
     async def load_turn_context(self, request: TurnContextInput) -> TurnContext:
-        """The tenant's playbook, specialists and the knowledge hits for the new messages."""
+        """A reference to the tenant's playbook (and its policy when it changed), specialists,
+        do-not-contact and the knowledge hits (ids and titles) for the new messages."""
+        try:
+            profile = await self._resolver.tenant(request.tenant_id)
+        except UnknownTenantError as exc:
+            raise ApplicationError(str(exc), type="UnknownTenant", non_retryable=True) from exc
+        except PlaybookError as exc:
+            raise ApplicationError(str(exc), type="InvalidPlaybook", non_retryable=True) from exc
         async with self._db.session() as session:
-            tenant = await tenant_repo.get_tenant(session, tenant_id=request.tenant_id)
-            if tenant is None:
-                raise ApplicationError(
-                    f"tenant {request.tenant_id!r} does not exist",
-                    type="UnknownTenant",
-                    non_retryable=True,
-                )
-            settings = tenant_repo.tenant_settings(tenant, secret_key=self._secret)
             lead = await session.get(Lead, request.lead_id)
             hits = (
                 await knowledge_repo.search(
@@ -41,18 +43,22 @@ class StoreActivities:
                 if request.query.strip()
                 else []
             )
-        try:
-            playbook = playbook_for(settings)
-        except ValueError as exc:
-            raise ApplicationError(str(exc), type="InvalidPlaybook", non_retryable=True) from exc
+        playbook = profile.playbook
+        settings = profile.settings
         configured = tuple(
             name
             for name in ("waha", "whatsapp", "messenger", "chatwoot", "smtp")
             if getattr(settings, name) is not None
         )
+        changed = request.policy_hash != playbook.content_hash
         return TurnContext(
-            playbook=playbook,
-            knowledge=tuple(hits),
+            playbook=PlaybookRef(tenant_id=request.tenant_id, hash=playbook.content_hash),
+            policy=policy_of(playbook) if changed else None,
+            # Ids and titles only: the activities that need the text read it by id.
+            knowledge=tuple(
+                KnowledgeHit(document_id=h.document_id, title=h.title[:80], score=round(h.score, 3))
+                for h in hits
+            ),
             specialists=tuple(settings.specialists),
             timezone=settings.timezone,
             channels=configured,

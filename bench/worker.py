@@ -13,51 +13,49 @@ import asyncio
 import os
 import sys
 
-import httpx
-
-from activities.llm.base import LlmProvider
-from activities.llm.offline import offline_provider
-from activities.plugin_api import LeadflowPlugin
-from models.agent import (
-    AnalyseInput,
-    AnalysisResult,
-    GeneratedReply,
-    GenerateReplyInput,
-    WriteEmailInput,
-    WrittenEmail,
+from activities.llm.base import (
+    BackendSpec,
+    EmailContext,
+    Perceived,
+    PerceptionContext,
+    WritingContext,
+    Written,
+    WrittenEmailDraft,
 )
+from activities.llm.offline import OfflineBackend
+from activities.plugin_api import LeadflowPlugin
 from models.settings import Settings
 
 PROVIDER_NAME = "bench-delayed-offline"
 
 
 class DelayedOffline:
-    """Offline templates behind a fixed delay. Labelled: its token usage says `bench`."""
+    """Offline rules behind a fixed delay (an agent backend). Labelled: its calls say `bench`."""
 
-    name = PROVIDER_NAME
+    provider = PROVIDER_NAME
+    model = "bench"
+    key = PROVIDER_NAME
 
-    def __init__(self, inner: LlmProvider, latency: float) -> None:
-        self.inner = inner
+    def __init__(self, latency: float) -> None:
+        self.inner = OfflineBackend()
         self.latency = latency
 
-    async def analyse(self, request: AnalyseInput) -> AnalysisResult:
+    async def perceive(self, context: PerceptionContext) -> Perceived:
         await asyncio.sleep(self.latency)
-        return await self.inner.analyse(request)
+        return await self.inner.perceive(context)
 
-    async def generate_reply(self, request: GenerateReplyInput) -> GeneratedReply:
+    async def write(self, context: WritingContext) -> Written:
         await asyncio.sleep(self.latency)
-        return await self.inner.generate_reply(request)
+        return await self.inner.write(context)
 
-    async def write_email(self, request: WriteEmailInput) -> WrittenEmail:
+    async def write_email(self, context: EmailContext) -> WrittenEmailDraft:
         await asyncio.sleep(self.latency)
-        written = await self.inner.write_email(request)
-        usage = written.usage.model_copy(update={"provider": PROVIDER_NAME})
-        return written.model_copy(update={"usage": usage})
+        return await self.inner.write_email(context)
 
 
-def delayed_offline(settings: Settings, http: httpx.AsyncClient) -> DelayedOffline:
+def delayed_offline(spec: BackendSpec, settings: Settings) -> DelayedOffline:
     latency = float(os.environ.get("BENCH_LLM_LATENCY_MS", "500")) / 1000
-    return DelayedOffline(offline_provider(settings, http), latency)
+    return DelayedOffline(latency)
 
 
 def bench_plugin() -> LeadflowPlugin:

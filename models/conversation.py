@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from models.agent import FieldValue, KnowledgeHit, LeadScore
 from models.common import Channel, Intent, Stage
 from models.messages import Frozen, InboundMessage, TranscriptEntry
 from models.playbook import Playbook
+from models.policy import ConversationPolicy, PlaybookRef, policy_of
 from models.tenant import Specialist
 
 TRANSCRIPT_TAIL = 40  # entries the workflow keeps for context; the database keeps them all
@@ -79,6 +81,14 @@ class ConversationInput(BaseModel):
     last_reply_at: datetime | None = None
     handoff: HandoffState | None = None
     outreach: OutreachRequest | None = None
+    language: str | None = Field(
+        default=None, description="The language the lead wrote in, as last perceived."
+    )
+    policy: ConversationPolicy | None = Field(
+        default=None,
+        description="The playbook's policy the workflow decides with (refreshed when the "
+        "playbook's hash changes); carried across continue-as-new so timers keep firing.",
+    )
     debounce_seconds: float = 2.0
     history_limit: int = 2000
     search_attributes: bool = Field(
@@ -121,15 +131,36 @@ class TurnContextInput(Frozen):
     tenant_id: str
     lead_id: str
     query: str = Field(description="Text of the new messages, for knowledge search.")
+    policy_hash: str | None = Field(
+        default=None, description="The policy the workflow holds: not sent back if unchanged."
+    )
 
 
 class TurnContext(Frozen):
-    playbook: Playbook
-    knowledge: tuple[KnowledgeHit, ...] = ()
+    playbook: PlaybookRef
+    policy: ConversationPolicy | None = Field(
+        default=None, description="Only when the playbook changed since `policy_hash`."
+    )
+    knowledge: tuple[KnowledgeHit, ...] = Field(
+        default=(), description="Hits for the new messages: ids and titles, no text."
+    )
     specialists: tuple[Specialist, ...] = ()
     timezone: str = "UTC"
     channels: tuple[str, ...] = Field(default=(), description="Channels configured for the tenant.")
     do_not_contact: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_legacy_shape(cls, data: Any) -> Any:
+        # Histories recorded before the agent boundary carry the whole playbook here.
+        if isinstance(data, dict) and isinstance(data.get("playbook"), dict):
+            raw = data["playbook"]
+            if "tenant_id" not in raw:
+                playbook = Playbook.model_validate(raw)
+                data = dict(data)
+                data["playbook"] = PlaybookRef(tenant_id="", hash=playbook.content_hash)
+                data["policy"] = policy_of(playbook)
+        return data
 
 
 class EscalationRecord(Frozen):

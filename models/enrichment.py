@@ -214,27 +214,3 @@ class RecordView(Frozen):
     status: RecordStatus
     error: str | None
     input: dict[str, str]
-
-
-# Prices in USD per million tokens (input, output); unknown models cost 0 rather than a guess.
-_PRICES: dict[str, tuple[float, float]] = {
-    "claude-3-5-haiku": (0.8, 4.0),
-    "claude-haiku-4": (1.0, 5.0),
-    "claude-sonnet-4": (3.0, 15.0),
-    "claude-3-7-sonnet": (3.0, 15.0),
-    "claude-opus-4": (15.0, 75.0),
-    "gpt-4o-mini": (0.15, 0.6),
-    "gpt-4o": (2.5, 10.0),
-    "gpt-4.1-mini": (0.4, 1.6),
-    "gpt-4.1": (2.0, 8.0),
-}
-
-
-def usage_cost_usd(usage: TokenUsage) -> float:
-    """Cost of one LLM call; the longest matching model prefix wins (gpt-4o-mini before gpt-4o)."""
-    model = usage.model.lower()
-    for prefix in sorted(_PRICES, key=len, reverse=True):
-        if model.startswith(prefix):
-            per_in, per_out = _PRICES[prefix]
-            return (usage.input_tokens * per_in + usage.output_tokens * per_out) / 1_000_000
-    return 0.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -32,11 +33,50 @@ class Settings(BaseSettings):
         default=None, description="Base URL webhooks are reachable under (printed by `up`)."
     )
 
-    llm_provider: str = Field(default="offline", description="offline | anthropic | openai")
+    # The agent's models (see models/llm_config.py for how a step's chain is resolved).
+    llm_provider: str = Field(
+        default="offline",
+        description="offline | anthropic | openai | openai_compatible (or a plugin's provider): "
+        "the provider of every step unless a step names its own chain.",
+    )
+    llm_model: str | None = Field(
+        default=None, description="The model of llm_provider for every step (else its default)."
+    )
+    llm_analysis: str | None = Field(
+        default=None,
+        description="Failover chain of the analysis step, e.g. "
+        "'anthropic:claude-haiku-4-5,openai:gpt-4.1-mini' (a fast, cheap model).",
+    )
+    llm_reply: str | None = Field(
+        default=None,
+        description="Failover chain of the reply step, e.g. "
+        "'anthropic:claude-sonnet-4-5,openai:gpt-4.1' (a stronger model).",
+    )
+    llm_email: str | None = Field(
+        default=None, description="Failover chain of enrichment e-mails (default: llm_reply)."
+    )
     anthropic_api_key: SecretStr | None = None
+    anthropic_base_url: str | None = None
     openai_api_key: SecretStr | None = None
     openai_base_url: str | None = None
-    llm_model: str | None = None
+    openai_compatible_base_url: str | None = Field(
+        default=None, description="Ollama, vLLM, LM Studio, OpenRouter: e.g. http://host:11434/v1"
+    )
+    openai_compatible_api_key: SecretStr | None = None
+    openai_compatible_structured: Literal["json_schema", "json_object", "tools"] = Field(
+        default="json_schema",
+        description="How an OpenAI-compatible server is asked for structured output.",
+    )
+    llm_timeout_seconds: float = Field(
+        default=30.0, description="Per model request; Temporal retries the activity."
+    )
+    llm_max_output_tokens: int = 1024
+    llm_breaker_fail_max: int = Field(
+        default=5, description="Consecutive failures that open a provider's circuit breaker."
+    )
+    llm_breaker_reset_seconds: float = Field(
+        default=30.0, description="How long an open breaker waits before one trial call."
+    )
     llm_prices: dict[str, dict[str, float]] = Field(
         default_factory=dict,
         description='Price overrides, USD per million tokens, as JSON: {"provider:model": '

@@ -54,8 +54,29 @@ class Specialist(_Settings):
     chatwoot_agent_id: int | None = None
 
 
+class TenantLlmSettings(_Settings):
+    """The tenant's own model choice and keys; unset values fall back to the process settings
+    (`LEADFLOW_LLM_*`). Chains are 'provider[:model],provider[:model],...' in failover order."""
+
+    provider: str | None = Field(default=None, description="The provider of every step.")
+    model: str | None = None
+    analysis: str | None = Field(default=None, description="Chain of the analysis step.")
+    reply: str | None = Field(default=None, description="Chain of the reply step.")
+    email: str | None = Field(default=None, description="Chain of enrichment e-mails.")
+    anthropic_api_key: SecretStr | None = None
+    openai_api_key: SecretStr | None = None
+    openai_compatible_base_url: str | None = None
+    openai_compatible_api_key: SecretStr | None = None
+    daily_budget_usd: float | None = Field(
+        default=None, ge=0, description="No model calls once the day's spend reaches this."
+    )
+
+
 class TenantSettings(_Settings):
-    playbook: str = "car_dealership"
+    playbook: str | None = Field(
+        default=None,
+        description="A built-in playbook by name; none: a neutral persona from the tenant's name.",
+    )
     playbook_yaml: str | None = Field(
         default=None, description="A custom playbook, overrides `playbook`."
     )
@@ -67,6 +88,7 @@ class TenantSettings(_Settings):
     specialists: list[Specialist] = Field(default_factory=list)
     group_chats_enabled: bool = False
     timezone: str = "UTC"
+    llm: TenantLlmSettings | None = None
     enrichment_respect_robots: bool = Field(
         default=True, description="Enrichment fetches obey robots.txt; turn off only with consent."
     )

@@ -23,7 +23,7 @@ from models.tenant import TenantSettings
 TEST_SECRET = "test-secret-key"
 
 # Fakes of remote systems (WAHA, Chatwoot, Meta, SMTP) as fixtures for every test module.
-pytest_plugins = ["tests.fakes.fixtures"]
+pytest_plugins = ["tests.fakes.fixtures", "tests.fakes.llm_fixtures"]
 
 
 def temporal_cli_path() -> str:

@@ -21,8 +21,14 @@ with workflow.unsafe.imports_passed_through():
     from activities.llm.activities import LlmActivities
     from activities.store import StoreActivities
     from models import search_attributes as sa
-    from models.agent import AnalyseInput, Analysis, GenerateReplyInput, KnowledgeHit
-    from models.common import ReplyPurpose, Role, Stage
+    from models.agent import (
+        AnalyseInput,
+        GeneratedReply,
+        GenerateReplyInput,
+        LegacyEscalation,
+        Perception,
+    )
+    from models.common import Priority, ReplyPurpose, Role, Stage
     from models.conversation import (
         SEEN_IDS_KEPT,
         TRANSCRIPT_TAIL,
@@ -44,9 +50,15 @@ with workflow.unsafe.imports_passed_through():
     )
     from models.crm import RequestCrmSyncInput
     from models.messages import InboundMessage, OutboundMessage, SendResult, TranscriptEntry
-    from models.playbook import Playbook
+    from models.policy import ConversationPolicy, PlaybookRef
     from models.tenant import Specialist
     from workflows import policies
+    from workflows.escalation import (
+        EscalationDecision,
+        decide_escalation,
+        keep_declared,
+        priority_of,
+    )
     from workflows.scoring import score_lead
     from workflows.stages import next_stage
     from workflows.timing import next_allowed_time
@@ -56,6 +68,15 @@ MAX_DEBOUNCE_FACTOR = 10  # a steady stream of messages is still answered after 
 
 PATCH_RECORD_OPERATOR_HANDOFF = "record-operator-handoff"
 PATCH_RELEASE_SEARCH_ATTRIBUTES = "release-updates-search-attributes"
+# Providers perceive, the workflow decides (escalation, priority, fields); a failed or blocked
+# reply sends the playbook's holding text. Histories from before decided inside the provider.
+PATCH_AGENT_BOUNDARY = "agent-boundary"
+
+# Activity failure types that mean "no model can answer this turn" and which rule hands over.
+FALLBACK_RULES = {
+    "LlmBudgetExhausted": "budget_exhausted",
+    "InvalidLlmOutput": "invalid_model_output",
+}
 
 
 @workflow.defn(name="ConversationWorkflow")
@@ -65,7 +86,10 @@ class ConversationWorkflow:
         self._s = state.model_copy(deep=True)
         self._id = conversation_workflow_id(state.tenant_id, state.channel, state.contact)
         self._lead_id = lead_id_for(state.tenant_id, state.channel, state.contact)
-        self._playbook: Playbook | None = None
+        self._ref = PlaybookRef(
+            tenant_id=state.tenant_id,
+            hash=state.policy.playbook_hash if state.policy else None,
+        )
         self._close_reason: str | None = None
         self._released = False
         self._handed_over = False
@@ -235,7 +259,8 @@ class ConversationWorkflow:
                 await self._record([entry], turn_key=f"{action}-failed:{self._s.turns}")
 
     def _next_timer(self) -> tuple[datetime | None, str]:
-        playbook = self._playbook
+        # The policy lives in the state, so a continued-as-new run keeps its timers.
+        playbook = self._s.policy
         if playbook is None:
             return None, ""
         handoff = self._s.handoff
@@ -314,44 +339,98 @@ class ConversationWorkflow:
         inbound_entries: list[TranscriptEntry],
         turn_key: str,
     ) -> None:
+        policy = self._policy()
+        texts = tuple(m.text for m in batch)
+        knowledge_ids = tuple(hit.document_id for hit in context.knowledge)
         result = await workflow.execute_activity_method(
             LlmActivities.analyse_messages,
             AnalyseInput(
                 tenant_id=self._s.tenant_id,
-                playbook=context.playbook,
-                transcript=history,
-                new_messages=tuple(m.text for m in batch),
-                known_fields=dict(self._s.fields),
-                knowledge=context.knowledge,
+                playbook=self._ref,
+                conversation_id=self._id,
+                new_messages=texts,
+                knowledge_ids=knowledge_ids,
+                turn=self._s.turns,
             ),
             start_to_close_timeout=policies.LLM_TIMEOUT,
             retry_policy=policies.LLM_RETRY,
             summary=f"analyse {len(batch)} message(s) of turn {self._s.turns}",
         )
-        analysis = result.analysis
-        self._s.fields.update(analysis.fields)
-        for intent in (analysis.intent, *analysis.secondary_intents):
+        perception = result.perception
+        self._s.language = perception.language
+        decides_here = workflow.patched(PATCH_AGENT_BOUNDARY)
+        if decides_here:
+            self._s.fields.update(keep_declared(policy, perception.fields))
+        else:
+            self._s.fields.update(perception.fields)
+        for intent in (perception.intent, *perception.secondary_intents):
             if intent not in self._s.intents_seen:
                 self._s.intents_seen.append(intent)
+        if decides_here:
+            decision = decide_escalation(
+                policy, perception, text="\n".join(texts), fields=self._s.fields
+            )
+            priority = priority_of(
+                policy, perception, self._s.fields, escalated=decision is not None
+            )
+        else:
+            decision, priority = self._legacy_decision(policy, result.legacy)
         self._s.score = score_lead(
-            context.playbook,
+            policy.scoring,
             self._s.fields,
             tuple(self._s.intents_seen),
             self._s.lead_messages,
-            analysis.priority,
+            priority,
         )
 
-        if analysis.escalate:
-            await self._escalate(context, analysis, turn_key, inbound_entries)
-        else:
-            self._s.stage = next_stage(self._s.stage, analysis)
-            reply = await self._generate(
-                context, ReplyPurpose.REPLY, analysis=analysis, knowledge=context.knowledge
+        if decision is not None:
+            await self._escalate(context, perception, decision, turn_key, inbound_entries)
+            return
+        self._s.stage = next_stage(self._s.stage, perception)
+        reply = await self._generate(
+            ReplyPurpose.REPLY,
+            # The summary is for people (the UI, the ledger); the writer reads the transcript.
+            perception=perception.model_copy(update={"summary": ""}),
+            knowledge_ids=knowledge_ids,
+            new_messages=texts,
+        )
+        if reply.guard is not None:
+            verdict = reply.guard
+            await self._hand_over(
+                context,
+                inbound_entries,
+                turn_key,
+                rule="reply_blocked",
+                reason=f"the reply guard blocked the AI's reply ({verdict.rule}): {verdict.reason}",
+                note=f"blocked reply, not sent: {reply.text}",
+                language=perception.language,
             )
-            entry = await self._send(reply, turn_key, knowledge=context.knowledge)
-            await self._record((*inbound_entries, entry), turn_key=turn_key)
-            self._s.last_reply_at = workflow.now()
-            self._s.follow_ups_sent = 0
+            return
+        entry = await self._send(
+            reply.text, turn_key, knowledge_ids=reply.knowledge_ids or knowledge_ids
+        )
+        await self._record((*inbound_entries, entry), turn_key=turn_key)
+        self._s.last_reply_at = workflow.now()
+        self._s.follow_ups_sent = 0
+
+    def _legacy_decision(
+        self, policy: ConversationPolicy, legacy: LegacyEscalation | None
+    ) -> tuple[EscalationDecision | None, Priority]:
+        """Replays a turn recorded when the provider decided the escalation itself."""
+        legacy = legacy or LegacyEscalation()
+        if not legacy.escalate:
+            return None, legacy.priority
+        name = legacy.rule or "escalation"
+        rule = next((r for r in policy.escalation if r.name == name), None)
+        decision = EscalationDecision(
+            rule=name, reason=legacy.reason or name, notify=rule.notify if rule else ()
+        )
+        return decision, legacy.priority
+
+    def _policy(self) -> ConversationPolicy:
+        if self._s.policy is None:  # a turn always loads its context first
+            raise RuntimeError("the conversation has no policy yet")
+        return self._s.policy
 
     async def _hand_over_after_failure(
         self,
@@ -362,12 +441,49 @@ class ConversationWorkflow:
     ) -> None:
         """The LLM or the channel failed for good: keep what the lead wrote and give the
         conversation to a human rather than fail the run (and lose the messages)."""
-        rule = "delivery_failed" if exc.activity_type == "send_message" else "ai_unavailable"
-        what = "sending the reply" if rule == "delivery_failed" else "the AI"
+        if exc.activity_type == "send_message":
+            rule, what = "delivery_failed", "sending the reply"
+        else:
+            failure_type = getattr(exc.cause, "type", None)
+            rule = FALLBACK_RULES.get(str(failure_type), "ai_unavailable")
+            what = "the AI"
         reason = f"{what} failed: {exc.cause or exc}"
         workflow.logger.warning("turn %s handed to a human: %s", turn_key, reason)
+        if not workflow.patched(PATCH_AGENT_BOUNDARY):
+            await self._hand_over(
+                context, inbound_entries, turn_key, rule=rule, reason=reason, holding=False
+            )
+            return
+        await self._hand_over(
+            context,
+            inbound_entries,
+            turn_key,
+            rule=rule,
+            reason=reason,
+            note=f"handed to a human: {reason}",
+            holding=rule != "delivery_failed",  # a channel that refuses cannot carry it either
+            language=self._language(),
+        )
+
+    async def _hand_over(
+        self,
+        context: TurnContext,
+        inbound_entries: list[TranscriptEntry],
+        turn_key: str,
+        *,
+        rule: str,
+        reason: str,
+        note: str | None = None,
+        holding: bool = True,
+        language: str | None = None,
+    ) -> None:
+        """No model answer may go out this turn: tell the lead the playbook's holding text (no
+        model needed), tell the specialists why, and wait for a human."""
         self._enter_handoff(reason, rule=rule, human_replied=False)
         alert = self._specialist_alert(reason)
+        entries: list[TranscriptEntry] = list(inbound_entries)
+        if note:
+            entries.append(self._system_entry(note))
         results = await asyncio.gather(
             *(
                 self._notify(specialist, via, alert, turn_key)
@@ -375,8 +491,13 @@ class ConversationWorkflow:
                 for via in self._notification_routes(specialist)
             )
         )
+        if holding and self._s.policy is not None:
+            text = self._s.policy.fallback_text(language)
+            entries.append(await self._try_send(text, f"{turn_key}:holding"))
+            if self._s.handoff is not None:
+                self._s.handoff = self._s.handoff.model_copy(update={"holding_sent": True})
         await self._record(
-            inbound_entries,
+            entries,
             turn_key=turn_key,
             escalation=EscalationRecord(
                 rule=rule,
@@ -388,52 +509,64 @@ class ConversationWorkflow:
         )
 
     async def _context(self, query: str) -> TurnContext:
+        policy = self._s.policy
         context = await workflow.execute_local_activity_method(
             StoreActivities.load_turn_context,
-            TurnContextInput(tenant_id=self._s.tenant_id, lead_id=self._lead_id, query=query),
+            TurnContextInput(
+                tenant_id=self._s.tenant_id,
+                lead_id=self._lead_id,
+                query=query,
+                policy_hash=policy.playbook_hash if policy else None,
+            ),
             start_to_close_timeout=policies.STORE_TIMEOUT,
             retry_policy=policies.STORE_RETRY,
             summary="load playbook and knowledge",
         )
-        self._playbook = context.playbook
+        if context.policy is not None:
+            self._s.policy = context.policy
+        self._ref = PlaybookRef(tenant_id=self._s.tenant_id, hash=context.playbook.hash)
         return context
 
     async def _generate(
         self,
-        context: TurnContext,
         purpose: ReplyPurpose,
         *,
-        analysis: Analysis | None = None,
-        knowledge: tuple[KnowledgeHit, ...] = (),
-    ) -> str:
-        reply = await workflow.execute_activity_method(
+        perception: Perception | None = None,
+        knowledge_ids: tuple[str, ...] = (),
+        new_messages: tuple[str, ...] = (),
+        escalation_rule: str | None = None,
+    ) -> GeneratedReply:
+        return await workflow.execute_activity_method(
             LlmActivities.generate_reply,
             GenerateReplyInput(
                 tenant_id=self._s.tenant_id,
-                playbook=context.playbook,
+                playbook=self._ref,
                 purpose=purpose,
                 stage=self._s.stage,
-                transcript=tuple(self._s.transcript),
-                analysis=analysis,
-                knowledge=knowledge,
-                known_fields=dict(self._s.fields),
+                conversation_id=self._id,
+                perception=perception,
+                new_messages=new_messages,
+                knowledge_ids=knowledge_ids,
                 contact_name=self._s.contact_name,
-                language=analysis.language if analysis else self._language(),
+                language=perception.language if perception else self._language(),
                 follow_up_number=self._s.follow_ups_sent + 1,
                 instruction=self._s.outreach.instruction if self._s.outreach else None,
+                escalation_rule=escalation_rule,
+                turn=self._s.turns,
             ),
             start_to_close_timeout=policies.LLM_TIMEOUT,
             retry_policy=policies.LLM_RETRY,
             summary=f"write {purpose.value}",
         )
-        return reply.text
 
     def _language(self) -> str | None:
+        if self._s.language:
+            return self._s.language
         language = self._s.fields.get("language")
         return str(language) if language else None
 
     async def _send(
-        self, text: str, key: str, *, role: Role = Role.AI, knowledge: tuple[KnowledgeHit, ...] = ()
+        self, text: str, key: str, *, role: Role = Role.AI, knowledge_ids: tuple[str, ...] = ()
     ) -> TranscriptEntry:
         self._sending.append(text)
         try:
@@ -445,7 +578,7 @@ class ConversationWorkflow:
             text=text,
             at=workflow.now(),
             provider_message_id=result.provider_message_id,
-            knowledge_ids=tuple(hit.document_id for hit in knowledge),
+            knowledge_ids=knowledge_ids,
         )
         self._append([entry])
         return entry
@@ -533,17 +666,15 @@ class ConversationWorkflow:
     async def _escalate(
         self,
         context: TurnContext,
-        analysis: Analysis,
+        perception: Perception,
+        decision: EscalationDecision,
         turn_key: str,
         inbound_entries: list[TranscriptEntry],
     ) -> None:
-        rule_name = analysis.escalation_rule or "escalation"
-        reason = analysis.escalation_reason or rule_name
-        self._enter_handoff(reason, rule=rule_name, human_replied=False)
-        rule = next((r for r in context.playbook.escalation if r.name == rule_name), None)
-        roles = set(rule.notify) if rule else set()
+        self._enter_handoff(decision.reason, rule=decision.rule, human_replied=False)
+        roles = set(decision.notify)
         specialists = [s for s in context.specialists if not roles or s.role in roles]
-        alert = self._specialist_alert(reason)
+        alert = self._specialist_alert(decision.reason)
         notifications = [
             self._notify(specialist, via, alert, turn_key)
             for specialist in specialists
@@ -551,20 +682,33 @@ class ConversationWorkflow:
         ]
         # Specialists are told in parallel with writing the lead's notice.
         notice_task = self._generate(
-            context, ReplyPurpose.ESCALATION_NOTICE, analysis=analysis, knowledge=()
+            ReplyPurpose.ESCALATION_NOTICE, perception=perception, escalation_rule=decision.rule
         )
         results = await asyncio.gather(notice_task, *notifications)
-        notice = str(results[0])
+        notice = results[0]
+        assert isinstance(notice, GeneratedReply)
         notified = tuple(
             f"{r.specialist}:{r.via}:{'ok' if r.ok else 'failed'}"
             for r in results[1:]
             if isinstance(r, NotifyResult)
         )
-        entry = await self._send(notice, f"{turn_key}:handoff")
+        entries = list(inbound_entries)
+        text = notice.text
+        if notice.guard is not None:
+            entries.append(
+                self._system_entry(
+                    f"escalation notice blocked by the reply guard ({notice.guard.reason}), "
+                    f"not sent: {notice.text}"
+                )
+            )
+            text = self._policy().fallback_text(perception.language)
+        entries.append(await self._send(text, f"{turn_key}:handoff"))
         await self._record(
-            [*inbound_entries, entry],
+            entries,
             turn_key=turn_key,
-            escalation=EscalationRecord(rule=rule_name, reason=reason, notified=notified),
+            escalation=EscalationRecord(
+                rule=decision.rule, reason=decision.reason, notified=notified
+            ),
         )
 
     def _notification_routes(self, specialist: Specialist) -> list[str]:
@@ -681,28 +825,49 @@ class ConversationWorkflow:
             workflow.logger.warning("%s could not be sent: %s", key, exc.cause or exc)
             return self._system_entry(f"{key} could not be sent ({exc.cause or exc}): {text}")
 
+    async def _written(self, purpose: ReplyPurpose) -> str | None:
+        """A message outside a turn; None (and a system note) when the reply guard blocked it."""
+        reply = await self._generate(purpose)
+        if reply.guard is None:
+            return reply.text
+        self._system_entry(
+            f"{purpose.value} blocked by the reply guard ({reply.guard.reason}), "
+            f"not sent: {reply.text}"
+        )
+        return None
+
     async def _send_holding_message(self) -> None:
         handoff = self._s.handoff
         if handoff is None:
             return
         # Marked first: a failure below must not re-arm the timer in a loop.
         self._s.handoff = handoff.model_copy(update={"holding_sent": True})
-        context = await self._context("")
-        text = await self._generate(context, ReplyPurpose.HOLDING)
+        await self._context("")
+        try:
+            text = await self._written(ReplyPurpose.HOLDING)
+        except ActivityError:
+            if not workflow.patched(PATCH_AGENT_BOUNDARY):
+                raise
+            text = None  # no model: the playbook's own holding text needs none
+        if text is None:
+            text = self._policy().fallback_text(self._language())
         key = f"holding:{self._s.turns}"
         entry = await self._try_send(text, key)
         await self._record([entry], turn_key=key)
         self._details("no human answered in time: holding message sent")
 
     async def _send_follow_up(self) -> None:
-        context = await self._context("")
+        await self._context("")
         number = self._s.follow_ups_sent + 1
         # Counted first: a failure below must not re-arm the same follow-up in a loop.
         self._s.follow_ups_sent = number
         self._s.stage = Stage.NURTURE
-        text = await self._generate(context, ReplyPurpose.FOLLOW_UP)
+        text = await self._written(ReplyPurpose.FOLLOW_UP)
         key = f"follow_up:{self._s.turns}:{number}"
-        entry = await self._try_send(text, key)
+        if text is None:
+            entry = self._s.transcript[-1]  # the guard's note
+        else:
+            entry = await self._try_send(text, key)
         await self._record([entry], turn_key=key)
         self._upsert_search_attributes()
         self._details(f"follow-up {number} sent; waiting for the lead")
@@ -711,9 +876,12 @@ class ConversationWorkflow:
         outreach = self._s.outreach
         assert outreach is not None
         self._s.stage = Stage.INITIAL_OUTREACH
-        context = await self._context(outreach.instruction or "")
-        text = outreach.text or await self._generate(context, ReplyPurpose.OUTREACH)
-        entry = await self._try_send(text, "outreach")
+        await self._context(outreach.instruction or "")
+        text = outreach.text or await self._written(ReplyPurpose.OUTREACH)
+        if text is None:
+            entry = self._s.transcript[-1]  # the guard's note
+        else:
+            entry = await self._try_send(text, "outreach")
         self._s.stage = Stage.AWAITING_RESPONSE
         self._s.outreach = None
         self._s.last_reply_at = workflow.now()

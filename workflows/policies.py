@@ -6,13 +6,24 @@ from datetime import timedelta
 
 from temporalio.common import RetryPolicy
 
-LLM_TIMEOUT = timedelta(seconds=90)
+# One attempt walks the step's whole failover chain (each request has its own timeout, a
+# repair may double a link), so the attempt's timeout leaves room for a few links.
+LLM_TIMEOUT = timedelta(seconds=180)
+# Bounded: a provider that stays down hands the lead to a human (with the holding reply) after
+# about a minute of attempts, instead of keeping them waiting for hours.
 LLM_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
     maximum_interval=timedelta(seconds=60),
     maximum_attempts=6,
-    non_retryable_error_types=["UnknownLlmProvider", "InvalidLlmOutput", "LlmRequestRejected"],
+    non_retryable_error_types=[
+        "UnknownLlmProvider",
+        "InvalidLlmOutput",
+        "LlmRequestRejected",
+        "LlmBudgetExhausted",
+        "UnknownTenant",
+        "InvalidPlaybook",
+    ],
 )
 
 SEND_TIMEOUT = timedelta(seconds=30)

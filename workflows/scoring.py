@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 
 from models.agent import FieldValue, LeadScore, ScoreComponent
 from models.common import Intent, LeadQuality, Priority
-from models.playbook import Playbook
+from models.playbook import ScoringWeights
 
 URGENT_PRIORITIES = frozenset({Priority.HIGH, Priority.URGENT})
 
@@ -21,8 +21,7 @@ def _present(value: FieldValue | None) -> bool:
     return value is not None and value != "" and value is not False
 
 
-def quality_for(playbook: Playbook, total: int) -> LeadQuality:
-    weights = playbook.scoring
+def quality_for(weights: ScoringWeights, total: int) -> LeadQuality:
     if total >= weights.hot_at:
         return LeadQuality.HOT
     if total >= weights.warm_at:
@@ -33,7 +32,7 @@ def quality_for(playbook: Playbook, total: int) -> LeadQuality:
 
 
 def score_lead(
-    playbook: Playbook,
+    weights: ScoringWeights,
     fields: Mapping[str, FieldValue],
     intents_seen: Sequence[Intent],
     lead_messages: int,
@@ -48,7 +47,6 @@ def score_lead(
     - engagement: points per lead message, capped;
     - urgency: the latest priority is high/urgent or the lead said it is in a hurry.
     """
-    weights = playbook.scoring
     components: list[ScoreComponent] = []
 
     positive = {i: p for i, p in weights.intent_points.items() if p > 0}
@@ -113,6 +111,4 @@ def score_lead(
 
     raw = sum(c.points for c in components)
     total = max(0, min(100, round(raw)))
-    return LeadScore(
-        total=total, quality=quality_for(playbook, total), components=tuple(components)
-    )
+    return LeadScore(total=total, quality=quality_for(weights, total), components=tuple(components))

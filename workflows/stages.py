@@ -6,7 +6,7 @@ only models.* and never read a clock, so a replayed workflow takes the same path
 
 from __future__ import annotations
 
-from models.agent import Analysis
+from models.agent import Perception
 from models.common import Intent, Stage
 
 # Stages where the lead has not (re)engaged yet; any real message moves them to qualifying.
@@ -27,7 +27,7 @@ _INFORMATIONAL = frozenset(
 )
 
 
-def is_objection(analysis: Analysis) -> bool:
+def is_objection(analysis: Perception) -> bool:
     """Price or financing raised with a negative tone ("te duur"), or a complaint that no rule
     escalated: things to handle before selling on."""
     if analysis.intent == Intent.COMPLAINT:
@@ -35,8 +35,8 @@ def is_objection(analysis: Analysis) -> bool:
     return analysis.intent in (Intent.PRICING, Intent.FINANCING) and analysis.sentiment < 0
 
 
-def next_stage(current: Stage, analysis: Analysis) -> Stage:
-    """The stage after the lead's message(s) were analysed.
+def next_stage(current: Stage, analysis: Perception, *, escalated: bool = False) -> Stage:
+    """The stage after the lead's message(s) were perceived (`escalated`: a rule handed over).
 
     In order: a conversation in human hands stays there (only `stage_after_release` ends that);
     an escalation hands it to a human; an opt-out closes it; not-interested parks it in nurture,
@@ -46,7 +46,7 @@ def next_stage(current: Stage, analysis: Analysis) -> Stage:
     """
     if current == Stage.HUMAN_HANDOFF:
         return Stage.HUMAN_HANDOFF
-    if analysis.escalate:
+    if escalated:
         return Stage.HUMAN_HANDOFF
     if analysis.fields.get("opt_out") is True:
         return Stage.CLOSED

@@ -24,9 +24,9 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, field_validator
-
 from activities.llm.amounts import Amount, find_amounts
+from models.agent import GuardVerdict
+from models.playbook import ForbiddenPromise
 
 __all__ = [
     "LEAK_MIN_WORDS",
@@ -45,38 +45,6 @@ LEAK_MIN_WORDS = 8
 
 # Replies this short say too little to tell the language ("Oké, top!", "Thanks, Sanne").
 _LANGUAGE_MIN_WORDS = 4
-
-
-class ForbiddenPromise(BaseModel):
-    """Something the business never promises, as case-insensitive regexes per language."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    name: str
-    patterns: dict[str, tuple[str, ...]]  # language -> regexes
-
-    @field_validator("patterns")
-    @classmethod
-    def _patterns_compile(cls, patterns: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
-        # A broken regex in a tenant's configuration must fail when it is loaded, not on the
-        # first reply it would have guarded.
-        for language, regexes in patterns.items():
-            for pattern in regexes:
-                try:
-                    _compiled(pattern)
-                except re.error as error:
-                    raise ValueError(f"{language} pattern {pattern!r}: {error}") from error
-        return patterns
-
-
-class GuardVerdict(BaseModel):
-    """The guard's decision; `reason` is one line an operator understands."""
-
-    model_config = ConfigDict(frozen=True)
-
-    ok: bool
-    rule: GuardRule | None = None
-    reason: str | None = None
 
 
 _PASS = GuardVerdict(ok=True)

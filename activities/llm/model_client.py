@@ -93,7 +93,9 @@ class ModelCallError(Exception):
         self.retryable = retryable
         self.status = status
         self.retry_after = retry_after
-        self.kind = kind  # e.g. rate_limited, overloaded, timeout, connection, auth, invalid_request
+        self.kind = (
+            kind  # e.g. rate_limited, overloaded, timeout, connection, auth, invalid_request
+        )
 
 
 class ModelClient(Protocol):

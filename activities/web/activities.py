@@ -19,7 +19,7 @@ import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.llm.base import LlmProvider, LlmProviderFactory
+from activities.llm.agent import Agent
 from activities.web.extract import contact_page, extract_facts, merge_facts
 from activities.web.fetch import Fetcher, FetchError
 from activities.web.search import SearchError, SearchProvider, SearchProviderFactory
@@ -43,13 +43,11 @@ from models.enrichment import (
     StoreRowsInput,
     StoreRowsResult,
     WebsiteFound,
-    usage_cost_usd,
 )
 from models.enrichment_tables import EnrichmentRecord
-from models.playbook import Playbook, builtin_playbooks, parse_playbook_yaml
+from models.policy import PlaybookRef
 from models.repo import enrichment as repo
 from models.repo import leads as lead_repo
-from models.repo import tenants as tenant_repo
 from models.settings import Settings
 
 LLM_TIMEOUT_SECONDS = 90.0
@@ -81,19 +79,17 @@ class EnrichmentActivities:
         db: Database,
         settings: Settings,
         http: httpx.AsyncClient,
-        llm_providers: Mapping[str, LlmProviderFactory] | None = None,
+        agent: Agent,
         search_providers: Mapping[str, SearchProviderFactory] | None = None,
         fetcher: Fetcher | None = None,
     ) -> None:
         self.db = db
         self.settings = settings
         self.http = http
-        self.llm_providers = dict(llm_providers or {})
+        self.agent = agent
         self.search_providers = dict(search_providers or {})
         self.fetcher = fetcher or Fetcher.from_settings(http, settings)
-        self._llm: LlmProvider | None = None
         self._search: SearchProvider | None = None
-        self._playbooks: dict[tuple[str, str | None], Playbook] = {}
         # One fetch per site at a time in this process: records of the same company that are in
         # flight together share it (the database cache covers the ones that come later).
         self._research_in_flight: dict[tuple[str, str, bool], asyncio.Task[SiteResearch]] = {}
@@ -368,12 +364,17 @@ class EnrichmentActivities:
         facts: CompanyFacts,
         outcome: RecordOutcome,
     ) -> RecordOutcome:
-        provider = self._llm_provider()
-        playbook = await self._playbook(request.tenant_id, request.options.playbook)
+        # The same agent, providers, ledger and budget as the conversations.
         async with asyncio.timeout(LLM_TIMEOUT_SECONDS):
-            written = await provider.write_email(
+            written = await self.agent.write_email(
                 WriteEmailInput(
-                    tenant_id=request.tenant_id, playbook=playbook, lead=row, facts=facts
+                    tenant_id=request.tenant_id,
+                    playbook=PlaybookRef(
+                        tenant_id=request.tenant_id, builtin=request.options.playbook
+                    ),
+                    job_id=request.job_id,
+                    lead=row,
+                    facts=facts,
                 )
             )
         return outcome.model_copy(
@@ -381,29 +382,11 @@ class EnrichmentActivities:
                 "email_subject": written.subject,
                 "email_body": written.body,
                 "usage": written.usage,
-                "usd": usage_cost_usd(written.usage),
+                "usd": written.usage.cost_usd,
             }
         )
 
     # -- dependencies ----------------------------------------------------------------------
-
-    def _llm_provider(self) -> LlmProvider:
-        if self._llm is None:
-            name = self.settings.llm_provider
-            factory = self.llm_providers.get(name)
-            if factory is None and name == "offline":
-                from activities.llm.offline import offline_provider
-
-                factory = offline_provider
-            if factory is None:
-                raise ApplicationError(
-                    f"LLM provider {name!r} is not loaded (loaded: "
-                    f"{', '.join(sorted(self.llm_providers)) or 'none'})",
-                    type="ConfigurationError",
-                    non_retryable=True,
-                )
-            self._llm = factory(self.settings, self.http)
-        return self._llm
 
     def _search_provider(self) -> SearchProvider | None:
         if self._search is None:
@@ -412,34 +395,6 @@ class EnrichmentActivities:
                 return None
             self._search = factory(self.settings, self.http)
         return self._search
-
-    async def _playbook(self, tenant_id: str, name: str | None) -> Playbook:
-        cached = self._playbooks.get((tenant_id, name))
-        if cached is not None:
-            return cached
-        async with self.db.session() as session:
-            tenant = await tenant_repo.get_tenant(session, tenant_id=tenant_id)
-        if tenant is None:
-            raise ApplicationError(
-                f"tenant {tenant_id} does not exist", type="TenantNotFound", non_retryable=True
-            )
-        tenant_settings = tenant_repo.tenant_settings(
-            tenant, secret_key=self.settings.secret_key.get_secret_value()
-        )
-        builtins = builtin_playbooks()
-        playbook: Playbook | None = None
-        if name:
-            playbook = builtins.get(name)
-        elif tenant_settings.playbook_yaml:
-            playbook = parse_playbook_yaml(tenant_settings.playbook_yaml)
-        else:
-            playbook = builtins.get(tenant_settings.playbook)
-        if playbook is None:
-            playbook = Playbook(
-                name="default", business_name=tenant.name, business_description=tenant.name
-            )
-        self._playbooks[(tenant_id, name)] = playbook
-        return playbook
 
     @contextlib.asynccontextmanager
     async def _heartbeats(self) -> AsyncIterator[None]:

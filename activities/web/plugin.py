@@ -18,7 +18,7 @@ def enrichment_activities(ctx: PluginContext) -> EnrichmentActivities:
         db=ctx.db,
         settings=ctx.settings,
         http=ctx.http,
-        llm_providers=ctx.registry.llm_providers,
+        agent=ctx.the_agent(),
         search_providers=ctx.registry.search_providers,
     )
 

@@ -31,7 +31,9 @@ from models.conversation import (
     conversation_workflow_id,
 )
 from models.repo import conversations as repo
+from models.repo import usage as usage_repo
 from models.tables import Conversation
+from models.usage import UsageTotals
 
 router = APIRouter(prefix="/api/v1/conversations", tags=["conversations"])
 
@@ -69,11 +71,32 @@ class EscalationView(BaseModel):
     resolved_at: datetime | None
 
 
+class AgentCallView(BaseModel):
+    """One model call of the conversation (the usage ledger): what it cost and, for an
+    analysis, what it perceived; `leadflow eval` reads these."""
+
+    step: str
+    purpose: str | None
+    provider: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int
+    cost_usd: float
+    latency_ms: int
+    outcome: str
+    error: str | None
+    output: dict[str, Any] | None
+    at: datetime
+
+
 class ConversationDetail(ConversationSummary):
     lead_id: str | None
     score_detail: ScoreView | None
     transcript: list[TranscriptLine]
     escalations: list[EscalationView]
+    usage: UsageTotals = Field(description="Model calls, tokens and cost of this conversation.")
+    agent_calls: list[AgentCallView]
 
 
 class ConversationList(BaseModel):
@@ -166,6 +189,7 @@ async def get_conversation(
     messages = await repo.transcript(session, conversation_id=conv.id)
     score = await repo.latest_score(session, conversation_id=conv.id)
     escalations = await repo.escalations(session, conversation_id=conv.id)
+    calls = await usage_repo.calls_for_conversation(session, conversation_id=conv.id)
     return ConversationDetail(
         **_summary(conv).model_dump(),
         lead_id=conv.lead_id,
@@ -188,6 +212,8 @@ async def get_conversation(
             )
             for e in escalations
         ],
+        usage=await usage_repo.conversation_usage(session, conversation_id=conv.id),
+        agent_calls=[AgentCallView.model_validate(c.model_dump()) for c in calls],
     )
 
 

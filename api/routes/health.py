@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from functools import lru_cache
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from api.deps import State
+from models import llm_config
+from models.repo import usage as usage_repo
 
 router = APIRouter(tags=["health"])
 
@@ -19,6 +22,8 @@ async def health() -> dict[str, str]:
 
 @router.get("/ready")
 async def ready(state: State) -> JSONResponse:
+    """Ready when the database and Temporal answer and every step of the agent has a runnable
+    model chain; also shows the chains and the circuit breakers the workers reported."""
     problems: dict[str, str] = {}
     try:
         await asyncio.wait_for(state.db.ping(), timeout=5)
@@ -29,6 +34,28 @@ async def ready(state: State) -> JSONResponse:
         await asyncio.wait_for(client.service_client.check_health(), timeout=5)
     except Exception as exc:
         problems["temporal"] = f"unreachable at {state.settings.temporal_address}: {exc}"
+    llm_problems = llm_config.config_problems(state.settings, _known_providers())
+    if llm_problems:
+        problems["llm"] = "; ".join(llm_problems)
+    breakers: list[dict[str, object]] = []
+    if "database" not in problems:
+        try:
+            async with state.db.session() as session:
+                rows = await usage_repo.provider_health(session)
+            breakers = [row.model_dump(mode="json") for row in rows]
+        except Exception as exc:  # the table is informative; its absence is not "not ready"
+            breakers = [{"error": str(exc)}]
+    llm = {"steps": llm_config.describe(state.settings), "breakers": breakers}
     if problems:
-        return JSONResponse(status_code=503, content={"status": "not ready", "problems": problems})
-    return JSONResponse(content={"status": "ready", "database": "ok", "temporal": "ok"})
+        return JSONResponse(
+            status_code=503, content={"status": "not ready", "problems": problems, "llm": llm}
+        )
+    return JSONResponse(content={"status": "ready", "database": "ok", "temporal": "ok", "llm": llm})
+
+
+@lru_cache(maxsize=1)
+def _known_providers() -> frozenset[str]:
+    """The LLM providers the installed plugins register (what a worker of this install has)."""
+    from workers.plugins import discover, registry_of
+
+    return frozenset(registry_of(discover()).llm_providers)

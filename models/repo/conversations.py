@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, func, select
@@ -223,3 +224,25 @@ async def escalations(session: AsyncSession, *, conversation_id: str) -> Sequenc
             .order_by(col(Escalation.id))
         )
     ).all()
+
+
+async def recent_messages(
+    session: AsyncSession, *, conversation_id: str, limit: int = 30
+) -> list[Message]:
+    """The conversation's last `limit` messages, oldest first (the model's context)."""
+    rows = await session.exec(
+        select(Message)
+        .where(Message.conversation_id == conversation_id)
+        .order_by(col(Message.id).desc())
+        .limit(limit)
+    )
+    return list(reversed(rows.all()))
+
+
+async def lead_fields(session: AsyncSession, *, conversation_id: str) -> dict[str, Any]:
+    """What is known about the conversation's lead, as of its last recorded turn."""
+    conv = await session.get(Conversation, conversation_id)
+    if conv is None or conv.lead_id is None:
+        return {}
+    lead = await session.get(Lead, conv.lead_id)
+    return dict(lead.fields) if lead is not None else {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Result, text
@@ -160,4 +161,24 @@ async def search(
             document_id=row["id"], title=row["title"], snippet=row["snip"], score=float(row["rank"])
         )
         for row in result.mappings().all()
+    ]
+
+
+async def documents_by_id(
+    session: AsyncSession, *, tenant_id: str, document_ids: Sequence[str], max_chars: int = 2000
+) -> list[KnowledgeHit]:
+    """The tenant's documents with these ids, in that order, their text cut at `max_chars`
+    (activities receive ids through the workflow history and read the text here)."""
+    if not document_ids:
+        return []
+    rows = await session.exec(
+        select(KnowledgeDocument).where(
+            KnowledgeDocument.tenant_id == tenant_id, col(KnowledgeDocument.id).in_(document_ids)
+        )
+    )
+    by_id = {doc.id: doc for doc in rows.all()}
+    return [
+        KnowledgeHit(document_id=doc.id, title=doc.title, snippet=doc.body[:max_chars])
+        for doc in (by_id.get(i) for i in document_ids)
+        if doc is not None
     ]

@@ -11,7 +11,7 @@ from functools import cache, lru_cache
 import yaml
 from pydantic import ValidationError
 
-from models.playbook import Playbook, builtin_playbooks
+from models.playbook import Playbook, builtin_playbooks, neutral_playbook
 from models.tenant import TenantSettings
 
 
@@ -85,8 +85,16 @@ def _parse_cached(text: str) -> Playbook:
     return parse_playbook(text)
 
 
-def playbook_for(tenant_settings: TenantSettings) -> Playbook:
-    """The tenant's custom playbook if it has one, else the built-in one it names."""
+@lru_cache(maxsize=256)
+def _neutral(tenant_name: str) -> Playbook:
+    return neutral_playbook(tenant_name)
+
+
+def playbook_for(tenant_settings: TenantSettings, *, tenant_name: str = "our team") -> Playbook:
+    """The tenant's custom playbook if it has one, else the built-in one it names, else a
+    neutral persona under the tenant's own name (never a demo business's identity)."""
     if tenant_settings.playbook_yaml:
         return _parse_cached(tenant_settings.playbook_yaml)
-    return builtin_playbook(tenant_settings.playbook)
+    if tenant_settings.playbook:
+        return builtin_playbook(tenant_settings.playbook)
+    return _neutral(tenant_name)

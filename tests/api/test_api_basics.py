@@ -53,7 +53,40 @@ async def test_health_and_ready(api: httpx.AsyncClient) -> None:
     assert (health.status_code, health.json()) == (200, {"status": "ok"})
     ready = await api.get("/ready")
     assert ready.status_code == 200, ready.text
-    assert ready.json() == {"status": "ready", "database": "ok", "temporal": "ok"}
+    body = ready.json()
+    assert (body["status"], body["database"], body["temporal"]) == ("ready", "ok", "ok")
+    # The agent's chains are shown: the embedded default is the offline rules for every step.
+    assert body["llm"]["steps"] == {
+        "analysis": "offline:rules-v2",
+        "reply": "offline:rules-v2",
+        "email": "offline:rules-v2",
+    }
+
+
+async def test_ready_says_not_ready_for_a_provider_without_a_key(
+    sqlite_url: str, settings_factory: Callable[..., Settings], temporal_address: str
+) -> None:
+    settings = settings_factory(
+        sqlite_url, temporal_address=temporal_address, llm_provider="anthropic"
+    )
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://leadflow.test") as http:
+            ready = await http.get("/ready")
+    assert ready.status_code == 503
+    problem = ready.json()["problems"]["llm"]
+    assert "anthropic needs an API key (LEADFLOW_ANTHROPIC_API_KEY)" in problem
+    assert ready.json()["llm"]["steps"]["reply"] == "anthropic:claude-sonnet-4-5"
+
+    unknown = settings_factory(sqlite_url, temporal_address=temporal_address, llm_provider="gpt9")
+    app = create_app(unknown)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://leadflow.test") as http:
+            ready = await http.get("/ready")
+    assert ready.status_code == 503
+    assert "'gpt9' is not registered" in ready.json()["problems"]["llm"]
 
 
 async def test_ready_names_an_unreachable_temporal(
@@ -128,7 +161,8 @@ async def test_settings_secrets_are_write_only_and_encrypted(
     tid, key = await make_tenant(sqlite_db)
     initial = await api.get("/api/v1/settings", headers=auth(key))
     assert initial.status_code == 200
-    assert initial.json()["playbook"] == "car_dealership"
+    # No playbook chosen: a neutral persona under the tenant's own name, not a demo business.
+    assert "playbook" not in initial.json()
 
     patched = await api.patch(
         "/api/v1/settings",
@@ -186,7 +220,7 @@ async def test_settings_secrets_are_write_only_and_encrypted(
     # Another tenant's settings are its own.
     _, other_key = await make_tenant(sqlite_db)
     other = await api.get("/api/v1/settings", headers=auth(other_key))
-    assert other.json()["playbook"] == "car_dealership" and "waha" not in other.json()
+    assert "playbook" not in other.json() and "waha" not in other.json()
 
 
 @pytest.mark.parametrize(
@@ -233,7 +267,7 @@ async def test_settings_refuse_an_unknown_playbook(
     text = json.dumps(body["detail"])
     assert "boats" in text and "car_dealership" in text and "b2b_outreach" in text
     _, stored = await _stored(sqlite_db, tid)
-    assert stored["playbook"] == "car_dealership"
+    assert "playbook" not in stored
 
     bad_yaml = await api.patch(
         "/api/v1/settings", headers=auth(key), json={"playbook_yaml": "name: [unclosed"}

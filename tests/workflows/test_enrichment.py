@@ -18,7 +18,8 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer, Worker
 
-from activities.llm.offline import offline_provider
+from activities.llm.agent import Agent
+from activities.llm.offline import offline_backend
 from activities.web.activities import EnrichmentActivities
 from activities.web.search import duckduckgo_provider
 from models import search_attributes
@@ -70,7 +71,7 @@ def acts(sqlite_db: Database, settings: Settings, http: httpx.AsyncClient) -> En
         db=sqlite_db,
         settings=settings,
         http=http,
-        llm_providers={"offline": offline_provider},
+        agent=Agent(settings=settings, db=sqlite_db, factories={"offline": offline_backend}),
         search_providers={"duckduckgo": duckduckgo_provider},
     )
 

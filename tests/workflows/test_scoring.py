@@ -7,7 +7,7 @@ from models.playbook import Playbook, ScoringWeights
 from models.repo.playbooks import builtin_playbook
 from workflows.scoring import score_lead
 
-DEALER = builtin_playbook("car_dealership")
+DEALER = builtin_playbook("car_dealership").scoring
 
 
 def components(score: object) -> dict[str, float]:
@@ -51,7 +51,7 @@ def test_a_qualified_test_drive_request_is_hot_and_explained() -> None:
 
 def test_engagement_is_capped() -> None:
     score = score_lead(DEALER, {}, [], 50, Priority.NORMAL)
-    assert components(score)["engagement"] == DEALER.scoring.engagement_max
+    assert components(score)["engagement"] == DEALER.engagement_max
 
 
 def test_not_interested_penalises_only_while_it_is_the_latest_intent() -> None:
@@ -83,12 +83,12 @@ def test_total_is_clamped_to_100_and_thresholds_come_from_the_playbook() -> None
             lukewarm_at=10,
         ),
     )
-    high = score_lead(generous, {"budget": 1}, [Intent.MEETING], 10, Priority.URGENT)
+    high = score_lead(generous.scoring, {"budget": 1}, [Intent.MEETING], 10, Priority.URGENT)
     assert high.total == 100
     assert high.quality == LeadQuality.HOT
-    warm = score_lead(generous, {}, [Intent.MEETING], 0, Priority.NORMAL)
+    warm = score_lead(generous.scoring, {}, [Intent.MEETING], 0, Priority.NORMAL)
     assert warm.total == 90 and warm.quality == LeadQuality.WARM
-    luke = score_lead(generous, {}, [], 4, Priority.NORMAL)
+    luke = score_lead(generous.scoring, {}, [], 4, Priority.NORMAL)
     assert luke.total == 12 and luke.quality == LeadQuality.LUKEWARM
 
 

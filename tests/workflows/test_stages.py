@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from models.agent import Analysis, FieldValue
+from models.agent import FieldValue, Perception
 from models.common import Intent, Stage
 from workflows.stages import (
     ai_may_reply,
@@ -19,10 +19,9 @@ def analysis(
     intent: Intent,
     *,
     sentiment: float = 0.0,
-    escalate: bool = False,
     fields: dict[str, FieldValue] | None = None,
-) -> Analysis:
-    return Analysis(intent=intent, sentiment=sentiment, escalate=escalate, fields=fields or {})
+) -> Perception:
+    return Perception(intent=intent, sentiment=sentiment, fields=fields or {})
 
 
 @pytest.mark.parametrize(
@@ -60,8 +59,9 @@ def test_a_handled_objection_returns_to_qualifying() -> None:
 
 
 def test_escalation_hands_off_and_handoff_is_sticky() -> None:
-    escalated = analysis(Intent.FINANCING, escalate=True)
-    assert next_stage(Stage.QUALIFYING, escalated) == Stage.HUMAN_HANDOFF
+    escalated = analysis(Intent.FINANCING)
+    assert next_stage(Stage.QUALIFYING, escalated, escalated=True) == Stage.HUMAN_HANDOFF
+    assert next_stage(Stage.QUALIFYING, escalated) == Stage.QUALIFYING
     assert next_stage(Stage.HUMAN_HANDOFF, analysis(Intent.MEETING)) == Stage.HUMAN_HANDOFF
     assert stage_after_release(Stage.HUMAN_HANDOFF) == Stage.QUALIFYING
     assert not ai_may_reply(Stage.HUMAN_HANDOFF)

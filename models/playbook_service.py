@@ -1,0 +1,86 @@
+"""Resolving a playbook reference in a worker process, through a cache.
+
+Activities receive `PlaybookRef(tenant, hash)` instead of the playbook. Resolving by hash is a
+dictionary lookup once the process has seen that playbook; otherwise (or for "the tenant's
+current playbook") the tenant's settings are read from the database, at most once per
+`ttl_seconds` per tenant, and the result is cached under its hash. If a tenant changed its
+playbook since the workflow took the reference, the newest playbook wins: the workflow takes the
+new policy at its next turn.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from models.db import Database
+from models.playbook import Playbook
+from models.policy import PlaybookRef
+from models.repo import tenants as tenant_repo
+from models.repo.playbooks import PlaybookError, builtin_playbook, playbook_for
+from models.tenant import TenantSettings
+
+HASH_CACHE_SIZE = 512
+
+
+class UnknownTenantError(LookupError):
+    pass
+
+
+@dataclass(frozen=True)
+class TenantProfile:
+    tenant_id: str
+    name: str
+    settings: TenantSettings
+    playbook: Playbook
+
+
+class PlaybookResolver:
+    def __init__(self, db: Database, secret_key: str, *, ttl_seconds: float = 5.0) -> None:
+        self._db = db
+        self._secret = secret_key
+        self._ttl = ttl_seconds
+        self._tenants: dict[str, tuple[float, TenantProfile]] = {}
+        self._by_hash: OrderedDict[str, Playbook] = OrderedDict()
+
+    async def tenant(self, tenant_id: str, *, fresh: bool = False) -> TenantProfile:
+        """The tenant's settings and current playbook (cached for `ttl_seconds`).
+
+        Raises `UnknownTenantError`, or `PlaybookError` for a playbook that does not load."""
+        now = time.monotonic()
+        cached = self._tenants.get(tenant_id)
+        if cached is not None and not fresh and now - cached[0] < self._ttl:
+            return cached[1]
+        async with self._db.session() as session:
+            row = await tenant_repo.get_tenant(session, tenant_id=tenant_id)
+            if row is None:
+                raise UnknownTenantError(f"tenant {tenant_id!r} does not exist")
+            settings = tenant_repo.tenant_settings(row, secret_key=self._secret)
+            name = row.name
+        playbook = playbook_for(settings, tenant_name=name)
+        profile = TenantProfile(
+            tenant_id=tenant_id, name=name, settings=settings, playbook=playbook
+        )
+        self._tenants[tenant_id] = (now, profile)
+        self._remember(playbook)
+        return profile
+
+    async def resolve(self, ref: PlaybookRef) -> Playbook:
+        if ref.builtin:
+            return builtin_playbook(ref.builtin)
+        if ref.hash is not None:
+            hit = self._by_hash.get(ref.hash)
+            if hit is not None:
+                self._by_hash.move_to_end(ref.hash)
+                return hit
+        return (await self.tenant(ref.tenant_id)).playbook
+
+    def _remember(self, playbook: Playbook) -> None:
+        self._by_hash[playbook.content_hash] = playbook
+        self._by_hash.move_to_end(playbook.content_hash)
+        while len(self._by_hash) > HASH_CACHE_SIZE:
+            self._by_hash.popitem(last=False)
+
+
+__all__ = ["PlaybookError", "PlaybookResolver", "TenantProfile", "UnknownTenantError"]

@@ -1,0 +1,76 @@
+"""A turn's structural budget, counted from the real history of a real conversation (real worker,
+offline provider, dev server): payload bytes, workflow tasks and activities per turn.
+
+The playbook goes to activities by reference (tenant + hash) and knowledge by id, so a turn adds
+little to the history whatever the size of the playbook; this test keeps it that way."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from temporalio.client import Client
+
+from models.conversation import conversation_workflow_id
+from models.settings import Settings
+from models.tenant import TenantSettings
+from tests.fakes.waha import FakeWaha
+from tests.history_budget import budget_of
+from tests.stack import live_stack
+
+LEAD = "31655500011@c.us"
+TURN_PAYLOAD_BUDGET = 4096  # bytes a turn may add to the history (issue: the agent, for real)
+
+MESSAGES = [
+    "Hoi, ik zoek een Volkswagen Golf, budget rond de €25.000",
+    "Is die er ook als hybride? En wat is de kilometerstand?",
+    "Kan ik deze week een proefrit maken, zaterdag om 11 uur?",
+]
+
+
+async def test_a_turn_adds_at_most_4_kb_to_the_history(
+    temporal_client: Client, settings_factory: Any, sqlite_url: str, fake_waha: FakeWaha
+) -> None:
+    settings: Settings = settings_factory(sqlite_url, debounce_seconds=0.3)
+    async with live_stack(
+        temporal_client,
+        settings,
+        tenant_settings=TenantSettings(playbook="car_dealership", waha=fake_waha.settings()),
+    ) as stack:
+        workflow_id = conversation_workflow_id(stack.tenant_id, "waha", LEAD)
+        handle = temporal_client.get_workflow_handle(workflow_id)
+        sizes: list[int] = []
+        previous = 0
+        for n, text in enumerate(MESSAGES, start=1):
+            raw, headers = fake_waha.message_webhook(from_=LEAD, body=text)
+            response = await stack.http.post(
+                f"/webhooks/waha/{stack.tenant_id}",
+                content=raw,
+                headers={**headers, "content-type": "application/json"},
+            )
+            assert response.status_code in (200, 202), response.text
+            await stack.wait_for(
+                lambda n=n: len([b for b in fake_waha.sent if b.get("chatId") == LEAD]) >= n,
+                what=f"reply {n}",
+            )
+
+            async def settled(n: int = n) -> bool:
+                state = await handle.query("state")
+                return bool(state["turns"] >= n and state["pending_messages"] == 0)
+
+            await stack.wait_for(settled, what=f"turn {n} recorded")
+            history = json.loads((await handle.fetch_history()).to_json())
+            total = budget_of(history).payload_bytes
+            sizes.append(total - previous)
+            previous = total
+        budget = budget_of(json.loads((await handle.fetch_history()).to_json()))
+        print(
+            f"\nper turn: payload bytes {sizes}; whole history: {budget.events} events, "
+            f"{budget.payload_bytes} bytes, {budget.workflow_tasks} workflow tasks, "
+            f"{budget.activities} activities, {budget.local_activities} local activities"
+        )
+        for kind, size in budget.bytes_by_kind.most_common(6):
+            print(f"  {size:>7}  {kind}")
+        # The first turn also carries the start (input, policy): it is measured, not budgeted.
+        assert all(size <= TURN_PAYLOAD_BUDGET for size in sizes[1:]), sizes
+        assert sizes[0] <= TURN_PAYLOAD_BUDGET + 4096, sizes
