@@ -1,4 +1,5 @@
-"""Record workflow histories for the replay tests: `uv run python -m tests.histories.record`.
+"""Record workflow histories for the replay tests:
+`uv run python -m tests.histories.record conversation_<version>.json`.
 
 Runs real conversations on a throwaway dev server (offline provider, outbox channel) and writes
 their histories as JSON next to this file. Re-record only when a change is *meant* to be
@@ -7,6 +8,7 @@ incompatible (and then version the workflow instead, if runs are in flight in pr
 from __future__ import annotations
 
 import asyncio
+import sys
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +30,7 @@ from models.db import Database, migrate
 from models.messages import InboundMessage
 from models.settings import Settings
 from models.task_queues import CONVERSATIONS
+from models.tenant import TenantSettings
 from tests.conftest import make_tenant, temporal_cli_path
 from workers.worker import WorkerProcess
 
@@ -56,7 +59,11 @@ async def _settle(client: Client, workflow_id: str, turns: int) -> None:
     raise RuntimeError("conversation did not settle")
 
 
-async def main() -> None:
+async def main(name: str) -> None:
+    target = HERE / name
+    if target.exists():
+        # One file per recorded version, never overwritten: old shapes stay covered.
+        raise SystemExit(f"{target} exists; record a new version under a new name")
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_cli_path(),
         data_converter=pydantic_data_converter,
@@ -66,7 +73,9 @@ async def main() -> None:
         url = f"sqlite+aiosqlite:///{tmp}/db.sqlite"
         migrate(url)
         db = Database(url)
-        tenant, _ = await make_tenant(db, tenant_id="recorder")
+        tenant, _ = await make_tenant(
+            db, tenant_id="recorder", settings=TenantSettings(playbook="car_dealership")
+        )
         settings = Settings(
             database_url=url,
             data_dir=Path(tmp),
@@ -106,7 +115,7 @@ async def main() -> None:
         await _settle(client, wid, 3)
         await asyncio.sleep(1.0)
         history = await handle.fetch_history()
-        (HERE / "conversation_turns_handoff_escalation.json").write_text(history.to_json())
+        target.write_text(history.to_json())
         await handle.terminate("recorded")
         worker.stop()
         await task
@@ -115,4 +124,6 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    if len(sys.argv) != 2 or not sys.argv[1].startswith("conversation_"):
+        raise SystemExit("usage: python -m tests.histories.record conversation_<version>.json")
+    asyncio.run(main(sys.argv[1]))

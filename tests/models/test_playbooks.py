@@ -28,15 +28,37 @@ def test_both_shipped_playbooks_load() -> None:
     covered = {rule.intent for rule in dealer.intents}
     assert covered == set(Intent) - {Intent.OTHER}
     for rule in dealer.intents:
-        assert rule.keywords.get("nl") and rule.keywords.get("en"), rule.intent
+        assert rule.description, rule.intent  # the model reads what each intent means
     roles = {role for rule in dealer.escalation for role in rule.notify}
     assert {"sales", "finance", "manager"} <= roles
-    # every reply template exists in both languages
-    for key in ("greeting", "pricing", "meeting", "escalation_notice", "holding"):
-        assert set(dealer.templates[key]) == {"nl", "en"}, key
+    # The persona for the model prompts, the guard's promises, the no-model fallback texts.
+    assert dealer.products and dealer.rules and dealer.forbidden_promises
+    assert set(dealer.fallback.holding) >= {"nl", "en"}
+    # The offline provider's keywords and templates are its own pack, not the playbook's.
+    assert dealer.offline == {}
     b2b = playbook_for(TenantSettings(playbook="b2b_outreach"))
     assert b2b.languages == ("en",)
-    assert "email_body" in b2b.templates
+
+
+def test_a_tenant_without_a_playbook_gets_a_neutral_persona_under_its_own_name() -> None:
+    playbook = playbook_for(TenantSettings(), tenant_name="Fietsen Jansen")
+    assert playbook.business_name == "Fietsen Jansen"
+    assert playbook.assistant_name is None
+    assert "Autohuis" not in playbook.model_dump_json()
+    assert {rule.name for rule in playbook.escalation} >= {"complaint", "human_request"}
+
+
+def test_a_legacy_playbook_with_inline_offline_texts_still_loads() -> None:
+    legacy = (
+        "name: old\nbusiness_name: Old BV\nbusiness_description: x\n"
+        "intents:\n  - intent: greeting\n    keywords: {en: [hiya]}\n"
+        "fields:\n  - name: budget\n    type: int\n    question: {en: 'Budget?'}\n"
+        "templates:\n  greeting: {en: Hiya!}\n"
+    )
+    playbook = playbook_for(TenantSettings(playbook_yaml=legacy))
+    assert playbook.offline["templates"] == {"greeting": {"en": "Hiya!"}}
+    assert playbook.offline["keywords"] == {"greeting": {"en": ["hiya"]}}
+    assert playbook.offline["questions"] == {"budget": {"en": "Budget?"}}
 
 
 def test_custom_yaml_overrides_the_named_playbook() -> None:

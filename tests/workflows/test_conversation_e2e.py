@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +14,13 @@ import pytest
 from temporalio.client import Client
 
 from models.conversation import conversation_workflow_id
+from models.repo.playbooks import builtin_playbook
 from models.settings import Settings
 from models.task_queues import CONVERSATIONS
 from models.tenant import Specialist, TenantSettings
 from tests.fakes.chatwoot import FakeChatwoot
+from tests.fakes.llm import FakeOpenAI
+from tests.fakes.llm_brain import rules_brain
 from tests.fakes.smtp import SmtpServer
 from tests.fakes.waha import FakeWaha
 from tests.stack import LiveStack, live_stack
@@ -25,7 +29,22 @@ LEAD = "31612345678@c.us"
 
 
 def _waha_settings(fake: FakeWaha) -> TenantSettings:
-    return TenantSettings(waha=fake.settings())
+    return TenantSettings(playbook="car_dealership", waha=fake.settings())
+
+
+@pytest.fixture(params=["offline", "openai_compatible"])
+def model_settings(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
+    """The suite's main paths run with the offline rules and with the openai_compatible
+    provider (the real OpenAI SDK) pointed at a fake model server on loopback."""
+    if request.param == "offline":
+        yield {}
+        return
+    with FakeOpenAI(api_key=None, brain=rules_brain) as fake:
+        yield {
+            "llm_provider": "openai_compatible",
+            "openai_compatible_base_url": fake.base_url,
+            "llm_model": "fake-model",
+        }
 
 
 async def _post_waha(stack: LiveStack, fake: FakeWaha, text: str, **kw: Any) -> float:
@@ -52,10 +71,15 @@ def e2e_settings(settings_factory: Any, sqlite_url: str) -> Settings:
 
 
 async def test_waha_message_is_answered_through_waha(
-    temporal_client: Client, settings_factory: Any, database_url: str, fake_waha: FakeWaha
+    temporal_client: Client,
+    settings_factory: Any,
+    database_url: str,
+    fake_waha: FakeWaha,
+    model_settings: dict[str, Any],
 ) -> None:
-    """The whole path, once on SQLite and once on a real PostgreSQL."""
-    e2e_settings: Settings = settings_factory(database_url, debounce_seconds=0.5)
+    """The whole path, on SQLite and on a real PostgreSQL, with the offline rules and with a
+    hosted provider."""
+    e2e_settings: Settings = settings_factory(database_url, debounce_seconds=0.5, **model_settings)
     async with live_stack(
         temporal_client,
         e2e_settings,
@@ -93,6 +117,13 @@ async def test_waha_message_is_answered_through_waha(
         assert roles == ["lead", "ai", "lead", "ai", "lead", "ai"]
         assert detail["score"] > 0 and detail["score_detail"]["components"]
         assert detail["stage"] in ("qualifying", "scheduling", "objection_handling")
+        # Two model calls a turn (perceive, write), each in the ledger with its provider.
+        provider = model_settings.get("llm_provider", "offline")
+        calls = detail["agent_calls"]
+        assert [c["step"] for c in calls] == ["analysis", "reply"] * 3
+        assert {c["provider"] for c in calls} == {provider}
+        assert all(c["outcome"] == "ok" and c["input_tokens"] > 0 for c in calls)
+        assert detail["usage"]["calls"] == 6
 
         # The Temporal side: the query and the search attributes operators use.
         state = await temporal_client.get_workflow_handle(conv_id).query("state")
@@ -162,12 +193,16 @@ async def test_burst_gets_one_answer_and_duplicates_none(
 
 async def test_escalation_notifies_specialists_and_goes_silent(
     temporal_client: Client,
-    e2e_settings: Settings,
+    settings_factory: Any,
+    sqlite_url: str,
     fake_waha: FakeWaha,
     fake_chatwoot: FakeChatwoot,
     smtp_server: SmtpServer,
+    model_settings: dict[str, Any],
 ) -> None:
+    e2e_settings: Settings = settings_factory(sqlite_url, debounce_seconds=0.5, **model_settings)
     tenant_settings = TenantSettings(
+        playbook="car_dealership",
         waha=fake_waha.settings(),
         chatwoot=fake_chatwoot.settings(),
         smtp=smtp_server.settings(),
@@ -510,6 +545,7 @@ async def test_a_channel_that_refuses_hands_the_conversation_to_a_human(
     """WAHA rejects our key: nothing is retried forever, nothing the lead wrote is lost, and a
     specialist hears about it."""
     tenant_settings = TenantSettings(
+        playbook="car_dealership",
         waha=fake_waha.settings(api_key="revoked-key"),
         smtp=smtp_server.settings(),
         specialists=[Specialist(name="Sanne", role="sales", email="sanne@dealer.example")],
@@ -525,9 +561,11 @@ async def test_a_channel_that_refuses_hands_the_conversation_to_a_human(
             return body if body and body["stage"] == "human_handoff" else None
 
         detail = await stack.wait_for(handed_over, what="handoff after the refused send")
-        assert [m["text"] for m in detail["transcript"]] == [
-            "Hi, is the Peugeot 208 still for sale?"
-        ]
+        lines = [(m["role"], m["text"]) for m in detail["transcript"]]
+        assert lines[0] == ("lead", "Hi, is the Peugeot 208 still for sale?")
+        # The operator reads why in the transcript; the refused reply was not recorded as sent.
+        assert [role for role, _ in lines] == ["lead", "system"]
+        assert "sending the reply failed" in lines[1][1] and "401" in lines[1][1]
         escalation = detail["escalations"][0]
         assert escalation["rule"] == "delivery_failed"
         assert "waha" in escalation["reason"].lower()
@@ -557,7 +595,13 @@ async def test_an_unusable_llm_provider_hands_the_conversation_to_a_human(
         escalation = detail["escalations"][0]
         assert escalation["rule"] == "ai_unavailable"
         assert "gpt-nope" in escalation["reason"] and "offline" in escalation["reason"]
-        assert fake_waha.sent == []
+        # No model could answer: the lead gets the playbook's holding text (no model needed;
+        # nothing perceived the language yet, so the playbook's default language).
+        holding = builtin_playbook("car_dealership").fallback.holding["nl"]
+        await stack.wait_for(lambda: _replies_to(fake_waha), what="the holding text")
+        assert [r["text"] for r in _replies_to(fake_waha)] == [holding]
+        notes = [m["text"] for m in detail["transcript"] if m["role"] == "system"]
+        assert notes and "gpt-nope" in notes[0]
         # An operator can still answer through the API.
         sent = await stack.http.post(
             f"/api/v1/conversations/{conv_id}/messages",
@@ -565,8 +609,10 @@ async def test_an_unusable_llm_provider_hands_the_conversation_to_a_human(
             headers=stack.auth,
         )
         assert sent.status_code == 202
-        await stack.wait_for(lambda: _replies_to(fake_waha), what="the operator's message")
-        assert _replies_to(fake_waha)[0]["text"] == "We are open 9-18, Mon-Sat."
+        await stack.wait_for(
+            lambda: len(_replies_to(fake_waha)) >= 2, what="the operator's message"
+        )
+        assert _replies_to(fake_waha)[1]["text"] == "We are open 9-18, Mon-Sat."
 
 
 async def test_the_reply_uses_the_knowledge_base_and_records_its_hits(
