@@ -289,14 +289,23 @@ def _database() -> Iterator[tuple[Settings, Database]]:
     yield settings, Database(settings.resolved_database_url)
 
 
-def _check_playbook(tenant_settings: TenantSettings) -> None:
-    """Refuse a playbook the conversations could not load, as the settings API does."""
+def _check_playbook(tenant_settings: TenantSettings, settings: Settings | None = None) -> None:
+    """Refuse a playbook the conversations could not load, and model settings no worker could
+    run, as the settings API does."""
+    from models import llm_config
     from models.repo.playbooks import PlaybookError, playbook_for
+    from workers.plugins import known_llm_providers
 
     try:
         playbook_for(tenant_settings)
     except PlaybookError as exc:
         raise _fail(str(exc)) from exc
+    if tenant_settings.llm is not None:
+        problems = llm_config.config_problems(
+            settings or _settings(), known_llm_providers(), tenant_settings.llm
+        )
+        if problems:
+            raise _fail("invalid llm settings: " + "; ".join(problems))
 
 
 @tenant_app.command("create")
@@ -419,7 +428,7 @@ def tenant_configure(
             new = TenantSettings.model_validate(merged)
         except ValidationError as exc:
             raise _fail(f"invalid settings in {file}:\n{exc}") from exc
-        _check_playbook(new)
+        _check_playbook(new, settings)
 
         async def save() -> None:
             db2 = Database(settings.resolved_database_url)

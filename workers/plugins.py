@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from functools import lru_cache
 from importlib.metadata import entry_points
 
 from temporalio.plugin import SimplePlugin
@@ -59,3 +60,10 @@ def worker_plugins(
         for queue, temporal_plugin in loaded.plugin.build(ctx).items():
             per_queue[queue].append(temporal_plugin)
     return dict(per_queue)
+
+
+@lru_cache(maxsize=1)
+def known_llm_providers() -> frozenset[str]:
+    """The LLM providers the installed plugins register: what a worker of this install can run
+    (the API and the CLI check tenants' model settings against it)."""
+    return frozenset(registry_of(discover()).llm_providers)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from functools import lru_cache
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
@@ -11,6 +10,7 @@ from fastapi.responses import JSONResponse
 from api.deps import State
 from models import llm_config
 from models.repo import usage as usage_repo
+from workers.plugins import known_llm_providers
 
 router = APIRouter(tags=["health"])
 
@@ -34,7 +34,7 @@ async def ready(state: State) -> JSONResponse:
         await asyncio.wait_for(client.service_client.check_health(), timeout=5)
     except Exception as exc:
         problems["temporal"] = f"unreachable at {state.settings.temporal_address}: {exc}"
-    llm_problems = llm_config.config_problems(state.settings, _known_providers())
+    llm_problems = llm_config.config_problems(state.settings, known_llm_providers())
     if llm_problems:
         problems["llm"] = "; ".join(llm_problems)
     breakers: list[dict[str, object]] = []
@@ -51,11 +51,3 @@ async def ready(state: State) -> JSONResponse:
             status_code=503, content={"status": "not ready", "problems": problems, "llm": llm}
         )
     return JSONResponse(content={"status": "ready", "database": "ok", "temporal": "ok", "llm": llm})
-
-
-@lru_cache(maxsize=1)
-def _known_providers() -> frozenset[str]:
-    """The LLM providers the installed plugins register (what a worker of this install has)."""
-    from workers.plugins import discover, registry_of
-
-    return frozenset(registry_of(discover()).llm_providers)

@@ -10,9 +10,12 @@ from pydantic import ValidationError
 
 from api.deps import CurrentTenant, Session, State, settings_of
 from api.errors import ApiError
+from models import llm_config
 from models.repo import tenants as tenant_repo
 from models.repo.playbooks import PlaybookError, playbook_for
+from models.settings import Settings
 from models.tenant import TenantSettings, dump_settings
+from workers.plugins import known_llm_providers
 
 router = APIRouter(prefix="/api/v1/settings", tags=["settings"])
 
@@ -41,7 +44,7 @@ def _keep_masked(new: Any, current: Any) -> Any:
     return new
 
 
-def _validated(raw: dict[str, Any]) -> TenantSettings:
+def _validated(raw: dict[str, Any], settings: Settings) -> TenantSettings:
     try:
         new = TenantSettings.model_validate(raw)
     except ValidationError as exc:
@@ -54,6 +57,10 @@ def _validated(raw: dict[str, Any]) -> TenantSettings:
         playbook_for(new)
     except PlaybookError as exc:
         raise ApiError(422, "invalid playbook", list(exc.errors) or [str(exc)]) from exc
+    if new.llm is not None:
+        problems = llm_config.config_problems(settings, known_llm_providers(), new.llm)
+        if problems:
+            raise ApiError(422, "invalid llm settings", problems)
     return new
 
 
@@ -68,7 +75,7 @@ async def patch_settings(
 ) -> dict[str, Any]:
     """Merge top-level keys (e.g. {"waha": {...}, "specialists": [...]}) into the settings."""
     current = dump_settings(settings_of(state, tenant))
-    new = _validated(_keep_masked({**current, **patch}, current))
+    new = _validated(_keep_masked({**current, **patch}, current), state.settings)
     await tenant_repo.save_tenant_settings(
         session,
         tenant=tenant,
@@ -82,7 +89,7 @@ async def patch_settings(
 async def put_settings(
     body: dict[str, Any], tenant: CurrentTenant, state: State, session: Session
 ) -> dict[str, Any]:
-    new = _validated(_keep_masked(body, dump_settings(settings_of(state, tenant))))
+    new = _validated(_keep_masked(body, dump_settings(settings_of(state, tenant))), state.settings)
     await tenant_repo.save_tenant_settings(
         session,
         tenant=tenant,

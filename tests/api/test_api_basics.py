@@ -443,3 +443,41 @@ async def test_conversation_control_is_per_tenant_and_needs_a_running_conversati
 async def stage_is_not(stack: Any, conv_id: str, stage: str) -> bool:
     r = await stack.http.get(f"/api/v1/conversations/{conv_id}", headers=stack.auth)
     return bool(r.json()["stage"] != stage)
+
+
+async def test_settings_take_a_tenants_models_and_refuse_ones_no_worker_can_run(
+    api: httpx.AsyncClient, sqlite_db: Database
+) -> None:
+    tid, key = await make_tenant(sqlite_db)
+    good = await api.patch(
+        "/api/v1/settings",
+        headers=auth(key),
+        json={
+            "llm": {
+                "analysis": "anthropic:claude-haiku-4-5,offline",
+                "anthropic_api_key": "sk-ant-tenant",
+                "daily_budget_usd": 2.5,
+            }
+        },
+    )
+    assert good.status_code == 200, good.text
+    assert good.json()["llm"]["anthropic_api_key"] == "**********"  # write-only
+    assert good.json()["llm"]["daily_budget_usd"] == 2.5
+
+    for llm, expected in [
+        ({"provider": "gpt9"}, "'gpt9' is not registered"),
+        ({"provider": "openai"}, "openai needs an API key"),
+        ({"reply": "openai_compatible:llama3"}, "openai_compatible needs a base URL"),
+        ({"analysis": " , "}, "names no provider"),
+    ]:
+        bad = await api.patch("/api/v1/settings", headers=auth(key), json={"llm": llm})
+        assert bad.status_code == 422, (llm, bad.text)
+        assert bad.json()["error"] == "invalid llm settings"
+        assert expected in json.dumps(bad.json()["detail"]), (llm, bad.json())
+    negative = await api.patch(
+        "/api/v1/settings", headers=auth(key), json={"llm": {"daily_budget_usd": -1}}
+    )
+    assert negative.status_code == 422
+    # Nothing bad was stored: the good settings are still there.
+    _, stored = await _stored(sqlite_db, tid)
+    assert stored["llm"]["analysis"] == "anthropic:claude-haiku-4-5,offline"
