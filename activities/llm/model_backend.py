@@ -172,9 +172,11 @@ class ModelBackend:
 
     async def perceive(self, context: PerceptionContext) -> Perceived:
         playbook = context.playbook
+        # The perception task (intents, fields) is as stable as the persona: cached with it,
+        # together with the tool/schema the vendor places before the system prompt.
         request = self._request(
-            prompts.stable_prefix(playbook),
-            prompts.perception_task(playbook),
+            f"{prompts.stable_prefix(playbook)}\n\n{prompts.perception_task(playbook)}",
+            "",
             prompts.perception_message(context),
             schema=prompts.perception_schema(playbook),
             schema_name="report_perception",
