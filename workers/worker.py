@@ -64,6 +64,7 @@ class WorkerProcess:
         self.workers: list[Worker] = []
         self.db: Database | None = None
         self.http: httpx.AsyncClient | None = None
+        self.ctx: PluginContext | None = None
 
     async def start(self) -> None:
         url = self.settings.resolved_database_url
@@ -78,6 +79,7 @@ class WorkerProcess:
         ctx = PluginContext(
             settings=self.settings, db=self.db, http=self.http, registry=registry_of(plugins)
         )
+        self.ctx = ctx
         per_queue = worker_plugins(plugins, ctx)
         client = self._client or await connect(self.settings, role="worker")
         try:
@@ -119,6 +121,8 @@ class WorkerProcess:
         self._stop.set()
 
     async def close(self) -> None:
+        if self.ctx is not None and self.ctx.agent is not None:
+            await self.ctx.agent.aclose()
         if self.http is not None:
             await self.http.aclose()
         if self.db is not None:

@@ -353,6 +353,18 @@ class Agent:
         )
         return WrittenEmail(subject=draft.subject, body=draft.body, usage=usage)
 
+    async def aclose(self) -> None:
+        """Close the vendor SDK clients' connection pools (worker shutdown)."""
+        for backend in self._backends.values():
+            client = getattr(backend, "client", None)
+            close = getattr(client, "aclose", None)
+            if close is not None:
+                try:
+                    await close()
+                except Exception as exc:  # shutting down: note it, go on
+                    log.warning("closing %s failed: %s", backend.key, exc)
+        self._backends.clear()
+
     # ------------------------------------------------------------------ plumbing
 
     async def _profile(self, tenant_id: str) -> TenantProfile:
