@@ -149,8 +149,9 @@ def find_sentence(
     evidence: Sequence[str],
     prefer: Callable[[str], bool] | None = None,
 ) -> str | None:
-    """The sentence that names the most evidence words; among equals, the first one `prefer`
-    accepts (a sentence in the lead's language), else the first one."""
+    """A sentence naming evidence words: one `prefer` accepts (in the lead's language) before
+    any other, then the one naming the most; among equals the first. A reply in the wrong
+    language would be blocked by the reply guard, however well it matches."""
     best: tuple[int, bool, str] | None = None
     for text in texts:
         for sentence in sentences(text):
@@ -158,7 +159,7 @@ def find_sentence(
             if not found:
                 continue
             liked = prefer(sentence) if prefer else False
-            if best is None or (found, liked) > (best[0], best[1]):
+            if best is None or (liked, found) > (best[1], best[0]):
                 best = (found, liked, sentence)
     return best[2] if best else None
 

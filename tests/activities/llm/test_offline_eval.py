@@ -3,18 +3,17 @@
 Each case runs like the conversation workflow runs a turn: perceive the lead's message, keep the
 declared fields (`keep_declared`), merge them with what was known, let the playbook's policy
 decide the escalation, then write the reply (or the escalation notice) and carry the transcript
-and the known fields into the next turn. A stand-in for the reply guard checks every reply for
-amounts nobody gave and for the playbook's forbidden promises. The targets are counts, not
-times: run with `pytest -s` to see the report.
+and the known fields into the next turn. The reply guard the agent runs checks every reply.
+The targets are counts, not times: run with `pytest -s` to see the report.
 """
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 
-from activities.llm.amounts import amounts_in
+from activities.llm import prompts
 from activities.llm.base import PerceptionContext, WritingContext
+from activities.llm.guard import check_reply
 from activities.llm.offline import OfflineBackend
 from models.agent import FieldValue
 from models.common import ReplyPurpose, Role, Stage
@@ -36,17 +35,21 @@ from workflows.escalation import decide_escalation, keep_declared
 AT = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
 
 
-def guard_blocks(reply: str, lead_texts: list[str], playbook: Playbook) -> bool:
-    """What the reply guard would block: an amount no message gave, a forbidden promise, or a
-    sentence of the playbook's rules (instructions for a model, never text for the lead)."""
-    given = frozenset().union(*(amounts_in(t) for t in lead_texts)) if lead_texts else frozenset()
-    if not amounts_in(reply) <= given:
-        return True
-    for promise in playbook.forbidden_promises:
-        for patterns in promise.patterns.values():
-            if any(re.search(p, reply, re.IGNORECASE) for p in patterns):
-                return True
-    return any(rule.lower() in reply.lower() for rule in playbook.rules)
+def guard_blocks(
+    reply: str, lead_texts: list[str], playbook: Playbook, language: str | None
+) -> bool:
+    """Whether the reply guard the agent runs would block this reply."""
+    verdict = check_reply(
+        reply,
+        lead_language=language,
+        allowed_languages=playbook.languages,
+        lead_texts=lead_texts,
+        knowledge_texts=[],
+        protected_texts=prompts.protected_texts(playbook),
+        public_texts=prompts.public_texts(playbook),
+        forbidden_promises=playbook.forbidden_promises,
+    )
+    return not verdict.ok
 
 
 async def run_case(
@@ -97,7 +100,9 @@ async def run_case(
                     escalated=decision is not None,
                     rule=decision.rule if decision else None,
                     fields=kept,
-                    guard_blocked=guard_blocks(written.text, lead_texts, playbook),
+                    guard_blocked=guard_blocks(
+                        written.text, lead_texts, playbook, perception.language
+                    ),
                     model_calls=len(calls),
                     input_tokens=sum(c.input_tokens for c in calls),
                     output_tokens=sum(c.output_tokens for c in calls),
