@@ -258,3 +258,43 @@ async def test_an_unknown_provider_names_the_available_ones(world: Any) -> None:
         await agent.perceive(analyse(tenant))
     assert err.value.type == "UnknownLlmProvider" and err.value.non_retryable
     assert "gpt9" in str(err.value) and "anthropic" in str(err.value)
+
+
+async def test_a_tenant_without_a_playbook_speaks_under_its_own_name(
+    sqlite_db: Database, tmp_path: Any
+) -> None:
+    settings = Settings(data_dir=tmp_path, database_url="sqlite://", secret_key=TEST_SECRET)  # type: ignore[call-arg]
+    tenant, _ = await make_tenant(sqlite_db, tenant_id="fietsen-jansen")
+    agent = Agent(settings=settings, db=sqlite_db, factories=FACTORIES)
+    reply = await agent.write_reply(
+        GenerateReplyInput(
+            tenant_id=tenant,
+            playbook=PlaybookRef(tenant_id=tenant),
+            purpose=ReplyPurpose.REPLY,
+            stage=Stage.AWAITING_RESPONSE,
+            perception=Perception(intent=Intent.GREETING, language="en"),
+            new_messages=("Hello!",),
+        )
+    )
+    assert "fietsen-jansen" in reply.text
+    assert "Autohuis" not in reply.text and "Sanne" not in reply.text
+
+
+async def test_the_outreach_brief_reaches_the_offline_message(
+    sqlite_db: Database, tmp_path: Any
+) -> None:
+    settings = Settings(data_dir=tmp_path, database_url="sqlite://", secret_key=TEST_SECRET)  # type: ignore[call-arg]
+    tenant, _ = await make_tenant(sqlite_db, settings=TenantSettings(playbook="car_dealership"))
+    agent = Agent(settings=settings, db=sqlite_db, factories=FACTORIES)
+    brief = "This Saturday we hold an open day with coffee and test drives; shall I book you in?"
+    reply = await agent.write_reply(
+        GenerateReplyInput(
+            tenant_id=tenant,
+            playbook=PlaybookRef(tenant_id=tenant),
+            purpose=ReplyPurpose.OUTREACH,
+            stage=Stage.INITIAL_OUTREACH,
+            language="en",
+            instruction=brief,
+        )
+    )
+    assert brief in reply.text and reply.guard is None
