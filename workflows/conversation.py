@@ -60,7 +60,15 @@ with workflow.unsafe.imports_passed_through():
         priority_of,
     )
     from workflows.scoring import score_lead
-    from workflows.stages import next_stage
+    from workflows.stages import (
+        next_stage,
+        stage_after_close,
+        stage_after_follow_up,
+        stage_after_outreach,
+        stage_after_release,
+        stage_for_outreach,
+        stage_on_handoff,
+    )
     from workflows.timing import next_allowed_time
 
 MAX_DEBOUNCE_FACTOR = 10  # a steady stream of messages is still answered after this many windows
@@ -148,7 +156,7 @@ class ConversationWorkflow:
     def release(self, request: ReleaseRequest) -> None:
         if self._s.handoff is not None:
             self._s.handoff = None
-            self._s.stage = Stage.QUALIFYING
+            self._s.stage = stage_after_release(self._s.stage)
             self._released = True
 
     @workflow.signal(name="close")
@@ -660,7 +668,7 @@ class ConversationWorkflow:
         self._s.handoff = HandoffState(
             reason=reason, since=workflow.now(), rule=rule, human_replied=human_replied
         )
-        self._s.stage = Stage.HUMAN_HANDOFF
+        self._s.stage = stage_on_handoff(self._s.stage)
         self._s.last_reply_at = None
 
     async def _escalate(
@@ -861,7 +869,7 @@ class ConversationWorkflow:
         number = self._s.follow_ups_sent + 1
         # Counted first: a failure below must not re-arm the same follow-up in a loop.
         self._s.follow_ups_sent = number
-        self._s.stage = Stage.NURTURE
+        self._s.stage = stage_after_follow_up(self._s.stage)
         text = await self._written(ReplyPurpose.FOLLOW_UP)
         key = f"follow_up:{self._s.turns}:{number}"
         if text is None:
@@ -875,21 +883,21 @@ class ConversationWorkflow:
     async def _send_outreach(self) -> None:
         outreach = self._s.outreach
         assert outreach is not None
-        self._s.stage = Stage.INITIAL_OUTREACH
+        self._s.stage = stage_for_outreach(self._s.stage)
         await self._context(outreach.instruction or "")
         text = outreach.text or await self._written(ReplyPurpose.OUTREACH)
         if text is None:
             entry = self._s.transcript[-1]  # the guard's note
         else:
             entry = await self._try_send(text, "outreach")
-        self._s.stage = Stage.AWAITING_RESPONSE
+        self._s.stage = stage_after_outreach(self._s.stage)
         self._s.outreach = None
         self._s.last_reply_at = workflow.now()
         await self._record([entry], turn_key="outreach")
         self._upsert_search_attributes()
 
     async def _close(self) -> None:
-        self._s.stage = Stage.CLOSED
+        self._s.stage = stage_after_close(self._s.stage)
         self._s.handoff = None
         self._s.last_reply_at = None
         await self._record((), turn_key=f"close:{self._s.turns}")

@@ -61,6 +61,29 @@ def next_stage(current: Stage, analysis: Perception, *, escalated: bool = False)
     return current
 
 
+def stage_for_outreach(current: Stage) -> Stage:
+    """We write first (a campaign, an operator's outreach)."""
+    return Stage.INITIAL_OUTREACH if current not in (Stage.HUMAN_HANDOFF, Stage.CLOSED) else current
+
+
+def stage_after_follow_up(current: Stage) -> Stage:
+    """A follow-up went out because the lead did not answer: the lead is being nurtured."""
+    if current in (Stage.HUMAN_HANDOFF, Stage.CLOSED):
+        return current
+    return Stage.NURTURE
+
+
+def stage_on_handoff(current: Stage) -> Stage:
+    """An escalation, an operator or an agent's reply hands the conversation to a human."""
+    return Stage.CLOSED if current == Stage.CLOSED else Stage.HUMAN_HANDOFF
+
+
+def stage_after_close(current: Stage) -> Stage:
+    """Do-not-contact, an opt-out confirmed, an operator's close: nothing more is sent."""
+    del current  # any stage closes
+    return Stage.CLOSED
+
+
 def stage_after_outreach(current: Stage) -> Stage:
     """The first message to a lead was sent: now we wait for an answer."""
     return Stage.AWAITING_RESPONSE if current == Stage.INITIAL_OUTREACH else current

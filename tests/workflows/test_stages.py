@@ -9,9 +9,13 @@ from models.common import Intent, Stage
 from workflows.stages import (
     ai_may_reply,
     next_stage,
+    stage_after_close,
+    stage_after_follow_up,
     stage_after_follow_ups_exhausted,
     stage_after_outreach,
     stage_after_release,
+    stage_for_outreach,
+    stage_on_handoff,
 )
 
 
@@ -79,3 +83,24 @@ def test_outreach_and_follow_up_helpers() -> None:
     assert stage_after_follow_ups_exhausted(Stage.QUALIFYING) == Stage.NURTURE
     assert stage_after_follow_ups_exhausted(Stage.HUMAN_HANDOFF) == Stage.HUMAN_HANDOFF
     assert stage_after_follow_ups_exhausted(Stage.CLOSED) == Stage.CLOSED
+
+
+@pytest.mark.parametrize("current", list(Stage))
+def test_every_event_outside_a_turn_has_its_transition(current: Stage) -> None:
+    in_human_hands_or_closed = current in (Stage.HUMAN_HANDOFF, Stage.CLOSED)
+    assert stage_for_outreach(current) == (
+        current if in_human_hands_or_closed else Stage.INITIAL_OUTREACH
+    )
+    assert stage_after_follow_up(current) == (
+        current if in_human_hands_or_closed else Stage.NURTURE
+    )
+    assert stage_on_handoff(current) == (
+        Stage.CLOSED if current == Stage.CLOSED else Stage.HUMAN_HANDOFF
+    )
+    assert stage_after_close(current) == Stage.CLOSED
+    assert stage_after_release(current) == (
+        Stage.QUALIFYING if current == Stage.HUMAN_HANDOFF else current
+    )
+    assert stage_after_outreach(current) == (
+        Stage.AWAITING_RESPONSE if current == Stage.INITIAL_OUTREACH else current
+    )
