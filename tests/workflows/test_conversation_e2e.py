@@ -436,9 +436,11 @@ async def test_continue_as_new_keeps_the_conversation(
             await _post_waha(stack, fake_waha, text, message_id=f"false_can_{n}")
             await stack.wait_for(lambda n=n: len(_replies_to(fake_waha)) >= n, what=f"reply {n}")
         conv_id = conversation_workflow_id(stack.tenant_id, "waha", LEAD)
-        runs = [wf async for wf in temporal_client.list_workflows(f'WorkflowId = "{conv_id}"')]
-        assert len(runs) >= 2, "the conversation continued as new"
         handle = temporal_client.get_workflow_handle(conv_id)
+        # Read from the history, not the visibility listing (which lags under load).
+        first_event = (await handle.fetch_history()).events[0]
+        started = first_event.workflow_execution_started_event_attributes
+        assert started.continued_execution_run_id, "the conversation continued as new"
         state = await handle.query("state")
         assert state["turns"] == 6
         # Redelivering an early message after continue-as-new is still recognised.
