@@ -167,6 +167,7 @@ async def _demo_tenant(settings: Settings) -> str:
                     tenant_id=DEMO_TENANT,
                     name="Demo car dealership",
                     secret_key=settings.secret_key.get_secret_value(),
+                    settings=TenantSettings(playbook="car_dealership"),
                 )
                 key = await tenant_repo.create_api_key(session, tenant_id=DEMO_TENANT)
                 key_file.write_text(key + "\n")
@@ -314,7 +315,13 @@ def tenant_create(
     tenant_id: Annotated[
         str | None, typer.Option("--id", help="Tenant id used in webhook URLs; default from NAME.")
     ] = None,
-    playbook: Annotated[str, typer.Option(help="Built-in playbook name.")] = "car_dealership",
+    playbook: Annotated[
+        str | None,
+        typer.Option(
+            help="Built-in playbook (car_dealership, b2b_outreach); without one the tenant "
+            "speaks under its own name with a neutral persona."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
     """Create a tenant and print its API key (shown once; stored hashed)."""
