@@ -411,7 +411,7 @@ class TurnResult:
 
 def not_perceived(case_id: str, turn: int, **kw: Any) -> TurnObservation:
     """An observation of a turn no model read (with a human, closed, failed or timed out)."""
-    return TurnObservation(case_id=case_id, turn=turn, intent=Intent.OTHER, **kw)
+    return TurnObservation(case_id=case_id, turn=turn, intent=None, **kw)
 
 
 def observe(
@@ -775,7 +775,7 @@ def report_json(
                 "turn": r.observation.turn,
                 "text": r.label.text,
                 "expected_intent": r.label.intent.value,
-                "intent": r.observation.intent.value if r.perceived else None,
+                "intent": r.observation.intent.value if r.observation.intent else None,
                 "secondary": [i.value for i in r.observation.secondary],
                 "expected_escalate": r.label.escalate,
                 "escalated": r.observation.escalated,

@@ -93,7 +93,7 @@ class TurnObservation:
 
     case_id: str
     turn: int
-    intent: Intent
+    intent: Intent | None  # None: not perceived (the conversation was with a human, the AI failed)
     secondary: tuple[Intent, ...] = ()
     escalated: bool = False
     rule: str | None = None
@@ -129,6 +129,7 @@ class EscalationMiss:
 @dataclass(frozen=True)
 class EvalReport:
     turns: int
+    not_perceived: int  # turns no model read: sent while a human had the conversation
     intent_correct: int
     confusions: tuple[tuple[str, str, int], ...]  # expected, observed, count (most first)
     escalation_expected: int
@@ -151,7 +152,9 @@ class EvalReport:
 
     @property
     def intent_accuracy(self) -> float:
-        return _ratio(self.intent_correct, self.turns)
+        """Over the turns a model perceived (intent and fields of a turn sent to a human are
+        not the AI's to read)."""
+        return _ratio(self.intent_correct, self.turns - self.not_perceived)
 
     @property
     def escalation_precision(self) -> float:
@@ -231,8 +234,12 @@ def compute_report(
     latencies: list[float] = []
     guard = calls = tokens_in = tokens_out = tokens_cached = 0
     cost = 0.0
+    not_perceived = 0
     for label, seen in pairs:
-        if label.intent == seen.intent:
+        perceived = seen.intent is not None
+        if seen.intent is None:
+            not_perceived += 1
+        elif label.intent == seen.intent:
             intent_correct += 1
         else:
             confusions[(label.intent.value, seen.intent.value)] += 1
@@ -260,9 +267,10 @@ def compute_report(
                 )
             )
 
-        f_expected += len(label.fields)
-        f_observed += len(seen.fields)
-        for name in sorted(set(label.fields) | set(seen.fields)):
+        if perceived:
+            f_expected += len(label.fields)
+            f_observed += len(seen.fields)
+        for name in sorted(set(label.fields) | set(seen.fields)) if perceived else ():
             want, got = label.fields.get(name), seen.fields.get(name)
             if want is not None and got is not None and _same(want, got):
                 f_correct += 1
@@ -279,6 +287,7 @@ def compute_report(
             latencies.append(seen.latency_ms)
     return EvalReport(
         turns=len(pairs),
+        not_perceived=not_perceived,
         intent_correct=intent_correct,
         confusions=tuple((e, o, n) for (e, o), n in confusions.most_common(top_confusions)),
         escalation_expected=esc_expected,
@@ -325,7 +334,12 @@ def format_report(report: EvalReport, *, max_misses: int = 15) -> str:
     rows = [
         ("metric", "value", "counts"),
         ("turns", str(r.turns), ""),
-        ("intent accuracy", f"{r.intent_accuracy:.3f}", f"{r.intent_correct}/{r.turns}"),
+        (
+            "intent accuracy",
+            f"{r.intent_accuracy:.3f}",
+            f"{r.intent_correct}/{r.turns - r.not_perceived}"
+            + (f" ({r.not_perceived} sent to a human, not read)" if r.not_perceived else ""),
+        ),
         (
             "escalation precision",
             f"{r.escalation_precision:.3f}",
