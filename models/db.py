@@ -35,9 +35,13 @@ def sync_url(url: str) -> str:
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # WAL + busy timeout: the API and the workers write the same file from different processes.
+    # synchronous=NORMAL: in WAL mode a commit no longer waits for an fsync (an application
+    # crash loses nothing; a power cut may lose the last commits, never corrupt the file). The
+    # embedded default's writes per turn (record, usage ledger) cost a fraction of that way.
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 

@@ -241,8 +241,11 @@ async def recent_messages(
 
 async def lead_fields(session: AsyncSession, *, conversation_id: str) -> dict[str, Any]:
     """What is known about the conversation's lead, as of its last recorded turn."""
-    conv = await session.get(Conversation, conversation_id)
-    if conv is None or conv.lead_id is None:
-        return {}
-    lead = await session.get(Lead, conv.lead_id)
-    return dict(lead.fields) if lead is not None else {}
+    row = (
+        await session.exec(
+            select(Lead.fields)
+            .join(Conversation, col(Conversation.lead_id) == col(Lead.id))
+            .where(Conversation.id == conversation_id)
+        )
+    ).first()
+    return dict(row) if row else {}
