@@ -84,7 +84,10 @@ def chain_for(
         if own:
             return parse_chain(own)
         if tenant.provider:
-            return (ChainLink(tenant.provider.lower(), tenant.model),)
+            provider = tenant.provider.lower()
+            # The process's model goes with the process's provider when the tenant names none.
+            same = provider == settings.llm_provider.lower()
+            return (ChainLink(provider, tenant.model or (settings.llm_model if same else None)),)
     process = {
         "analysis": settings.llm_analysis,
         "reply": settings.llm_reply,
