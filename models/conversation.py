@@ -148,6 +148,11 @@ class TurnContext(Frozen):
     timezone: str = "UTC"
     channels: tuple[str, ...] = Field(default=(), description="Channels configured for the tenant.")
     do_not_contact: bool = False
+    crm_connected: bool = Field(
+        default=True,
+        description="The tenant connected a CRM: a changed lead requests its CrmSyncWorkflow. "
+        "Without one the turn's record step is the whole sync (the built-in lead table).",
+    )
 
     @model_validator(mode="before")
     @classmethod

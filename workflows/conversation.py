@@ -99,6 +99,9 @@ class ConversationWorkflow:
             hash=state.policy.playbook_hash if state.policy else None,
         )
         self._close_reason: str | None = None
+        # Until a context says otherwise (e.g. right after continue-as-new), a changed lead
+        # requests its CRM sync: asking once too often is harmless, never asking is not.
+        self._crm_connected = True
         self._released = False
         self._handed_over = False
         self._sending: list[str] = []
@@ -532,6 +535,8 @@ class ConversationWorkflow:
         )
         if context.policy is not None:
             self._s.policy = context.policy
+        # Histories from before this field decode it as True: they requested every sync.
+        self._crm_connected = context.crm_connected
         self._ref = PlaybookRef(tenant_id=self._s.tenant_id, hash=context.playbook.hash)
         return context
 
@@ -637,7 +642,7 @@ class ConversationWorkflow:
             retry_policy=policies.STORE_RETRY,
             summary=f"record {turn_key}",
         )
-        if changed:
+        if changed and self._crm_connected:
             await self._request_crm_sync(turn_key)
 
     async def _request_crm_sync(self, turn_key: str) -> None:

@@ -86,6 +86,18 @@ async def list_integrations(
     return list(rows.all())
 
 
+async def has_enabled_integrations(session: AsyncSession, *, tenant_id: str) -> bool:
+    """Whether the tenant connected a CRM of its own (the built-in lead table is no integration)."""
+    row = (
+        await session.exec(
+            select(Integration.id)
+            .where(Integration.tenant_id == tenant_id, col(Integration.enabled).is_(True))
+            .limit(1)
+        )
+    ).first()
+    return row is not None
+
+
 async def get_integration(
     session: AsyncSession, *, tenant_id: str, integration_id: str
 ) -> Integration | None:

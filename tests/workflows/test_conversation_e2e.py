@@ -12,13 +12,16 @@ from typing import Any
 
 import pytest
 from temporalio.client import Client
+from temporalio.service import RPCError
 
 from models.conversation import conversation_workflow_id
+from models.crm import crm_sync_workflow_id
 from models.repo.playbooks import builtin_playbook
 from models.settings import Settings
 from models.task_queues import CONVERSATIONS
 from models.tenant import Specialist, TenantSettings
 from tests.fakes.chatwoot import FakeChatwoot
+from tests.fakes.crm import HubSpotFake
 from tests.fakes.llm import FakeOpenAI
 from tests.fakes.llm_brain import rules_brain
 from tests.fakes.smtp import SmtpServer
@@ -136,15 +139,17 @@ async def test_waha_message_is_answered_through_waha(
         ]
         assert conv_id in found
 
-        # The lead changed, so its CRM sync ran (to the built-in lead table by default).
-        async def synced() -> Any:
-            r = await stack.http.get(f"/api/v1/leads/{detail['lead_id']}", headers=stack.auth)
-            body = r.json() if r.status_code == 200 else {}
-            runs = body.get("recent_syncs") or []
-            return body if any(run["status"] == "succeeded" for run in runs) else None
-
-        lead = await stack.wait_for(synced, what="CRM sync of the lead")
+        # No CRM connected: the turn's record step wrote the built-in lead table, and no
+        # CrmSyncWorkflow was started for it (one workflow per message, not two).
+        lead = (
+            await stack.http.get(f"/api/v1/leads/{detail['lead_id']}", headers=stack.auth)
+        ).json()
         assert lead["fields"].get("make") == "Volkswagen"
+        assert lead["recent_syncs"] == []
+        with pytest.raises(RPCError):
+            await temporal_client.get_workflow_handle(
+                crm_sync_workflow_id(stack.tenant_id, detail["lead_id"])
+            ).describe()
 
         # Tenant isolation: another tenant's key sees nothing of it.
         from tests.conftest import make_tenant
@@ -644,3 +649,30 @@ async def test_the_reply_uses_the_knowledge_base_and_records_its_hits(
         assert reply["role"] == "ai"
         assert reply["knowledge_ids"] == [doc.json()["id"]], (reply, detail["escalations"])
         assert "24 month" in _replies_to(fake_waha)[0]["text"]
+
+
+async def test_a_turn_syncs_the_lead_to_the_crm_the_tenant_connected(
+    temporal_client: Client, e2e_settings: Settings, fake_waha: FakeWaha
+) -> None:
+    with HubSpotFake(token="pat-e2e") as hubspot:
+        async with live_stack(
+            temporal_client, e2e_settings, tenant_settings=_waha_settings(fake_waha)
+        ) as stack:
+            connected = await stack.http.post(
+                "/api/v1/integrations",
+                headers=stack.auth,
+                json={
+                    "kind": "hubspot",
+                    "name": "hs",
+                    "base_url": hubspot.url,
+                    "credentials": {"access_token": "pat-e2e"},
+                },
+            )
+            assert connected.status_code in (200, 201), connected.text
+            await _post_waha(
+                stack, fake_waha, "Hi, I'm Jan, jan@example.com, looking for a Skoda Octavia"
+            )
+            await stack.wait_for(lambda: _replies_to(fake_waha), what="the reply")
+            await stack.wait_for(
+                lambda: hubspot.by_email("jan@example.com"), what="the lead in HubSpot"
+            )

@@ -40,7 +40,9 @@ async def test_a_turn_adds_at_most_4_kb_to_the_history(
         workflow_id = conversation_workflow_id(stack.tenant_id, "waha", LEAD)
         handle = temporal_client.get_workflow_handle(workflow_id)
         sizes: list[int] = []
-        previous = 0
+        activities: list[int] = []
+        tasks: list[int] = []
+        previous = budget_of({})
         for n, text in enumerate(MESSAGES, start=1):
             raw, headers = fake_waha.message_webhook(from_=LEAD, body=text)
             response = await stack.http.post(
@@ -59,13 +61,15 @@ async def test_a_turn_adds_at_most_4_kb_to_the_history(
                 return bool(state["turns"] >= n and state["pending_messages"] == 0)
 
             await stack.wait_for(settled, what=f"turn {n} recorded")
-            history = json.loads((await handle.fetch_history()).to_json())
-            total = budget_of(history).payload_bytes
-            sizes.append(total - previous)
-            previous = total
+            now = budget_of(json.loads((await handle.fetch_history()).to_json()))
+            sizes.append(now.payload_bytes - previous.payload_bytes)
+            activities.append(now.activities - previous.activities)
+            tasks.append(now.workflow_tasks - previous.workflow_tasks)
+            previous = now
         budget = budget_of(json.loads((await handle.fetch_history()).to_json()))
         print(
-            f"\nper turn: payload bytes {sizes}; whole history: {budget.events} events, "
+            f"\nper turn: payload bytes {sizes}, activities {activities}, workflow tasks "
+            f"{tasks}; whole history: {budget.events} events, "
             f"{budget.payload_bytes} bytes, {budget.workflow_tasks} workflow tasks, "
             f"{budget.activities} activities, {budget.local_activities} local activities"
         )
@@ -74,3 +78,5 @@ async def test_a_turn_adds_at_most_4_kb_to_the_history(
         # The first turn also carries the start (input, policy): it is measured, not budgeted.
         assert all(size <= TURN_PAYLOAD_BUDGET for size in sizes[1:]), sizes
         assert sizes[0] <= TURN_PAYLOAD_BUDGET + 4096, sizes
+        # No CRM connected, no escalation: perceive, write, send; no CrmSyncWorkflow request.
+        assert activities == [3, 3, 3], activities
