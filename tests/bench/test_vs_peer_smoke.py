@@ -1,0 +1,113 @@
+"""bench.vs_peer cannot rot silently: its CLI parses and the load generator's accounting (open
+loop, reply matching, percentiles, /proc sampling) works on loopback. The full comparison needs
+redis-server and the peer's venv, so it is not run here; no timing is asserted."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from bench import loadgen
+from bench.vs_peer import CASES, table
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_help() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.vs_peer", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    for flag in ("--cases", "--no-peer", "--json", "--workdir"):
+        assert flag in proc.stdout
+
+
+def test_percentiles_are_nearest_rank() -> None:
+    assert loadgen.pct([], 50) is None
+    assert loadgen.pct([3.0, 1.0, 2.0], 50) == 2.0
+    assert loadgen.pct(range(1, 101), 99) == 99
+    assert loadgen.pct([5.0], 99) == 5.0
+
+
+def test_proc_accounting_reads_this_process() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert child.pid in loadgen.proc_tree(os.getpid())
+        assert loadgen.tree_rss_mib(os.getpid()) > 0
+        before = loadgen.tree_cpu_seconds(os.getpid())
+        deadline = time.process_time() + 0.2
+        while time.process_time() < deadline:
+            pass
+        assert loadgen.tree_cpu_seconds(os.getpid()) > before
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_open_loop_matches_replies_by_chat_id() -> None:
+    """A webhook receiver that 'replies' at once, as a WAHA recorder would store it."""
+    stored: list[dict[str, Any]] = []
+
+    async def webhook(request: Request) -> JSONResponse:
+        body = await request.json()
+        chat = body["payload"]["from"]
+        stored.append({"received_at": time.time(), "body": {"chatId": chat, "text": "hi"}})
+        if chat.endswith("1@c.us"):  # one duplicate reply
+            stored.append({"received_at": time.time(), "body": {"chatId": chat, "text": "hi"}})
+        return JSONResponse({"status": "queued"})
+
+    async def sent(_: Request) -> JSONResponse:
+        return JSONResponse(stored)
+
+    app = Starlette(
+        routes=[Route("/hook", webhook, methods=["POST"]), Route("/sent", sent, methods=["GET"])]
+    )
+
+    async def main() -> dict[str, Any]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+            chats = [f"3160000000{i}@c.us" for i in range(5)]
+            out = await loadgen.open_loop(client, "/hook", chats, 100, text="hallo")
+            replies = await loadgen.wait_replies(client, "", chats, timeout=5)
+            return loadgen.summarise(out, replies, chats, classify=lambda t: t)
+
+    row = asyncio.run(main())
+    assert row["completed"] == 5
+    assert row["lost"] == 0
+    assert row["duplicate_replies"] == 1
+    assert row["reply_kinds"] == {"hi": 5}
+    assert row["ack_errors"] == 0
+    assert row["e2e_ms"]["p50"] is not None
+
+
+def test_table_prints_ratios() -> None:
+    assert {"small", "full"} <= set(CASES)
+
+    def row(system: str, e2e: float) -> dict[str, Any]:
+        return {
+            "case": "c",
+            "system": system,
+            "peer_pool": None,
+            "e2e_ms": {"p50": e2e},
+            "ack_ms": {},
+            "reply_kinds": {},
+        }
+
+    text = table({"results": [row("peer", 10.0), row("leadflow[fake]", 20.0)]})
+    assert "leadflow[fake] / peer" in text
+    assert "2.00x" in text
