@@ -84,10 +84,7 @@ def chain_for(
         if own:
             return parse_chain(own)
         if tenant.provider:
-            provider = tenant.provider.lower()
-            # The process's model goes with the process's provider when the tenant names none.
-            same = provider == settings.llm_provider.lower()
-            return (ChainLink(provider, tenant.model or (settings.llm_model if same else None)),)
+            return (ChainLink(tenant.provider.lower(), tenant.model),)
     process = {
         "analysis": settings.llm_analysis,
         "reply": settings.llm_reply,
@@ -110,7 +107,12 @@ def resolve_link(
 ) -> ResolvedLink:
     """Model and credentials of one link; `LlmConfigError` says what is missing."""
     provider = link.provider
-    model = link.model or DEFAULT_MODELS.get(provider, {}).get(step)
+    model = link.model
+    if model is None and provider == settings.llm_provider.lower():
+        model = settings.llm_model  # the process's model goes with the process's provider
+    if model is None and provider == "openai_compatible":
+        model = settings.llm_model  # a self-hosted server has no default model of ours
+    model = model or DEFAULT_MODELS.get(provider, {}).get(step)
     if provider == "offline":
         return ResolvedLink(provider=provider, model=model or "rules-v2")
     if provider not in HOSTED:
@@ -151,7 +153,11 @@ def resolve_chain(
     """The runnable links of the step's chain, and a problem line for each link that is not."""
     links: list[ResolvedLink] = []
     problems: list[str] = []
-    for link in chain_for(step, settings, tenant):
+    try:
+        chain = chain_for(step, settings, tenant)
+    except LlmConfigError as exc:  # a chain that does not parse runs nothing
+        return [], [f"{step}: {exc}"]
+    for link in chain:
         if link.provider not in known_providers:
             available = ", ".join(sorted(known_providers)) or "none"
             problems.append(
@@ -173,11 +179,7 @@ def config_problems(
     """Every problem of the configured chains; empty when every step can run."""
     problems: list[str] = []
     for step in STEPS:
-        try:
-            _, step_problems = resolve_chain(step, settings, tenant, known_providers)
-        except LlmConfigError as exc:
-            step_problems = [f"{step}: {exc}"]
-        problems.extend(step_problems)
+        problems.extend(resolve_chain(step, settings, tenant, known_providers)[1])
     return problems
 
 

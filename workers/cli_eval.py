@@ -220,24 +220,12 @@ def eval_tenant_id(playbook: str) -> str:
     return slugify(f"{EVAL_TENANT_PREFIX}{playbook}")
 
 
-def _eval_models(
-    provider: str | None, model: str | None, process_provider: str, process_model: str | None
-) -> tuple[str | None, str | None]:
-    """The provider and model to store on the eval tenants; (None, None) = the process's own."""
-    from models.llm_config import DEFAULT_MODELS, HOSTED
-
+def _eval_models(provider: str | None, model: str | None) -> tuple[str | None, str | None]:
+    """The provider and model to store on the eval tenants; (None, None) = the process's own.
+    Whether they can run is decided by models/llm_config.py, as for any tenant."""
     if provider is None and model is None:
         return None, None
-    chosen = (provider or process_provider).strip().lower()
-    if model is None and chosen in HOSTED and chosen not in DEFAULT_MODELS:
-        # A self-hosted server has no default model: take the process's, as its workers do.
-        model = process_model
-        if not model:
-            raise EvalFailure(
-                f"--provider {chosen} needs --model (it has no default model and "
-                "LEADFLOW_LLM_MODEL is not set)"
-            )
-    return chosen, model
+    return (provider.strip().lower() if provider else None), model
 
 
 async def prepare_local_tenants(
@@ -249,19 +237,19 @@ async def prepare_local_tenants(
     hold the old ones for a few seconds)."""
     from pydantic import ValidationError
 
+    from models import llm_config
     from models.db import Database, migrate
     from models.repo import tenants as tenant_repo
     from models.repo.playbooks import PlaybookError, playbook_for
     from models.settings import Settings
     from models.tenant import TenantSettings, dump_settings
+    from workers.plugins import known_llm_providers
 
     try:
         settings = Settings()
     except ValidationError as exc:
         raise EvalFailure(f"invalid LEADFLOW_* settings: {exc}") from exc
-    llm_provider, llm_model = _eval_models(
-        provider, model, settings.llm_provider, settings.llm_model
-    )
+    llm_provider, llm_model = _eval_models(provider, model)
     for playbook in playbooks:  # refuse an unknown playbook before anything is written
         try:
             playbook_for(TenantSettings(playbook=playbook))
@@ -303,6 +291,13 @@ async def prepare_local_tenants(
                     playbook_for(wanted)
                 except (ValidationError, PlaybookError) as exc:
                     raise EvalFailure(f"playbook {playbook!r}: {exc}") from exc
+                if wanted.llm is not None:
+                    # The same check as the settings API: no worker could run these models.
+                    problems = llm_config.config_problems(
+                        settings, known_llm_providers(), wanted.llm
+                    )
+                    if problems:
+                        raise EvalFailure("invalid model settings: " + "; ".join(problems))
                 if row is None:
                     await tenant_repo.create_tenant(
                         session,

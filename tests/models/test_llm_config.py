@@ -50,11 +50,25 @@ def test_precedence_tenant_step_then_tenant_provider_then_process_step_then_proc
 
 
 def test_the_process_model_goes_with_the_process_provider() -> None:
-    process = settings(llm_provider="openai_compatible", llm_model="llama3.1")
-    same = TenantLlmSettings(provider="openai_compatible")
-    other = TenantLlmSettings(provider="openai")
-    assert chain_for("reply", process, same) == (ChainLink("openai_compatible", "llama3.1"),)
-    assert chain_for("reply", process, other) == (ChainLink("openai", None),)
+    process = settings(
+        llm_provider="openai",
+        llm_model="gpt-4o-mini",
+        openai_api_key=SecretStr("k"),
+        openai_compatible_base_url="http://127.0.0.1:11434/v1",
+    )
+
+    def model(tenant: TenantLlmSettings) -> str:
+        links, problems = resolve_chain("reply", process, tenant, KNOWN)
+        assert problems == []
+        return links[0].model
+
+    assert model(TenantLlmSettings(provider="openai")) == "gpt-4o-mini"
+    assert model(TenantLlmSettings(provider="openai", model="gpt-4.1")) == "gpt-4.1"
+    # A self-hosted server has no default: LEADFLOW_LLM_MODEL names what it serves.
+    assert model(TenantLlmSettings(provider="openai_compatible")) == "gpt-4o-mini"
+    assert model(TenantLlmSettings(provider="anthropic", anthropic_api_key=SecretStr("a"))) == (
+        "claude-sonnet-4-5"
+    )
 
 
 def test_keys_come_from_the_tenant_first_and_defaults_per_step() -> None:
@@ -81,3 +95,10 @@ def test_problems_name_what_is_missing_and_runnable_links_survive() -> None:
     ]
     assert config_problems(settings(), KNOWN) == []
     assert describe(process)["analysis"].startswith("gpt9 -> anthropic:claude-haiku-4-5")
+
+
+def test_a_chain_that_does_not_parse_is_a_problem_not_a_crash() -> None:
+    broken = settings(llm_analysis=" , ")
+    links, problems = resolve_chain("analysis", broken, None, KNOWN)
+    assert links == [] and problems == ["analysis: the chain ' , ' names no provider"]
+    assert config_problems(broken, KNOWN) == problems
