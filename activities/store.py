@@ -12,7 +12,6 @@ from models.db import Database
 from models.playbook_service import PlaybookError, PlaybookResolver, UnknownTenantError
 from models.policy import PlaybookRef, policy_of
 from models.repo import conversations as conversation_repo
-from models.repo import crm as crm_repo
 from models.repo import knowledge as knowledge_repo
 from models.settings import Settings
 from models.tables import Lead
@@ -37,9 +36,6 @@ class StoreActivities:
             raise ApplicationError(str(exc), type="InvalidPlaybook", non_retryable=True) from exc
         async with self._db.session() as session:
             lead = await session.get(Lead, request.lead_id)
-            crm_connected = await crm_repo.has_enabled_integrations(
-                session, tenant_id=request.tenant_id
-            )
             hits = (
                 await knowledge_repo.search(
                     session, tenant_id=request.tenant_id, query=request.query, limit=3
@@ -54,9 +50,9 @@ class StoreActivities:
             for name in ("waha", "whatsapp", "messenger", "chatwoot", "smtp")
             if getattr(settings, name) is not None
         )
-        changed = request.policy_hash != playbook.content_hash
+        changed = request.policy_hash != profile.playbook_hash
         return TurnContext(
-            playbook=PlaybookRef(tenant_id=request.tenant_id, hash=playbook.content_hash),
+            playbook=PlaybookRef(tenant_id=request.tenant_id, hash=profile.playbook_hash),
             policy=policy_of(playbook) if changed else None,
             # Ids and titles only: the activities that need the text read it by id.
             knowledge=tuple(
@@ -67,7 +63,7 @@ class StoreActivities:
             timezone=settings.timezone,
             channels=configured,
             do_not_contact=bool(lead and lead.do_not_contact),
-            crm_connected=crm_connected,
+            crm_connected=profile.crm_connected,
         )
 
     @activity.defn

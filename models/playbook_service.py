@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from models.db import Database
 from models.playbook import Playbook
 from models.policy import PlaybookRef
+from models.repo import crm as crm_repo
 from models.repo import tenants as tenant_repo
 from models.repo.playbooks import PlaybookError, builtin_playbook, playbook_for
 from models.tenant import TenantSettings
@@ -34,6 +35,8 @@ class TenantProfile:
     name: str
     settings: TenantSettings
     playbook: Playbook
+    playbook_hash: str  # computed once per refresh, not once per turn
+    crm_connected: bool  # the tenant connected a CRM of its own (a few seconds stale at most)
 
 
 class PlaybookResolver:
@@ -58,12 +61,18 @@ class PlaybookResolver:
                 raise UnknownTenantError(f"tenant {tenant_id!r} does not exist")
             settings = tenant_repo.tenant_settings(row, secret_key=self._secret)
             name = row.name
+            crm_connected = await crm_repo.has_enabled_integrations(session, tenant_id=tenant_id)
         playbook = playbook_for(settings, tenant_name=name)
         profile = TenantProfile(
-            tenant_id=tenant_id, name=name, settings=settings, playbook=playbook
+            tenant_id=tenant_id,
+            name=name,
+            settings=settings,
+            playbook=playbook,
+            playbook_hash=playbook.content_hash,
+            crm_connected=crm_connected,
         )
         self._tenants[tenant_id] = (now, profile)
-        self._remember(playbook)
+        self._remember(profile.playbook_hash, playbook)
         return profile
 
     async def resolve(self, ref: PlaybookRef) -> Playbook:
@@ -76,9 +85,9 @@ class PlaybookResolver:
                 return hit
         return (await self.tenant(ref.tenant_id)).playbook
 
-    def _remember(self, playbook: Playbook) -> None:
-        self._by_hash[playbook.content_hash] = playbook
-        self._by_hash.move_to_end(playbook.content_hash)
+    def _remember(self, playbook_hash: str, playbook: Playbook) -> None:
+        self._by_hash[playbook_hash] = playbook
+        self._by_hash.move_to_end(playbook_hash)
         while len(self._by_hash) > HASH_CACHE_SIZE:
             self._by_hash.popitem(last=False)
 
