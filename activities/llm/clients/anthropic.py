@@ -48,7 +48,7 @@ class AnthropicClient:
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
         structured = request.output_schema is not None
-        try:
+        with errors.classified(self.provider, request.timeout_seconds, anthropic):
             message = await self._sdk.messages.create(
                 model=request.model,
                 max_tokens=request.max_tokens,
@@ -68,20 +68,6 @@ class AnthropicClient:
                 # supported"; API keys belong in `X-Api-Key` (wire/llm_apis_anthropic_openai.md).
                 extra_headers={"X-Api-Key": self._api_key, "Authorization": anthropic.omit},
             )
-        except anthropic.APITimeoutError as exc:
-            raise errors.timeout_error(self.provider, request.timeout_seconds) from exc
-        except anthropic.APIConnectionError as exc:
-            raise errors.connection_error(self.provider, exc) from exc
-        except anthropic.APIStatusError as exc:
-            raise errors.status_error(
-                self.provider,
-                status=exc.status_code,
-                headers=exc.response.headers,
-                body=exc.body,
-                fallback_message=exc.message,
-            ) from exc
-        except anthropic.APIResponseValidationError as exc:
-            raise errors.bad_response_error(self.provider, exc) from exc
         return self._response(message, request)
 
     async def aclose(self) -> None:

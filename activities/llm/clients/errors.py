@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import email.utils
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from activities.llm.model_client import ModelCallError
@@ -174,3 +175,26 @@ def _str(value: object) -> str | None:
 def _truncate(text: str) -> str:
     text = " ".join(text.split())
     return text if len(text) <= MAX_VENDOR_MESSAGE else text[: MAX_VENDOR_MESSAGE - 1] + "…"
+
+
+@contextmanager
+def classified(provider: str, timeout_seconds: float, sdk: Any) -> Iterator[None]:
+    """Turn the vendor SDK's exceptions into `ModelCallError`s. Both SDKs (anthropic, openai)
+    are generated from one template and raise the same family of exceptions, so one mapping
+    serves both: pass the SDK module."""
+    try:
+        yield
+    except sdk.APITimeoutError as exc:
+        raise timeout_error(provider, timeout_seconds) from exc
+    except sdk.APIConnectionError as exc:
+        raise connection_error(provider, exc) from exc
+    except sdk.APIStatusError as exc:
+        raise status_error(
+            provider,
+            status=exc.status_code,
+            headers=exc.response.headers,
+            body=exc.body,
+            fallback_message=exc.message,
+        ) from exc
+    except sdk.APIResponseValidationError as exc:
+        raise bad_response_error(provider, exc) from exc

@@ -65,7 +65,7 @@ class OpenAIChatClient:
     async def complete(self, request: ModelRequest) -> ModelResponse:
         structured = request.output_schema is not None
         mode = self.structured_mode if structured else None
-        try:
+        with errors.classified(self.provider, request.timeout_seconds, openai):
             completion = await self._sdk.chat.completions.create(
                 model=request.model,
                 messages=self._messages(request, mode),
@@ -85,20 +85,6 @@ class OpenAIChatClient:
                 # activity's start-to-close timeout bounds the call as a whole.
                 timeout=request.timeout_seconds,
             )
-        except openai.APITimeoutError as exc:
-            raise errors.timeout_error(self.provider, request.timeout_seconds) from exc
-        except openai.APIConnectionError as exc:
-            raise errors.connection_error(self.provider, exc) from exc
-        except openai.APIStatusError as exc:
-            raise errors.status_error(
-                self.provider,
-                status=exc.status_code,
-                headers=exc.response.headers,
-                body=exc.body,
-                fallback_message=exc.message,
-            ) from exc
-        except openai.APIResponseValidationError as exc:
-            raise errors.bad_response_error(self.provider, exc) from exc
         return self._response(completion, mode)
 
     async def aclose(self) -> None:
