@@ -32,6 +32,12 @@ def port_open(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+SQLITE_PRAGMAS = (
+    "--sqlite-pragma", "journal_mode=wal",
+    "--sqlite-pragma", "synchronous=normal",
+)  # fmt: skip
+
+
 def start_dev_server(
     *, data_dir: Path, ip: str, port: int, ui_port: int, namespace: str, log_file: Path
 ) -> subprocess.Popen[bytes]:
@@ -52,6 +58,10 @@ def start_dev_server(
         "--namespace", namespace,
         "--db-filename", str(data_dir / "temporal.sqlite"),
         "--log-level", "warn",
+        # A write-ahead log and no fsync per commit: the dev server's share of a message's CPU
+        # halves and its throughput doubles (DESIGN.md, performance notes). A power cut may lose
+        # the last moments of history; a crash of the process loses nothing.
+        *SQLITE_PRAGMAS,
         *search_attributes.dev_server_flags(),
     ]  # fmt: skip
     log = log_file.open("ab")
