@@ -10,26 +10,24 @@ request (`requests`, `sent`) and answers with a message object. The sendText res
 documented (wire/waha.md §3): by default `id` is a string; `id_style="webjs"` answers with the
 WEBJS engine's `{"id": {"_serialized": ...}}` so callers are tested against both.
 
-It also builds inbound webhook deliveries (`message_webhook`) with the HMAC headers WAHA sends."""
+It also builds inbound webhook deliveries (`message_webhook`) with the HMAC headers WAHA sends.
+The wire shapes (events, headers, answers) are the product's fake WAHA's (workers/fake_waha.py,
+what `leadflow simulate` serves); this one adds a server thread, recording and failures."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
-import secrets
-import time
-from typing import Any, Literal
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from models.tenant import WahaSettings
 from tests.fakes.http_server import FailurePlan, LiveServer, RecordedRequest
+from workers.fake_waha import ME, IdStyle, send_text_answer, signed_message, unauthorized
 
-ME = "71111111111@c.us"
+__all__ = ["ME", "FakeWaha"]
 
 
 class FakeWaha:
@@ -38,7 +36,7 @@ class FakeWaha:
         *,
         api_key: str = "waha-test-key",
         session: str = "default",
-        id_style: Literal["string", "webjs"] = "string",
+        id_style: IdStyle = "string",
         hmac_key: str | None = "waha-webhook-secret",
     ) -> None:
         self.api_key = api_key
@@ -91,50 +89,18 @@ class FakeWaha:
     async def _send_text(self, request: Request) -> Response:
         recorded = await RecordedRequest.of(request)
         self.requests.append(recorded)
-        if recorded.headers.get("x-api-key") != self.api_key:
-            # NestJS' default 401 body (WAHA is a NestJS app).
-            return JSONResponse({"message": "Unauthorized", "statusCode": 401}, status_code=401)
+        refused = unauthorized(recorded.headers, self.api_key)
+        if refused is not None:
+            return refused
         failure = self.failures.take(recorded.path)
         if failure is not None:
             return failure.response()
-        body = recorded.json
-        problems = [
-            f"{name} must be a string"
-            for name in ("session", "chatId", "text")
-            if not isinstance(body, dict) or not isinstance(body.get(name), str)
-        ]
-        if problems:
-            return JSONResponse(
-                {"statusCode": 400, "message": problems, "error": "Bad Request"}, status_code=400
-            )
-        assert isinstance(body, dict)
-        if body["session"] != self.session:
-            # Not documented in wire/waha.md; any 4xx is what callers may rely on.
-            return JSONResponse(
-                {"statusCode": 422, "message": f"Session {body['session']!r} does not exist"},
-                status_code=422,
-            )
-        self.sent.append(body)
-        return JSONResponse(self._message_object(body["chatId"], body["text"]), status_code=201)
-
-    def _message_object(self, chat_id: str, text: str) -> dict[str, Any]:
-        hex_id = secrets.token_hex(16).upper()
-        serialized = f"true_{chat_id}_{hex_id}"
-        ident: Any = serialized
-        if self.id_style == "webjs":
-            ident = {"fromMe": True, "remote": chat_id, "id": hex_id, "_serialized": serialized}
-        return {
-            "id": ident,
-            "timestamp": int(time.time()),
-            "from": ME,
-            "fromMe": True,
-            "source": "api",
-            "to": chat_id,
-            "body": text,
-            "hasMedia": False,
-            "ack": 1,
-            "vCards": [],
-        }
+        response, accepted = send_text_answer(
+            recorded.json, session=self.session, id_style=self.id_style
+        )
+        if accepted is not None:
+            self.sent.append(recorded.json)
+        return response
 
     # -- webhooks WAHA would deliver ---------------------------------------------------------------
     def message_webhook(
@@ -148,40 +114,12 @@ class FakeWaha:
     ) -> tuple[bytes, dict[str, str]]:
         """An inbound `message` event (wire/waha.md §1-2) and the headers WAHA sends with it,
         HMAC-signed when the fake has an `hmac_key`. Post both to the webhook under test."""
-        now = int(time.time())
-        payload = {
-            "id": f"evt_{secrets.token_hex(13)}",
-            "timestamp": now * 1000,
-            "event": "message",
-            "session": self.session,
-            "metadata": {},
-            "me": {"id": ME, "pushName": "~"},
-            "payload": {
-                "id": message_id or f"false_{from_}_{secrets.token_hex(16).upper()}",
-                "timestamp": timestamp or now,
-                "from": from_,
-                "fromMe": from_me,
-                "source": "app",
-                "to": ME,
-                "body": body,
-                "hasMedia": False,
-                "ack": 1,
-                "vCards": [],
-                "_data": {},
-            },
-            "environment": {"tier": "CORE", "version": "2024.10.1"},
-            "engine": "WEBJS",
-        }
-        raw = json.dumps(payload).encode()
-        headers = {
-            "content-type": "application/json",
-            "user-agent": "WAHA/2024.10.1",
-            "x-webhook-request-id": secrets.token_hex(13),
-            "x-webhook-timestamp": str(now * 1000),
-        }
-        if self.hmac_key:
-            headers["x-webhook-hmac"] = hmac.new(
-                self.hmac_key.encode(), raw, hashlib.sha512
-            ).hexdigest()
-            headers["x-webhook-hmac-algorithm"] = "sha512"
-        return raw, headers
+        return signed_message(
+            from_=from_,
+            body=body,
+            hmac_key=self.hmac_key,
+            session=self.session,
+            message_id=message_id,
+            timestamp=timestamp,
+            from_me=from_me,
+        )
