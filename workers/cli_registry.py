@@ -4,4 +4,5 @@ CLI_MODULES = (
     "workers.cli_enrich",  # leadflow enrich
     "workers.cli_crm",  # leadflow integrations ...
     "workers.cli_eval",  # leadflow eval
+    "workers.cli_simulate",  # leadflow simulate
 )
