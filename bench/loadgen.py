@@ -1,5 +1,4 @@
-"""Open-loop load generation and /proc accounting, shared by the benchmarks (and, later, by a
-`leadflow simulate` command).
+"""Open-loop load generation and /proc accounting for the benchmarks.
 
 - `open_loop`: send i is scheduled at `start + i / rate` whatever earlier answers did; each send
   records its wall-clock send time (`time.time()`, compared with the fake WAHA's own
@@ -10,13 +9,13 @@
 - `tree_cpu_seconds` / `tree_rss_mib`: utime+stime and VmRSS summed over a process and its live
   descendants, read from /proc (not estimated).
 
-Percentiles are nearest-rank, as in the peer's runner.
+Percentiles are nearest-rank, as in the peer's runner. The open-loop schedule and the
+percentile are `leadflow simulate`'s (workers/simulator.py): one rule for both.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 import os
 import socket
 import time
@@ -27,6 +26,9 @@ from typing import Any
 
 import httpx
 
+from workers.simulator import pct as pct  # re-exported: the benchmarks use loadgen.pct
+from workers.simulator import schedule_open_loop
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -35,14 +37,6 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def pct(values: Iterable[float], p: float) -> float | None:
-    """Nearest-rank percentile (None for no values)."""
-    ordered = sorted(values)
-    if not ordered:
-        return None
-    return round(ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)], 2)
 
 
 # ---- /proc ------------------------------------------------------------------------------------
@@ -155,14 +149,7 @@ async def open_loop(
         except httpx.HTTPError as exc:
             out.errors.append(repr(exc))
 
-    start = time.perf_counter()
-    tasks = []
-    for i, chat_id in enumerate(chat_ids):
-        delay = start + i / rate - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(send(i, chat_id)))
-    await asyncio.gather(*tasks)
+    await schedule_open_loop(len(chat_ids), rate, lambda i: send(i, chat_ids[i]))
     if out.send_at:
         out.dispatch_s = max(out.send_at.values()) - min(out.send_at.values())
     return out

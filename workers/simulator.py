@@ -440,12 +440,13 @@ class Simulation:
             return False
         message.ack_ms = (time.monotonic() - message.sent_at) * 1000
         remaining = message.sent_at + self.timeout - time.monotonic()
-        try:
-            await asyncio.wait_for(message.answered.wait(), max(remaining, 0.0))
-        except TimeoutError:
-            message.lost = True
-            self._changed()
-            return False
+        if not message.answered.is_set():  # the reply may come before the acknowledgement
+            try:
+                await asyncio.wait_for(message.answered.wait(), max(remaining, 0.0))
+            except TimeoutError:
+                message.lost = True
+                self._changed()
+                return False
         return True
 
     async def _escalated(self, lead: Lead) -> bool:
