@@ -18,8 +18,6 @@ sets its playbook and models and issues a key. With `--api-key` it evaluates tha
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 import secrets
 import time
@@ -49,6 +47,7 @@ from workers.eval_metrics import (
     format_report,
     load_cases,
 )
+from workers.fake_waha import message_event, webhook_headers
 
 DEFAULT_API_URL = "http://127.0.0.1:8000"
 POLL_SECONDS = 0.25
@@ -170,36 +169,19 @@ def _json_object(response: httpx.Response, what: str) -> dict[str, Any]:
 
 def waha_message_event(*, contact: str, text: str, message_id: str, now: float) -> dict[str, Any]:
     """An inbound WAHA `message` event (../shared/wire/waha.md §1-2), as WAHA posts it."""
-    return {
-        "id": f"evt_{secrets.token_hex(13)}",
-        "timestamp": int(now * 1000),
-        "event": "message",
-        "session": "default",
-        "metadata": {"source": "leadflow eval"},
-        "me": {"id": WAHA_ME, "pushName": "leadflow eval"},
-        "payload": {
-            "id": message_id,
-            "timestamp": int(now),
-            "from": contact,
-            "fromMe": False,
-            "source": "app",
-            "to": WAHA_ME,
-            "body": text,
-            "hasMedia": False,
-            "ack": 1,
-            "vCards": [],
-            "_data": {},
-        },
-        "engine": "WEBJS",
-    }
+    return message_event(
+        from_=contact,
+        body=text,
+        message_id=message_id,
+        timestamp=int(now),
+        me=WAHA_ME,
+        metadata={"source": "leadflow eval"},
+    )
 
 
 def signed_headers(body: bytes, secret: str | None) -> dict[str, str]:
-    headers = {"content-type": "application/json", "user-agent": "leadflow-eval"}
-    if secret:
-        headers["x-webhook-hmac"] = hmac.new(secret.encode(), body, hashlib.sha512).hexdigest()
-        headers["x-webhook-hmac-algorithm"] = "sha512"
-    return headers
+    """The headers WAHA sends with the event, HMAC-signed with the tenant's secret if any."""
+    return webhook_headers(body, secret)
 
 
 # ---- tenants ---------------------------------------------------------------------------------
