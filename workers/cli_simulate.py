@@ -275,6 +275,16 @@ def _ms(value: float | None) -> str:
     return "—" if value is None else f"{value:,.0f} ms"
 
 
+def _leads_line(summary: dict[str, Any]) -> str:
+    parts = []
+    if summary["leads_started"] != summary["leads"]:
+        parts.append(f"{summary['leads_started']} started")
+    parts.append(f"{summary['leads_completed']} played to the end")
+    if summary["escalations"]:
+        parts.append(f"{summary['escalations']} handed to a human")
+    return f"{summary['leads']} ({', '.join(parts)})"
+
+
 def print_summary(summary: dict[str, Any], *, interrupted: bool = False) -> None:
     table = Table(
         title="leadflow simulate" + (" (interrupted)" if interrupted else ""),
@@ -284,7 +294,7 @@ def print_summary(summary: dict[str, Any], *, interrupted: bool = False) -> None
     ttr = summary["time_to_reply_ms"]
     rules = ", ".join(f"{rule} {n}" for rule, n in sorted(summary["escalation_rules"].items()))
     rows = [
-        ("leads", f"{summary['leads']} ({summary['leads_completed']} played to the end)"),
+        ("leads", _leads_line(summary)),
         ("messages sent", str(summary["messages_sent"])),
         ("answered", str(summary["answered"])),
         ("time to reply p50 / p99", f"{_ms(ttr['p50'])} / {_ms(ttr['p99'])}"),
@@ -336,7 +346,9 @@ SIMULATE_HELP = "\n\n".join(
 
 
 def simulate_command(
-    leads: Annotated[int, typer.Option("--leads", "-n", min=1, help="Number of leads.")] = 20,
+    leads: Annotated[
+        int, typer.Option("--leads", "-n", min=1, max=999_999, help="Number of leads.")
+    ] = 20,
     rate: Annotated[
         float, typer.Option("--rate", "-r", min=0.001, help="New leads per second (open loop).")
     ] = 1.0,

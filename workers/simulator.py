@@ -357,7 +357,7 @@ class Simulation:
     timeout: float = 60.0
     on_change: Callable[[], None] | None = None
     rng: random.Random = field(default_factory=random.Random)
-    run_id: str = field(default_factory=lambda: f"{secrets.randbelow(10**6):06d}")
+    run_id: str = field(default_factory=lambda: f"{secrets.randbelow(10**8):08d}")
     state: list[Lead] = field(default_factory=list)
     other_replies: int = 0  # sends to contacts that are not this run's leads (specialists)
     started_at: float = 0.0
@@ -400,8 +400,9 @@ class Simulation:
             self.finished_at = time.monotonic()
 
     def _contact(self, index: int) -> str:
-        # 1 + 6 digits of the run + 8 of the lead: 15 digits, E.164's maximum.
-        return f"1{self.run_id}{index:08d}@c.us"
+        # A contact of its own per lead and run, so reruns never write into old conversations:
+        # 1 + 8 digits of the run + 6 of the lead = 15 digits, E.164's maximum.
+        return f"1{self.run_id}{index:06d}@c.us"
 
     def _think(self) -> float:
         return self.think_time * self.rng.uniform(0.5, 1.5) if self.think_time > 0 else 0.0
@@ -499,6 +500,7 @@ class Simulation:
             "tenant": self.target.tenant_id,
             "run_id": self.run_id,
             "leads": self.leads,
+            "leads_started": counts["leads_started"],
             "rate_per_s": self.rate,
             "think_time_s": self.think_time,
             "timeout_s": self.timeout,
