@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib
 import json
 import logging
+import os
 import signal
+import sys
 from collections.abc import Generator, Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import uvicorn
@@ -23,8 +26,13 @@ from models.db import Database, migrate
 from models.repo import tenants as tenant_repo
 from models.settings import Settings
 from models.task_queues import ALL as ALL_QUEUES
+from models.task_queues import CONVERSATIONS as CONVERSATIONS_QUEUE
 from models.tenant import TenantSettings
 from workers.cli_registry import CLI_MODULES
+from workers.supervisor import ChildExit, ChildFailed, ChildSpec, Supervisor
+
+if TYPE_CHECKING:
+    from temporalio.client import Client
 
 app = typer.Typer(
     help="leadflow: the durable back office for AI sales teams, on Temporal.\n\n"
@@ -74,6 +82,14 @@ DataDir = Annotated[
 ]
 
 
+def _default_workers() -> int:
+    """One worker process per core this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 @app.command()
 def up(
     data_dir: DataDir = None,
@@ -81,11 +97,23 @@ def up(
     api_port: Annotated[int, typer.Option(help="Port of the API and web page.")] = 8000,
     temporal_port: Annotated[int, typer.Option(help="Port of the Temporal dev server.")] = 7233,
     ui_port: Annotated[int, typer.Option(help="Port of the Temporal UI.")] = 8233,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            envvar="LEADFLOW_UP_WORKERS",
+            min=1,
+            show_default=False,
+            help="Worker processes to run (at least 1), each serving every task queue, "
+            f"restarted if they die; default: the number of cores ({_default_workers()} here).",
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Start Temporal (dev server + UI), the workers and the API; Ctrl-C stops all of it.
+    """Start Temporal (dev server + UI), the worker processes and the API; Ctrl-C stops all of it.
 
-    State (SQLite database, Temporal history) lives in the data dir and survives restarts."""
+    State (SQLite database, Temporal history) lives in the data dir and survives restarts.
+    Each worker process logs to <data dir>/logs/worker-<i>.log; one that dies is restarted."""
     _logging(verbose)
     settings = _settings(
         data_dir=data_dir,
@@ -95,15 +123,108 @@ def up(
         temporal_ui_port=ui_port,
     )
     try:
-        asyncio.run(_up(settings, host=host, temporal_port=temporal_port, ui_port=ui_port))
+        asyncio.run(
+            _up(
+                settings,
+                host=host,
+                temporal_port=temporal_port,
+                ui_port=ui_port,
+                workers=workers or _default_workers(),
+                verbose=verbose,
+            )
+        )
     except KeyboardInterrupt:
         pass
 
 
-async def _up(settings: Settings, *, host: str, temporal_port: int, ui_port: int) -> None:
+# How long `up` waits for its worker processes to import, connect and poll: a cold start of
+# one takes ~7 s of CPU here, and N of them start at once on a machine that may have 2 cores.
+WORKERS_READY_TIMEOUT = 120.0
+
+
+def _worker_specs(settings: Settings, count: int, *, verbose: bool) -> list[ChildSpec]:
+    """N processes running `leadflow worker` on exactly the settings `up` uses: the options
+    given to `up` are passed through the environment, which Settings reads first."""
+    data_dir = settings.data_dir.resolve()
+    env = {k: v for k, v in os.environ.items() if k != "LEADFLOW_UP_WORKERS"}
+    env.update(
+        LEADFLOW_DATA_DIR=str(data_dir),
+        LEADFLOW_DATABASE_URL=settings.resolved_database_url,
+        LEADFLOW_TEMPORAL_ADDRESS=settings.temporal_address,
+        LEADFLOW_TEMPORAL_NAMESPACE=settings.temporal_namespace,
+        PYTHONUNBUFFERED="1",
+    )
+    argv = [sys.executable, "-m", "workers.cli", "worker", *(["--verbose"] if verbose else [])]
+    return [
+        ChildSpec(
+            name=f"worker {i}",
+            argv=argv,
+            env=env,
+            log_path=data_dir / "logs" / f"worker-{i}.log",
+        )
+        for i in range(1, count + 1)
+    ]
+
+
+async def _workers_polling(client: Client, expected: int, pids: list[int]) -> bool:
+    """Every worker process polls Temporal: its pid is among the conversation queue's pollers
+    (a client's default identity is `pid@host`)."""
+    from temporalio.api.enums.v1 import TaskQueueType
+    from temporalio.api.taskqueue.v1 import TaskQueue
+    from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+
+    if len(pids) < expected:
+        return False
+    response = await client.workflow_service.describe_task_queue(
+        DescribeTaskQueueRequest(
+            namespace=client.namespace,
+            task_queue=TaskQueue(name=CONVERSATIONS_QUEUE),
+            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+        )
+    )
+    polling = {poller.identity.split("@", 1)[0] for poller in response.pollers}
+    return all(str(pid) in polling for pid in pids)
+
+
+async def _wait_workers(
+    supervisor: Supervisor, client: Client, count: int, *, within: float
+) -> str | None:
+    """None once every worker process polls Temporal, else what went wrong."""
+    try:
+        async with asyncio.timeout(within):
+            await supervisor.wait_ready(functools.partial(_workers_polling, client, count))
+    except ChildFailed as exc:
+        tail = _log_tail(exc.log_path)
+        return f"{exc}" + (f"; its last lines:\n{tail}" if tail else "")
+    except TimeoutError:
+        logs = ", ".join(str(s.log_path) for s in supervisor.status())
+        return f"the worker processes did not poll Temporal within {within:g} s; see {logs}"
+    return None
+
+
+def _report_exit(event: ChildExit) -> None:
+    console.print(event.describe(), style="yellow", markup=False, highlight=False, soft_wrap=True)
+
+
+def _log_tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+async def _up(
+    settings: Settings,
+    *,
+    host: str,
+    temporal_port: int,
+    ui_port: int,
+    workers: int,
+    verbose: bool,
+) -> None:
     from api.app import create_app
+    from workers.client import TemporalUnavailable, connect
     from workers.devserver import DevServerError, port_open, start_dev_server, stop_dev_server
-    from workers.worker import WorkerProcess
 
     data_dir = settings.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -128,29 +249,69 @@ async def _up(settings: Settings, *, host: str, temporal_port: int, ui_port: int
         )
     except DevServerError as exc:
         raise _fail(str(exc)) from exc
+    supervisor: Supervisor | None = None
+    server: _QuietServer | None = None
+    serving: asyncio.Task[None] | None = None
     try:
         await asyncio.to_thread(migrate, settings.resolved_database_url)
         key = await _demo_tenant(settings)
-        worker = WorkerProcess(settings)
-        await worker.start()
+        stopping = asyncio.Event()
+
+        def stop() -> None:
+            if not stopping.is_set():
+                console.print("\nstopping…")
+            stopping.set()
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop)
+        # Started from this (the event loop's) thread: see workers/supervisor.py on why.
+        supervisor = Supervisor(
+            _worker_specs(settings, workers, verbose=verbose), on_exit=_report_exit
+        )
+        supervisor.start()
         server = _QuietServer(
             uvicorn.Config(
                 create_app(settings), host=host, port=settings.api_port, log_level="warning"
             )
         )
-        loop = asyncio.get_running_loop()
-
-        def stop() -> None:
-            console.print("\nstopping…")
-            worker.stop()
-            server.should_exit = True
-
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop)
-        api_url = f"http://{host}:{settings.api_port}"
-        _banner(api_url, f"http://{host}:{ui_port}", f"{host}:{temporal_port}", key)
-        await asyncio.gather(worker.run(), server.serve())
+        # The API answers while the workers start: what it accepts waits in Temporal.
+        serving = asyncio.create_task(server.serve())
+        try:
+            client = await connect(settings)
+        except TemporalUnavailable as exc:
+            raise _fail(str(exc)) from exc
+        stopped = asyncio.create_task(stopping.wait())
+        ready = asyncio.create_task(
+            _wait_workers(supervisor, client, workers, within=WORKERS_READY_TIMEOUT)
+        )
+        await asyncio.wait({ready, stopped, serving}, return_when=asyncio.FIRST_COMPLETED)
+        if not ready.done():
+            ready.cancel()
+        elif (problem := ready.result()) is not None:
+            raise _fail(problem)
+        elif not stopping.is_set() and not serving.done():
+            api_url = f"http://{host}:{settings.api_port}"
+            _banner(
+                api_url,
+                f"http://{host}:{ui_port}",
+                f"{host}:{temporal_port}",
+                key,
+                workers=workers,
+                logs=data_dir / "logs",
+            )
+            supervising = asyncio.create_task(supervisor.run())
+            await asyncio.wait({stopped, serving, supervising}, return_when=asyncio.FIRST_COMPLETED)
+            supervising.cancel()
+        stopped.cancel()
     finally:
+        # Order: no new requests, workers finish what they hold, then Temporal goes.
+        if server is not None:
+            server.should_exit = True
+        if supervisor is not None:
+            await supervisor.stop()
+        if serving is not None:
+            await serving
         await asyncio.to_thread(stop_dev_server, proc)
         console.print("stopped; state kept in", str(data_dir))
 
@@ -183,12 +344,18 @@ async def _demo_tenant(settings: Settings) -> str:
     return key
 
 
-def _banner(api_url: str, ui_url: str, temporal: str, key: str) -> None:
+def _banner(
+    api_url: str, ui_url: str, temporal: str, key: str, *, workers: int, logs: Path
+) -> None:
     table = Table(show_header=False, box=None, padding=(0, 2))
     table.add_row("API", api_url + "   (docs: " + api_url + "/docs)")
     table.add_row("Web page", api_url + "/")
     table.add_row("Temporal UI", ui_url)
     table.add_row("Temporal", temporal)
+    table.add_row(
+        "Workers",
+        f"{workers} worker process{'es' if workers != 1 else ''} (logs: {logs}/worker-<i>.log)",
+    )
     table.add_row("Demo tenant", DEMO_TENANT)
     table.add_row("Demo API key", key)
     table.add_row("WAHA webhook", f"{api_url}/webhooks/waha/{DEMO_TENANT}")
@@ -480,3 +647,7 @@ for _module in CLI_MODULES:
     except ModuleNotFoundError as _exc:
         if _exc.name != _module:
             raise
+
+
+if __name__ == "__main__":  # `python -m workers.cli worker`: how `up` starts its worker processes
+    app(prog_name="leadflow")

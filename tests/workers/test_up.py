@@ -1,10 +1,13 @@
 """`leadflow up`, the one-command start, run exactly as a user runs it: the installed console
-script in a subprocess, on free ports and a fresh data dir. It must become ready, answer a
-WhatsApp message through the whole stack, stop cleanly on Ctrl-C (taking the Temporal dev
-server with it) and find everything again on the next start."""
+script in a subprocess, on free ports and a fresh data dir. It must become ready with the
+worker processes asked for, answer a WhatsApp message through the whole stack, restart a worker
+process that is killed (and still answer), stop cleanly on Ctrl-C (taking the Temporal dev
+server and the workers with it), find everything again on the next start, and leave no worker
+behind when it is itself killed with SIGKILL."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -55,6 +58,19 @@ def _children(pid: int) -> set[int]:
     return found
 
 
+def _workers(up: Up) -> set[int]:
+    """The worker processes of `up`: children running `python -m workers.cli worker`."""
+    found = set()
+    for pid in _children(up.proc.pid):
+        try:
+            args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"workers.cli" in args and b"worker" in args and _alive(pid):
+            found.add(pid)
+    return found
+
+
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -82,26 +98,34 @@ def _wait(predicate: Callable[[], Any], *, timeout: float, what: str, up: Up) ->
 
 
 @contextmanager
-def leadflow_up(data_dir: Path, log: Path) -> Iterator[Up]:
+def leadflow_up(data_dir: Path, log: Path, *, args: list[str], **extra_env: str) -> Iterator[Up]:
     api_port, temporal_port, ui_port = free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEADFLOW_")}
-    env.update(COLUMNS="200", PYTHONUNBUFFERED="1")
-    args = [
+    env.update(COLUMNS="200", PYTHONUNBUFFERED="1", **extra_env)
+    argv = [
         str(LEADFLOW), "up",
         "--data-dir", str(data_dir),
         "--api-port", str(api_port),
         "--temporal-port", str(temporal_port),
         "--ui-port", str(ui_port),
+        *args,
     ]  # fmt: skip
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            args, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=data_dir.parent
+            argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=data_dir.parent
         )
     up = Up(proc, f"http://127.0.0.1:{api_port}", temporal_port, ui_port, log)
     try:
+        # The banner comes once every worker process polls Temporal.
+        _wait(
+            lambda: "Press Ctrl-C to stop." in up.output(),
+            timeout=150,
+            what="the banner",
+            up=up,
+        )
         _wait(
             lambda: httpx.get(f"{up.api}/ready", timeout=5).json().get("status") == "ready",
-            timeout=60,
+            timeout=30,
             what="GET /ready to say ready",
             up=up,
         )
@@ -115,7 +139,8 @@ def leadflow_up(data_dir: Path, log: Path) -> Iterator[Up]:
 def _stop(up: Up) -> None:
     """Ctrl-C: the process exits 0 and its Temporal dev server is gone with it."""
     children = _children(up.proc.pid)
-    assert children, "the Temporal dev server should be a child of `leadflow up`"
+    workers = _workers(up)
+    assert workers and children > workers, "the dev server and workers are children of `up`"
     up.proc.send_signal(signal.SIGINT)
     try:
         code = up.proc.wait(timeout=30)
@@ -126,7 +151,8 @@ def _stop(up: Up) -> None:
     deadline = time.monotonic() + 5
     while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not any(_alive(pid) for pid in children), "the dev server outlived `leadflow up`"
+    survivors = [pid for pid in children if _alive(pid)]
+    assert not survivors, f"{survivors} outlived `leadflow up` (workers: {workers})"
     assert not port_open("127.0.0.1", up.temporal_port)
     assert not port_open("127.0.0.1", up.ui_port)
     assert not port_open("127.0.0.1", int(up.api.rsplit(":", 1)[1]))
@@ -138,13 +164,27 @@ def _printed_key(up: Up) -> str:
     return match.group(1)
 
 
-def test_up_answers_a_message_stops_cleanly_and_keeps_state(tmp_path: Path) -> None:
+def _send(up: Up, message_id: str, text: str) -> None:
+    message = json.loads(WAHA_MESSAGE.read_bytes())
+    message["payload"].update(id=message_id, body=text)
+    accepted = httpx.post(f"{up.api}/webhooks/waha/demo", json=message)
+    assert accepted.status_code in (200, 202), accepted.text
+
+
+def test_up_answers_a_message_restarts_workers_stops_cleanly_and_keeps_state(
+    tmp_path: Path,
+) -> None:
     data_dir = tmp_path / "state"
-    with leadflow_up(data_dir, tmp_path / "up-1.log") as up:
+    with leadflow_up(data_dir, tmp_path / "up-1.log", args=["--workers", "2"]) as up:
         key = (data_dir / "demo-api-key").read_text().strip()
         assert _printed_key(up) == key
         assert (data_dir / "demo-api-key").stat().st_mode & 0o077 == 0
         auth = {"Authorization": f"Bearer {key}"}
+        assert re.search(r"Workers\s+2 worker processes", up.output()), up.output()
+        workers = _workers(up)
+        assert len(workers) == 2, up.output()
+        assert (data_dir / "logs" / "worker-1.log").exists()
+        assert (data_dir / "logs" / "worker-2.log").exists()
 
         assert httpx.get(f"{up.api}/api/v1/conversations", headers=auth).status_code == 200
         anonymous = httpx.get(f"{up.api}/api/v1/conversations")
@@ -168,6 +208,36 @@ def test_up_answers_a_message_stops_cleanly_and_keeps_state(tmp_path: Path) -> N
         assert reply["conversation_id"] == "conv:demo:waha:31612345678@c.us"
         assert reply["text"]
 
+        # A worker process dies: `up` says so in one line and starts another one.
+        victim = min(workers)
+        os.kill(victim, signal.SIGKILL)
+        line = _wait(
+            lambda: re.search(
+                rf"worker \d \(pid {victim}\) exited with code -9 \(SIGKILL\).*", up.output()
+            ),
+            timeout=15,
+            what="the worker's exit reported",
+            up=up,
+        ).group(0)
+        assert "restarting in 1 s" in line and str(data_dir / "logs" / "worker-") in line
+        replaced = _wait(
+            lambda: len(now := _workers(up)) == 2 and victim not in now and now,
+            timeout=15,
+            what="the worker process restarted",
+            up=up,
+        )
+        assert replaced - {victim} >= workers - {victim}
+        # ...and the conversation still answers.
+        _send(up, "false_31612345678@c.us_DEMO0002", "Heeft u ook een automaat?")
+        outbox = _wait(
+            lambda: (
+                len(box := httpx.get(f"{up.api}/api/v1/outbox", headers=auth).json()) == 2 and box
+            ),
+            timeout=60,
+            what="the second reply in the outbox",
+            up=up,
+        )
+
         conversations = httpx.get(f"{up.api}/api/v1/conversations", headers=auth).json()
         assert conversations["total"] == 1
         conversation = conversations["conversations"][0]
@@ -177,8 +247,10 @@ def test_up_answers_a_message_stops_cleanly_and_keeps_state(tmp_path: Path) -> N
 
         _stop(up)
 
-    with leadflow_up(data_dir, tmp_path / "up-2.log") as again:
+    # The number of workers also comes from the environment.
+    with leadflow_up(data_dir, tmp_path / "up-2.log", args=[], LEADFLOW_UP_WORKERS="1") as again:
         assert _printed_key(again) == key
+        assert re.search(r"Workers\s+1 worker process\b", again.output()), again.output()
         auth = {"Authorization": f"Bearer {key}"}
         listed = httpx.get(f"{again.api}/api/v1/conversations", headers=auth).json()
         assert [c["id"] for c in listed["conversations"]] == [conversation["id"]]
@@ -188,4 +260,19 @@ def test_up_answers_a_message_stops_cleanly_and_keeps_state(tmp_path: Path) -> N
         ).json()
         assert detail["transcript"][0]["text"].startswith("Hoi! Ik zoek een Volkswagen Golf")
         assert httpx.get(f"{again.api}/api/v1/outbox", headers=auth).json() == outbox
-        _stop(again)
+
+        # `kill -9` of `up`: the kernel tells its worker processes (PR_SET_PDEATHSIG).
+        (worker,) = _workers(again)
+        children = _children(again.proc.pid)
+        again.proc.kill()
+        again.proc.wait()
+        try:
+            deadline = time.monotonic() + 20
+            while _alive(worker) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert not _alive(worker), "a worker process outlived a SIGKILLed `leadflow up`"
+        finally:
+            # The dev server runs in its own session (workers/devserver.py); not ours to test.
+            for pid in children:
+                if _alive(pid):
+                    os.kill(pid, signal.SIGKILL)
