@@ -341,7 +341,6 @@ class Lead:
     finished: bool = False
     late: int = 0  # replies to a message already counted lost
     after_handoff: int = 0  # replies after the lead was escalated (holding messages)
-    unexpected: int = 0  # replies before the lead wrote anything
 
 
 @dataclass
@@ -355,11 +354,10 @@ class Simulation:
     rate: float
     think_time: float = 2.0
     timeout: float = 60.0
-    on_change: Callable[[], None] | None = None
     rng: random.Random = field(default_factory=random.Random)
     run_id: str = field(default_factory=lambda: f"{secrets.randbelow(10**8):08d}")
     state: list[Lead] = field(default_factory=list)
-    other_replies: int = 0  # sends to contacts that are not this run's leads (specialists)
+    other_replies: int = 0  # to no lead message of this run (specialists' alerts)
     started_at: float = 0.0
     finished_at: float = 0.0
     _by_contact: dict[str, Lead] = field(default_factory=dict)
@@ -367,12 +365,10 @@ class Simulation:
     # -- replies (called by the fake WAHA, in this event loop) --------------------------------
     def on_send(self, sent: SentText) -> None:
         lead = self._by_contact.get(sent.chat_id)
-        if lead is None:
+        if lead is None or not lead.messages:
             self.other_replies += 1
         elif lead.escalated:
             lead.after_handoff += 1
-        elif not lead.messages:
-            lead.unexpected += 1
         else:
             message = lead.messages[-1]
             if message.lost:
@@ -380,11 +376,6 @@ class Simulation:
             else:
                 message.replies.append(sent)
                 message.answered.set()
-        self._changed()
-
-    def _changed(self) -> None:
-        if self.on_change is not None:
-            self.on_change()
 
     # -- leads -------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -416,11 +407,9 @@ class Simulation:
                     return
                 if await self._escalated(lead):
                     lead.escalated = True
-                    self._changed()
                     return
         finally:
             lead.finished = True
-            self._changed()
 
     async def _send(self, lead: Lead, turn: int, text: str) -> bool:
         """Send one message and wait for its reply; False when the lead cannot go on."""
@@ -432,12 +421,10 @@ class Simulation:
         )
         message = Message(turn, text, time.monotonic())
         lead.messages.append(message)
-        self._changed()
         try:
             lead.conversation_id = await self.api.post_webhook(self.target.tenant_id, raw, headers)
         except (httpx.HTTPError, WebhookRefused, ValueError) as exc:
             message.error = str(exc) or type(exc).__name__
-            self._changed()
             return False
         message.ack_ms = (time.monotonic() - message.sent_at) * 1000
         remaining = message.sent_at + self.timeout - time.monotonic()
@@ -446,7 +433,6 @@ class Simulation:
                 await asyncio.wait_for(message.answered.wait(), max(remaining, 0.0))
             except TimeoutError:
                 message.lost = True
-                self._changed()
                 return False
         return True
 

@@ -14,14 +14,19 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import typer
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
 from typer.testing import CliRunner, Result
 
+from activities.channels.waha import WahaChannel
+from models.common import Channel
+from models.messages import OutboundMessage
 from models.repo import tenants as tenant_repo
 from models.settings import Settings
 from models.task_queues import CONVERSATIONS
@@ -30,7 +35,7 @@ from tests.conftest import TEST_SECRET
 from tests.live_stack import free_port
 from tests.stack import live_stack
 from workers import cli_simulate
-from workers.fake_waha import FakeWaha
+from workers.fake_waha import FakeWaha, SentText
 from workers.simulator import Dialogue, LeadflowApi, Simulation, Target
 
 TWO_TURNS = {
@@ -267,3 +272,35 @@ async def test_duplicates_and_lost_messages_are_counted() -> None:
     assert summary["leads_completed"] == 2  # played to the end (duplicates or not)
     assert cli_simulate.exit_code(summary) == 1
     assert waha.refused == 0
+
+
+async def test_the_fake_waha_answers_leadflows_waha_channel_as_waha_does() -> None:
+    got: list[SentText] = []
+    waha = FakeWaha(api_key="k", session="sales", id_style="webjs", on_send=got.append)
+    url = waha.bind()
+    await waha.start()
+
+    def message(to: str) -> OutboundMessage:
+        return OutboundMessage(
+            tenant_id="t", channel=Channel.WAHA, to=to, text="Hello!", idempotency_key=to
+        )
+
+    try:
+        async with httpx.AsyncClient() as http:
+            channel = WahaChannel(http)
+            ours = TenantSettings(waha=WahaSettings(base_url=url, api_key="k", session="sales"))
+            provider_id = await channel.send(message("31612345678"), ours)
+            assert provider_id is not None and provider_id.startswith("true_31612345678@c.us_")
+            for wrong, status in (({"api_key": "x"}, "401"), ({"session": "default"}, "422")):
+                values = {"base_url": url, "api_key": "k", "session": "sales", **wrong}
+                settings = TenantSettings(waha=WahaSettings.model_validate(values))
+                with pytest.raises(ApplicationError, match=status):
+                    await channel.send(message("31600000000"), settings)
+            answer = await http.post(
+                f"{url}/api/sendText", json={"session": "sales"}, headers={"X-Api-Key": "k"}
+            )
+            assert answer.status_code == 400 and "chatId must be a string" in answer.text
+    finally:
+        await waha.stop()
+    assert [(s.chat_id, s.text) for s in got] == [("31612345678@c.us", "Hello!")]
+    assert waha.refused == 3
