@@ -35,6 +35,7 @@ import httpx
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from models.common import Role, Stage
 from workers.fake_waha import SentText, signed_message
 
 # ---- open loop and percentiles ------------------------------------------------------------------
@@ -270,7 +271,8 @@ class LeadflowApi:
         path = f"/webhooks/waha/{quote(tenant_id, safe='')}"
         response = await self._http.post(path, content=raw, headers=headers)
         if response.status_code >= 300:
-            raise WebhookRefused(f"POST {path} answered {response.status_code}: {response.text}")
+            detail = response.text.strip()[:300]
+            raise WebhookRefused(f"POST {path} answered {response.status_code}: {detail}")
         ack = response.json()
         delivered = ack.get("delivered") if isinstance(ack, dict) else None
         if not delivered:
@@ -306,7 +308,6 @@ RECORD_WAIT_SECONDS = 10.0
 """How long to wait for a replied turn to show in the conversation API before reading its
 escalations from what is there (the reply is sent before the turn is recorded)."""
 RECORD_POLL_SECONDS = 0.1
-HANDOFF = "human_handoff"
 
 
 @dataclass
@@ -452,7 +453,7 @@ class Simulation:
                 escalations = detail.get("escalations") or []
                 if escalations:
                     lead.rule = str(escalations[-1].get("rule"))
-                return bool(escalations) or detail.get("stage") == HANDOFF
+                return bool(escalations) or detail.get("stage") == Stage.HUMAN_HANDOFF.value
             if loop.time() > deadline:
                 return False
             await asyncio.sleep(RECORD_POLL_SECONDS)
@@ -544,6 +545,6 @@ def _recorded(detail: dict[str, Any], lead_messages: int) -> bool:
     """The conversation shows the lead's `lead_messages` messages and something after the last
     one (the reply, a notice, a note): the turn is recorded, its escalation with it."""
     roles = [str(entry.get("role")) for entry in detail.get("transcript") or []]
-    if roles.count("lead") < lead_messages:
+    if roles.count(Role.LEAD.value) < lead_messages:
         return False
-    return bool(roles) and roles[-1] != "lead"
+    return bool(roles) and roles[-1] != Role.LEAD.value
