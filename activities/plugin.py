@@ -39,6 +39,7 @@ def _build(ctx: PluginContext) -> Mapping[str, SimplePlugin]:
                 store.load_turn_context,
                 store.record_turn,
                 llm.analyse_messages,
+                llm.draft_turn,
                 llm.generate_reply,
                 channels.send_message,
                 channels.notify_specialist,

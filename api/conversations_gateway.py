@@ -40,7 +40,7 @@ def inbound_request_id(workflow_id: str, provider_message_id: str) -> str:
 
 
 def conversation_input(settings: Settings, msg: InboundMessage) -> ConversationInput:
-    return ConversationInput(
+    return ConversationInput.new(
         tenant_id=msg.tenant_id,
         channel=msg.channel,
         contact=msg.contact,

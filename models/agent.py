@@ -146,6 +146,29 @@ class GeneratedReply(Frozen):
     knowledge_ids: tuple[str, ...] = Field(default=(), description="Knowledge the reply used.")
 
 
+class DraftTurnInput(AnalyseInput):
+    """Perceive the new messages and, in the same activity, draft the reply to them."""
+
+    stage: Stage = Field(description="The conversation's stage before this turn.")
+    contact_name: str | None = None
+
+
+class TurnDraft(Frozen):
+    """What the lead said, and the reply a model drafted for it before anything was decided.
+
+    The workflow still decides: it uses the draft only when its own policy answers the turn
+    with a plain reply (no escalation); otherwise the draft is discarded. Drafting here saves
+    the turn a workflow task and an activity (issue: throughput)."""
+
+    analysis: AnalysisResult
+    reply: GeneratedReply | None = Field(
+        default=None,
+        description="None when drafting failed: the workflow asks for the reply on its own, "
+        "with the reply step's retries and fallback.",
+    )
+    draft_error: str | None = None
+
+
 class ScoreComponent(Frozen):
     name: str
     points: float

@@ -15,6 +15,14 @@ from models.playbook import Playbook
 from models.policy import ConversationPolicy, PlaybookRef, policy_of
 from models.tenant import Specialist
 
+# The behaviour a new conversation run is started with, kept in its input across continue-as-new.
+# Asking Temporal `workflow.patched()` costs every new run a marker and a search-attribute upsert,
+# so a run started at a known version takes the branches of that version without asking.
+#   0: runs started before versions existed: they ask `workflow.patched()` as before.
+#   1: every patch up to "agent-boundary" applies; search attributes are upserted only when a
+#      value changes (the starter sets tenant, channel and the first stage).
+CONVERSATION_VERSION = 1
+
 TRANSCRIPT_TAIL = 40  # entries the workflow keeps for context; the database keeps them all
 SEEN_IDS_KEPT = 500  # provider message ids remembered to drop redeliveries
 
@@ -96,6 +104,16 @@ class ConversationInput(BaseModel):
         description="Upsert leadflow's search attributes (off where the server lacks them, "
         "e.g. the time-skipping test server).",
     )
+    version: int = Field(
+        default=0,
+        description="The workflow behaviour this run was started with (CONVERSATION_VERSION); "
+        "0 for runs started before versions existed. Set by `ConversationInput.new`.",
+    )
+
+    @classmethod
+    def new(cls, **fields: Any) -> ConversationInput:
+        """The input of a conversation started now: at the current CONVERSATION_VERSION."""
+        return cls(**fields, version=CONVERSATION_VERSION)
 
 
 class HandoffRequest(Frozen):

@@ -124,6 +124,15 @@ class Settings(BaseSettings):
     # Workers
     worker_max_concurrent_activities: int = 100
     worker_max_concurrent_workflow_tasks: int = 50
+    workflow_sandbox: Literal["strict", "passthrough", "off"] = Field(
+        default="passthrough",
+        description="How workflow code is sandboxed. strict: every module a workflow imports "
+        "outside a known-safe list is re-imported per run; passthrough: modules are shared "
+        "with the worker, the sandbox still refuses non-deterministic calls (datetime.now, "
+        "random, I/O) at run time; off: no sandbox (fastest; nothing stops a "
+        "non-deterministic call). The test suite replays every recorded history under strict. "
+        "Measured costs are in bench/README.md.",
+    )
     otel_enabled: bool = Field(
         default=False,
         description="Trace API calls, workflows and activities with OpenTelemetry "

@@ -8,11 +8,12 @@ import contextlib
 import logging
 from collections.abc import Sequence
 from datetime import timedelta
+from typing import Literal
 
 import httpx
 from temporalio.client import Client
 from temporalio.service import RPCError
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.plugin_api import PluginContext
@@ -36,10 +37,24 @@ PASSTHROUGH_MODULES = (
 )
 
 
-def workflow_runner() -> SandboxedWorkflowRunner:
-    return SandboxedWorkflowRunner(
-        restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH_MODULES)
-    )
+SandboxMode = Literal["strict", "passthrough", "off"]
+
+
+def workflow_runner(mode: SandboxMode = "strict") -> WorkflowRunner:
+    """The runner of workflow code (LEADFLOW_WORKFLOW_SANDBOX).
+
+    Measured per replay of a recorded 3-turn conversation (bench/README.md): the strict sandbox
+    re-executes the workflow module per run and enters the sandbox once per payload to find its
+    serialization context; passing every module through removes the re-imports but keeps the
+    run-time refusal of non-deterministic calls; `off` removes both."""
+    if mode == "off":
+        return UnsandboxedWorkflowRunner()
+    restrictions = SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH_MODULES)
+    if mode == "passthrough":
+        # Safe for leadflow's workflow modules: they hold no module-level mutable state, so
+        # sharing them between runs shares nothing a run could change.
+        restrictions = restrictions.with_passthrough_all_modules()
+    return SandboxedWorkflowRunner(restrictions=restrictions)
 
 
 class WorkerProcess:
@@ -97,7 +112,7 @@ class WorkerProcess:
                     client,
                     task_queue=queue,
                     plugins=temporal_plugins,
-                    workflow_runner=workflow_runner(),
+                    workflow_runner=workflow_runner(self.settings.workflow_sandbox),
                     max_concurrent_activities=self.settings.worker_max_concurrent_activities,
                     max_concurrent_workflow_tasks=self.settings.worker_max_concurrent_workflow_tasks,
                     max_concurrent_local_activities=self.settings.worker_max_concurrent_activities,

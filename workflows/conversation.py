@@ -23,6 +23,7 @@ with workflow.unsafe.imports_passed_through():
     from models import search_attributes as sa
     from models.agent import (
         AnalyseInput,
+        DraftTurnInput,
         GeneratedReply,
         GenerateReplyInput,
         LegacyEscalation,
@@ -105,6 +106,19 @@ class ConversationWorkflow:
         self._released = False
         self._handed_over = False
         self._sending: list[str] = []
+        # The search attributes as Temporal holds them: a run at version ≥ 1 starts with what
+        # its starter set and upserts only what changes (each upsert is an event and a
+        # visibility write on the server).
+        self._indexed: dict[str, object] = (
+            {pair.key.name: pair.value for pair in workflow.info().typed_search_attributes}
+            if state.version >= 1
+            else {}
+        )
+
+    def _patched(self, patch_id: str) -> bool:
+        """A run started at version ≥ 1 takes every patch that predates versions without
+        asking Temporal (which records a marker and a search-attribute upsert per run)."""
+        return self._s.version >= 1 or workflow.patched(patch_id)
 
     # ---- signals and queries -------------------------------------------------------------
 
@@ -152,7 +166,7 @@ class ConversationWorkflow:
             self._enter_handoff(request.reason, rule=None, human_replied=True)
             # Record the new stage at once (API, Temporal UI); histories from before this
             # change recorded nothing here and must replay unchanged.
-            if workflow.patched(PATCH_RECORD_OPERATOR_HANDOFF):
+            if self._patched(PATCH_RECORD_OPERATOR_HANDOFF):
                 self._handed_over = True
 
     @workflow.signal(name="release")
@@ -230,7 +244,7 @@ class ConversationWorkflow:
         if self._released:
             self._released = False
             await self._record((), turn_key=f"release:{self._s.turns}")
-            if workflow.patched(PATCH_RELEASE_SEARCH_ATTRIBUTES):
+            if self._patched(PATCH_RELEASE_SEARCH_ATTRIBUTES):
                 self._upsert_search_attributes()
             self._details("released by a human; the AI answers again")
         if self._s.human_queue:
@@ -353,23 +367,44 @@ class ConversationWorkflow:
         policy = self._policy()
         texts = tuple(m.text for m in batch)
         knowledge_ids = tuple(hit.document_id for hit in context.knowledge)
-        result = await workflow.execute_activity_method(
-            LlmActivities.analyse_messages,
-            AnalyseInput(
-                tenant_id=self._s.tenant_id,
-                playbook=self._ref,
-                conversation_id=self._id,
-                new_messages=texts,
-                knowledge_ids=knowledge_ids,
-                turn=self._s.turns,
-            ),
-            start_to_close_timeout=policies.LLM_TIMEOUT,
-            retry_policy=policies.LLM_RETRY,
-            summary=f"analyse {len(batch)} message(s) of turn {self._s.turns}",
-        )
+        draft: GeneratedReply | None = None
+        if self._s.version >= 1:
+            # Perceive and draft in one activity; the decision below still is the workflow's.
+            turn_draft = await workflow.execute_activity_method(
+                LlmActivities.draft_turn,
+                DraftTurnInput(
+                    tenant_id=self._s.tenant_id,
+                    playbook=self._ref,
+                    conversation_id=self._id,
+                    new_messages=texts,
+                    knowledge_ids=knowledge_ids,
+                    turn=self._s.turns,
+                    stage=self._s.stage,
+                    contact_name=self._s.contact_name,
+                ),
+                start_to_close_timeout=policies.DRAFT_TIMEOUT,
+                retry_policy=policies.LLM_RETRY,
+                summary=f"perceive {len(batch)} message(s) of turn {self._s.turns}, draft a reply",
+            )
+            result, draft = turn_draft.analysis, turn_draft.reply
+        else:
+            result = await workflow.execute_activity_method(
+                LlmActivities.analyse_messages,
+                AnalyseInput(
+                    tenant_id=self._s.tenant_id,
+                    playbook=self._ref,
+                    conversation_id=self._id,
+                    new_messages=texts,
+                    knowledge_ids=knowledge_ids,
+                    turn=self._s.turns,
+                ),
+                start_to_close_timeout=policies.LLM_TIMEOUT,
+                retry_policy=policies.LLM_RETRY,
+                summary=f"analyse {len(batch)} message(s) of turn {self._s.turns}",
+            )
         perception = result.perception
         self._s.language = perception.language
-        decides_here = workflow.patched(PATCH_AGENT_BOUNDARY)
+        decides_here = self._patched(PATCH_AGENT_BOUNDARY)
         if decides_here:
             self._s.fields.update(keep_declared(policy, perception.fields))
         else:
@@ -395,10 +430,11 @@ class ConversationWorkflow:
         )
 
         if decision is not None:
+            # A drafted reply is discarded: the lead gets the escalation notice instead.
             await self._escalate(context, perception, decision, turn_key, inbound_entries)
             return
         self._s.stage = next_stage(self._s.stage, perception)
-        reply = await self._generate(
+        reply = draft or await self._generate(
             ReplyPurpose.REPLY,
             # The summary is for people (the UI, the ledger); the writer reads the transcript.
             perception=perception.model_copy(update={"summary": ""}),
@@ -460,7 +496,7 @@ class ConversationWorkflow:
             what = "the AI"
         reason = f"{what} failed: {exc.cause or exc}"
         workflow.logger.warning("turn %s handed to a human: %s", turn_key, reason)
-        if not workflow.patched(PATCH_AGENT_BOUNDARY):
+        if not self._patched(PATCH_AGENT_BOUNDARY):
             await self._hand_over(
                 context, inbound_entries, turn_key, rule=rule, reason=reason, holding=False
             )
@@ -859,7 +895,7 @@ class ConversationWorkflow:
         try:
             text = await self._written(ReplyPurpose.HOLDING)
         except ActivityError:
-            if not workflow.patched(PATCH_AGENT_BOUNDARY):
+            if not self._patched(PATCH_AGENT_BOUNDARY):
                 raise
             text = None  # no model: the playbook's own holding text needs none
         if text is None:
@@ -924,6 +960,11 @@ class ConversationWorkflow:
                 sa.LEAD_SCORE.value_set(self._s.score.total),
                 sa.LEAD_QUALITY.value_set(self._s.score.quality.value),
             ]
+        if self._s.version >= 1:
+            updates = [u for u in updates if self._indexed.get(u.key.name, None) != u.value]
+            if not updates:
+                return
+            self._indexed.update({u.key.name: u.value for u in updates})
         workflow.upsert_search_attributes(updates)
 
     def _details(self, headline: str) -> None:

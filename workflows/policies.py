@@ -9,6 +9,8 @@ from temporalio.common import RetryPolicy
 # One attempt walks the step's whole failover chain (each request has its own timeout, a
 # repair may double a link), so the attempt's timeout leaves room for a few links.
 LLM_TIMEOUT = timedelta(seconds=180)
+# Perceive and draft the reply in one activity: two steps' chains.
+DRAFT_TIMEOUT = 2 * LLM_TIMEOUT
 # Bounded: a provider that stays down hands the lead to a human (with the holding reply) after
 # about a minute of attempts, instead of keeping them waiting for hours.
 LLM_RETRY = RetryPolicy(

@@ -3,17 +3,22 @@ worker process (activities/llm/agent.py), which the enrichment activities share.
 
 from __future__ import annotations
 
+import asyncio
+
 from temporalio import activity
 
 from activities.llm.agent import Agent
 from models.agent import (
     AnalyseInput,
     AnalysisResult,
+    DraftTurnInput,
     GeneratedReply,
     GenerateReplyInput,
+    TurnDraft,
     WriteEmailInput,
     WrittenEmail,
 )
+from models.common import ReplyPurpose
 
 
 class LlmActivities:
@@ -32,6 +37,41 @@ class LlmActivities:
             result.usage.provider,
         )
         return result
+
+    @activity.defn
+    async def draft_turn(self, request: DraftTurnInput) -> TurnDraft:
+        """Perceive the new messages, then draft the reply to them, in one activity.
+
+        The reply is drafted before the workflow has decided anything: it uses the draft when
+        it answers the turn with a plain reply and discards it when a rule hands the lead to a
+        human (one model call wasted on such turns, one workflow task and one activity saved
+        on every other). A failed draft is not this activity's failure: the perception is
+        returned and the workflow asks `generate_reply`, with its own retries and fallback."""
+        analysis = await self.analyse_messages(request)
+        perception = analysis.perception
+        try:
+            reply = await self._agent.write_reply(
+                GenerateReplyInput(
+                    tenant_id=request.tenant_id,
+                    playbook=request.playbook,
+                    purpose=ReplyPurpose.REPLY,
+                    stage=request.stage,
+                    conversation_id=request.conversation_id,
+                    # The summary is for people (the UI, the ledger); the writer reads the
+                    # transcript.
+                    perception=perception.model_copy(update={"summary": ""}),
+                    new_messages=request.new_messages,
+                    knowledge_ids=request.knowledge_ids,
+                    contact_name=request.contact_name,
+                    turn=request.turn,
+                )
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            activity.logger.warning("drafting the reply failed; the workflow will ask: %s", exc)
+            return TurnDraft(analysis=analysis, draft_error=str(exc) or type(exc).__name__)
+        return TurnDraft(analysis=analysis, reply=reply)
 
     @activity.defn
     async def generate_reply(self, request: GenerateReplyInput) -> GeneratedReply:

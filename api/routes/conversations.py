@@ -226,7 +226,7 @@ async def start_conversation(
     try:
         await client.start_workflow(
             WORKFLOW_NAME,
-            ConversationInput(
+            ConversationInput.new(
                 tenant_id=tenant.id,
                 channel=body.channel,
                 contact=body.contact,

@@ -88,7 +88,7 @@ async def main(name: str) -> None:
         wid = conversation_workflow_id(tenant, Channel.WAHA, "31612345678@c.us")
         await client.start_workflow(
             "ConversationWorkflow",
-            ConversationInput(
+            ConversationInput.new(
                 tenant_id=tenant,
                 channel=Channel.WAHA,
                 contact="31612345678@c.us",

@@ -49,7 +49,7 @@ async def test_a_conversation_is_traced_end_to_end(
     try:
         await client.start_workflow(
             "ConversationWorkflow",
-            ConversationInput(tenant_id=tenant_id, channel=Channel.WAHA, contact=contact),
+            ConversationInput.new(tenant_id=tenant_id, channel=Channel.WAHA, contact=contact),
             id=workflow_id,
             task_queue=CONVERSATIONS,
             start_signal="inbound",

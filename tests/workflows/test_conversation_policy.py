@@ -23,11 +23,13 @@ from temporalio.worker import Worker
 from models.agent import (
     AnalyseInput,
     AnalysisResult,
+    DraftTurnInput,
     GeneratedReply,
     GenerateReplyInput,
     GuardVerdict,
     Perception,
     TokenUsage,
+    TurnDraft,
 )
 from models.common import Channel, Intent, ReplyPurpose, Role, Stage
 from models.conversation import (
@@ -72,6 +74,8 @@ class Stubs:
     write: Callable[[GenerateReplyInput], GeneratedReply] = lambda r: GeneratedReply(
         text=f"AI {r.purpose.value}", usage=USAGE
     )
+    draft_fails: bool = False  # the draft step of `draft_turn` fails (the perception does not)
+    drafted: list[GenerateReplyInput] = field(default_factory=list)
     sent: list[OutboundMessage] = field(default_factory=list)
     sent_by_run: list[str] = field(default_factory=list)  # the workflow run of each send
     written: list[GenerateReplyInput] = field(default_factory=list)
@@ -99,6 +103,23 @@ class Stubs:
         async def analyse_messages(request: AnalyseInput) -> AnalysisResult:
             return AnalysisResult(perception=self.perceive(request), usage=USAGE)
 
+        @activity.defn(name="draft_turn")
+        async def draft_turn(request: DraftTurnInput) -> TurnDraft:
+            analysis = AnalysisResult(perception=self.perceive(request), usage=USAGE)
+            if self.draft_fails:
+                return TurnDraft(analysis=analysis, draft_error="the stub's writer is down")
+            asked = GenerateReplyInput(
+                tenant_id=request.tenant_id,
+                playbook=request.playbook,
+                purpose=ReplyPurpose.REPLY,
+                stage=request.stage,
+                conversation_id=request.conversation_id,
+                perception=analysis.perception,
+                new_messages=request.new_messages,
+            )
+            self.drafted.append(asked)
+            return TurnDraft(analysis=analysis, reply=self.write(asked))
+
         @activity.defn(name="generate_reply")
         async def generate_reply(request: GenerateReplyInput) -> GeneratedReply:
             self.written.append(request)
@@ -123,6 +144,7 @@ class Stubs:
             load_turn_context,
             record_turn,
             analyse_messages,
+            draft_turn,
             generate_reply,
             send_message,
             notify_specialist,
@@ -185,7 +207,7 @@ async def run(env: WorkflowEnvironment, request: pytest.FixtureRequest) -> Async
         workflow_id = f"conv:{tenant}:waha:{contact}"
         await env.client.start_workflow(
             ConversationWorkflow.run,
-            ConversationInput(
+            ConversationInput.new(
                 tenant_id=tenant,
                 channel=Channel.WAHA,
                 contact=contact,
@@ -225,8 +247,36 @@ async def test_the_workflow_decides_escalation_from_what_was_perceived(run: obje
     assert [n.specialist.role for n in stubs.notified] == ["manager"]
     notice = [w for w in stubs.written if w.purpose == ReplyPurpose.ESCALATION_NOTICE]
     assert notice and notice[0].escalation_rule == "complaint"
+    # The reply drafted before the decision is discarded: the lead gets the notice.
+    assert len(stubs.drafted) == 1
+    assert [m.text for m in stubs.sent] == ["AI escalation_notice"]
     escalation = stubs.recorded[-1].escalation
     assert escalation is not None and escalation.rule == "complaint"
+
+
+async def test_a_plain_turn_sends_the_draft_without_asking_for_another_reply(
+    run: object,
+) -> None:
+    stubs = Stubs()
+    conv: Run = await run(stubs)  # type: ignore[operator]
+    await conv.say("Do you have an Audi A4?")
+    await conv.until(lambda: bool(stubs.sent), limit=timedelta(minutes=1), what="the reply")
+    assert [m.text for m in stubs.sent] == ["AI reply"]
+    assert len(stubs.drafted) == 1 and stubs.drafted[0].stage == Stage.AWAITING_RESPONSE
+    assert not stubs.written, "the draft was used: no second reply step"
+    state = await conv.state()
+    assert state.stage == Stage.QUALIFYING and state.fields == {"make": "Audi"}
+
+
+async def test_a_failed_draft_is_asked_again_through_the_reply_step(run: object) -> None:
+    stubs = Stubs(draft_fails=True)
+    conv: Run = await run(stubs)  # type: ignore[operator]
+    await conv.say("Do you have an Audi A4?")
+    await conv.until(lambda: bool(stubs.sent), limit=timedelta(minutes=1), what="the reply")
+    assert [m.text for m in stubs.sent] == ["AI reply"]
+    assert [w.purpose for w in stubs.written] == [ReplyPurpose.REPLY]
+    assert stubs.written[0].perception is not None
+    assert stubs.written[0].perception.summary == ""
 
 
 async def test_a_blocked_reply_is_not_sent_the_holding_text_is_and_a_human_is_told(

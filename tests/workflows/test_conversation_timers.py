@@ -109,7 +109,7 @@ async def _start(client: Client, tenant_id: str, first: InboundMessage) -> str:
     workflow_id = conversation_workflow_id(tenant_id, Channel.WAHA, first.contact)
     await client.start_workflow(
         "ConversationWorkflow",
-        ConversationInput(
+        ConversationInput.new(
             tenant_id=tenant_id,
             channel=Channel.WAHA,
             contact=first.contact,

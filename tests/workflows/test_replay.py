@@ -11,20 +11,23 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from workers.worker import workflow_runner
+from workers.worker import SandboxMode, workflow_runner
 from workflows.conversation import ConversationWorkflow
 
 HISTORIES = sorted((Path(__file__).parent.parent / "histories").glob("conversation_*.json"))
 
 
+@pytest.mark.parametrize("mode", ["strict", "passthrough", "off"])
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
-async def test_recorded_conversation_replays(path: Path) -> None:
+async def test_recorded_conversation_replays(path: Path, mode: SandboxMode) -> None:
+    """Strict catches a workflow module that imports something non-deterministic; the others
+    are what workers may run (LEADFLOW_WORKFLOW_SANDBOX)."""
     history = WorkflowHistory.from_json(path.stem, path.read_text())
     assert len(history.events) > 50, "a meaningful recording has many events"
     replayer = Replayer(
         workflows=[ConversationWorkflow],
         data_converter=pydantic_data_converter,
-        workflow_runner=workflow_runner(),
+        workflow_runner=workflow_runner(mode),
     )
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, result.replay_failure

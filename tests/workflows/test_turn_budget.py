@@ -1,5 +1,6 @@
 """A turn's structural budget, counted from the real history of a real conversation (real worker,
-offline provider, dev server): payload bytes, workflow tasks and activities per turn.
+offline provider, dev server): payload bytes, workflow tasks and activities per turn (issue 8:
+at most 4 workflow tasks and 3 activities for a turn without escalation or CRM).
 
 The playbook goes to activities by reference (tenant + hash) and knowledge by id, so a turn adds
 little to the history whatever the size of the playbook; this test keeps it that way."""
@@ -78,5 +79,7 @@ async def test_a_turn_adds_at_most_4_kb_to_the_history(
         # The first turn also carries the start (input, policy): it is measured, not budgeted.
         assert all(size <= TURN_PAYLOAD_BUDGET for size in sizes[1:]), sizes
         assert sizes[0] <= TURN_PAYLOAD_BUDGET + 4096, sizes
-        # No CRM connected, no escalation: perceive, write, send; no CrmSyncWorkflow request.
-        assert activities == [3, 3, 3], activities
+        # No CRM connected, no escalation: perceive and draft, send; no CrmSyncWorkflow request.
+        assert activities == [2, 2, 2], activities
+        # The inbound signal, the debounce timer, the draft's and the send's completions.
+        assert all(n <= 4 for n in tasks), tasks

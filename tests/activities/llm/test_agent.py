@@ -4,17 +4,20 @@ classes, failover, circuit breakers, the budget, the ledger and prompt-cache acc
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
 
+from activities.llm.activities import LlmActivities
 from activities.llm.agent import Agent
 from activities.llm.model_backend import hosted_backend
 from activities.llm.offline import offline_backend
-from models.agent import AnalyseInput, GenerateReplyInput, Perception
+from models.agent import AnalyseInput, DraftTurnInput, GenerateReplyInput, Perception
 from models.common import Intent, ReplyPurpose, Stage
 from models.db import Database
 from models.policy import PlaybookRef
@@ -298,3 +301,47 @@ async def test_the_outreach_brief_reaches_the_offline_message(
         )
     )
     assert brief in reply.text and reply.guard is None
+
+
+def draft_input(tenant: str) -> DraftTurnInput:
+    return DraftTurnInput(
+        **analyse(tenant).model_dump(), stage=Stage.QUALIFYING, contact_name="Sam"
+    )
+
+
+async def test_draft_turn_perceives_then_writes_the_reply_in_one_activity(
+    world: Any, fake_openai: FakeOpenAI, sqlite_db: Database
+) -> None:
+    agent, tenant = await world(TenantLlmSettings(provider="openai"))
+    fake_openai.ok_structured(PERCEIVED)
+    fake_openai.ok_text("The Audi A3 is in stock; when would you like to drive it?")
+    draft = await ActivityEnvironment().run(LlmActivities(agent).draft_turn, draft_input(tenant))
+    assert draft.analysis.perception.intent == Intent.MEETING
+    assert draft.reply is not None and draft.reply.guard is None
+    assert draft.reply.text.startswith("The Audi A3 is in stock")
+    # The writer got the perception without its summary (that one is for people).
+    assert PERCEIVED["summary"] not in json.dumps(fake_openai.requests[-1].json)
+    steps = [row.step for row in await ledger(sqlite_db, tenant)]
+    assert steps == ["analysis", "reply"]
+
+
+async def test_a_failed_draft_still_returns_what_was_perceived(
+    world: Any, fake_openai: FakeOpenAI
+) -> None:
+    agent, tenant = await world(TenantLlmSettings(provider="openai"))
+    fake_openai.ok_structured(PERCEIVED)
+    fake_openai.error(400, "invalid_request_error", "context too long")
+    draft = await ActivityEnvironment().run(LlmActivities(agent).draft_turn, draft_input(tenant))
+    assert draft.analysis.perception.intent == Intent.MEETING
+    assert draft.reply is None and draft.draft_error and "context too long" in draft.draft_error
+
+
+async def test_draft_turn_fails_when_nothing_can_be_perceived(
+    world: Any, fake_openai: FakeOpenAI
+) -> None:
+    agent, tenant = await world(TenantLlmSettings(provider="openai"))
+    fake_openai.error(401, "invalid_api_key", "bad key", code="invalid_api_key")
+    with pytest.raises(ApplicationError) as err:
+        await ActivityEnvironment().run(LlmActivities(agent).draft_turn, draft_input(tenant))
+    assert err.value.type == "LlmRequestRejected"
+    assert len(fake_openai.requests) == 1, "no reply is drafted for nothing perceived"
