@@ -13,11 +13,13 @@ a real WAHA is refused, since the simulated leads' replies would go out there.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import secrets
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -38,6 +40,9 @@ from workers.simulator import (
     Target,
     load_dialogues,
 )
+
+if TYPE_CHECKING:
+    from models.db import Database
 
 DEFAULT_API_URL = "http://127.0.0.1:8000"
 SIM_TENANT = "simulate"
@@ -62,6 +67,7 @@ class Prepared:
     waha: WahaSettings
     created: bool
     changed: bool  # an existing tenant's WAHA settings changed (workers may hold the old ones)
+    lent: bool  # a --tenant without WAHA: its WAHA channel is removed again after the run
 
 
 def takeover_problem(tenant_id: str, waha: WahaSettings | None, fake_url: str) -> str | None:
@@ -100,12 +106,12 @@ def simulator_waha(current: WahaSettings | None, fake_url: str) -> WahaSettings:
     )
 
 
-async def prepare_tenant(tenant_id: str | None, *, fake_url: str) -> Prepared:
-    """Create or repoint the tenant in the local database and issue an API key for this run."""
+@contextlib.asynccontextmanager
+async def _local_database() -> AsyncIterator[tuple[str, Database]]:
+    """The database of the local LEADFLOW_* settings (migrated) and the secret key."""
     from pydantic import ValidationError
 
     from models.db import Database, migrate
-    from models.repo import tenants as tenant_repo
     from models.settings import Settings
 
     try:
@@ -117,48 +123,79 @@ async def prepare_tenant(tenant_id: str | None, *, fake_url: str) -> Prepared:
         await asyncio.to_thread(migrate, url)
     except Exception as exc:
         raise SimulationError(f"cannot open the local database: {exc}") from exc
-    secret_key = settings.secret_key.get_secret_value()
-    tid = tenant_id or SIM_TENANT
     db = Database(url)
     try:
-        async with db.session() as session:
-            row = await tenant_repo.get_tenant(session, tenant_id=tid)
-            if row is None and tenant_id is not None:
-                raise SimulationError(
-                    f"no tenant {tid!r} in the local database",
-                    hint="see `leadflow tenant list`, or leave out --tenant for the "
-                    f"simulator's own tenant {SIM_TENANT!r}",
-                )
-            current = (
-                tenant_repo.tenant_settings(row, secret_key=secret_key)
-                if row is not None
-                else TenantSettings(playbook="car_dealership")
-            )
-            problem = takeover_problem(tid, current.waha, fake_url)
-            if problem is not None:
-                raise SimulationError(
-                    problem, hint="leave out --tenant to use the simulator's own tenant"
-                )
-            wanted = current.model_copy(update={"waha": simulator_waha(current.waha, fake_url)})
-            if row is None:
-                await tenant_repo.create_tenant(
-                    session,
-                    tenant_id=tid,
-                    name="Lead simulator (leadflow simulate)",
-                    secret_key=secret_key,
-                    settings=wanted,
-                )
-            elif wanted != current:
-                await tenant_repo.save_tenant_settings(
-                    session, tenant=row, settings=wanted, secret_key=secret_key
-                )
-            key = await tenant_repo.create_api_key(session, tenant_id=tid)
+        yield settings.secret_key.get_secret_value(), db
     finally:
         await db.dispose()
+
+
+async def prepare_tenant(tenant_id: str | None, *, fake_url: str) -> Prepared:
+    """Create or repoint the tenant in the local database and issue an API key for this run."""
+    from models.repo import tenants as tenant_repo
+
+    tid = tenant_id or SIM_TENANT
+    async with _local_database() as (secret_key, db), db.session() as session:
+        row = await tenant_repo.get_tenant(session, tenant_id=tid)
+        if row is None and tenant_id is not None:
+            raise SimulationError(
+                f"no tenant {tid!r} in the local database",
+                hint="see `leadflow tenant list`, or leave out --tenant for the "
+                f"simulator's own tenant {SIM_TENANT!r}",
+            )
+        current = (
+            tenant_repo.tenant_settings(row, secret_key=secret_key)
+            if row is not None
+            else TenantSettings(playbook="car_dealership")
+        )
+        problem = takeover_problem(tid, current.waha, fake_url)
+        if problem is not None:
+            raise SimulationError(
+                problem, hint="leave out --tenant to use the simulator's own tenant"
+            )
+        wanted = current.model_copy(update={"waha": simulator_waha(current.waha, fake_url)})
+        if row is None:
+            await tenant_repo.create_tenant(
+                session,
+                tenant_id=tid,
+                name="Lead simulator (leadflow simulate)",
+                secret_key=secret_key,
+                settings=wanted,
+            )
+        elif wanted != current:
+            await tenant_repo.save_tenant_settings(
+                session, tenant=row, settings=wanted, secret_key=secret_key
+            )
+        key = await tenant_repo.create_api_key(session, tenant_id=tid)
     assert wanted.waha is not None and wanted.waha.webhook_secret is not None
-    target = Target(tid, key, wanted.waha.webhook_secret.get_secret_value())
-    changed = row is not None and wanted.waha != current.waha
-    return Prepared(target, wanted.waha, created=row is None, changed=changed)
+    return Prepared(
+        Target(tid, key, wanted.waha.webhook_secret.get_secret_value()),
+        wanted.waha,
+        created=row is None,
+        changed=row is not None and wanted.waha != current.waha,
+        lent=row is not None and current.waha is None,
+    )
+
+
+async def return_tenant(tenant_id: str, *, fake_url: str) -> bool:
+    """Remove the WAHA channel a run lent to a tenant that had none, if it still points at the
+    fake (its later replies go to the outbox again rather than to a WAHA that is gone)."""
+    from models.repo import tenants as tenant_repo
+
+    async with _local_database() as (secret_key, db), db.session() as session:
+        row = await tenant_repo.get_tenant(session, tenant_id=tenant_id)
+        if row is None:
+            return False
+        current = tenant_repo.tenant_settings(row, secret_key=secret_key)
+        if current.waha is None or current.waha.base_url.rstrip("/") != fake_url:
+            return False
+        await tenant_repo.save_tenant_settings(
+            session,
+            tenant=row,
+            settings=current.model_copy(update={"waha": None}),
+            secret_key=secret_key,
+        )
+    return True
 
 
 # ---- the run -------------------------------------------------------------------------------------
@@ -182,6 +219,7 @@ async def run_simulation(opts: Options, holder: list[Simulation]) -> Simulation:
     simulation is put in `holder` as soon as it exists (for a summary after Ctrl-C)."""
     api = LeadflowApi(opts.api_url)
     waha: FakeWaha | None = None
+    prepared: Prepared | None = None
     try:
         await api.check_running()
         waha = FakeWaha(api_key="")
@@ -226,6 +264,10 @@ async def run_simulation(opts: Options, holder: list[Simulation]) -> Simulation:
             await asyncio.sleep(opts.settle)
         return sim
     finally:
+        if prepared is not None and prepared.lent:
+            tid = prepared.target.tenant_id
+            if await return_tenant(tid, fake_url=prepared.waha.base_url):
+                console.print(f"tenant {tid}: its WAHA channel removed again", highlight=False)
         if waha is not None:
             await waha.stop()
         await api.aclose()

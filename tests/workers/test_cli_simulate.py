@@ -31,7 +31,7 @@ from models.repo import tenants as tenant_repo
 from models.settings import Settings
 from models.task_queues import CONVERSATIONS
 from models.tenant import TenantSettings, WahaSettings
-from tests.conftest import TEST_SECRET
+from tests.conftest import TEST_SECRET, make_tenant
 from tests.live_stack import free_port
 from tests.stack import live_stack
 from workers import cli_simulate
@@ -148,8 +148,14 @@ async def conversation(stack: Any, api_key: str, conversation_id: str) -> dict[s
 
 
 async def test_leads_through_the_stack(
-    temporal_client: Client, settings_factory: Any, sqlite_url: str, tmp_path: Path
+    temporal_client: Client,
+    settings_factory: Any,
+    sqlite_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # The worker reads a tenant's WAHA settings per send: no cache to wait out here.
+    monkeypatch.setattr(cli_simulate, "SETTINGS_CACHE_SECONDS", 0.0)
     settings: Settings = settings_factory(sqlite_url, debounce_seconds=0.2)
     golf = tmp_path / "golf.jsonl"
     golf.write_text(json.dumps(TWO_TURNS) + "\n")
@@ -206,6 +212,20 @@ async def test_leads_through_the_stack(
         assert (data["messages_sent"], data["answered"], data["lost"]) == (2, 2, 0)
         assert data["leads_detail"][0]["escalated"] is True
         assert "reused" in result.output
+
+        # A tenant without WAHA is lent a channel for the run and gets none back after it.
+        lent, _ = await make_tenant(stack.db, settings=TenantSettings(playbook="car_dealership"))
+        result = await run_cli(
+            env,
+            *("--api-url", stack.api_url, "--waha-port", "0", "--tenant", lent),
+            *("--leads", "1", "--dialogue", str(golf), *common),
+        )
+        assert result.exit_code == 0, result.output
+        assert f"tenant {lent}: its WAHA channel removed again" in result.output
+        async with stack.db.session() as session:
+            row = await tenant_repo.get_tenant(session, tenant_id=lent)
+            assert row is not None
+            assert tenant_repo.tenant_settings(row, secret_key=TEST_SECRET).waha is None
 
         # A tenant whose WAHA is a real one is not taken over.
         result = await run_cli(
