@@ -376,8 +376,9 @@ SIMULATE_HELP = "\n\n".join(
         "duplicates (more than one reply to one lead message).",
         f"Tenant: without --tenant, `{SIM_TENANT}`, created in the database of the local "
         "LEADFLOW_* settings (run it next to `leadflow up`) with the car dealership playbook "
-        "and its WAHA at the fake. --tenant TENANT repoints that tenant's WAHA instead, "
-        "unless it points at a real WAHA.",
+        "and its WAHA at the fake (kept between runs). --tenant TENANT repoints that tenant's "
+        "WAHA instead, unless it points at a real WAHA; a tenant without WAHA has none again "
+        "after the run.",
         "Dialogues: built-in car dealership ones "
         f"({', '.join(d.name for d in DEFAULT_DIALOGUES)}), or --dialogue FILE. " + DIALOGUE_FORMAT,
         "Exit codes: 0 every message answered once; 1 something was lost, answered twice or "
