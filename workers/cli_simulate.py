@@ -346,6 +346,13 @@ def print_summary(summary: dict[str, Any], *, interrupted: bool = False) -> None
         ("webhook errors", str(summary["webhook_errors"])),
         ("duration", f"{summary['duration_s']:g} s"),
     ]
+    for key, label in (
+        ("late_replies", "late replies (after --timeout)"),
+        ("replies_after_handoff", "replies after a handoff"),
+        ("other_replies", "other sends (specialist alerts)"),
+    ):
+        if summary[key]:
+            rows.append((label, str(summary[key])))
     for label, value in rows:
         bad = label in ("lost", "duplicates", "webhook errors") and value != "0"
         table.add_row(label, Text(value, style="red" if bad else ""))

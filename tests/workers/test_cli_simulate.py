@@ -292,6 +292,7 @@ async def test_duplicates_and_lost_messages_are_counted() -> None:
     assert summary["leads_completed"] == 2  # played to the end (duplicates or not)
     assert cli_simulate.exit_code(summary) == 1
     assert waha.refused == 0
+    cli_simulate.print_summary(summary)  # renders every figure, the bad ones included
 
 
 async def test_the_fake_waha_answers_leadflows_waha_channel_as_waha_does() -> None:
