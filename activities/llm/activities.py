@@ -47,8 +47,15 @@ class LlmActivities:
         human (one model call wasted on such turns, one workflow task and one activity saved
         on every other). A failed draft is not this activity's failure: the perception is
         returned and the workflow asks `generate_reply`, with its own retries and fallback."""
-        analysis = await self.analyse_messages(request)
+        reading = await self._agent.read(request)  # once, for both steps
+        analysis = await self._agent.perceive(request, reading)
         perception = analysis.perception
+        activity.logger.info(
+            "perceived %d message(s): %s (%s)",
+            len(request.new_messages),
+            perception.intent.value,
+            analysis.usage.provider,
+        )
         try:
             reply = await self._agent.write_reply(
                 GenerateReplyInput(
@@ -64,7 +71,8 @@ class LlmActivities:
                     knowledge_ids=request.knowledge_ids,
                     contact_name=request.contact_name,
                     turn=request.turn,
-                )
+                ),
+                reading,
             )
         except asyncio.CancelledError:
             raise

@@ -74,6 +74,9 @@ from models.repo.playbooks import PlaybookError
 from models.settings import Settings
 from models.usage import BreakerState, CallOutcome, LlmCallRecord, worker_identity
 
+# A turn's reads by reference: earlier messages, knowledge documents, the lead's known fields.
+Reading = tuple[tuple[TranscriptEntry, ...], tuple[KnowledgeHit, ...], dict[str, FieldValue]]
+
 log = logging.getLogger("leadflow.agent")
 
 R = TypeVar("R")
@@ -225,12 +228,16 @@ class Agent:
 
     # ------------------------------------------------------------------ steps
 
-    async def perceive(self, request: AnalyseInput) -> AnalysisResult:
+    async def read(self, request: AnalyseInput) -> Reading:
+        """What a turn's steps read by reference, once for both when one activity runs them."""
+        return await self._read(request.tenant_id, request.conversation_id, request.knowledge_ids)
+
+    async def perceive(
+        self, request: AnalyseInput, reading: Reading | None = None
+    ) -> AnalysisResult:
         profile = await self._profile(request.tenant_id)
         playbook = await self._playbook(request.playbook)
-        transcript, knowledge, known = await self._read(
-            request.tenant_id, request.conversation_id, request.knowledge_ids
-        )
+        transcript, knowledge, known = reading or await self.read(request)
         context = PerceptionContext(
             playbook=playbook,
             new_messages=request.new_messages,
@@ -259,10 +266,12 @@ class Agent:
             )
         return AnalysisResult(perception=perception, usage=usage)
 
-    async def write_reply(self, request: GenerateReplyInput) -> GeneratedReply:
+    async def write_reply(
+        self, request: GenerateReplyInput, reading: Reading | None = None
+    ) -> GeneratedReply:
         profile = await self._profile(request.tenant_id)
         playbook = await self._playbook(request.playbook)
-        earlier, knowledge, known = await self._read(
+        earlier, knowledge, known = reading or await self._read(
             request.tenant_id, request.conversation_id, request.knowledge_ids
         )
         if request.perception is not None:
@@ -385,7 +394,7 @@ class Agent:
 
     async def _read(
         self, tenant_id: str, conversation_id: str | None, knowledge_ids: tuple[str, ...]
-    ) -> tuple[tuple[TranscriptEntry, ...], tuple[KnowledgeHit, ...], dict[str, FieldValue]]:
+    ) -> Reading:
         """By reference: the conversation's earlier messages, what is known about its lead (as
         of the last recorded turn; operators' edits included) and the knowledge documents."""
         if conversation_id is None and not knowledge_ids:
