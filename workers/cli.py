@@ -166,15 +166,13 @@ def _worker_specs(settings: Settings, count: int, *, verbose: bool) -> list[Chil
     ]
 
 
-async def _workers_polling(client: Client, expected: int, pids: list[int]) -> bool:
-    """Every worker process polls Temporal: its pid is among the conversation queue's pollers
-    (a client's default identity is `pid@host`)."""
+async def _workers_polling(client: Client, pids: list[int]) -> set[int]:
+    """The worker processes among `pids` that poll Temporal: their pid is among the conversation
+    queue's pollers (a client's default identity is `pid@host`)."""
     from temporalio.api.enums.v1 import TaskQueueType
     from temporalio.api.taskqueue.v1 import TaskQueue
     from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 
-    if len(pids) < expected:
-        return False
     response = await client.workflow_service.describe_task_queue(
         DescribeTaskQueueRequest(
             namespace=client.namespace,
@@ -183,16 +181,14 @@ async def _workers_polling(client: Client, expected: int, pids: list[int]) -> bo
         )
     )
     polling = {poller.identity.split("@", 1)[0] for poller in response.pollers}
-    return all(str(pid) in polling for pid in pids)
+    return {pid for pid in pids if str(pid) in polling}
 
 
-async def _wait_workers(
-    supervisor: Supervisor, client: Client, count: int, *, within: float
-) -> str | None:
+async def _wait_workers(supervisor: Supervisor, *, within: float) -> str | None:
     """None once every worker process polls Temporal, else what went wrong."""
     try:
         async with asyncio.timeout(within):
-            await supervisor.wait_ready(functools.partial(_workers_polling, client, count))
+            await supervisor.wait_ready()
     except ChildFailed as exc:
         tail = _log_tail(exc.log_path)
         return f"{exc}" + (f"; its last lines:\n{tail}" if tail else "")
@@ -225,6 +221,7 @@ async def _up(
     from api.app import create_app
     from workers.client import TemporalUnavailable, connect
     from workers.devserver import DevServerError, port_open, start_dev_server, stop_dev_server
+    from workers.plugins import known_llm_providers
 
     data_dir = settings.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -265,9 +262,15 @@ async def _up(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop)
+        try:
+            client = await connect(settings)
+        except TemporalUnavailable as exc:
+            raise _fail(str(exc)) from exc
         # Started from this (the event loop's) thread: see workers/supervisor.py on why.
         supervisor = Supervisor(
-            _worker_specs(settings, workers, verbose=verbose), on_exit=_report_exit
+            _worker_specs(settings, workers, verbose=verbose),
+            ready_check=functools.partial(_workers_polling, client),
+            on_exit=_report_exit,
         )
         supervisor.start()
         server = _QuietServer(
@@ -277,20 +280,19 @@ async def _up(
         )
         # The API answers while the workers start: what it accepts waits in Temporal.
         serving = asyncio.create_task(server.serve())
-        try:
-            client = await connect(settings)
-        except TemporalUnavailable as exc:
-            raise _fail(str(exc)) from exc
         stopped = asyncio.create_task(stopping.wait())
-        ready = asyncio.create_task(
-            _wait_workers(supervisor, client, workers, within=WORKERS_READY_TIMEOUT)
-        )
+        ready = asyncio.create_task(_wait_workers(supervisor, within=WORKERS_READY_TIMEOUT))
+        # Loading the plugins costs seconds of CPU; pay it now, not in the first /ready or
+        # settings call after the banner. A plugin that fails to load is /ready's to report.
+        warm = asyncio.create_task(asyncio.to_thread(known_llm_providers))
         await asyncio.wait({ready, stopped, serving}, return_when=asyncio.FIRST_COMPLETED)
         if not ready.done():
             ready.cancel()
         elif (problem := ready.result()) is not None:
             raise _fail(problem)
         elif not stopping.is_set() and not serving.done():
+            with contextlib.suppress(Exception):
+                await warm
             api_url = f"http://{host}:{settings.api_port}"
             _banner(
                 api_url,

@@ -2,6 +2,10 @@
 to its own file, restarts one that exits unexpectedly with a growing delay, and stops them all
 gracefully (SIGTERM, a grace period, then SIGKILL).
 
+A child is *ready* once the caller's readiness check says so (for `up`: the worker polls
+Temporal). A child that is not ready yet holds no work, so stopping it is a SIGKILL: a worker
+busy importing would otherwise only notice SIGTERM once its start-up is done.
+
 It polls its children from the event loop's thread instead of waiting on them in threads: on
 Linux a child is started with PR_SET_PDEATHSIG, a signal sent when the *thread* that forked it
 ends, so forking from a short-lived executor thread would kill the child with that thread.
@@ -12,17 +16,23 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
+import logging
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 PR_SET_PDEATHSIG = 1
+
+log = logging.getLogger("leadflow.supervisor")
+
+ReadyCheck = Callable[[list[int]], Awaitable[Collection[int]]]
+"""Given the pids of children not known to be ready, returns those that are ready now."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +97,7 @@ class ChildStatus:
     name: str
     pid: int | None
     running: bool
+    ready: bool
     restarts: int
     last_exit_code: int | None
     log_path: Path
@@ -97,6 +108,7 @@ class _Child:
     spec: ChildSpec
     process: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
+    ready: bool = False
     failures: int = 0
     restarts: int = 0
     last_exit_code: int | None = None
@@ -125,15 +137,18 @@ def _pdeathsig_preexec() -> Callable[[], None] | None:
 class Supervisor:
     """Runs `children` until `stop()`; `run()` restarts those that exit meanwhile.
 
-    Call `start()`, `poll()`, `run()` and `stop()` from one thread (the event loop's)."""
+    Without `ready_check` a child counts as ready once started. Call `start()`, `poll()`,
+    `run()` and `stop()` from one thread (the event loop's)."""
 
     def __init__(
         self,
         children: Sequence[ChildSpec],
         *,
+        ready_check: ReadyCheck | None = None,
         backoff: Backoff | None = None,
         on_exit: Callable[[ChildExit], None] | None = None,
         poll_interval: float = 0.2,
+        ready_interval: float = 1.0,
         stop_timeout: float = 15.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -141,9 +156,11 @@ class Supervisor:
         if len(set(names)) != len(names):
             raise ValueError(f"child names must be unique: {names}")
         self._children = [_Child(spec) for spec in children]
+        self._ready_check = ready_check
         self.backoff = backoff or Backoff()
         self._on_exit = on_exit
         self.poll_interval = poll_interval
+        self.ready_interval = ready_interval
         self.stop_timeout = stop_timeout
         self._clock = clock
         self._stopping = False
@@ -157,6 +174,7 @@ class Supervisor:
                 name=c.spec.name,
                 pid=c.process.pid if c.process else None,
                 running=c.process is not None and c.process.poll() is None,
+                ready=c.ready,
                 restarts=c.restarts,
                 last_exit_code=c.last_exit_code,
                 log_path=c.spec.log_path,
@@ -199,6 +217,7 @@ class Supervisor:
             )
         child.started_at = self._clock()
         child.restart_at = None
+        child.ready = self._ready_check is None
 
     def poll(self) -> list[ChildExit]:
         """Reap children that exited (scheduling their restart) and start those that are due."""
@@ -216,6 +235,7 @@ class Supervisor:
                 if uptime >= self.backoff.reset_after:
                     child.failures = 0
                 child.failures += 1
+                child.ready = False
                 delay = self.backoff.delay(child.failures)
                 child.last_exit_code = code
                 child.restart_at = now + delay
@@ -238,30 +258,55 @@ class Supervisor:
 
     async def run(self) -> None:
         """Supervise until `stop()` is called."""
+        next_check = 0.0
         while not self._stopping:
             self.poll()
+            if self._clock() >= next_check:
+                next_check = self._clock() + self.ready_interval
+                await self._check_ready()
             await asyncio.sleep(self.poll_interval)
 
-    async def wait_ready(self, ready: Callable[[list[int]], Awaitable[bool]]) -> None:
-        """Wait until `ready(pids)` says every child is up (bound it with `asyncio.timeout`).
-        A child that exits meanwhile is `ChildFailed`: a worker that cannot start will not
-        start on the next try either."""
+    async def _check_ready(self) -> bool:
+        """Ask about the running children not known to be ready; whether all are ready now."""
+        pending = {
+            c.process.pid: c
+            for c in self._children
+            if c.process is not None and not c.ready and c.process.poll() is None
+        }
+        if pending and self._ready_check is not None:
+            try:
+                ready = await self._ready_check(list(pending))
+            except Exception as exc:  # e.g. Temporal busy: ask again next time
+                log.debug("readiness check failed: %s", exc)
+                ready = ()
+            for pid in ready:
+                if pid in pending:
+                    pending[pid].ready = True
+        return all(c.ready for c in self._children)
+
+    async def wait_ready(self) -> None:
+        """Wait until every child is ready (bound it with `asyncio.timeout`). A child that exits
+        meanwhile is `ChildFailed`: a worker that cannot start will not start on the next try
+        either."""
         while True:
             for child in self._children:
                 code = child.process.poll() if child.process is not None else None
                 if code is not None:
                     child.last_exit_code = code
                     raise ChildFailed(child.spec.name, code, child.spec.log_path)
-            if await ready(self.pids()):
+            if await self._check_ready():
                 return
             await asyncio.sleep(self.poll_interval)
 
     async def stop(self) -> None:
-        """SIGTERM every child, wait up to `stop_timeout`, SIGKILL the rest; no restarts after."""
+        """SIGTERM every ready child (SIGKILL those still starting), wait up to `stop_timeout`,
+        SIGKILL the rest; no restarts after."""
         self._stopping = True
-        running = [c.process for c in self._children if c.process and c.process.poll() is None]
-        for process in running:
-            _signal(process, signal.SIGTERM)
+        running: list[subprocess.Popen[bytes]] = []
+        for child in self._children:
+            if child.process is not None and child.process.poll() is None:
+                _signal(child.process, signal.SIGTERM if child.ready else signal.SIGKILL)
+                running.append(child.process)
         if not await self._exited(running, deadline=self._clock() + self.stop_timeout):
             for process in running:
                 if process.poll() is None:

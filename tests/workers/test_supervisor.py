@@ -248,33 +248,92 @@ def test_children_do_not_outlive_a_killed_supervisor(tmp_path: Path) -> None:
 
 async def test_wait_ready_fails_when_a_child_dies_while_starting(tmp_path: Path) -> None:
     spec = _spec(tmp_path, "w1", "echo 'cannot reach Temporal' >&2; exit 1")
-    supervisor = Supervisor([spec], poll_interval=0.01)
+
+    async def never(_pids: list[int]) -> set[int]:
+        return set()
+
+    supervisor = Supervisor([spec], ready_check=never, poll_interval=0.01)
     supervisor.start()
-
-    async def never(_pids: list[int]) -> bool:
-        return False
-
     with pytest.raises(ChildFailed) as failed:
-        await asyncio.wait_for(supervisor.wait_ready(never), timeout=10)
+        await asyncio.wait_for(supervisor.wait_ready(), timeout=10)
     assert failed.value.name == "w1" and failed.value.code == 1
     assert str(failed.value) == f"w1 exited with code 1 while starting; see {spec.log_path}"
     assert "cannot reach Temporal" in spec.log_path.read_text()
     await supervisor.stop()
 
 
-async def test_wait_ready_returns_once_the_children_say_so(tmp_path: Path) -> None:
-    marker = tmp_path / "ready"
-    specs = [_spec(tmp_path, "w1", f"sleep 0.2; touch {marker}; exec sleep 30")]
-    supervisor = Supervisor(specs, poll_interval=0.01)
+async def test_wait_ready_returns_once_every_child_is_ready(tmp_path: Path) -> None:
+    """Each child is asked about until it is ready; a failing check is asked again."""
+    specs = [
+        _spec(tmp_path, f"w{i}", f"sleep 0.{i}; touch {tmp_path}/ready-$$; exec sleep 30")
+        for i in (1, 3)
+    ]
+    asked: list[list[int]] = []
+    answered: set[int] = set()
+
+    async def ready(pids: list[int]) -> set[int]:
+        assert not answered & set(pids), "asked again about a child that is ready"
+        asked.append(pids)
+        if len(asked) == 2:
+            raise RuntimeError("Temporal is busy")
+        answered.update(pid for pid in pids if (tmp_path / f"ready-{pid}").exists())
+        return answered & set(pids)
+
+    supervisor = Supervisor(specs, ready_check=ready, poll_interval=0.01)
     supervisor.start()
-    seen: list[list[int]] = []
-
-    async def ready(pids: list[int]) -> bool:
-        seen.append(pids)
-        return marker.exists()
-
     try:
-        await asyncio.wait_for(supervisor.wait_ready(ready), timeout=10)
-        assert seen[-1] == supervisor.pids()
+        assert [s.ready for s in supervisor.status()] == [False, False]
+        await asyncio.wait_for(supervisor.wait_ready(), timeout=10)
+        assert [s.ready for s in supervisor.status()] == [True, True]
+        assert asked[0] == supervisor.pids() and len(asked) >= 3
     finally:
         await supervisor.stop()
+
+
+async def test_a_restarted_child_is_ready_again_once_the_check_says_so(tmp_path: Path) -> None:
+    async def ready(pids: list[int]) -> set[int]:
+        return set(pids)
+
+    supervisor = Supervisor(
+        [_spec(tmp_path, "w1", "exec sleep 30")],
+        ready_check=ready,
+        backoff=FAST,
+        poll_interval=0.01,
+        ready_interval=0.05,
+    )
+    supervisor.start()
+    await supervisor.wait_ready()
+    runner = asyncio.create_task(supervisor.run())
+    try:
+        (first,) = supervisor.pids()
+        os.kill(first, signal.SIGKILL)
+        await _until(lambda: supervisor.pids() not in ([], [first]))
+        await _until(lambda: supervisor.status()[0].ready)
+    finally:
+        await supervisor.stop()
+        await runner
+
+
+async def test_stop_kills_a_child_that_is_still_starting_at_once(tmp_path: Path) -> None:
+    """Still starting, it holds no work: no need to wait for it to notice SIGTERM."""
+    starting = ChildSpec(
+        name="starting",
+        argv=[
+            sys.executable,
+            "-c",
+            "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+            "print('importing', 'things', flush=True); time.sleep(60)",
+        ],
+        log_path=tmp_path / "starting.log",
+    )
+
+    async def never(_pids: list[int]) -> set[int]:
+        return set()
+
+    supervisor = Supervisor([starting], ready_check=never, stop_timeout=30)
+    supervisor.start()
+    await _until(_contains(starting.log_path, "importing things"))
+    started = time.monotonic()
+    await supervisor.stop()
+    assert time.monotonic() - started < 5
+    assert supervisor.status()[0].last_exit_code == -signal.SIGKILL

@@ -131,9 +131,13 @@ def leadflow_up(data_dir: Path, log: Path, *, args: list[str], **extra_env: str)
         )
         yield up
     finally:
-        if proc.poll() is None:
+        if proc.poll() is None:  # a failed test: leave nothing running on a shared machine
+            children = _children(proc.pid)
             proc.kill()
             proc.wait()
+            for pid in children:
+                if _alive(pid):
+                    os.kill(pid, signal.SIGKILL)
 
 
 def _stop(up: Up) -> None:
