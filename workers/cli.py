@@ -32,6 +32,7 @@ from workers.cli_registry import CLI_MODULES
 from workers.supervisor import ChildExit, ChildFailed, ChildSpec, Supervisor
 
 if TYPE_CHECKING:
+    from fastapi import FastAPI
     from temporalio.client import Client
 
 app = typer.Typer(
@@ -198,6 +199,12 @@ async def _wait_workers(supervisor: Supervisor, *, within: float) -> str | None:
     return None
 
 
+def _api_app(settings: Settings) -> FastAPI:
+    from api.app import create_app
+
+    return create_app(settings)
+
+
 def _report_exit(event: ChildExit) -> None:
     console.print(event.describe(), style="yellow", markup=False, highlight=False, soft_wrap=True)
 
@@ -218,7 +225,6 @@ async def _up(
     workers: int,
     verbose: bool,
 ) -> None:
-    from api.app import create_app
     from workers.client import TemporalUnavailable, connect
     from workers.devserver import DevServerError, port_open, start_dev_server, stop_dev_server
     from workers.plugins import known_llm_providers
@@ -273,10 +279,10 @@ async def _up(
             on_exit=_report_exit,
         )
         supervisor.start()
+        # Importing the API costs seconds of CPU: done while the workers import theirs.
+        api_app = await asyncio.to_thread(_api_app, settings)
         server = _QuietServer(
-            uvicorn.Config(
-                create_app(settings), host=host, port=settings.api_port, log_level="warning"
-            )
+            uvicorn.Config(api_app, host=host, port=settings.api_port, log_level="warning")
         )
         # The API answers while the workers start: what it accepts waits in Temporal.
         serving = asyncio.create_task(server.serve())
