@@ -71,6 +71,7 @@ class Case:
     n: int
     llm_ms: float
     what: str
+    workers: bool = True  # False: only the webhook acknowledgement is measured, no worker runs
 
 
 CASES = {
@@ -78,12 +79,14 @@ CASES = {
         Case("2/s LLM 0", 2, 10, 0, "e2e p50 at low load"),
         Case("50/s 6s LLM 0", 50, 300, 0, "throughput, e2e p50/p99"),
         Case("50/s 6s LLM 300", 50, 300, 300, "throughput, e2e p50/p99"),
+        Case("ack 100/s 20s", 100, 2000, 0, "acknowledgement alone, no worker", workers=False),
     ],
     "full": [
         Case("2/s LLM 0", 2, 40, 0, "e2e p50 at low load"),
         Case("50/s 6s LLM 0", 50, 300, 0, "throughput, e2e p50/p99"),
         Case("50/s 6s LLM 300", 50, 300, 300, "throughput, e2e p50/p99"),
         Case("200/s 5s LLM 0", 200, 1000, 0, "throughput at capacity"),
+        Case("ack 100/s 60s", 100, 6000, 0, "acknowledgement alone, no worker", workers=False),
     ],
 }
 
@@ -443,7 +446,8 @@ class Bench:
     async def set_leadflow_worker(self, variant: str, llm_ms: float) -> None:
         if self.leadflow_worker == (variant, llm_ms):
             return
-        self.procs.stop("leadflow-worker")
+        for name in self.worker_names():
+            self.procs.stop(name)
         env = self.leadflow_env()
         argv = [leadflow_cli(), "worker"]
         if variant == "offline":
@@ -456,7 +460,8 @@ class Bench:
             else:
                 env["LEADFLOW_LLM_PROVIDER"] = "offline"
             env.pop("LEADFLOW_LLM_MODEL", None)
-        self.procs.start("leadflow-worker", argv, env=env, cwd=ROOT)
+        for name in self.worker_names():
+            self.procs.start(name, argv, env=env, cwd=ROOT)
         self.leadflow_worker = (variant, llm_ms)
         await self.warm_up("leadflow", 8)
 
@@ -467,7 +472,22 @@ class Bench:
             url = f"http://127.0.0.1:{self.ports['peer-api']}/webhooks/waha"
             return url, ["peer-redis", "peer-api", "peer-celery"]
         url = f"http://127.0.0.1:{self.ports['leadflow-api']}/webhooks/waha/{TENANT}"
-        return url, ["leadflow-temporal", "leadflow-api", "leadflow-worker"]
+        return url, ["leadflow-temporal", "leadflow-api", *self.worker_names()]
+
+    def stop_workers(self, system: str) -> None:
+        """For the acknowledgement-only cases: the API and the broker stay, the workers go."""
+        if system == "peer":
+            self.procs.stop("peer-celery")
+            self.peer_pool = None
+        else:
+            for name in self.worker_names():
+                self.procs.stop(name)
+            self.leadflow_worker = None
+
+    def worker_names(self) -> list[str]:
+        """One process per worker, as `leadflow up --workers N` runs them."""
+        count = self.args.leadflow_workers
+        return ["leadflow-worker"] + [f"leadflow-worker-{i}" for i in range(2, count + 1)]
 
     def new_contacts(self, count: int) -> list[str]:
         start = self.contacts
@@ -495,7 +515,7 @@ class Bench:
 
     async def run_case(self, system: str, case: Case) -> dict[str, Any]:
         url, names = self.system(system)
-        roots = {name: self.procs.pid(name) for name in names}
+        roots = {name: self.procs.pid(name) for name in names if name in self.procs.procs}
         fakes = {name: self.procs.pid(name) for name in ("fake-llm", "fake-waha")}
         chat_ids = self.new_contacts(case.n)
         limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
@@ -507,15 +527,20 @@ class Bench:
             before = cpu_snapshot({**roots, **fakes})
             idle = sum(before[name] - idle0[name] for name in roots) / self.args.idle
             sent = await open_loop(client, url, chat_ids, case.rate, text=TEXT)
-            replies = await wait_replies(
-                client, self.waha, chat_ids, timeout=self.args.timeout, check=self.procs.check
+            replies = (
+                await wait_replies(
+                    client, self.waha, chat_ids, timeout=self.args.timeout, check=self.procs.check
+                )
+                if case.workers
+                else []
             )
             await asyncio.sleep(self.args.settle)
             after = cpu_snapshot({**roots, **fakes})
             llm_stats = (await client.get(f"{self.llm}/stats")).json()
         row = summarise(sent, replies, chat_ids, classify=self.classify)
         cpu = {name: round(after[name] - before[name], 3) for name in after}
-        done = max(row["completed"], 1)
+        # Without workers nothing is answered: CPU is per acknowledged webhook.
+        done = max(row["completed"] if case.workers else len(sent.acks_ms), 1)
         row.update(
             {
                 "cpu_seconds": {name: cpu[name] for name in roots},
@@ -551,7 +576,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     variants = [v for v in args.leadflow_variants.split(",") if v]
     systems = ([] if args.no_peer else ["peer"]) + [f"leadflow[{v}]" for v in variants]
     cases = [
-        Case(c.name, c.rate, max(2, round(c.n * args.scale)), c.llm_ms, c.what)
+        Case(c.name, c.rate, max(2, round(c.n * args.scale)), c.llm_ms, c.what, c.workers)
         for c in CASES[args.cases]
     ]
     results: list[dict[str, Any]] = []
@@ -562,13 +587,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         if not args.no_peer:
             await bench.start_peer()
         await bench.start_leadflow()
-        # Cases grouped by LLM latency (the fake restarts between groups), in the given order.
-        ordered = sorted(cases, key=lambda c: c.llm_ms)
+        # Cases grouped by LLM latency (the fake restarts between groups), in the given order;
+        # the ones without workers last, because they leave their messages queued.
+        ordered = sorted(cases, key=lambda c: (not c.workers, c.llm_ms))
         for index, case in enumerate(ordered):
             await bench.set_llm_latency(case.llm_ms)
             order = systems if index % 2 == 0 else list(reversed(systems))
             for system in order:
-                if system == "peer":
+                if not case.workers:
+                    bench.stop_workers("peer" if system == "peer" else "leadflow")
+                    pool = None
+                elif system == "peer":
                     await bench.set_peer_pool(
                         args.peer_slow_pool if case.llm_ms > 0 else args.peer_pool
                     )
@@ -596,6 +625,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "cases": args.cases,
         "peer_pool": args.peer_pool,
         "peer_slow_pool": args.peer_slow_pool,
+        "leadflow_workers": args.leadflow_workers,
+        "workflow_sandbox": os.environ.get("LEADFLOW_WORKFLOW_SANDBOX", "default"),
         "results": results,
     }
     if not args.keep:
@@ -701,6 +732,12 @@ def main() -> None:
         help="comma-separated: fake (peer's fake LLM), offline (leadflow's rules)",
     )
     parser.add_argument("--leadflow-slots", type=int, default=100, help="activities per worker")
+    parser.add_argument(
+        "--leadflow-workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="worker processes (default: the number of cores, as `leadflow up`)",
+    )
     parser.add_argument("--timeout", type=float, default=180, help="seconds to wait for replies")
     parser.add_argument(
         "--idle", type=float, default=2.0, help="seconds of idle CPU measured before a case"
@@ -711,6 +748,11 @@ def main() -> None:
     report = asyncio.run(run(args))
     print()
     print(f"{report['date']}  {report['machine']}")
+    print(
+        f"leadflow: {report['leadflow_workers']} worker process(es), workflow sandbox "
+        f"{report['workflow_sandbox']}; peer: {report['peer_pool']} ({report['peer_slow_pool']} "
+        "with a slow LLM)"
+    )
     print(table(report))
     print("\nCPU ms per message by process tree:")
     print(cpu_breakdown(report))
