@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import ctypes.util
 import logging
 import os
 import signal
@@ -121,9 +120,9 @@ def _pdeathsig_preexec() -> Callable[[], None] | None:
     `kill -9` of the supervisor leaves no child behind. None where prctl does not exist."""
     if not sys.platform.startswith("linux"):
         return None
-    # Resolved before fork: between fork and exec only the call itself runs.
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    prctl = libc.prctl
+    # Resolved before fork (from the symbols already loaded: libc's), so that between fork and
+    # exec only the call itself runs.
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
     parent = os.getpid()
 
     def preexec() -> None:
