@@ -21,10 +21,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = Database(settings.resolved_database_url)
-        app.state.leadflow = AppState(settings=settings, db=db)
+        state = AppState(settings=settings, db=db)
+        app.state.leadflow = state
+        state.inbox.start()  # delivers what an earlier run acknowledged but did not deliver
         try:
             yield
         finally:
+            await state.inbox.stop()
             await db.dispose()
 
     app = FastAPI(

@@ -13,6 +13,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio.client import Client
 
 from api.errors import ApiError
+from api.inbox import InboxForwarder
 from models.db import Database
 from models.repo import tenants as tenant_repo
 from models.settings import Settings
@@ -27,6 +28,10 @@ class AppState:
     db: Database
     temporal: Client | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    inbox: InboxForwarder = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.inbox = InboxForwarder(self.settings, self.db, self.temporal_client)
 
     async def temporal_client(self) -> Client:
         """Connect on first use: the API starts (and /ready explains) while Temporal is down."""

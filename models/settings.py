@@ -102,6 +102,13 @@ class Settings(BaseSettings):
         default=2000, description="History events after which a conversation continues as new."
     )
     max_webhook_bytes: int = 1_000_000
+    webhook_ack_budget_seconds: float = Field(
+        default=0.03,
+        ge=0,
+        description="How long a webhook answer waits for Temporal. The message is stored in the "
+        "inbox before that; when Temporal takes longer (a burst, a restart), the webhook is "
+        "answered 202 queued and the API delivers it in the background.",
+    )
 
     # Enrichment jobs
     max_csv_bytes: int = 20_000_000

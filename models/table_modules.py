@@ -9,6 +9,7 @@ TABLE_MODULES = (
     "models.enrichment_tables",
     "models.crm_tables",
     "models.llm_tables",
+    "models.inbox_tables",
 )
 
 

@@ -62,7 +62,10 @@ class Delivered(Frozen):
 class WebhookAck(Frozen):
     """The body of every 2xx webhook answer."""
 
-    status: str = Field(description="accepted (something was delivered) | ignored")
+    status: str = Field(
+        description="accepted (delivered to Temporal) | queued (stored; Temporal gets it "
+        "shortly, nothing is lost) | ignored"
+    )
     delivered: tuple[Delivered, ...] = ()
     ignored: tuple[str, ...] = ()
 

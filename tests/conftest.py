@@ -146,6 +146,9 @@ def settings_factory(tmp_path: Path) -> object:
             "database_url": database_url,
             "secret_key": TEST_SECRET,
             "debounce_seconds": 0.3,
+            # Tests read Temporal right after a webhook's answer: wait for the delivery (the
+            # queued path has its own tests in tests/api/webhooks/test_inbox.py).
+            "webhook_ack_budget_seconds": 30.0,
         }
         values.update(overrides)
         return Settings(**values)  # type: ignore[arg-type]

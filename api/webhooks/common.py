@@ -3,7 +3,6 @@ payload into Temporal deliveries and the JSON acknowledgement."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import time
@@ -13,15 +12,12 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import JSONResponse
 from pydantic import SecretStr
-from temporalio.client import Client
 from temporalio.service import RPCError
 
-from api.conversations_gateway import deliver_inbound, signal_conversation
+from api.conversations_gateway import signal_conversation
 from api.deps import AppState, load_tenant, settings_of
 from api.errors import ApiError
 from models.conversation import ReleaseRequest, conversation_workflow_id
-from models.messages import InboundMessage
-from models.settings import Settings
 from models.tables import Tenant
 from models.tenant import TenantSettings
 from models.webhooks import Delivered, ParsedWebhook, WebhookAck, WebhookPayloadError
@@ -159,14 +155,6 @@ def parse_or_422(parse: Callable[[], ParsedWebhook]) -> ParsedWebhook:
         raise ApiError(422, exc.message, exc.problems or None) from exc
 
 
-async def _deliver_in_order(
-    client: Client, settings: Settings, messages: list[InboundMessage]
-) -> list[Delivered]:
-    # Messages of one conversation are signalled one after the other so the workflow sees them
-    # in the provider's order.
-    return [await deliver_inbound(client, settings, msg) for msg in messages]
-
-
 async def dispatch(state: AppState, parsed: ParsedWebhook) -> JSONResponse:
     """Deliver what the parser found, then acknowledge: 202 when something went to Temporal,
     200 when every event was ignored. Temporal errors are 503 so the provider redelivers."""
@@ -174,24 +162,15 @@ async def dispatch(state: AppState, parsed: ParsedWebhook) -> JSONResponse:
         ack = WebhookAck(status="ignored", ignored=parsed.ignored)
         return JSONResponse(status_code=200, content=ack.model_dump(mode="json"))
 
-    try:
-        client = await state.temporal_client()
-    except TemporalUnavailable as exc:
-        raise ApiError(503, "Temporal is unavailable", str(exc)) from exc
-
-    by_conversation: dict[str, list[InboundMessage]] = {}
-    for msg in parsed.messages:
-        key = conversation_workflow_id(msg.tenant_id, msg.channel, msg.contact)
-        by_conversation.setdefault(key, []).append(msg)
-
     delivered: list[Delivered] = []
     ignored = list(parsed.ignored)
+    in_time = True
     try:
-        # Different conversations in parallel: one webhook answer stays in milliseconds.
-        for group in await asyncio.gather(
-            *(_deliver_in_order(client, state.settings, msgs) for msgs in by_conversation.values())
-        ):
-            delivered.extend(group)
+        if parsed.messages:
+            # Stored first: from here on nothing acknowledged can be lost (api/inbox.py).
+            in_time, delivered = await state.inbox.accept(parsed.messages)
+        if parsed.releases:
+            client = await state.temporal_client()
         for release in parsed.releases:
             workflow_id = conversation_workflow_id(
                 release.tenant_id, release.channel, release.contact
@@ -202,13 +181,15 @@ async def dispatch(state: AppState, parsed: ParsedWebhook) -> JSONResponse:
                 delivered.append(Delivered(workflow_id=workflow_id, signal="release"))
             else:
                 ignored.append(f"no running conversation {workflow_id} to release")
+    except TemporalUnavailable as exc:
+        raise ApiError(503, "Temporal is unavailable", str(exc)) from exc
     except RPCError as exc:
-        # Some messages may already be in Temporal: the provider's redelivery is still safe,
-        # because the deterministic request ids make their second signal-with-start a no-op.
+        # The messages stay in the inbox and are delivered once Temporal takes them; the
+        # provider's redelivery is safe too (deterministic request ids, message-id dedupe).
         raise ApiError(503, "Temporal refused the delivery; retry later", exc.message) from exc
 
     ack = WebhookAck(
-        status="accepted" if delivered else "ignored",
+        status=("accepted" if in_time else "queued") if delivered else "ignored",
         delivered=tuple(delivered),
         ignored=tuple(ignored),
     )

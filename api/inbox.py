@@ -1,0 +1,167 @@
+"""Deliver the webhook inbox to Temporal (models/repo/inbox.py).
+
+A webhook stores its messages, then gives Temporal `webhook_ack_budget_seconds` to take them:
+in time, the answer says what was delivered; too slow (a burst, a restart), the answer is
+"queued" and the delivery goes on here. Rows whose delivery failed (or whose API process died)
+are swept up again by any API process once their lease runs out. Delivering twice is harmless:
+the signal-with-start request id is deterministic and the workflow drops message ids it saw."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import weakref
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
+
+from temporalio.client import Client
+
+from api.conversations_gateway import deliver_inbound
+from models.db import Database
+from models.inbox_tables import InboxMessage
+from models.messages import InboundMessage
+from models.repo import inbox as inbox_repo
+from models.settings import Settings
+from models.webhooks import Delivered
+
+log = logging.getLogger("leadflow.inbox")
+
+LEASE = timedelta(seconds=60)  # a deliverer's hold on its rows; then anyone may sweep them
+SWEEP_EVERY_SECONDS = 2.0
+SWEEP_BATCH = 200
+MAX_BACKOFF_SECONDS = 60.0
+
+
+class InboxForwarder:
+    def __init__(
+        self, settings: Settings, db: Database, client: Callable[[], Awaitable[Client]]
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self._client = client
+        # Held only while a conversation's rows are being delivered (weak: no growth).
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._tasks: set[asyncio.Task[object]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+
+    # ---- the webhook's path ------------------------------------------------------------------
+
+    async def accept(self, messages: Sequence[InboundMessage]) -> tuple[bool, list[Delivered]]:
+        """Store the messages, then deliver them within the ack budget.
+
+        Returns (delivered in time, what was delivered or queued). Raises what Temporal raised
+        when it refused within the budget (the rows stay for the sweeper)."""
+        async with self.db.session() as session:
+            rows = await inbox_repo.put(session, messages, lease=LEASE)
+        task: asyncio.Task[list[Delivered]] = asyncio.create_task(self.deliver(rows))
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+        done, _ = await asyncio.wait({task}, timeout=self.settings.webhook_ack_budget_seconds)
+        if task in done:
+            return True, task.result()
+        return False, [
+            Delivered(workflow_id=row.workflow_id, provider_message_id=m.provider_message_id)
+            for row, m in zip(rows, messages, strict=True)
+        ]
+
+    def _finished(self, task: asyncio.Task[object]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # Already recorded on its rows; the sweeper delivers them later.
+            log.info("inbox delivery deferred: %s", task.exception())
+
+    # ---- delivery --------------------------------------------------------------------------
+
+    async def deliver(self, rows: Sequence[InboxMessage]) -> list[Delivered]:
+        """Each conversation's rows in order, conversations in parallel; delivered rows are
+        deleted, the others retried later with backoff. Raises the first failure."""
+        by_workflow: dict[str, list[InboxMessage]] = {}
+        for row in rows:
+            by_workflow.setdefault(row.workflow_id, []).append(row)
+        results = await asyncio.gather(
+            *(self._deliver_in_order(group) for group in by_workflow.values()),
+            return_exceptions=True,
+        )
+        delivered: list[Delivered] = []
+        failure: BaseException | None = None
+        for result in results:
+            if isinstance(result, BaseException):
+                failure = failure or result
+            else:
+                delivered.extend(result)
+        if failure is not None:
+            raise failure
+        return delivered
+
+    async def _deliver_in_order(self, rows: list[InboxMessage]) -> list[Delivered]:
+        workflow_id = rows[0].workflow_id
+        lock = self._locks.get(workflow_id)
+        if lock is None:
+            lock = self._locks[workflow_id] = asyncio.Lock()
+        done: list[Delivered] = []
+        async with lock:  # one conversation's messages reach Temporal in their order
+            for index, row in enumerate(rows):
+                try:
+                    client = await self._client()
+                    message = InboundMessage.model_validate_json(row.message)
+                    done.append(await deliver_inbound(client, self.settings, message))
+                except Exception as exc:
+                    await self._later(rows[index:], exc)
+                    raise
+                async with self.db.session() as session:
+                    await inbox_repo.delivered(session, [row.id or 0])
+        return done
+
+    async def _later(self, rows: Sequence[InboxMessage], exc: BaseException) -> None:
+        """Not delivered now: any API process tries again once the backoff has passed."""
+        async with self.db.session() as session:
+            for row in rows:
+                backoff = min(MAX_BACKOFF_SECONDS, 2.0 ** min(row.attempts + 1, 6))
+                await inbox_repo.retry_later(
+                    session,
+                    row.id or 0,
+                    after=timedelta(seconds=backoff),
+                    error=f"{type(exc).__name__}: {exc}",
+                )
+
+    # ---- the sweeper -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name="inbox-sweeper")
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        # Deliveries in flight get a moment; what they do not finish, the next start sweeps.
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=5)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def sweep_once(self) -> int:
+        """Deliver what is due; returns how many rows were delivered."""
+        async with self.db.session() as session:
+            rows = await inbox_repo.claim_due(session, limit=SWEEP_BATCH, lease=LEASE)
+        if not rows:
+            return 0
+        try:
+            return len(await self.deliver(rows))
+        except Exception as exc:  # recorded on the rows; logged once per sweep
+            log.warning("inbox: %d message(s) wait for Temporal: %s", len(rows), exc)
+            return 0
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            try:
+                while await self.sweep_once() == SWEEP_BATCH:
+                    pass
+            except Exception:
+                log.exception("inbox sweep failed; retrying")
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), SWEEP_EVERY_SECONDS)
