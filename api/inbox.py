@@ -31,6 +31,9 @@ LEASE = timedelta(seconds=60)  # a deliverer's hold on its rows; then anyone may
 SWEEP_EVERY_SECONDS = 2.0
 SWEEP_BATCH = 200
 MAX_BACKOFF_SECONDS = 60.0
+# Deliveries in flight per API process: a burst waits here (cheaply) instead of piling up
+# thousands of RPCs on a Temporal that is already behind.
+MAX_IN_FLIGHT = 64
 
 
 class InboxForwarder:
@@ -45,6 +48,7 @@ class InboxForwarder:
         self._tasks: set[asyncio.Task[object]] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
 
     # ---- the webhook's path ------------------------------------------------------------------
 
@@ -106,7 +110,8 @@ class InboxForwarder:
                 try:
                     client = await self._client()
                     message = InboundMessage.model_validate_json(row.message)
-                    done.append(await deliver_inbound(client, self.settings, message))
+                    async with self._slots:
+                        done.append(await deliver_inbound(client, self.settings, message))
                 except Exception as exc:
                     await self._later(rows[index:], exc)
                     raise
