@@ -382,6 +382,8 @@ class Bench:
                 "LEADFLOW_LLM_MODEL": "bench",
             }
         )
+        if self.args.workflow_sandbox:
+            env["LEADFLOW_WORKFLOW_SANDBOX"] = self.args.workflow_sandbox
         return env
 
     async def start_leadflow(self) -> None:
@@ -626,7 +628,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "peer_pool": args.peer_pool,
         "peer_slow_pool": args.peer_slow_pool,
         "leadflow_workers": args.leadflow_workers,
-        "workflow_sandbox": os.environ.get("LEADFLOW_WORKFLOW_SANDBOX", "default"),
+        "workflow_sandbox": args.workflow_sandbox or "default",
         "results": results,
     }
     if not args.keep:
@@ -732,6 +734,11 @@ def main() -> None:
         help="comma-separated: fake (peer's fake LLM), offline (leadflow's rules)",
     )
     parser.add_argument("--leadflow-slots", type=int, default=100, help="activities per worker")
+    parser.add_argument(
+        "--workflow-sandbox",
+        choices=["strict", "passthrough", "off"],
+        help="LEADFLOW_WORKFLOW_SANDBOX of the workers (default: leadflow's default)",
+    )
     parser.add_argument(
         "--leadflow-workers",
         type=int,
