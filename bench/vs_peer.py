@@ -515,6 +515,40 @@ class Bench:
         if not set(chat_ids) <= {r["body"].get("chatId") for r in replies}:
             raise SystemExit(f"{system}: the warm-up turns did not all complete")
 
+    async def open_idle_conversations(self, count: int, rate: float) -> dict[str, Any]:
+        """leadflow only: `count` conversations answered once and then idle (each waits on its
+        follow-up timer), before the cases run: what holding them costs the worker."""
+        url, names = self.system("leadflow")
+        chat_ids = self.new_contacts(count)
+        limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
+        started = time.monotonic()
+        print(f"  opening {count} idle conversations at {rate}/s ...", end="", flush=True)
+        async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+            await client.delete(f"{self.waha}/sent")
+            sent = await open_loop(client, url, chat_ids, rate, text=TEXT)
+            deadline = time.monotonic() + count / max(rate, 1) + 600
+            want = set(chat_ids)
+            answered: set[str] = set()
+            while time.monotonic() < deadline:
+                # One fetch per 2 s: the recorder's list is long by now.
+                replies = await wait_replies(client, self.waha, chat_ids, timeout=0)
+                answered = want & {r["body"].get("chatId") for r in replies}
+                if answered == want:
+                    break
+                self.procs.check()
+                await asyncio.sleep(2)
+            await client.delete(f"{self.waha}/sent")
+        rss = {name: tree_rss_mib(self.procs.pid(name)) for name in names}
+        stats = {
+            "count": count,
+            "answered": len(answered),
+            "ack_errors": len(sent.errors),
+            "seconds": round(time.monotonic() - started, 1),
+            "rss_mib_after": rss,
+        }
+        print(f" {stats['answered']} answered in {stats['seconds']} s; RSS {rss}", flush=True)
+        return stats
+
     async def run_case(self, system: str, case: Case) -> dict[str, Any]:
         url, names = self.system(system)
         roots = {name: self.procs.pid(name) for name in names if name in self.procs.procs}
@@ -589,6 +623,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         if not args.no_peer:
             await bench.start_peer()
         await bench.start_leadflow()
+        idle_stats = None
+        if args.idle_conversations:
+            await bench.set_leadflow_worker(variants[0] if variants else "offline", 0)
+            idle_stats = await bench.open_idle_conversations(
+                args.idle_conversations, args.idle_rate
+            )
         # Cases grouped by LLM latency (the fake restarts between groups), in the given order;
         # the ones without workers last, because they leave their messages queued.
         ordered = sorted(cases, key=lambda c: (not c.workers, c.llm_ms))
@@ -628,6 +668,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "peer_pool": args.peer_pool,
         "peer_slow_pool": args.peer_slow_pool,
         "leadflow_workers": args.leadflow_workers,
+        "idle_conversations": idle_stats,
         "workflow_sandbox": args.workflow_sandbox or "default",
         "results": results,
     }
@@ -735,6 +776,13 @@ def main() -> None:
     )
     parser.add_argument("--leadflow-slots", type=int, default=100, help="activities per worker")
     parser.add_argument(
+        "--idle-conversations",
+        type=int,
+        default=0,
+        help="leadflow: open this many conversations (answered once, then idle) before the cases",
+    )
+    parser.add_argument("--idle-rate", type=float, default=10.0, help="new idle conversations/s")
+    parser.add_argument(
         "--workflow-sandbox",
         choices=["strict", "passthrough", "off"],
         help="LEADFLOW_WORKFLOW_SANDBOX of the workers (default: leadflow's default)",
@@ -760,6 +808,12 @@ def main() -> None:
         f"{report['workflow_sandbox']}; peer: {report['peer_pool']} ({report['peer_slow_pool']} "
         "with a slow LLM)"
     )
+    if report["idle_conversations"]:
+        idle = report["idle_conversations"]
+        print(
+            f"before the cases: {idle['answered']}/{idle['count']} idle conversations opened in "
+            f"{idle['seconds']} s; RSS MiB after: {idle['rss_mib_after']}"
+        )
     print(table(report))
     print("\nCPU ms per message by process tree:")
     print(cpu_breakdown(report))
