@@ -4,6 +4,7 @@ routes through these Annotated aliases."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Annotated
@@ -21,6 +22,8 @@ from models.tables import Tenant
 from models.tenant import TenantSettings
 from workers.client import TemporalUnavailable, connect
 
+WEBHOOK_TENANT_TTL_SECONDS = 5.0
+
 
 @dataclass
 class AppState:
@@ -30,8 +33,26 @@ class AppState:
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     inbox: InboxForwarder = field(init=False)
 
+    _tenants: dict[str, tuple[float, Tenant, TenantSettings]] = field(default_factory=dict)
+
     def __post_init__(self) -> None:
         self.inbox = InboxForwarder(self.settings, self.db, self.temporal_client)
+
+    async def webhook_tenant(self, tenant_id: str) -> tuple[Tenant, TenantSettings]:
+        """The tenant a webhook names and its decrypted settings, cached for a few seconds:
+        reading and decrypting them was a third of an acknowledgement. A changed secret or
+        a deleted tenant applies within WEBHOOK_TENANT_TTL_SECONDS."""
+        now = time.monotonic()
+        cached = self._tenants.get(tenant_id)
+        if cached is not None and now - cached[0] < WEBHOOK_TENANT_TTL_SECONDS:
+            return cached[1], cached[2]
+        async with self.db.session() as session:
+            tenant = await load_tenant(session, tenant_id)
+        settings = settings_of(self, tenant)
+        if len(self._tenants) > 10_000:
+            self._tenants.clear()
+        self._tenants[tenant_id] = (now, tenant, settings)
+        return tenant, settings
 
     async def temporal_client(self) -> Client:
         """Connect on first use: the API starts (and /ready explains) while Temporal is down."""

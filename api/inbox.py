@@ -49,6 +49,11 @@ class InboxForwarder:
         self._sweeper: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
+        # Group commit: the webhooks that arrive while one transaction is written share the
+        # next one (SQLite takes one writer at a time; a burst must not queue on its lock).
+        self._puts: list[tuple[list[InboundMessage], asyncio.Future[list[InboxMessage]]]] = []
+        self._writer: asyncio.Task[None] | None = None
+        self._delivered_ids: list[int] = []
 
     # ---- the webhook's path ------------------------------------------------------------------
 
@@ -57,8 +62,7 @@ class InboxForwarder:
 
         Returns (delivered in time, what was delivered or queued). Raises what Temporal raised
         when it refused within the budget (the rows stay for the sweeper)."""
-        async with self.db.session() as session:
-            rows = await inbox_repo.put(session, messages, lease=LEASE)
+        rows = await self._store(messages)
         task: asyncio.Task[list[Delivered]] = asyncio.create_task(self.deliver(rows))
         self._tasks.add(task)
         task.add_done_callback(self._finished)
@@ -69,6 +73,52 @@ class InboxForwarder:
             Delivered(workflow_id=row.workflow_id, provider_message_id=m.provider_message_id)
             for row, m in zip(rows, messages, strict=True)
         ]
+
+    async def _store(self, messages: Sequence[InboundMessage]) -> list[InboxMessage]:
+        future: asyncio.Future[list[InboxMessage]] = asyncio.get_running_loop().create_future()
+        self._puts.append((list(messages), future))
+        self._write_soon()
+        return await future
+
+    def _forget(self, row_id: int) -> None:
+        """Delivered: deleted with the others delivered meanwhile, in one statement."""
+        self._delivered_ids.append(row_id)
+        self._write_soon()
+
+    def _write_soon(self) -> None:
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write())
+
+    async def _write(self) -> None:
+        """The process's one writer of the inbox: new rows first (a webhook waits for them),
+        then deletions, each batch in one transaction. Two writers would wait on SQLite's lock
+        (its busy handler sleeps up to 100 ms a try)."""
+        while self._puts or self._delivered_ids:
+            if self._puts:
+                batch, self._puts = self._puts, []
+                try:
+                    async with self.db.session() as session:
+                        rows = await inbox_repo.put(
+                            session, [m for messages, _ in batch for m in messages], lease=LEASE
+                        )
+                except Exception as exc:
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                start = 0
+                for messages, future in batch:
+                    if not future.done():
+                        future.set_result(rows[start : start + len(messages)])
+                    start += len(messages)
+                continue
+            ids, self._delivered_ids = self._delivered_ids, []
+            try:
+                async with self.db.session() as session:
+                    await inbox_repo.delivered(session, ids)
+            except Exception:
+                # The rows are delivered again once their lease ends: a harmless duplicate.
+                log.exception("inbox: could not delete %d delivered row(s)", len(ids))
 
     def _finished(self, task: asyncio.Task[object]) -> None:
         self._tasks.discard(task)
@@ -115,8 +165,7 @@ class InboxForwarder:
                 except Exception as exc:
                     await self._later(rows[index:], exc)
                     raise
-                async with self.db.session() as session:
-                    await inbox_repo.delivered(session, [row.id or 0])
+                self._forget(row.id or 0)
         return done
 
     async def _later(self, rows: Sequence[InboxMessage], exc: BaseException) -> None:
@@ -144,6 +193,8 @@ class InboxForwarder:
         # Deliveries in flight get a moment; what they do not finish, the next start sweeps.
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=5)
+        if self._writer is not None and not self._writer.done():
+            await asyncio.wait({self._writer}, timeout=5)
 
     def wake(self) -> None:
         self._wake.set()

@@ -15,7 +15,7 @@ from pydantic import SecretStr
 from temporalio.service import RPCError
 
 from api.conversations_gateway import signal_conversation
-from api.deps import AppState, load_tenant, settings_of
+from api.deps import AppState
 from api.errors import ApiError
 from models.conversation import ReleaseRequest, conversation_workflow_id
 from models.tables import Tenant
@@ -61,10 +61,8 @@ async def read_body(request: Request, limit: int) -> bytes:
 async def tenant_and_settings(state: AppState, tenant_id: str) -> tuple[Tenant, TenantSettings]:
     """The path's tenant (404 when unknown) and its decrypted settings.
 
-    A short session of its own: the database connection is not held while Temporal answers."""
-    async with state.db.session() as session:
-        tenant = await load_tenant(session, tenant_id)
-    return tenant, settings_of(state, tenant)
+    Cached for a few seconds (AppState.webhook_tenant): webhooks come in bursts."""
+    return await state.webhook_tenant(tenant_id)
 
 
 def _hex_equal(expected: str, given: str) -> bool:

@@ -20,7 +20,8 @@ from models.tables import utcnow
 async def put(
     session: AsyncSession, messages: Sequence[InboundMessage], *, lease: timedelta
 ) -> list[InboxMessage]:
-    """Store the messages (in their order) leased to the caller, who delivers them now; commits."""
+    """Store the messages (in their order) leased to the caller, who delivers them now; commits
+    (one transaction for all of them: the API groups concurrent webhooks into one)."""
     until = utcnow() + lease
     rows = [
         InboxMessage(
@@ -31,9 +32,7 @@ async def put(
         for m in messages
     ]
     session.add_all(rows)
-    await session.commit()
-    for row in rows:
-        await session.refresh(row)
+    await session.commit()  # ids are set by the flush; sessions do not expire on commit
     return rows
 
 
