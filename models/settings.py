@@ -129,8 +129,17 @@ class Settings(BaseSettings):
     duckduckgo_url: str = "https://html.duckduckgo.com/html/"
 
     # Workers
+    # Per worker process (bench/README.md has the measurements). Model calls wait on the network,
+    # so activity slots are many; workflow tasks are CPU, a few in flight keep one core busy.
     worker_max_concurrent_activities: int = 100
     worker_max_concurrent_workflow_tasks: int = 50
+    worker_max_cached_workflows: int = Field(
+        default=1000,
+        ge=0,
+        description="Conversations kept in the worker's memory between their turns (Temporal's "
+        "sticky cache); the others are replayed from history on their next turn. Bounds the "
+        "worker's memory however many conversations are open.",
+    )
     workflow_sandbox: Literal["strict", "passthrough", "off"] = Field(
         default="passthrough",
         description="How workflow code is sandboxed. strict: every module a workflow imports "

@@ -116,6 +116,7 @@ class WorkerProcess:
                     max_concurrent_activities=self.settings.worker_max_concurrent_activities,
                     max_concurrent_workflow_tasks=self.settings.worker_max_concurrent_workflow_tasks,
                     max_concurrent_local_activities=self.settings.worker_max_concurrent_activities,
+                    max_cached_workflows=self.settings.worker_max_cached_workflows,
                     graceful_shutdown_timeout=timedelta(seconds=10),
                 )
             )
