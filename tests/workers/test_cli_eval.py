@@ -220,13 +220,16 @@ async def test_a_hosted_provider_is_measured_from_the_ledger(
     assert {(m["provider"], m["model"]) for m in data["models"]} == {
         ("openai_compatible", "fake-model")
     }
-    assert data["model_calls"] == 2 * data["turns"]
+    # Perceive and draft per turn; the escalated turn's draft is discarded and the lead gets
+    # an escalation notice instead: one call more.
+    escalated = data["escalation_observed"]
+    assert data["model_calls"] == 2 * data["turns"] + escalated
     assert data["input_tokens"] > 0 and data["output_tokens"] > 0
     assert data["intent_correct"] == 4
     assert data["escalation_true_positive"] == 1 and data["escalation_observed"] == 1
     assert data["field_correct"] == 2
     assert "openai_compatible:fake-model" in result.output
-    assert len(fake_openai.requests) == 8
+    assert len(fake_openai.requests) == 9
 
 
 async def test_bad_input_is_exit_2_with_a_clear_message(tmp_path: Path) -> None:

@@ -71,7 +71,7 @@ async def test_a_conversation_is_traced_end_to_end(
             await asyncio.sleep(0.1)
         names = {span.name for span in EXPORTER.get_finished_spans()}
         assert "SignalWithStartWorkflow:ConversationWorkflow" in names
-        assert "RunActivity:analyse_messages" in names
+        assert "RunActivity:draft_turn" in names
         assert "RunActivity:send_message" in names
         traces = {
             span.context.trace_id
