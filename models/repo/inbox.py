@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import timedelta
 
-from sqlalchemy import delete, func, update
+from sqlalchemy import delete, func, insert, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -22,17 +22,25 @@ async def put(
 ) -> list[InboxMessage]:
     """Store the messages (in their order) leased to the caller, who delivers them now; commits
     (one transaction for all of them: the API groups concurrent webhooks into one)."""
-    until = utcnow() + lease
+    now = utcnow()
     rows = [
         InboxMessage(
             workflow_id=conversation_workflow_id(m.tenant_id, m.channel, m.contact),
             message=m.model_dump_json(),
-            lease_until=until,
+            created_at=now,
+            lease_until=now + lease,
         )
         for m in messages
     ]
-    session.add_all(rows)
-    await session.commit()  # ids are set by the flush; sessions do not expire on commit
+    values = [row.model_dump(exclude={"id"}) for row in rows]
+    # Core, not the ORM's unit of work: this runs for every webhook.
+    result = await session.exec(
+        insert(InboxMessage).returning(col(InboxMessage.id), sort_by_parameter_order=True),
+        params=values,
+    )
+    for row, row_id in zip(rows, result.scalars(), strict=True):
+        row.id = row_id
+    await session.commit()
     return rows
 
 
