@@ -368,19 +368,20 @@ class ConversationWorkflow:
         texts = tuple(m.text for m in batch)
         knowledge_ids = tuple(hit.document_id for hit in context.knowledge)
         draft: GeneratedReply | None = None
+        asked = AnalyseInput(
+            tenant_id=self._s.tenant_id,
+            playbook=self._ref,
+            conversation_id=self._id,
+            new_messages=texts,
+            knowledge_ids=knowledge_ids,
+            turn=self._s.turns,
+        )
         if self._s.version >= 1:
             # Perceive and draft in one activity; the decision below still is the workflow's.
             turn_draft = await workflow.execute_activity_method(
                 LlmActivities.draft_turn,
                 DraftTurnInput(
-                    tenant_id=self._s.tenant_id,
-                    playbook=self._ref,
-                    conversation_id=self._id,
-                    new_messages=texts,
-                    knowledge_ids=knowledge_ids,
-                    turn=self._s.turns,
-                    stage=self._s.stage,
-                    contact_name=self._s.contact_name,
+                    **asked.model_dump(), stage=self._s.stage, contact_name=self._s.contact_name
                 ),
                 start_to_close_timeout=policies.DRAFT_TIMEOUT,
                 retry_policy=policies.LLM_RETRY,
@@ -390,14 +391,7 @@ class ConversationWorkflow:
         else:
             result = await workflow.execute_activity_method(
                 LlmActivities.analyse_messages,
-                AnalyseInput(
-                    tenant_id=self._s.tenant_id,
-                    playbook=self._ref,
-                    conversation_id=self._id,
-                    new_messages=texts,
-                    knowledge_ids=knowledge_ids,
-                    turn=self._s.turns,
-                ),
+                asked,
                 start_to_close_timeout=policies.LLM_TIMEOUT,
                 retry_policy=policies.LLM_RETRY,
                 summary=f"analyse {len(batch)} message(s) of turn {self._s.turns}",
