@@ -50,6 +50,12 @@ err = Console(stderr=True)
 DEMO_TENANT = "demo"
 
 
+# Longer than the idle timeout of webhook senders' connection pools (httpx and many others close
+# idle connections after 5 s, uvicorn's own default): the client closes first, so a request is
+# never written onto a connection the server is closing at that moment (it got no answer).
+API_KEEP_ALIVE_SECONDS = 75
+
+
 def _settings(**overrides: Any) -> Settings:
     values = {k: v for k, v in overrides.items() if v is not None}
     return Settings(**values)
@@ -282,7 +288,13 @@ async def _up(
         # Importing the API costs seconds of CPU: done while the workers import theirs.
         api_app = await asyncio.to_thread(_api_app, settings)
         server = _QuietServer(
-            uvicorn.Config(api_app, host=host, port=settings.api_port, log_level="warning")
+            uvicorn.Config(
+                api_app,
+                host=host,
+                port=settings.api_port,
+                log_level="warning",
+                timeout_keep_alive=API_KEEP_ALIVE_SECONDS,
+            )
         )
         # The API answers while the workers start: what it accepts waits in Temporal.
         serving = asyncio.create_task(server.serve())
@@ -419,7 +431,12 @@ def api(
 
     settings = _settings(api_host=host, api_port=port)
     migrate(settings.resolved_database_url)
-    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.api_host,
+        port=settings.api_port,
+        timeout_keep_alive=API_KEEP_ALIVE_SECONDS,
+    )
 
 
 @app.command(name="migrate")
