@@ -131,7 +131,7 @@ async def main(samples: int, debounce: float) -> None:
     print(row("baseline: 1-activity workflow", floor))
     print(
         f"ratio turn / baseline: {statistics.median(turn) / statistics.median(floor):.2f}x "
-        "(a turn is analyse + reply + send, plus local steps)\n"
+        "(a turn is perceive + draft, send, plus local steps)\n"
         "note: the dev server fires timers shorter than 1 s after about 1 s, so the end-to-end "
         "figure includes max(debounce, ~1 s)"
     )
