@@ -81,5 +81,7 @@ async def test_a_turn_adds_at_most_4_kb_to_the_history(
         assert sizes[0] <= TURN_PAYLOAD_BUDGET + 4096, sizes
         # No CRM connected, no escalation: perceive and draft, send; no CrmSyncWorkflow request.
         assert activities == [2, 2, 2], activities
-        # The inbound signal, the debounce timer, the draft's and the send's completions.
-        assert all(n <= 4 for n in tasks), tasks
+        # The inbound signal, the debounce timer, the draft's and the send's completions. Counted
+        # over the whole history: a turn's last task (recording after the send) may fall on
+        # either side of the moment the test looks, so per-turn counts are not stable.
+        assert budget.workflow_tasks <= 4 * len(MESSAGES), tasks
