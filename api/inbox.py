@@ -47,7 +47,6 @@ class InboxForwarder:
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._tasks: set[asyncio.Task[object]] = set()
         self._sweeper: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
         self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         # Group commit: the webhooks that arrive while one transaction is written share the
         # next one (SQLite takes one writer at a time; a burst must not queue on its lock).
@@ -196,9 +195,6 @@ class InboxForwarder:
         if self._writer is not None and not self._writer.done():
             await asyncio.wait({self._writer}, timeout=5)
 
-    def wake(self) -> None:
-        self._wake.set()
-
     async def sweep_once(self) -> int:
         """Deliver what is due; returns how many rows were delivered."""
         async with self.db.session() as session:
@@ -218,6 +214,4 @@ class InboxForwarder:
                     pass
             except Exception:
                 log.exception("inbox sweep failed; retrying")
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), SWEEP_EVERY_SECONDS)
+            await asyncio.sleep(SWEEP_EVERY_SECONDS)

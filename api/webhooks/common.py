@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import JSONResponse
 from pydantic import SecretStr
+from sqlalchemy.exc import SQLAlchemyError
 from temporalio.service import RPCError
 
 from api.conversations_gateway import signal_conversation
@@ -179,6 +180,9 @@ async def dispatch(state: AppState, parsed: ParsedWebhook) -> JSONResponse:
                 delivered.append(Delivered(workflow_id=workflow_id, signal="release"))
             else:
                 ignored.append(f"no running conversation {workflow_id} to release")
+    except SQLAlchemyError as exc:
+        # Not stored, so not accepted: the provider must deliver it again.
+        raise ApiError(503, "could not store the message; retry later", type(exc).__name__) from exc
     except TemporalUnavailable as exc:
         raise ApiError(503, "Temporal is unavailable", str(exc)) from exc
     except RPCError as exc:

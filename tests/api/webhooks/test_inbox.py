@@ -9,7 +9,9 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 import httpx
+import pytest
 from sqlalchemy import update
+from sqlalchemy.exc import OperationalError
 from sqlmodel import select
 from temporalio.client import Client
 
@@ -141,3 +143,18 @@ async def test_messages_an_api_acknowledged_before_it_died_are_delivered_on_star
             texts = [args[0]["text"] for _, args in await started.signals(wid)]
             assert texts == ["message 0", "message 1", "message 2"], "in their order"
             await eventually(lambda: _empty(sqlite_db), "the inbox emptied")
+
+
+async def test_a_message_that_cannot_be_stored_is_503_and_starts_nothing(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tenant, _ = await harness.tenant()
+
+    async def broken_put(*_: object, **__: object) -> None:
+        raise OperationalError("INSERT INTO inbox", {}, Exception("disk I/O error"))
+
+    monkeypatch.setattr(inbox_repo, "put", broken_put)
+    resp = await harness.http.post(f"/webhooks/waha/{tenant}", content=payload("waha_message.json"))
+    assert resp.status_code == 503
+    assert resp.json()["error"] == "could not store the message; retry later"
+    await harness.assert_not_started(conversation_workflow_id(tenant, "waha", LEAD))
