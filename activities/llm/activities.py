@@ -7,7 +7,7 @@ import asyncio
 
 from temporalio import activity
 
-from activities.llm.agent import Agent
+from activities.llm.agent import Agent, Reading
 from models.agent import (
     AnalyseInput,
     AnalysisResult,
@@ -29,7 +29,12 @@ class LlmActivities:
     async def analyse_messages(self, request: AnalyseInput) -> AnalysisResult:
         """What the lead's new messages say: intents, confidence, language, sentiment, fields.
         Perception only: the workflow decides what to do with it."""
-        result = await self._agent.perceive(request)
+        return await self._perceive(request)
+
+    async def _perceive(
+        self, request: AnalyseInput, reading: Reading | None = None
+    ) -> AnalysisResult:
+        result = await self._agent.perceive(request, reading)
         activity.logger.info(
             "perceived %d message(s): %s (%s)",
             len(request.new_messages),
@@ -48,14 +53,8 @@ class LlmActivities:
         on every other). A failed draft is not this activity's failure: the perception is
         returned and the workflow asks `generate_reply`, with its own retries and fallback."""
         reading = await self._agent.read(request)  # once, for both steps
-        analysis = await self._agent.perceive(request, reading)
+        analysis = await self._perceive(request, reading)
         perception = analysis.perception
-        activity.logger.info(
-            "perceived %d message(s): %s (%s)",
-            len(request.new_messages),
-            perception.intent.value,
-            analysis.usage.provider,
-        )
         try:
             reply = await self._agent.write_reply(
                 GenerateReplyInput(
