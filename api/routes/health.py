@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 
 from api.deps import State
 from models import llm_config
+from models.repo import inbox as inbox_repo
 from models.repo import usage as usage_repo
 from workers.plugins import known_llm_providers
 
@@ -46,8 +47,26 @@ async def ready(state: State) -> JSONResponse:
         except Exception as exc:  # the table is informative; its absence is not "not ready"
             breakers = [{"error": str(exc)}]
     llm = {"steps": llm_config.describe(state.settings), "breakers": breakers}
+    # Acknowledged webhooks Temporal does not have yet (api/inbox.py): informative.
+    inbox: dict[str, object] = {}
+    if "database" not in problems:
+        try:
+            async with state.db.session() as session:
+                waiting, oldest = await inbox_repo.pending(session)
+            inbox = {"waiting": waiting, "oldest_seconds": oldest}
+        except Exception as exc:
+            inbox = {"error": str(exc)}
     if problems:
         return JSONResponse(
-            status_code=503, content={"status": "not ready", "problems": problems, "llm": llm}
+            status_code=503,
+            content={"status": "not ready", "problems": problems, "llm": llm, "inbox": inbox},
         )
-    return JSONResponse(content={"status": "ready", "database": "ok", "temporal": "ok", "llm": llm})
+    return JSONResponse(
+        content={
+            "status": "ready",
+            "database": "ok",
+            "temporal": "ok",
+            "llm": llm,
+            "inbox": inbox,
+        }
+    )

@@ -96,11 +96,14 @@ async def test_temporal_refusing_keeps_the_message_until_it_takes_it(harness: Ha
     assert row.attempts == 1 and row.last_error and "no-such-namespace" in row.last_error
     assert row.lease_until > utcnow(), "backing off before the next attempt"
     await harness.assert_not_started(conversation_workflow_id(tenant, "waha", LEAD))
+    waiting = (await harness.http.get("/ready")).json()["inbox"]
+    assert waiting["waiting"] == 1 and waiting["oldest_seconds"] >= 0
 
     state.temporal = harness.temporal  # Temporal takes deliveries again
     await make_due(harness.db)
     assert await state.inbox.sweep_once() == 1
     await eventually(lambda: _empty(harness.db), "the delivered row deleted")
+    assert (await harness.http.get("/ready")).json()["inbox"]["waiting"] == 0
     ((name, (msg,)),) = await harness.signals(conversation_workflow_id(tenant, "waha", LEAD))
     assert name == "inbound" and msg["text"] == "Yes!"
 
