@@ -27,8 +27,8 @@ def _build(ctx: PluginContext) -> Mapping[str, SimplePlugin]:
     from workflows.conversation import ConversationWorkflow
 
     adapters = {name: factory(ctx.http) for name, factory in ctx.registry.channels.items()}
-    channels = ChannelActivities(ctx.db, ctx.settings, ctx.http, adapters)
     agent = ctx.the_agent()
+    channels = ChannelActivities(ctx.db, ctx.settings, ctx.http, adapters, agent.resolver)
     llm = LlmActivities(agent)
     store = StoreActivities(ctx.db, ctx.settings, agent.resolver)
     knowledge = KnowledgeActivities(ctx.db)

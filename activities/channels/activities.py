@@ -24,8 +24,8 @@ from models.common import Channel
 from models.conversation import NotifyResult, NotifySpecialistInput
 from models.db import Database
 from models.messages import OutboundMessage, SendResult
+from models.playbook_service import PlaybookResolver, UnknownTenantError
 from models.repo import outbox as outbox_repo
-from models.repo import tenants as tenant_repo
 from models.settings import Settings
 from models.tables import OutboxMessage
 from models.tenant import TenantSettings
@@ -63,9 +63,12 @@ class ChannelActivities:
         settings: Settings,
         http: httpx.AsyncClient,
         adapters: dict[str, ChannelAdapter],
+        resolver: PlaybookResolver | None = None,
     ) -> None:
         self.db = db
         self.settings = settings
+        # Shared with the agent and the store activities: one cache of tenant settings a worker.
+        self.resolver = resolver or PlaybookResolver(db, settings.secret_key.get_secret_value())
         self.http = http
         self.adapters = adapters
         self.outbox = OutboxChannel()
@@ -76,15 +79,10 @@ class ChannelActivities:
         )
 
     async def _tenant_settings(self, tenant_id: str) -> TenantSettings:
-        async with self.db.session() as session:
-            tenant = await tenant_repo.get_tenant(session, tenant_id=tenant_id)
-        if tenant is None:
-            raise ApplicationError(
-                f"tenant {tenant_id!r} does not exist", type=TENANT_NOT_FOUND, non_retryable=True
-            )
-        return tenant_repo.tenant_settings(
-            tenant, secret_key=self.settings.secret_key.get_secret_value()
-        )
+        try:
+            return await self.resolver.settings(tenant_id)
+        except UnknownTenantError as exc:
+            raise ApplicationError(str(exc), type=TENANT_NOT_FOUND, non_retryable=True) from exc
 
     async def _claim(self, message: OutboundMessage) -> OutboxMessage:
         async with self.db.session() as session:
