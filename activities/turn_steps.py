@@ -1,0 +1,71 @@
+"""The database steps of a conversation turn, shared by the activities that run them.
+
+Runs at conversation version 0 and 1 take them as local activities of their own
+(`StoreActivities.load_turn_context`, `record_turn`); runs at version ≥ 2 take them inside the
+turn's model activity (`LlmActivities.prepare_turn`) and its send (`send_and_record`), which saves
+a turn two local activities — two activations in the worker and two marker events on the server
+(issue 8). One implementation, whichever activity calls it."""
+
+from __future__ import annotations
+
+from temporalio.exceptions import ApplicationError
+
+from models.agent import KnowledgeHit
+from models.conversation import RecordTurnInput, TurnContext, TurnContextInput
+from models.db import Database
+from models.playbook_service import PlaybookError, PlaybookResolver, UnknownTenantError
+from models.policy import PlaybookRef, policy_of
+from models.repo import conversations as conversation_repo
+from models.repo import knowledge as knowledge_repo
+from models.tables import Lead
+
+CHANNEL_SETTINGS = ("waha", "whatsapp", "messenger", "chatwoot", "smtp")
+
+
+async def load_turn_context(
+    db: Database, resolver: PlaybookResolver, request: TurnContextInput
+) -> TurnContext:
+    """A reference to the tenant's playbook (and its policy when it changed), specialists,
+    do-not-contact and the knowledge hits (ids and titles) for the new messages."""
+    try:
+        profile = await resolver.tenant(request.tenant_id)
+    except UnknownTenantError as exc:
+        raise ApplicationError(str(exc), type="UnknownTenant", non_retryable=True) from exc
+    except PlaybookError as exc:
+        raise ApplicationError(str(exc), type="InvalidPlaybook", non_retryable=True) from exc
+    async with db.session() as session:
+        lead = await session.get(Lead, request.lead_id)
+        hits = (
+            await knowledge_repo.search(
+                session, tenant_id=request.tenant_id, query=request.query, limit=3
+            )
+            if request.query.strip()
+            else []
+        )
+    settings = profile.settings
+    changed = request.policy_hash != profile.playbook_hash
+    return TurnContext(
+        playbook=PlaybookRef(tenant_id=request.tenant_id, hash=profile.playbook_hash),
+        policy=policy_of(profile.playbook) if changed else None,
+        # Ids and titles only: the activities that need the text read it by id.
+        knowledge=tuple(
+            KnowledgeHit(document_id=h.document_id, title=h.title[:80], score=round(h.score, 3))
+            for h in hits
+        ),
+        specialists=tuple(settings.specialists),
+        timezone=settings.timezone,
+        channels=tuple(name for name in CHANNEL_SETTINGS if getattr(settings, name) is not None),
+        do_not_contact=bool(lead and lead.do_not_contact),
+        crm_connected=profile.crm_connected,
+    )
+
+
+async def record_turn(db: Database, record: RecordTurnInput) -> bool:
+    """Persist the turn; returns whether the lead changed (a CRM sync is worth requesting)."""
+    async with db.session() as session:
+        changed = await conversation_repo.record_turn(session, record=record)
+        if record.stage.value != "human_handoff":
+            await conversation_repo.resolve_escalations(
+                session, conversation_id=record.conversation_id
+            )
+    return changed
