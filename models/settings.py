@@ -110,6 +110,16 @@ class Settings(BaseSettings):
         "answered 202 queued and the API delivers it in the background.",
     )
 
+    background_niceness: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="How many steps below the API's CPU priority `leadflow up` runs the Temporal "
+        "dev server and the worker processes (the niceness they add, as `nice -n`): under "
+        "overload a webhook's acknowledgement gets the CPU first and their work waits, durably, "
+        "in Temporal. 0 runs them at the API's priority.",
+    )
+
     # Enrichment jobs
     max_csv_bytes: int = 20_000_000
     max_csv_rows: int = 100_000

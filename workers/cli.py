@@ -115,12 +115,27 @@ def up(
             f"restarted if they die; default: the number of cores ({_default_workers()} here).",
         ),
     ] = None,
+    background_niceness: Annotated[
+        int | None,
+        typer.Option(
+            "--background-niceness",
+            min=0,
+            max=19,
+            show_default=False,
+            help="Run the Temporal dev server and the workers this many steps below the API's "
+            "CPU priority (`nice -n`), so that under overload webhooks are acknowledged first "
+            "and the work waits in Temporal; 0: same priority. "
+            "Default: LEADFLOW_BACKGROUND_NICENESS, else 10.",
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Start Temporal (dev server + UI), the worker processes and the API; Ctrl-C stops all of it.
 
     State (SQLite database, Temporal history) lives in the data dir and survives restarts.
-    Each worker process logs to <data dir>/logs/worker-<i>.log; one that dies is restarted."""
+    Each worker process logs to <data dir>/logs/worker-<i>.log; one that dies is restarted.
+    The dev server and the workers run at a lower CPU priority than the API
+    (--background-niceness)."""
     _logging(verbose)
     settings = _settings(
         data_dir=data_dir,
@@ -128,6 +143,7 @@ def up(
         api_host=host,
         api_port=api_port,
         temporal_ui_port=ui_port,
+        background_niceness=background_niceness,
     )
     try:
         asyncio.run(
@@ -168,6 +184,7 @@ def _worker_specs(settings: Settings, count: int, *, verbose: bool) -> list[Chil
             argv=argv,
             env=env,
             log_path=data_dir / "logs" / f"worker-{i}.log",
+            niceness=settings.background_niceness,
         )
         for i in range(1, count + 1)
     ]
@@ -255,6 +272,7 @@ async def _up(
             ui_port=ui_port,
             namespace=settings.temporal_namespace,
             log_file=data_dir / "temporal.log",
+            niceness=settings.background_niceness,
         )
     except DevServerError as exc:
         raise _fail(str(exc)) from exc

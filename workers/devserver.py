@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from models import search_attributes
+from workers.supervisor import lowered_priority
 
 
 class DevServerError(Exception):
@@ -39,9 +40,19 @@ SQLITE_PRAGMAS = (
 
 
 def start_dev_server(
-    *, data_dir: Path, ip: str, port: int, ui_port: int, namespace: str, log_file: Path
+    *,
+    data_dir: Path,
+    ip: str,
+    port: int,
+    ui_port: int,
+    namespace: str,
+    log_file: Path,
+    niceness: int = 0,
 ) -> subprocess.Popen[bytes]:
-    """Start the dev server with its SQLite file in the data dir; returns once it accepts calls."""
+    """Start the dev server with its SQLite file in the data dir; returns once it accepts calls.
+
+    `niceness`: steps below this process's CPU priority (Settings.background_niceness, applied
+    by workers.supervisor.lowered_priority)."""
     if port_open(ip, port):
         raise DevServerError(
             f"port {ip}:{port} is already in use; is another Temporal running? "
@@ -65,7 +76,13 @@ def start_dev_server(
         *search_attributes.dev_server_flags(),
     ]  # fmt: skip
     log = log_file.open("ab")
-    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # noqa: S603
+    proc = subprocess.Popen(  # noqa: S603 - argv is ours
+        args,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        preexec_fn=lowered_priority(niceness),
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:

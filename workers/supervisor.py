@@ -55,6 +55,7 @@ class ChildSpec:
     log_path: Path
     env: Mapping[str, str] | None = None
     cwd: Path | None = None
+    niceness: int = 0  # steps below the supervisor's CPU priority (lowered_priority)
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,38 @@ def _pdeathsig_preexec() -> Callable[[], None] | None:
         prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
         if os.getppid() != parent:  # the parent died before prctl: nobody will signal us
             os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
+
+
+def lowered_priority(niceness: int) -> Callable[[], None] | None:
+    """A preexec function that runs a child `niceness` steps below this process's CPU priority
+    (`os.nice`: relative to ours, kept across exec and inherited by every thread the program
+    starts; raising it needs no privilege). None for 0: the child is left alone.
+
+    The one rule for background processes (Settings.background_niceness): `leadflow up` and
+    bench/vs_peer.py run the Temporal dev server and the workers with it, so that under overload
+    the API's acknowledgements win the CPU."""
+    if niceness <= 0:
+        return None
+
+    def preexec() -> None:
+        os.nice(niceness)
+
+    return preexec
+
+
+def _chain(*steps: Callable[[], None] | None) -> Callable[[], None] | None:
+    """One preexec function running the given ones in order (None when there is none)."""
+    run = [step for step in steps if step is not None]
+    if not run:
+        return None
+    if len(run) == 1:
+        return run[0]
+
+    def preexec() -> None:
+        for step in run:
+            step()
 
     return preexec
 
@@ -212,7 +245,7 @@ class Supervisor:
                 # Own process group: a terminal's Ctrl-C reaches the supervisor only, which
                 # then stops the children in order.
                 process_group=0,
-                preexec_fn=self._preexec,
+                preexec_fn=_chain(self._preexec, lowered_priority(spec.niceness)),
             )
         child.started_at = self._clock()
         child.restart_at = None

@@ -337,3 +337,56 @@ async def test_stop_kills_a_child_that_is_still_starting_at_once(tmp_path: Path)
     await supervisor.stop()
     assert time.monotonic() - started < 5
     assert supervisor.status()[0].last_exit_code == -signal.SIGKILL
+
+
+def _niceness(pid: int) -> int:
+    """Field 19 of /proc/<pid>/stat: the process's nice value."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+
+async def test_children_run_below_the_supervisors_cpu_priority_and_0_leaves_them_alone(
+    tmp_path: Path,
+) -> None:
+    """`leadflow up` runs its workers niced (Settings.background_niceness): under overload the
+    API in the supervisor's own process gets the CPU first. A restarted child is niced too."""
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    assert ours <= 14, "the test needs room to nice its children by 5"
+    niced = ChildSpec(
+        name="niced",
+        argv=["sh", "-c", "exec sleep 30"],
+        log_path=tmp_path / "niced.log",
+        niceness=5,
+    )
+    plain = ChildSpec(
+        name="plain", argv=["sh", "-c", "exec sleep 30"], log_path=tmp_path / "plain.log"
+    )
+    supervisor = Supervisor([niced, plain], backoff=FAST)
+    supervisor.start()
+    try:
+        niced_pid, plain_pid = supervisor.pids()
+        assert _niceness(niced_pid) == ours + 5 == os.getpriority(os.PRIO_PROCESS, niced_pid)
+        assert _niceness(plain_pid) == ours
+        assert os.getpriority(os.PRIO_PROCESS, 0) == ours  # the supervisor itself is untouched
+
+        os.kill(niced_pid, signal.SIGKILL)
+        await _until(lambda: supervisor.poll() == [] and supervisor.status()[0].restarts == 1)
+        restarted = supervisor.status()[0].pid
+        assert restarted is not None and restarted != niced_pid
+        assert _niceness(restarted) == ours + 5
+    finally:
+        await supervisor.stop()
+
+
+def test_lowered_priority_is_relative_and_0_is_no_preexec() -> None:
+    from workers.supervisor import lowered_priority
+
+    assert lowered_priority(0) is None
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    out = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpriority(os.PRIO_PROCESS, 0))"],
+        preexec_fn=lowered_priority(3),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert int(out.stdout) == min(19, ours + 3)

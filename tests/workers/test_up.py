@@ -71,6 +71,23 @@ def _workers(up: Up) -> set[int]:
     return found
 
 
+def _niceness(pid: int) -> int:
+    """Field 19 of /proc/<pid>/stat: the process's nice value."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+
+def _assert_background_niceness(up: Up, expected: int) -> None:
+    """The dev server and the workers run `expected` steps below `up` (the API's process)."""
+    api = _niceness(up.proc.pid)
+    assert api == os.getpriority(os.PRIO_PROCESS, 0), "`up` itself keeps its priority"
+    children = {pid for pid in _children(up.proc.pid) if _alive(pid)}
+    workers = _workers(up)
+    (devserver,) = children - workers
+    assert b"start-dev" in Path(f"/proc/{devserver}/cmdline").read_bytes()
+    for pid in (devserver, *workers):
+        assert _niceness(pid) == min(19, api + expected), (pid, _niceness(pid), api)
+
+
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -187,6 +204,7 @@ def test_up_answers_a_message_restarts_workers_stops_cleanly_and_keeps_state(
         assert re.search(r"Workers\s+2 worker processes", up.output()), up.output()
         workers = _workers(up)
         assert len(workers) == 2, up.output()
+        _assert_background_niceness(up, 10)  # the default: the API wins the CPU
         assert (data_dir / "logs" / "worker-1.log").exists()
         assert (data_dir / "logs" / "worker-2.log").exists()
 
@@ -231,6 +249,7 @@ def test_up_answers_a_message_restarts_workers_stops_cleanly_and_keeps_state(
             up=up,
         )
         assert replaced - {victim} >= workers - {victim}
+        _assert_background_niceness(up, 10)  # the restarted one too
         # ...and the conversation still answers.
         _send(up, "false_31612345678@c.us_DEMO0002", "Heeft u ook een automaat?")
         outbox = _wait(
@@ -251,9 +270,16 @@ def test_up_answers_a_message_restarts_workers_stops_cleanly_and_keeps_state(
 
         _stop(up)
 
-    # The number of workers also comes from the environment.
-    with leadflow_up(data_dir, tmp_path / "up-2.log", args=[], LEADFLOW_UP_WORKERS="1") as again:
+    # The number of workers also comes from the environment; niceness 0 leaves them alone.
+    with leadflow_up(
+        data_dir,
+        tmp_path / "up-2.log",
+        args=[],
+        LEADFLOW_UP_WORKERS="1",
+        LEADFLOW_BACKGROUND_NICENESS="0",
+    ) as again:
         assert _printed_key(again) == key
+        _assert_background_niceness(again, 0)
         assert re.search(r"Workers\s+1 worker process\b", again.output()), again.output()
         auth = {"Authorization": f"Bearer {key}"}
         listed = httpx.get(f"{again.api}/api/v1/conversations", headers=auth).json()

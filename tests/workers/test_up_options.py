@@ -67,3 +67,19 @@ def test_each_worker_runs_leadflow_worker_on_the_settings_of_up(
         assert env["LEADFLOW_LLM_PROVIDER"] == "offline"  # the rest of the environment too
         assert "LEADFLOW_UP_WORKERS" not in env
     assert "--verbose" not in _worker_specs(settings, 1, verbose=False)[0].argv
+
+
+def test_workers_get_the_background_niceness_of_the_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("LEADFLOW_BACKGROUND_NICENESS", raising=False)
+    assert Settings(data_dir=tmp_path).background_niceness == 10
+    assert {s.niceness for s in _worker_specs(Settings(data_dir=tmp_path), 2, verbose=False)} == {
+        10
+    }
+    monkeypatch.setenv("LEADFLOW_BACKGROUND_NICENESS", "0")
+    assert _worker_specs(Settings(data_dir=tmp_path), 1, verbose=False)[0].niceness == 0
+    help_text = CliRunner().invoke(app, ["up", "--help"], env={"COLUMNS": "300"}).output
+    assert "--background-niceness" in help_text and "LEADFLOW_BACKGROUND_NICENESS" in help_text
+    refused = CliRunner().invoke(app, ["up", "--background-niceness", "20"])
+    assert refused.exit_code == 2
