@@ -28,11 +28,7 @@ class StoreActivities:
 
     @activity.defn
     async def record_turn(self, record: RecordTurnInput) -> bool:
-        """Persist the turn; returns whether the lead changed."""
+        """Persist the turn (and, unless it hands off, resolve the open escalations: one
+        transaction); returns whether the lead changed."""
         async with self._db.session() as session:
-            changed = await conversation_repo.record_turn(session, record=record)
-            if record.stage.value != "human_handoff":
-                await conversation_repo.resolve_escalations(
-                    session, conversation_id=record.conversation_id
-                )
-        return changed
+            return await conversation_repo.record_turn(session, record=record)

@@ -71,8 +71,11 @@ async def _count(db: Database, model: Any, **where: Any) -> int:
 
 async def test_record_turn_writes_everything_once(db: Database) -> None:
     tid, _ = await make_tenant(db)
+    # An escalating turn hands off (a turn that does not resolves the open escalations).
     turn = _turn(
-        tid, escalation=EscalationRecord(rule="financing", reason="asks", notified=("Sanne",))
+        tid,
+        stage=Stage.HUMAN_HANDOFF,
+        escalation=EscalationRecord(rule="financing", reason="asks", notified=("Sanne",)),
     )
     async with db.session() as session:
         assert await repo.record_turn(session, record=turn) is True
@@ -82,7 +85,12 @@ async def test_record_turn_writes_everything_once(db: Database) -> None:
             session, tenant_id=tid, conversation_id=turn.conversation_id
         )
         assert conv is not None
-        assert (conv.stage, conv.score, conv.quality, conv.turns) == ("qualifying", 55, "WARM", 1)
+        assert (conv.stage, conv.score, conv.quality, conv.turns) == (
+            "human_handoff",
+            55,
+            "WARM",
+            1,
+        )
         assert conv.lead_id == turn.lead_id
         assert conv.last_message_at is not None
         assert conv.last_message_at.replace(tzinfo=UTC) == T0 + timedelta(seconds=3)
