@@ -7,11 +7,14 @@ caller not to call the provider again."""
 
 from __future__ import annotations
 
-from sqlalchemy.exc import IntegrityError
+from typing import Any
+
+from sqlalchemy import Row, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models.messages import OutboundMessage
+from models.repo.sql import insert, table_of
 from models.tables import OutboxMessage, utcnow
 
 PENDING = "pending"
@@ -23,6 +26,8 @@ FINAL_STATUSES = frozenset({SENT, STORED})
 new attempt (after the tenant fixed its settings) may send it."""
 
 DEFAULT_LIST_LIMIT = 100
+
+_OUTBOX = table_of(OutboxMessage)
 
 
 class OutboxKeyConflict(Exception):
@@ -40,6 +45,12 @@ async def get_outbox_message(
     return (await session.exec(statement)).first()
 
 
+def _row(row: Row[Any]) -> OutboxMessage:
+    # An OutboxMessage (not attached to the session) of a RETURNING row, whose values already
+    # went through the column types (aware datetimes) as a select's would.
+    return OutboxMessage.model_validate(dict(row._mapping))
+
+
 def _same_tenant(row: OutboxMessage, message: OutboundMessage) -> OutboxMessage:
     # The key is unique across tenants; never hand one tenant's row (and its status) to another.
     if row.tenant_id != message.tenant_id:
@@ -52,31 +63,41 @@ def _same_tenant(row: OutboxMessage, message: OutboundMessage) -> OutboxMessage:
 async def claim(session: AsyncSession, *, message: OutboundMessage) -> OutboxMessage:
     """The row for `message.idempotency_key`: the existing one, or a new "pending" row.
 
-    Two concurrent claims of one key race on the unique constraint; the loser rolls back and
-    reads the winner's row, so both callers see the same row on SQLite and PostgreSQL alike."""
-    existing = await get_outbox_message(session, idempotency_key=message.idempotency_key)
-    if existing is not None:
-        return _same_tenant(existing, message)
-    row = OutboxMessage(
-        tenant_id=message.tenant_id,
-        idempotency_key=message.idempotency_key,
-        conversation_id=message.conversation_id,
-        channel=str(message.channel),
-        to=message.to,
-        text=message.text,
-        thread=message.thread,
-        status=PENDING,
+    One `INSERT … ON CONFLICT (idempotency_key) DO NOTHING RETURNING` (statements are worker
+    CPU, issue 8): a fresh key is claimed by that statement alone; a known key inserts nothing
+    and is read. Two concurrent claims of one key are settled by the unique constraint, so both
+    callers see the same row on SQLite and PostgreSQL alike."""
+    conn = await session.connection()
+    statement = (
+        insert(conn, _OUTBOX)
+        .values(
+            tenant_id=message.tenant_id,
+            idempotency_key=message.idempotency_key,
+            conversation_id=message.conversation_id,
+            channel=str(message.channel),
+            to=message.to,
+            text=message.text,
+            thread=message.thread,
+            status=PENDING,
+            created_at=utcnow(),
+        )
+        .on_conflict_do_nothing(index_elements=[_OUTBOX.c.idempotency_key])
+        .returning(*_OUTBOX.c)
     )
-    session.add(row)
-    try:
+    # Twice at most: the row that made the insert do nothing may be gone by the time it is read
+    # (no code deletes outbox rows, an operator may); the second insert then claims the key.
+    for _ in range(2):
+        inserted = (await conn.execute(statement)).first()
         await session.commit()
-    except IntegrityError:
-        await session.rollback()
-        winner = await get_outbox_message(session, idempotency_key=message.idempotency_key)
-        if winner is None:  # the violation was not about our key: let it surface
-            raise
-        return _same_tenant(winner, message)
-    return row
+        if inserted is not None:
+            return _row(inserted)
+        existing = await get_outbox_message(session, idempotency_key=message.idempotency_key)
+        if existing is not None:
+            return _same_tenant(existing, message)
+        conn = await session.connection()
+    raise OutboxMessageNotFound(
+        f"outbox key {message.idempotency_key!r} conflicts on insert but cannot be read"
+    )
 
 
 async def _mark(
@@ -87,16 +108,26 @@ async def _mark(
     delivered_via: str | None,
     provider_message_id: str | None = None,
 ) -> OutboxMessage:
-    row = await get_outbox_message(session, idempotency_key=idempotency_key)
-    if row is None:
+    """One `UPDATE … RETURNING` (not a read, then a write): statements are worker CPU."""
+    conn = await session.connection()
+    updated = (
+        await conn.execute(
+            update(_OUTBOX)
+            .where(_OUTBOX.c.idempotency_key == idempotency_key)
+            .values(
+                status=status,
+                delivered_via=delivered_via,
+                provider_message_id=provider_message_id,
+                sent_at=utcnow() if status in FINAL_STATUSES else None,
+            )
+            .returning(*_OUTBOX.c)
+        )
+    ).first()
+    if updated is None:
+        await session.rollback()
         raise OutboxMessageNotFound(f"no outbox message with key {idempotency_key!r}")
-    row.status = status
-    row.delivered_via = delivered_via
-    row.provider_message_id = provider_message_id
-    row.sent_at = utcnow() if status in FINAL_STATUSES else None
-    session.add(row)
     await session.commit()
-    return row
+    return _row(updated)
 
 
 async def mark_sent(
