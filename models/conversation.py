@@ -8,9 +8,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field, model_validator
 
-from models.agent import FieldValue, KnowledgeHit, LeadScore
+from models.agent import DraftTurnInput, FieldValue, KnowledgeHit, LeadScore, TurnDraft
 from models.common import Channel, Intent, Stage
-from models.messages import Frozen, InboundMessage, TranscriptEntry
+from models.messages import Frozen, InboundMessage, OutboundMessage, SendResult, TranscriptEntry
 from models.playbook import Playbook
 from models.policy import ConversationPolicy, PlaybookRef, policy_of
 from models.tenant import Specialist
@@ -21,7 +21,9 @@ from models.tenant import Specialist
 #   0: runs started before versions existed: they ask `workflow.patched()` as before.
 #   1: every patch up to "agent-boundary" applies; search attributes are upserted only when a
 #      value changes (the starter sets tenant, channel and the first stage).
-CONVERSATION_VERSION = 1
+#   2: a turn loads its context inside its model activity (`prepare_turn`) and records a plain
+#      reply inside its send (`send_and_record`): no local activity on a plain turn's path.
+CONVERSATION_VERSION = 2
 
 TRANSCRIPT_TAIL = 40  # entries the workflow keeps for context; the database keeps them all
 SEEN_IDS_KEPT = 500  # provider message ids remembered to drop redeliveries
@@ -209,6 +211,39 @@ class RecordTurnInput(Frozen):
     fields: dict[str, FieldValue] = Field(default_factory=dict)
     escalation: EscalationRecord | None = None
     turns: int = 0
+
+
+class PrepareTurnInput(Frozen):
+    """Load the turn's context, then perceive and draft (version ≥ 2: one activity)."""
+
+    context: TurnContextInput
+    draft: DraftTurnInput = Field(
+        description="Its playbook reference and knowledge ids are replaced by the context's."
+    )
+
+
+class PreparedTurn(Frozen):
+    context: TurnContext
+    draft: TurnDraft | None = Field(
+        default=None, description="None when the lead is do-not-contact: nothing was perceived."
+    )
+
+
+class SendAndRecordInput(Frozen):
+    """Send the reply, then record the turn with it (version ≥ 2: one activity)."""
+
+    message: OutboundMessage
+    record: RecordTurnInput = Field(
+        description="The turn without the reply: the reply's entry (with the provider's message "
+        "id) is appended once it is sent."
+    )
+    knowledge_ids: tuple[str, ...] = ()
+    at: datetime = Field(description="When the workflow decided to send (the reply's entry time).")
+
+
+class SendAndRecordResult(Frozen):
+    sent: SendResult
+    lead_changed: bool
 
 
 class NotifySpecialistInput(Frozen):

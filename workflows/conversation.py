@@ -28,6 +28,7 @@ with workflow.unsafe.imports_passed_through():
         GenerateReplyInput,
         LegacyEscalation,
         Perception,
+        TurnDraft,
     )
     from models.common import Priority, ReplyPurpose, Role, Stage
     from models.conversation import (
@@ -42,8 +43,11 @@ with workflow.unsafe.imports_passed_through():
         NotifyResult,
         NotifySpecialistInput,
         OperatorMessage,
+        PreparedTurn,
+        PrepareTurnInput,
         RecordTurnInput,
         ReleaseRequest,
+        SendAndRecordInput,
         TurnContext,
         TurnContextInput,
         conversation_workflow_id,
@@ -339,16 +343,33 @@ class ConversationWorkflow:
         self._append(inbound_entries)
         self._details(f"turn {self._s.turns}: answering {len(batch)} message(s)")
 
-        context = await self._context(" ".join(m.text for m in batch))
+        query = " ".join(m.text for m in batch)
+        prepared: TurnDraft | None = None
+        if self._s.version >= 2:
+            try:
+                ready = await self._prepare(batch, query)
+            except ActivityError as exc:
+                # As when a version-1 turn's draft fails for good: hand over, with the context
+                # read on its own (its failure is the turn's failure, as in version 1).
+                context = await self._context(query)
+                await self._hand_over_after_failure(context, inbound_entries, turn_key, exc)
+                self._turn_done()
+                return
+            context, prepared = self._take_context(ready.context), ready.draft
+        else:
+            context = await self._context(query)
         if context.do_not_contact:
             # The CRM says so: record what the lead wrote and close without answering.
             await self._record(inbound_entries, turn_key=turn_key)
             self._close_reason = self._close_reason or "do not contact"
             return
         try:
-            await self._answer(context, batch, history, inbound_entries, turn_key)
+            await self._answer(context, batch, history, inbound_entries, turn_key, prepared)
         except ActivityError as exc:
             await self._hand_over_after_failure(context, inbound_entries, turn_key, exc)
+        self._turn_done()
+
+    def _turn_done(self) -> None:
         self._upsert_search_attributes()
         score = self._s.score
         self._details(
@@ -363,6 +384,7 @@ class ConversationWorkflow:
         history: tuple[TranscriptEntry, ...],
         inbound_entries: list[TranscriptEntry],
         turn_key: str,
+        prepared: TurnDraft | None = None,
     ) -> None:
         policy = self._policy()
         texts = tuple(m.text for m in batch)
@@ -376,7 +398,9 @@ class ConversationWorkflow:
             knowledge_ids=knowledge_ids,
             turn=self._s.turns,
         )
-        if self._s.version >= 1:
+        if prepared is not None:
+            result, draft = prepared.analysis, prepared.reply
+        elif self._s.version >= 1:
             # Perceive and draft in one activity; the decision below still is the workflow's.
             turn_draft = await workflow.execute_activity_method(
                 LlmActivities.draft_turn,
@@ -447,10 +471,18 @@ class ConversationWorkflow:
                 language=perception.language,
             )
             return
-        entry = await self._send(
-            reply.text, turn_key, knowledge_ids=reply.knowledge_ids or knowledge_ids
-        )
-        await self._record((*inbound_entries, entry), turn_key=turn_key)
+        if self._s.version >= 2:
+            await self._send_and_record(
+                reply.text,
+                turn_key,
+                inbound_entries,
+                knowledge_ids=reply.knowledge_ids or knowledge_ids,
+            )
+        else:
+            entry = await self._send(
+                reply.text, turn_key, knowledge_ids=reply.knowledge_ids or knowledge_ids
+            )
+            await self._record((*inbound_entries, entry), turn_key=turn_key)
         self._s.last_reply_at = workflow.now()
         self._s.follow_ups_sent = 0
 
@@ -482,7 +514,7 @@ class ConversationWorkflow:
     ) -> None:
         """The LLM or the channel failed for good: keep what the lead wrote and give the
         conversation to a human rather than fail the run (and lose the messages)."""
-        if exc.activity_type == "send_message":
+        if exc.activity_type in ("send_message", "send_and_record"):
             rule, what = "delivery_failed", "sending the reply"
         else:
             failure_type = getattr(exc.cause, "type", None)
@@ -563,12 +595,43 @@ class ConversationWorkflow:
             retry_policy=policies.STORE_RETRY,
             summary="load playbook and knowledge",
         )
+        return self._take_context(context)
+
+    def _take_context(self, context: TurnContext) -> TurnContext:
         if context.policy is not None:
             self._s.policy = context.policy
         # Histories from before this field decode it as True: they requested every sync.
         self._crm_connected = context.crm_connected
         self._ref = PlaybookRef(tenant_id=self._s.tenant_id, hash=context.playbook.hash)
         return context
+
+    async def _prepare(self, batch: list[InboundMessage], query: str) -> PreparedTurn:
+        """Version ≥ 2: the context, the perception and a draft reply in one activity."""
+        policy = self._s.policy
+        return await workflow.execute_activity_method(
+            LlmActivities.prepare_turn,
+            PrepareTurnInput(
+                context=TurnContextInput(
+                    tenant_id=self._s.tenant_id,
+                    lead_id=self._lead_id,
+                    query=query,
+                    policy_hash=policy.playbook_hash if policy else None,
+                ),
+                draft=DraftTurnInput(
+                    tenant_id=self._s.tenant_id,
+                    playbook=self._ref,
+                    conversation_id=self._id,
+                    new_messages=tuple(m.text for m in batch),
+                    turn=self._s.turns,
+                    stage=self._s.stage,
+                    contact_name=self._s.contact_name,
+                ),
+            ),
+            start_to_close_timeout=policies.DRAFT_TIMEOUT,
+            retry_policy=policies.LLM_RETRY,
+            summary=f"load context, perceive {len(batch)} message(s) of turn {self._s.turns}, "
+            "draft a reply",
+        )
 
     async def _generate(
         self,
@@ -626,22 +689,65 @@ class ConversationWorkflow:
         self._append([entry])
         return entry
 
+    def _outbound(self, text: str, key: str) -> OutboundMessage:
+        return OutboundMessage(
+            tenant_id=self._s.tenant_id,
+            channel=self._s.channel,
+            to=self._s.contact,
+            text=text,
+            idempotency_key=f"{self._id}:{key}",
+            thread=self._s.thread,
+            conversation_id=self._id,
+        )
+
     async def _send_activity(self, text: str, key: str) -> SendResult:
         return await workflow.execute_activity_method(
             ChannelActivities.send_message,
-            OutboundMessage(
-                tenant_id=self._s.tenant_id,
-                channel=self._s.channel,
-                to=self._s.contact,
-                text=text,
-                idempotency_key=f"{self._id}:{key}",
-                thread=self._s.thread,
-                conversation_id=self._id,
-            ),
+            self._outbound(text, key),
             start_to_close_timeout=policies.SEND_TIMEOUT,
             retry_policy=policies.SEND_RETRY,
             summary=f"send {key} via {self._s.channel.value}",
         )
+
+    async def _send_and_record(
+        self,
+        text: str,
+        turn_key: str,
+        inbound_entries: list[TranscriptEntry],
+        *,
+        knowledge_ids: tuple[str, ...],
+    ) -> None:
+        """Version ≥ 2: the reply sent and the turn recorded in one activity."""
+        at = workflow.now()
+        self._sending.append(text)
+        try:
+            done = await workflow.execute_activity_method(
+                ChannelActivities.send_and_record,
+                SendAndRecordInput(
+                    message=self._outbound(text, turn_key),
+                    record=self._record_input(inbound_entries, turn_key=turn_key),
+                    knowledge_ids=knowledge_ids,
+                    at=at,
+                ),
+                start_to_close_timeout=policies.SEND_TIMEOUT,
+                retry_policy=policies.SEND_RETRY,
+                summary=f"send {turn_key} via {self._s.channel.value}, record it",
+            )
+        finally:
+            self._sending.remove(text)
+        self._append(
+            [
+                TranscriptEntry(
+                    role=Role.AI,
+                    text=text,
+                    at=at,
+                    provider_message_id=done.sent.provider_message_id,
+                    knowledge_ids=knowledge_ids,
+                )
+            ]
+        )
+        if done.lead_changed and self._crm_connected:
+            await self._request_crm_sync(turn_key)
 
     async def _record(
         self,
@@ -652,28 +758,37 @@ class ConversationWorkflow:
     ) -> None:
         changed = await workflow.execute_local_activity_method(
             StoreActivities.record_turn,
-            RecordTurnInput(
-                conversation_id=self._id,
-                tenant_id=self._s.tenant_id,
-                channel=self._s.channel,
-                contact=self._s.contact,
-                contact_name=self._s.contact_name,
-                thread=self._s.thread,
-                turn_key=turn_key,
-                entries=tuple(entries),
-                stage=self._s.stage,
-                lead_id=self._lead_id,
-                score=self._s.score,
-                fields=dict(self._s.fields),
-                escalation=escalation,
-                turns=self._s.turns,
-            ),
+            self._record_input(entries, turn_key=turn_key, escalation=escalation),
             start_to_close_timeout=policies.STORE_TIMEOUT,
             retry_policy=policies.STORE_RETRY,
             summary=f"record {turn_key}",
         )
         if changed and self._crm_connected:
             await self._request_crm_sync(turn_key)
+
+    def _record_input(
+        self,
+        entries: tuple[TranscriptEntry, ...] | list[TranscriptEntry],
+        *,
+        turn_key: str,
+        escalation: EscalationRecord | None = None,
+    ) -> RecordTurnInput:
+        return RecordTurnInput(
+            conversation_id=self._id,
+            tenant_id=self._s.tenant_id,
+            channel=self._s.channel,
+            contact=self._s.contact,
+            contact_name=self._s.contact_name,
+            thread=self._s.thread,
+            turn_key=turn_key,
+            entries=tuple(entries),
+            stage=self._s.stage,
+            lead_id=self._lead_id,
+            score=self._s.score,
+            fields=dict(self._s.fields),
+            escalation=escalation,
+            turns=self._s.turns,
+        )
 
     async def _request_crm_sync(self, turn_key: str) -> None:
         """The lead changed: its CrmSyncWorkflow (one per lead, coalescing) updates the CRMs."""

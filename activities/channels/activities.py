@@ -14,16 +14,22 @@ import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities import turn_steps
 from activities.channels.base import ChannelAdapter
 from activities.channels.chatwoot import ChatwootChannel
 from activities.channels.meta import MessengerChannel, MetaWhatsAppChannel
 from activities.channels.outbox import OutboxChannel
 from activities.channels.smtp import SmtpChannel
 from activities.channels.waha import WahaChannel
-from models.common import Channel
-from models.conversation import NotifyResult, NotifySpecialistInput
+from models.common import Channel, Role
+from models.conversation import (
+    NotifyResult,
+    NotifySpecialistInput,
+    SendAndRecordInput,
+    SendAndRecordResult,
+)
 from models.db import Database
-from models.messages import OutboundMessage, SendResult
+from models.messages import OutboundMessage, SendResult, TranscriptEntry
 from models.playbook_service import PlaybookResolver, UnknownTenantError
 from models.repo import outbox as outbox_repo
 from models.settings import Settings
@@ -136,6 +142,26 @@ class ChannelActivities:
         if adapter is None or not adapter.configured(settings):
             adapter = self.outbox
         return _result_of(await self._deliver(message, adapter, settings), duplicate=False)
+
+    @activity.defn
+    async def send_and_record(self, request: SendAndRecordInput) -> SendAndRecordResult:
+        """Send a reply (as `send_message`), then record the turn with the reply's entry.
+
+        A retry after the send went out finds the outbox row sent and only records, so the lead
+        gets the reply once and the turn is recorded once (the record is idempotent per turn
+        key). One activity where runs before version 2 took this one and a local activity."""
+        sent = await self.send_message(request.message)
+        entry = TranscriptEntry(
+            role=Role.AI,
+            text=request.message.text,
+            at=request.at,
+            provider_message_id=sent.provider_message_id,
+            knowledge_ids=request.knowledge_ids,
+        )
+        record = request.record.model_copy(update={"entries": (*request.record.entries, entry)})
+        return SendAndRecordResult(
+            sent=sent, lead_changed=await turn_steps.record_turn(self.db, record)
+        )
 
     @activity.defn
     async def notify_specialist(self, request: NotifySpecialistInput) -> NotifyResult:

@@ -7,6 +7,7 @@ import asyncio
 
 from temporalio import activity
 
+from activities import turn_steps
 from activities.llm.agent import Agent, Reading
 from models.agent import (
     AnalyseInput,
@@ -19,6 +20,7 @@ from models.agent import (
     WrittenEmail,
 )
 from models.common import ReplyPurpose
+from models.conversation import PreparedTurn, PrepareTurnInput
 
 
 class LlmActivities:
@@ -79,6 +81,24 @@ class LlmActivities:
             activity.logger.warning("drafting the reply failed; the workflow will ask: %s", exc)
             return TurnDraft(analysis=analysis, draft_error=str(exc) or type(exc).__name__)
         return TurnDraft(analysis=analysis, reply=reply)
+
+    @activity.defn
+    async def prepare_turn(self, request: PrepareTurnInput) -> PreparedTurn:
+        """Load the turn's context (playbook reference, knowledge hits, do-not-contact), then
+        perceive and draft as `draft_turn` does. One activity where runs before version 2 took
+        a local activity and this one: a do-not-contact lead is not perceived at all."""
+        context = await turn_steps.load_turn_context(
+            self._agent.db, self._agent.resolver, request.context
+        )
+        if context.do_not_contact:
+            return PreparedTurn(context=context)
+        draft = request.draft.model_copy(
+            update={
+                "playbook": context.playbook,
+                "knowledge_ids": tuple(hit.document_id for hit in context.knowledge),
+            }
+        )
+        return PreparedTurn(context=context, draft=await self.draft_turn(draft))
 
     @activity.defn
     async def generate_reply(self, request: GenerateReplyInput) -> GeneratedReply:

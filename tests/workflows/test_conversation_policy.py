@@ -37,12 +37,16 @@ from models.conversation import (
     ConversationSnapshot,
     NotifyResult,
     NotifySpecialistInput,
+    PreparedTurn,
+    PrepareTurnInput,
     RecordTurnInput,
+    SendAndRecordInput,
+    SendAndRecordResult,
     TurnContext,
     TurnContextInput,
 )
 from models.crm import RequestCrmSyncInput, RequestCrmSyncResult
-from models.messages import InboundMessage, OutboundMessage, SendResult
+from models.messages import InboundMessage, OutboundMessage, SendResult, TranscriptEntry
 from models.policy import PlaybookRef, policy_of
 from models.repo.playbooks import builtin_playbook
 from models.tenant import Specialist
@@ -81,23 +85,51 @@ class Stubs:
     written: list[GenerateReplyInput] = field(default_factory=list)
     recorded: list[RecordTurnInput] = field(default_factory=list)
     notified: list[NotifySpecialistInput] = field(default_factory=list)
-    contexts: list[TurnContextInput] = field(default_factory=list)
+    send_refused: bool = False  # the channel refuses every send for good
+    do_not_contact: bool = False
+    contexts: list[TurnContextInput] = field(default_factory=list)  # as local activities
+    prepared: list[TurnContextInput] = field(default_factory=list)  # inside prepare_turn
+
+    def context_for(self, request: TurnContextInput) -> TurnContext:
+        changed = request.policy_hash != POLICY.playbook_hash
+        return TurnContext(
+            playbook=PlaybookRef(tenant_id=request.tenant_id, hash=POLICY.playbook_hash),
+            policy=POLICY if changed else None,
+            specialists=(Specialist(name="Mia", role="manager", email="mia@example.com"),),
+            do_not_contact=self.do_not_contact,
+        )
 
     def activities(self) -> list[Callable[..., object]]:
         @activity.defn(name="load_turn_context")
         async def load_turn_context(request: TurnContextInput) -> TurnContext:
             self.contexts.append(request)
-            changed = request.policy_hash != POLICY.playbook_hash
-            return TurnContext(
-                playbook=PlaybookRef(tenant_id=request.tenant_id, hash=POLICY.playbook_hash),
-                policy=POLICY if changed else None,
-                specialists=(Specialist(name="Mia", role="manager", email="mia@example.com"),),
-            )
+            return self.context_for(request)
 
         @activity.defn(name="record_turn")
         async def record_turn(record: RecordTurnInput) -> bool:
             self.recorded.append(record)
             return False
+
+        @activity.defn(name="prepare_turn")
+        async def prepare_turn(request: PrepareTurnInput) -> PreparedTurn:
+            self.prepared.append(request.context)
+            context = self.context_for(request.context)
+            if context.do_not_contact:
+                return PreparedTurn(context=context)
+            draft = request.draft.model_copy(update={"playbook": context.playbook})
+            return PreparedTurn(context=context, draft=await draft_turn(draft))
+
+        @activity.defn(name="send_and_record")
+        async def send_and_record(request: SendAndRecordInput) -> SendAndRecordResult:
+            sent = await send_message(request.message)
+            entry = TranscriptEntry(
+                role=Role.AI,
+                text=request.message.text,
+                at=request.at,
+                provider_message_id=sent.provider_message_id,
+            )
+            record = request.record.model_copy(update={"entries": (*request.record.entries, entry)})
+            return SendAndRecordResult(sent=sent, lead_changed=await record_turn(record))
 
         @activity.defn(name="analyse_messages")
         async def analyse_messages(request: AnalyseInput) -> AnalysisResult:
@@ -127,6 +159,12 @@ class Stubs:
 
         @activity.defn(name="send_message")
         async def send_message(message: OutboundMessage) -> SendResult:
+            if self.send_refused:
+                raise ApplicationError(
+                    "waha rejected the message (HTTP 401)",
+                    type="ChannelRejected",
+                    non_retryable=True,
+                )
             self.sent.append(message)
             self.sent_by_run.append(activity.info().workflow_run_id or "")
             return SendResult(provider_message_id=f"out-{len(self.sent)}", delivered_via="stub")
@@ -143,6 +181,8 @@ class Stubs:
         return [
             load_turn_context,
             record_turn,
+            prepare_turn,
+            send_and_record,
             analyse_messages,
             draft_turn,
             generate_reply,
@@ -266,6 +306,49 @@ async def test_a_plain_turn_sends_the_draft_without_asking_for_another_reply(
     assert not stubs.written, "the draft was used: no second reply step"
     state = await conv.state()
     assert state.stage == Stage.QUALIFYING and state.fields == {"make": "Audi"}
+
+
+async def test_a_plain_turn_is_two_activities_and_records_with_its_send(run: object) -> None:
+    """Version 2: the context comes with the perception, the record with the send; no local
+    activity on the path."""
+    stubs = Stubs()
+    conv: Run = await run(stubs)  # type: ignore[operator]
+    await conv.say("Do you have an Audi A4?")
+    await conv.until(lambda: bool(stubs.recorded), limit=timedelta(minutes=1), what="record")
+    assert len(stubs.prepared) == 1 and stubs.prepared[0].query == "Do you have an Audi A4?"
+    assert stubs.contexts == [], "no context loaded as a local activity"
+    record = stubs.recorded[0]
+    assert [(e.role, e.text) for e in record.entries] == [
+        (Role.LEAD, "Do you have an Audi A4?"),
+        (Role.AI, "AI reply"),
+    ]
+    assert record.entries[1].provider_message_id == "out-1"
+    assert record.stage == Stage.QUALIFYING and record.fields == {"make": "Audi"}
+    state = await conv.state()
+    assert [e.text for e in state.transcript][-1] == "AI reply"
+
+
+async def test_a_refused_send_hands_over_without_a_holding_text(run: object) -> None:
+    stubs = Stubs(send_refused=True)
+    conv: Run = await run(stubs)  # type: ignore[operator]
+    await conv.say("Do you have an Audi A4?")
+    await conv.until(lambda: bool(stubs.notified), limit=timedelta(minutes=1), what="alert")
+    state = await conv.state()
+    assert state.stage == Stage.HUMAN_HANDOFF
+    assert state.handoff is not None and state.handoff.rule == "delivery_failed"
+    assert stubs.sent == []  # the channel refuses: no holding text either
+    escalation = stubs.recorded[-1].escalation
+    assert escalation is not None and escalation.rule == "delivery_failed"
+    assert stubs.recorded[-1].entries[0].role == Role.LEAD
+
+
+async def test_a_do_not_contact_lead_is_recorded_and_not_answered(run: object) -> None:
+    stubs = Stubs(do_not_contact=True)
+    conv: Run = await run(stubs)  # type: ignore[operator]
+    await conv.say("Do you have an Audi A4?")
+    await conv.until(lambda: bool(stubs.recorded), limit=timedelta(minutes=1), what="record")
+    assert stubs.sent == [] and stubs.drafted == []
+    assert [e.text for e in stubs.recorded[0].entries] == ["Do you have an Audi A4?"]
 
 
 async def test_a_failed_draft_is_asked_again_through_the_reply_step(run: object) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -13,10 +14,18 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.channels.activities import ChannelActivities, builtin_channel_adapters
 from activities.channels.base import CHANNEL_REJECTED
-from models.common import Channel
-from models.conversation import NotifyResult, NotifySpecialistInput
+from models.common import Channel, Role, Stage
+from models.conversation import (
+    NotifyResult,
+    NotifySpecialistInput,
+    RecordTurnInput,
+    SendAndRecordInput,
+    SendAndRecordResult,
+    lead_id_for,
+)
 from models.db import Database
-from models.messages import OutboundMessage, SendResult
+from models.messages import OutboundMessage, SendResult, TranscriptEntry
+from models.repo import conversations as conversation_repo
 from models.repo import outbox as outbox_repo
 from models.settings import Settings
 from models.tables import OutboxMessage
@@ -372,3 +381,80 @@ async def test_notify_reports_what_it_could_not_do(
     refused = await notify(channels, alert(bad_key, "whatsapp", "esc-4:wa"))
     assert not refused.ok and "401" in refused.detail
     assert (await outbox_row(db, "esc-4:wa")).status == "failed"
+
+
+# -- send_and_record (conversation version ≥ 2) ----------------------------------------------------
+
+
+async def test_send_and_record_sends_once_and_records_the_turn_once_when_retried(
+    db: Database, channels: ChannelActivities, fake_waha: FakeWaha
+) -> None:
+    tid, _ = await make_tenant(db, settings=TenantSettings(waha=fake_waha.settings()))
+    contact = "31612345678@c.us"
+    conversation_id = f"conv:{tid}:waha:{contact}"
+    at = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+    request = SendAndRecordInput(
+        message=reply(tid, Channel.WAHA, contact, f"{conversation_id}:turn:1"),
+        record=RecordTurnInput(
+            conversation_id=conversation_id,
+            tenant_id=tid,
+            channel=Channel.WAHA,
+            contact=contact,
+            turn_key="turn:1",
+            entries=(
+                TranscriptEntry(
+                    role=Role.LEAD, text="Is the Golf available?", at=at, provider_message_id="in-1"
+                ),
+            ),
+            stage=Stage.QUALIFYING,
+            lead_id=lead_id_for(tid, Channel.WAHA, contact),
+            fields={"model": "Golf"},
+            turns=1,
+        ),
+        knowledge_ids=("doc-1",),
+        at=at,
+    )
+    env = ActivityEnvironment()
+    first: SendAndRecordResult = await env.run(channels.send_and_record, request)
+    # A retry (the worker died after the send): the send is a duplicate, the record a no-op.
+    again: SendAndRecordResult = await env.run(channels.send_and_record, request)
+
+    assert len(fake_waha.sent) == 1
+    assert first.sent.duplicate is False and first.lead_changed is True
+    assert again.sent.duplicate is True and again.lead_changed is False
+    async with db.session() as session:
+        messages = await conversation_repo.transcript(session, conversation_id=conversation_id)
+    assert [(m.role, m.text) for m in messages] == [
+        ("lead", "Is the Golf available?"),
+        ("ai", "Saturday at 10:00 works for the test drive."),
+    ]
+    assert messages[1].provider_message_id == first.sent.provider_message_id
+    assert messages[1].knowledge_ids == ["doc-1"]
+
+
+async def test_send_and_record_records_nothing_when_the_channel_refuses(
+    db: Database, channels: ChannelActivities, fake_waha: FakeWaha
+) -> None:
+    tid, _ = await make_tenant(
+        db, settings=TenantSettings(waha=fake_waha.settings(api_key="revoked-key"))
+    )
+    contact = "31612345678@c.us"
+    conversation_id = f"conv:{tid}:waha:{contact}"
+    request = SendAndRecordInput(
+        message=reply(tid, Channel.WAHA, contact, f"{conversation_id}:turn:1"),
+        record=RecordTurnInput(
+            conversation_id=conversation_id,
+            tenant_id=tid,
+            channel=Channel.WAHA,
+            contact=contact,
+            turn_key="turn:1",
+            stage=Stage.QUALIFYING,
+            lead_id=lead_id_for(tid, Channel.WAHA, contact),
+        ),
+        at=datetime(2026, 11, 28, 12, 0, tzinfo=UTC),
+    )
+    with pytest.raises(ApplicationError) as refused:
+        await ActivityEnvironment().run(channels.send_and_record, request)
+    assert refused.value.non_retryable
+    async with db.session() as session:
+        assert await conversation_repo.transcript(session, conversation_id=conversation_id) == []

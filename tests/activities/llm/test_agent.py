@@ -19,10 +19,13 @@ from activities.llm.model_backend import hosted_backend
 from activities.llm.offline import offline_backend
 from models.agent import AnalyseInput, DraftTurnInput, GenerateReplyInput, Perception
 from models.common import Intent, ReplyPurpose, Stage
+from models.conversation import PrepareTurnInput, TurnContextInput
 from models.db import Database
 from models.policy import PlaybookRef
+from models.repo import knowledge as knowledge_repo
 from models.repo import usage as usage_repo
 from models.settings import Settings
+from models.tables import Lead
 from models.tenant import TenantLlmSettings, TenantSettings
 from models.usage import LlmCallRecord
 from tests.conftest import TEST_SECRET, make_tenant
@@ -345,3 +348,64 @@ async def test_draft_turn_fails_when_nothing_can_be_perceived(
         await ActivityEnvironment().run(LlmActivities(agent).draft_turn, draft_input(tenant))
     assert err.value.type == "LlmRequestRejected"
     assert len(fake_openai.requests) == 1, "no reply is drafted for nothing perceived"
+
+
+def prepare_input(tenant: str, lead_id: str, text: str) -> PrepareTurnInput:
+    return PrepareTurnInput(
+        context=TurnContextInput(tenant_id=tenant, lead_id=lead_id, query=text),
+        draft=DraftTurnInput(
+            **analyse(tenant, text).model_dump(), stage=Stage.QUALIFYING, contact_name="Sam"
+        ),
+    )
+
+
+async def test_prepare_turn_loads_the_context_then_drafts_with_its_knowledge(
+    world: Any, fake_openai: FakeOpenAI, sqlite_db: Database
+) -> None:
+    agent, tenant = await world(TenantLlmSettings(provider="openai"))
+    async with sqlite_db.session() as session:
+        doc = await knowledge_repo.add_document(
+            session,
+            tenant_id=tenant,
+            title="Test drives",
+            body="Test drives of the Audi A3 need a driving licence and take 30 minutes.",
+        )
+    fake_openai.ok_structured(PERCEIVED)
+    fake_openai.ok_text("Bring your licence; the drive takes 30 minutes.")
+    text = "Can I test drive the Audi A3?"
+    ready = await ActivityEnvironment().run(
+        LlmActivities(agent).prepare_turn, prepare_input(tenant, "lead-1", text)
+    )
+    profile = await agent.resolver.tenant(tenant)
+    assert ready.context.playbook.hash == profile.playbook_hash
+    assert ready.context.policy is not None, "the workflow held no policy: it gets one"
+    assert [hit.document_id for hit in ready.context.knowledge] == [doc.id]
+    assert ready.draft is not None and ready.draft.reply is not None
+    assert ready.draft.reply.text.startswith("Bring your licence")
+    # The context's knowledge reached the models by id, read once for both steps.
+    assert all("driving licence" in json.dumps(r.json) for r in fake_openai.requests)
+
+
+async def test_prepare_turn_does_not_perceive_a_do_not_contact_lead(
+    world: Any, fake_openai: FakeOpenAI, sqlite_db: Database
+) -> None:
+    agent, tenant = await world(TenantLlmSettings(provider="openai"))
+    async with sqlite_db.session() as session:
+        session.add(
+            Lead(id="lead-dnc", tenant_id=tenant, channel="waha", address="x", do_not_contact=True)
+        )
+        await session.commit()
+    ready = await ActivityEnvironment().run(
+        LlmActivities(agent).prepare_turn, prepare_input(tenant, "lead-dnc", "Hello?")
+    )
+    assert ready.context.do_not_contact is True and ready.draft is None
+    assert fake_openai.requests == [] and await ledger(sqlite_db, tenant) == []
+
+
+async def test_prepare_turn_refuses_an_unknown_tenant_for_good(world: Any) -> None:
+    agent, _ = await world(TenantLlmSettings(provider="openai"))
+    with pytest.raises(ApplicationError) as err:
+        await ActivityEnvironment().run(
+            LlmActivities(agent).prepare_turn, prepare_input("nobody", "lead-1", "Hi")
+        )
+    assert err.value.type == "UnknownTenant" and err.value.non_retryable
