@@ -37,8 +37,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for router in ROUTERS:
-        app.include_router(router)
+    # Webhooks first: routes are matched in order, and they are most of the requests
+    # (their paths, under /webhooks/, overlap with no other route).
     for router in WEBHOOK_ROUTERS:
+        app.include_router(router)
+    for router in ROUTERS:
         app.include_router(router)
     return app

@@ -64,7 +64,8 @@ class AppState:
             return self.temporal
 
 
-def get_state(request: Request) -> AppState:
+async def get_state(request: Request) -> AppState:
+    # async: FastAPI runs a plain `def` dependency in its thread pool, a thread hop per request.
     state: AppState = request.app.state.leadflow
     return state
 

@@ -13,12 +13,16 @@ import contextlib
 import logging
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
+from sqlalchemy import Engine, create_engine, event, make_url
 from temporalio.client import Client
 
 from api.conversations_gateway import deliver_inbound
-from models.db import Database
+from models.db import Database, sync_url
+from models.db import _sqlite_pragmas as sqlite_pragmas
 from models.inbox_tables import InboxMessage
 from models.messages import InboundMessage
 from models.repo import inbox as inbox_repo
@@ -36,6 +40,32 @@ MAX_BACKOFF_SECONDS = 60.0
 MAX_IN_FLIGHT = 64
 
 
+# Delivered rows wait this long for a webhook's transaction to take their DELETE along.
+DELETE_AFTER_SECONDS = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """An inbox row being delivered: `message` parsed already when this process just stored
+    it, else the row's JSON (parsed at delivery, where a bad row is retried and logged)."""
+
+    id: int
+    workflow_id: str
+    message: InboundMessage | str
+    attempts: int = 0
+
+    @classmethod
+    def of(cls, row: InboxMessage) -> Pending:
+        return cls(
+            id=row.id or 0, workflow_id=row.workflow_id, message=row.message, attempts=row.attempts
+        )
+
+    def inbound(self) -> InboundMessage:
+        if isinstance(self.message, InboundMessage):
+            return self.message
+        return InboundMessage.model_validate_json(self.message)
+
+
 class InboxForwarder:
     def __init__(
         self, settings: Settings, db: Database, client: Callable[[], Awaitable[Client]]
@@ -50,9 +80,18 @@ class InboxForwarder:
         self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         # Group commit: the webhooks that arrive while one transaction is written share the
         # next one (SQLite takes one writer at a time; a burst must not queue on its lock).
-        self._puts: list[tuple[list[InboundMessage], asyncio.Future[list[InboxMessage]]]] = []
+        self._puts: list[tuple[list[InboundMessage], asyncio.Future[list[Pending]]]] = []
         self._writer: asyncio.Task[None] | None = None
         self._delivered_ids: list[int] = []
+        self._delete_timer: asyncio.TimerHandle | None = None
+        # SQLite: each statement through aiosqlite is several hops to its thread and back (most
+        # of an acknowledgement's CPU); the inbox's writes go to a synchronous engine on the same
+        # file instead, one thread hop per transaction.
+        self._sync_engine: Engine | None = None
+        database = make_url(db.url).database
+        if db.dialect == "sqlite" and database and database != ":memory:":  # a file: shareable
+            self._sync_engine = create_engine(sync_url(db.url))
+            event.listen(self._sync_engine, "connect", sqlite_pragmas)
 
     # ---- the webhook's path ------------------------------------------------------------------
 
@@ -73,51 +112,78 @@ class InboxForwarder:
             for row, m in zip(rows, messages, strict=True)
         ]
 
-    async def _store(self, messages: Sequence[InboundMessage]) -> list[InboxMessage]:
-        future: asyncio.Future[list[InboxMessage]] = asyncio.get_running_loop().create_future()
+    async def _store(self, messages: Sequence[InboundMessage]) -> list[Pending]:
+        future: asyncio.Future[list[Pending]] = asyncio.get_running_loop().create_future()
         self._puts.append((list(messages), future))
         self._write_soon()
         return await future
 
     def _forget(self, row_id: int) -> None:
-        """Delivered: deleted with the others delivered meanwhile, in one statement."""
+        """Delivered: deleted with the next webhook's rows (in its transaction), or with the
+        others delivered meanwhile after DELETE_AFTER_SECONDS. Until then the row is a harmless
+        duplicate should this process die (the sweeper would deliver it again)."""
         self._delivered_ids.append(row_id)
-        self._write_soon()
+        if len(self._delivered_ids) >= SWEEP_BATCH:
+            self._write_soon()
+        elif self._delete_timer is None:
+            self._delete_timer = asyncio.get_running_loop().call_later(
+                DELETE_AFTER_SECONDS, self._write_soon
+            )
 
     def _write_soon(self) -> None:
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write())
 
     async def _write(self) -> None:
-        """The process's one writer of the inbox: new rows first (a webhook waits for them),
-        then deletions, each batch in one transaction. Two writers would wait on SQLite's lock
-        (its busy handler sleeps up to 100 ms a try)."""
+        """The process's one writer of the inbox: new rows (a webhook waits for them) and the
+        deletions of delivered rows, all that is pending in one transaction. Two writers would
+        wait on SQLite's lock (its busy handler sleeps up to 100 ms a try)."""
         while self._puts or self._delivered_ids:
-            if self._puts:
-                batch, self._puts = self._puts, []
-                try:
-                    async with self.db.session() as session:
-                        rows = await inbox_repo.put(
-                            session, [m for messages, _ in batch for m in messages], lease=LEASE
-                        )
-                except Exception as exc:
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
-                    continue
-                start = 0
-                for messages, future in batch:
-                    if not future.done():
-                        future.set_result(rows[start : start + len(messages)])
-                    start += len(messages)
-                continue
+            if self._delete_timer is not None:
+                self._delete_timer.cancel()
+                self._delete_timer = None
+            batch, self._puts = self._puts, []
             ids, self._delivered_ids = self._delivered_ids, []
+            messages = [m for group, _ in batch for m in group]
             try:
-                async with self.db.session() as session:
-                    await inbox_repo.delivered(session, ids)
-            except Exception:
-                # The rows are delivered again once their lease ends: a harmless duplicate.
-                log.exception("inbox: could not delete %d delivered row(s)", len(ids))
+                new = inbox_repo.new_rows(messages, lease=LEASE)
+                row_ids = await self._write_rows(new, ids)
+            except Exception as exc:
+                if ids:
+                    # The rows are delivered again once their lease ends: a harmless duplicate.
+                    log.warning("inbox: could not delete %d delivered row(s): %s", len(ids), exc)
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            start = 0
+            for group, future in batch:
+                if not future.done():
+                    future.set_result(
+                        [
+                            Pending(id=row_id, workflow_id=row["workflow_id"], message=message)
+                            for row_id, row, message in zip(
+                                row_ids[start : start + len(group)],
+                                new[start : start + len(group)],
+                                group,
+                                strict=True,
+                            )
+                        ]
+                    )
+                start += len(group)
+
+    async def _write_rows(self, rows: list[dict[str, Any]], delivered: list[int]) -> list[int]:
+        """inbox_repo.write in one committed transaction."""
+        engine = self._sync_engine
+        if engine is not None:
+
+            def write() -> list[int]:
+                with engine.begin() as connection:
+                    return inbox_repo.write(connection, rows, delivered)
+
+            return await asyncio.to_thread(write)
+        async with self.db.engine.begin() as connection:
+            return await connection.run_sync(inbox_repo.write, rows, delivered)
 
     def _finished(self, task: asyncio.Task[object]) -> None:
         self._tasks.discard(task)
@@ -127,10 +193,10 @@ class InboxForwarder:
 
     # ---- delivery --------------------------------------------------------------------------
 
-    async def deliver(self, rows: Sequence[InboxMessage]) -> list[Delivered]:
+    async def deliver(self, rows: Sequence[Pending]) -> list[Delivered]:
         """Each conversation's rows in order, conversations in parallel; delivered rows are
         deleted, the others retried later with backoff. Raises the first failure."""
-        by_workflow: dict[str, list[InboxMessage]] = {}
+        by_workflow: dict[str, list[Pending]] = {}
         for row in rows:
             by_workflow.setdefault(row.workflow_id, []).append(row)
         results = await asyncio.gather(
@@ -148,7 +214,7 @@ class InboxForwarder:
             raise failure
         return delivered
 
-    async def _deliver_in_order(self, rows: list[InboxMessage]) -> list[Delivered]:
+    async def _deliver_in_order(self, rows: list[Pending]) -> list[Delivered]:
         workflow_id = rows[0].workflow_id
         lock = self._locks.get(workflow_id)
         if lock is None:
@@ -158,23 +224,23 @@ class InboxForwarder:
             for index, row in enumerate(rows):
                 try:
                     client = await self._client()
-                    message = InboundMessage.model_validate_json(row.message)
+                    message = row.inbound()
                     async with self._slots:
                         done.append(await deliver_inbound(client, self.settings, message))
                 except Exception as exc:
                     await self._later(rows[index:], exc)
                     raise
-                self._forget(row.id or 0)
+                self._forget(row.id)
         return done
 
-    async def _later(self, rows: Sequence[InboxMessage], exc: BaseException) -> None:
+    async def _later(self, rows: Sequence[Pending], exc: BaseException) -> None:
         """Not delivered now: any API process tries again once the backoff has passed."""
         async with self.db.session() as session:
             for row in rows:
                 backoff = min(MAX_BACKOFF_SECONDS, 2.0 ** min(row.attempts + 1, 6))
                 await inbox_repo.retry_later(
                     session,
-                    row.id or 0,
+                    row.id,
                     after=timedelta(seconds=backoff),
                     error=f"{type(exc).__name__}: {exc}",
                 )
@@ -192,8 +258,15 @@ class InboxForwarder:
         # Deliveries in flight get a moment; what they do not finish, the next start sweeps.
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=5)
+        if self._delivered_ids:  # delete now what was delivered: no duplicate on the next start
+            self._write_soon()
         if self._writer is not None and not self._writer.done():
             await asyncio.wait({self._writer}, timeout=5)
+        if self._delete_timer is not None:
+            self._delete_timer.cancel()
+            self._delete_timer = None
+        if self._sync_engine is not None:
+            self._sync_engine.dispose()
 
     async def sweep_once(self) -> int:
         """Deliver what is due; returns how many rows were delivered."""
@@ -202,7 +275,7 @@ class InboxForwarder:
         if not rows:
             return 0
         try:
-            return len(await self.deliver(rows))
+            return len(await self.deliver([Pending.of(row) for row in rows]))
         except Exception as exc:  # recorded on the rows; logged once per sweep
             log.warning("inbox: %d message(s) wait for Temporal: %s", len(rows), exc)
             return 0

@@ -6,8 +6,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import delete, func, insert, update
+from sqlalchemy import Connection, delete, func, insert, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -16,32 +17,55 @@ from models.inbox_tables import InboxMessage
 from models.messages import InboundMessage
 from models.tables import utcnow
 
+_TABLE = InboxMessage.__table__  # type: ignore[attr-defined]
+_INSERT = insert(_TABLE).returning(_TABLE.c.id, sort_by_parameter_order=True)
+
+
+def new_rows(messages: Sequence[InboundMessage], *, lease: timedelta) -> list[dict[str, Any]]:
+    """The inbox rows of `messages` (in their order), leased to the caller, who delivers them
+    now: the values `write` inserts."""
+    now = utcnow()
+    until = now + lease
+    return [
+        {
+            "workflow_id": conversation_workflow_id(m.tenant_id, m.channel, m.contact),
+            "message": m.model_dump_json(),
+            "created_at": now,
+            "lease_until": until,
+            "claim": None,
+            "attempts": 0,
+            "last_error": None,
+        }
+        for m in messages
+    ]
+
+
+def write(
+    connection: Connection, rows: Sequence[dict[str, Any]], delivered: Sequence[int]
+) -> list[int]:
+    """The API's one inbox write (the caller's transaction, plain Core on a sync connection: it
+    runs for every webhook): delete the `delivered` rows, insert `rows` (from `new_rows`);
+    returns the new rows' ids in their order.
+
+    The API runs it in one thread hop on SQLite, through `AsyncConnection.run_sync` elsewhere,
+    and groups the webhooks (and the deliveries) that arrive meanwhile into one transaction."""
+    if delivered:
+        connection.execute(delete(_TABLE).where(_TABLE.c.id.in_(delivered)))
+    if not rows:
+        return []
+    return list(connection.execute(_INSERT, list(rows)).scalars())
+
 
 async def put(
     session: AsyncSession, messages: Sequence[InboundMessage], *, lease: timedelta
 ) -> list[InboxMessage]:
-    """Store the messages (in their order) leased to the caller, who delivers them now; commits
-    (one transaction for all of them: the API groups concurrent webhooks into one)."""
-    now = utcnow()
-    rows = [
-        InboxMessage(
-            workflow_id=conversation_workflow_id(m.tenant_id, m.channel, m.contact),
-            message=m.model_dump_json(),
-            created_at=now,
-            lease_until=now + lease,
-        )
-        for m in messages
-    ]
-    values = [row.model_dump(exclude={"id"}) for row in rows]
-    # Core, not the ORM's unit of work: this runs for every webhook.
-    result = await session.exec(
-        insert(InboxMessage).returning(col(InboxMessage.id), sort_by_parameter_order=True),
-        params=values,
-    )
-    for row, row_id in zip(rows, result.scalars(), strict=True):
-        row.id = row_id
+    """Store the messages (in their order) leased to the caller; commits. (The API writes
+    through `write`; this is for scripts and tests.)"""
+    rows = new_rows(messages, lease=lease)
+    connection = await session.connection()
+    ids = await connection.run_sync(write, rows, ())
     await session.commit()
-    return rows
+    return [InboxMessage(id=row_id, **row) for row_id, row in zip(ids, rows, strict=True)]
 
 
 async def claim_due(session: AsyncSession, *, limit: int, lease: timedelta) -> list[InboxMessage]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -16,6 +17,7 @@ from sqlmodel import select
 from temporalio.client import Client
 
 from api.app import create_app
+from api.inbox import InboxForwarder
 from models.common import Channel
 from models.conversation import conversation_workflow_id
 from models.db import Database
@@ -153,11 +155,68 @@ async def test_a_message_that_cannot_be_stored_is_503_and_starts_nothing(
 ) -> None:
     tenant, _ = await harness.tenant()
 
-    async def broken_put(*_: object, **__: object) -> None:
+    def broken_write(*_: object, **__: object) -> None:
         raise OperationalError("INSERT INTO inbox", {}, Exception("disk I/O error"))
 
-    monkeypatch.setattr(inbox_repo, "put", broken_put)
+    monkeypatch.setattr(inbox_repo, "write", broken_write)
     resp = await harness.http.post(f"/webhooks/waha/{tenant}", content=payload("waha_message.json"))
     assert resp.status_code == 503
     assert resp.json()["error"] == "could not store the message; retry later"
     await harness.assert_not_started(conversation_workflow_id(tenant, "waha", LEAD))
+
+
+async def test_delivered_rows_are_deleted_in_the_next_webhooks_transaction(
+    db: Database,
+    database_url: str,
+    settings_factory: Callable[..., Settings],
+    temporal_client: Client,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One transaction per write, on SQLite (a thread hop) and PostgreSQL (run_sync): a
+    webhook's rows go in together with the DELETE of what was delivered meanwhile, so a steady
+    stream of webhooks costs one commit each; what is left is deleted on stop."""
+    tenant, _ = await make_tenant(db)
+    writes: list[tuple[list[str], list[int]]] = []
+    stored: list[int] = []
+    original = inbox_repo.write
+
+    def recording(connection: Any, rows: Any, delivered: Any) -> list[int]:
+        texts = [InboundMessage.model_validate_json(r["message"]).text for r in rows]
+        writes.append((texts, list(delivered)))
+        ids = original(connection, rows, delivered)
+        stored.extend(ids)
+        return ids
+
+    monkeypatch.setattr(inbox_repo, "write", recording)
+
+    async def client() -> Client:
+        return temporal_client
+
+    inbox = InboxForwarder(settings_factory(database_url), db, client)
+
+    def message(i: int) -> InboundMessage:
+        return InboundMessage(
+            tenant_id=tenant,
+            channel=Channel.WAHA,
+            contact=LEAD,
+            provider_message_id=f"m{i}",
+            text=f"message {i}",
+            sent_at=utcnow(),
+        )
+
+    in_time, [first] = await inbox.accept([message(0)])
+    assert in_time and first.signal == "inbound"
+    [row] = await inbox_rows(db)  # delivered; its DELETE waits for company (or half a second)
+    in_time, _ = await inbox.accept([message(1)])
+    assert in_time
+    await inbox.stop()
+    assert stored[0] == row.id
+    assert writes == [(["message 0"], []), (["message 1"], [row.id]), ([], [stored[1]])]
+    assert await inbox_rows(db) == []
+    texts = [args[0]["text"] for _, args in await _signals(temporal_client, first.workflow_id)]
+    assert texts == ["message 0", "message 1"]
+
+
+async def _signals(temporal: Client, workflow_id: str) -> list[tuple[str, list[Any]]]:
+    harness = Harness(app=None, http=None, db=None, temporal=temporal)  # type: ignore[arg-type]
+    return await harness.signals(workflow_id)
