@@ -9,7 +9,6 @@ from activities import turn_steps
 from models.conversation import RecordTurnInput, TurnContext, TurnContextInput
 from models.db import Database
 from models.playbook_service import PlaybookResolver
-from models.repo import conversations as conversation_repo
 from models.settings import Settings
 
 
@@ -30,5 +29,4 @@ class StoreActivities:
     async def record_turn(self, record: RecordTurnInput) -> bool:
         """Persist the turn (and, unless it hands off, resolve the open escalations: one
         transaction); returns whether the lead changed."""
-        async with self._db.session() as session:
-            return await conversation_repo.record_turn(session, record=record)
+        return await turn_steps.record_turn(self._db, record)

@@ -61,11 +61,7 @@ async def load_turn_context(
 
 
 async def record_turn(db: Database, record: RecordTurnInput) -> bool:
-    """Persist the turn; returns whether the lead changed (a CRM sync is worth requesting)."""
+    """Persist the turn in one transaction (and, unless it hands off, resolve the open
+    escalations); returns whether the lead changed (a CRM sync is worth requesting)."""
     async with db.session() as session:
-        changed = await conversation_repo.record_turn(session, record=record)
-        if record.stage.value != "human_handoff":
-            await conversation_repo.resolve_escalations(
-                session, conversation_id=record.conversation_id
-            )
-    return changed
+        return await conversation_repo.record_turn(session, record=record)
