@@ -54,6 +54,10 @@ class LlmActivities:
         human (one model call wasted on such turns, one workflow task and one activity saved
         on every other). A failed draft is not this activity's failure: the perception is
         returned and the workflow asks `generate_reply`, with its own retries and fallback."""
+        async with self._agent.one_ledger_write():
+            return await self._draft_turn(request)
+
+    async def _draft_turn(self, request: DraftTurnInput) -> TurnDraft:
         reading = await self._agent.read(request)  # once, for both steps
         analysis = await self._perceive(request, reading)
         perception = analysis.perception

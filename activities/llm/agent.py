@@ -22,7 +22,9 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -78,6 +80,8 @@ from models.usage import BreakerState, CallOutcome, LlmCallRecord, worker_identi
 Reading = tuple[tuple[TranscriptEntry, ...], tuple[KnowledgeHit, ...], dict[str, FieldValue]]
 
 log = logging.getLogger("leadflow.agent")
+# The rows of the model steps of one activity, when it writes its ledger once (one_ledger_write).
+_LEDGER_BATCH: ContextVar[list[LlmCallRecord] | None] = ContextVar("ledger_batch", default=None)
 
 R = TypeVar("R")
 
@@ -538,6 +542,27 @@ class Agent:
             return ApplicationError(summary, type="InvalidLlmOutput", non_retryable=True)
         return ApplicationError(summary, type="LlmRequestRejected", non_retryable=True)
 
+    @asynccontextmanager
+    async def one_ledger_write(self) -> AsyncIterator[None]:
+        """The ledger rows of the steps run inside this block, written in one transaction when
+        it ends (also when it fails): an activity that runs two steps writes its ledger once."""
+        rows: list[LlmCallRecord] = []
+        token = _LEDGER_BATCH.set(rows)
+        try:
+            yield
+        finally:
+            _LEDGER_BATCH.reset(token)
+            if rows:
+                await self._write_ledger(rows)
+
+    async def _write_ledger(self, rows: list[LlmCallRecord]) -> None:
+        try:
+            async with self.db.session() as session:
+                await usage_repo.record_calls(session, calls=rows)
+        except Exception as exc:
+            # The ledger must not cost the lead an answer; the log keeps what was lost.
+            log.error("could not record %d LLM call(s) in the ledger: %s", len(rows), exc)
+
     async def _ledger(
         self,
         scope: _Scope,
@@ -588,13 +613,11 @@ class Agent:
                     output=row_output,
                 )
             )
-        try:
-            async with self.db.session() as session:
-                for row in rows:
-                    await usage_repo.record_call(session, call=row)
-        except Exception as exc:
-            # The ledger must not cost the lead an answer; the log keeps what was lost.
-            log.error("could not record %d LLM call(s) in the ledger: %s", len(rows), exc)
+        batch = _LEDGER_BATCH.get()
+        if batch is not None:
+            batch.extend(rows)
+        else:
+            await self._write_ledger(rows)
         self.budget.add_spend(scope.tenant_id, total_cost)
         last_call = calls[-1] if calls else CallRecord(provider="-", model="-")
         return TokenUsage(

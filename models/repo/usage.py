@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import Date, case, cast, func
+from sqlalchemy import Date, case, cast, func, insert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.sql.elements import ColumnElement
@@ -47,6 +47,17 @@ async def record_call(session: AsyncSession, *, call: LlmCallRecord) -> LlmCall:
     session.add(row)
     await session.commit()
     return row
+
+
+async def record_calls(session: AsyncSession, *, calls: Sequence[LlmCallRecord]) -> None:
+    """Several ledger rows in one statement and one commit (a turn's perceive and write)."""
+    if not calls:
+        return
+    # Core executemany: one driver call for all rows (the unit of work issued one INSERT per
+    # row, to read back each id, which nobody needs here).
+    table = LlmCall.__table__  # type: ignore[attr-defined]
+    await session.execute(insert(table), [call.model_dump() for call in calls])
+    await session.commit()
 
 
 async def spent_on(session: AsyncSession, *, tenant_id: str, day: date) -> float:

@@ -66,18 +66,18 @@ async def test_a_conversation_is_traced_end_to_end(
         )
         for _ in range(300):
             names = {span.name for span in EXPORTER.get_finished_spans()}
-            if "RunActivity:send_message" in names:
+            if "RunActivity:send_and_record" in names:
                 break
             await asyncio.sleep(0.1)
         names = {span.name for span in EXPORTER.get_finished_spans()}
         assert "SignalWithStartWorkflow:ConversationWorkflow" in names
-        assert "RunActivity:draft_turn" in names
-        assert "RunActivity:send_message" in names
+        assert "RunActivity:prepare_turn" in names
+        assert "RunActivity:send_and_record" in names
         traces = {
             span.context.trace_id
             for span in EXPORTER.get_finished_spans()
             if span.name
-            in ("SignalWithStartWorkflow:ConversationWorkflow", "RunActivity:send_message")
+            in ("SignalWithStartWorkflow:ConversationWorkflow", "RunActivity:send_and_record")
         }
         assert len(traces) == 1, "the activity span belongs to the client call's trace"
     finally:

@@ -340,7 +340,7 @@ async def test_a_failed_draft_still_returns_what_was_perceived(
 
 
 async def test_draft_turn_fails_when_nothing_can_be_perceived(
-    world: Any, fake_openai: FakeOpenAI
+    world: Any, fake_openai: FakeOpenAI, sqlite_db: Database
 ) -> None:
     agent, tenant = await world(TenantLlmSettings(provider="openai"))
     fake_openai.error(401, "invalid_api_key", "bad key", code="invalid_api_key")
@@ -348,6 +348,9 @@ async def test_draft_turn_fails_when_nothing_can_be_perceived(
         await ActivityEnvironment().run(LlmActivities(agent).draft_turn, draft_input(tenant))
     assert err.value.type == "LlmRequestRejected"
     assert len(fake_openai.requests) == 1, "no reply is drafted for nothing perceived"
+    # The activity writes its ledger once, at its end: also when it fails.
+    rows = await ledger(sqlite_db, tenant)
+    assert [(row.step, row.outcome.value) for row in rows] == [("analysis", "error")]
 
 
 def prepare_input(tenant: str, lead_id: str, text: str) -> PrepareTurnInput:
