@@ -19,6 +19,7 @@ from models.db import Database, migrate
 from models.repo import tenants as tenant_repo
 from models.settings import Settings
 from models.tenant import TenantSettings
+from workers.devserver import SINGLE_PARTITION
 
 TEST_SECRET = "test-secret-key"
 
@@ -45,6 +46,7 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
         dev_server_extra_args=[
             "--dynamic-config-value",
             "frontend.enableUpdateWorkflowExecution=true",
+            *SINGLE_PARTITION,  # as `leadflow up` runs it
         ],
     )
     try:
