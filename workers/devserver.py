@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -48,6 +49,16 @@ SINGLE_PARTITION = (
 )  # fmt: skip
 
 
+def dev_server_environment(cpus: int | None = None) -> dict[str, str]:
+    """The dev server's environment: Go may use half the cores (GOMAXPROCS), unless the
+    environment says otherwise. It shares the machine with the API and a worker per core, and
+    with fewer processors Go's scheduler spins less looking for work: measured at 2 msg/s on
+    2 cores, its CPU per message fell from ~77 to ~64 ms with no loss of latency."""
+    env = dict(os.environ)
+    env.setdefault("GOMAXPROCS", str(max(1, (cpus or os.cpu_count() or 2) // 2)))
+    return env
+
+
 def start_dev_server(
     *,
     data_dir: Path,
@@ -92,6 +103,7 @@ def start_dev_server(
         stderr=subprocess.STDOUT,
         start_new_session=True,
         preexec_fn=lowered_priority(niceness),
+        env=dev_server_environment(),
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

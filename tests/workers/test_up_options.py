@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from models.settings import Settings
 from workers.cli import _default_workers, _worker_specs, app
+from workers.devserver import dev_server_environment
 
 
 @pytest.mark.parametrize(
@@ -83,3 +84,14 @@ def test_workers_get_the_background_niceness_of_the_settings(
     assert "--background-niceness" in help_text and "LEADFLOW_BACKGROUND_NICENESS" in help_text
     refused = CliRunner().invoke(app, ["up", "--background-niceness", "20"])
     assert refused.exit_code == 2
+
+
+def test_the_dev_server_gets_half_the_cores_unless_gomaxprocs_is_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("GOMAXPROCS", raising=False)
+    assert dev_server_environment(cpus=2)["GOMAXPROCS"] == "1"
+    assert dev_server_environment(cpus=8)["GOMAXPROCS"] == "4"
+    assert dev_server_environment(cpus=1)["GOMAXPROCS"] == "1"
+    monkeypatch.setenv("GOMAXPROCS", "3")
+    assert dev_server_environment(cpus=8)["GOMAXPROCS"] == "3"
