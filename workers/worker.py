@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import Sequence
 from datetime import timedelta
@@ -130,6 +131,10 @@ class WorkerProcess:
             for worker in self.workers:
                 await stack.enter_async_context(worker)
             log.info("workers running on %s", ", ".join(w.task_queue for w in self.workers))
+            # Everything imported and built so far lives as long as the process: keep it out of
+            # the cyclic collector's scans. Full collections then look at what the turns create
+            # only: less CPU per turn and no pauses of a few hundred milliseconds (issue 8).
+            gc.freeze()
             await self._stop.wait()
         await self.close()
 
