@@ -21,8 +21,7 @@ from sqlalchemy import Engine, create_engine, event, make_url
 from temporalio.client import Client
 
 from api.conversations_gateway import deliver_inbound
-from models.db import Database, sync_url
-from models.db import _sqlite_pragmas as sqlite_pragmas
+from models.db import Database, sqlite_pragmas, sync_url
 from models.inbox_tables import InboxMessage
 from models.messages import InboundMessage
 from models.repo import inbox as inbox_repo

@@ -33,7 +33,8 @@ def sync_url(url: str) -> str:
     return u.render_as_string(hide_password=False)
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """Every SQLite connection's settings (a "connect" listener of each engine on the file)."""
     # WAL + busy timeout: the API and the workers write the same file from different processes.
     # synchronous=NORMAL: in WAL mode a commit no longer waits for an fsync (an application
     # crash loses nothing; a power cut may lose the last commits, never corrupt the file). The
@@ -59,7 +60,7 @@ def migrate(url: str) -> None:
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     engine = create_engine(sync_url(url))
     if engine.dialect.name == "sqlite":
-        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect", sqlite_pragmas)
     try:
         with engine.begin() as connection:
             cfg.attributes["connection"] = connection
@@ -79,7 +80,7 @@ class Database:
             kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=True)
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         if self.engine.dialect.name == "sqlite":
-            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine.sync_engine, "connect", sqlite_pragmas)
         self.sessions = async_sessionmaker(self.engine, class_=AsyncSession, expire_on_commit=False)
 
     @property
