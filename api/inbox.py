@@ -77,6 +77,7 @@ class InboxForwarder:
         self._tasks: set[asyncio.Task[object]] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
+        self._latency: float | None = None  # of this process's deliveries, smoothed (seconds)
         # Group commit: the webhooks that arrive while one transaction is written share the
         # next one (SQLite takes one writer at a time; a burst must not queue on its lock).
         self._puts: list[tuple[list[InboundMessage], asyncio.Future[list[Pending]]]] = []
@@ -100,10 +101,16 @@ class InboxForwarder:
         Returns (delivered in time, what was delivered or queued). Raises what Temporal raised
         when it refused within the budget (the rows stay for the sweeper)."""
         rows = await self._store(messages)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         task: asyncio.Task[list[Delivered]] = asyncio.create_task(self.deliver(rows))
         self._tasks.add(task)
         task.add_done_callback(self._finished)
-        done, _ = await asyncio.wait({task}, timeout=self.settings.webhook_ack_budget_seconds)
+        task.add_done_callback(lambda done: self._timed(done, loop.time() - started))
+        budget = self.settings.webhook_ack_budget_seconds
+        # While Temporal answers slower than the budget (a burst, a restart), waiting for it
+        # only adds the budget to every answer: the message is stored, answer at once.
+        done, _ = await asyncio.wait({task}, timeout=0 if self._behind(budget) else budget)
         if task in done:
             return True, task.result()
         return False, [
@@ -183,6 +190,16 @@ class InboxForwarder:
             return await asyncio.to_thread(write)
         async with self.db.engine.begin() as connection:
             return await connection.run_sync(inbox_repo.write, rows, delivered)
+
+    def _timed(self, task: asyncio.Task[list[Delivered]], seconds: float) -> None:
+        if not task.cancelled() and task.exception() is None:
+            self._latency = (
+                seconds if self._latency is None else 0.8 * self._latency + 0.2 * seconds
+            )
+
+    def _behind(self, budget: float) -> bool:
+        """Temporal took longer than the budget, smoothed over the last deliveries."""
+        return self._latency is not None and self._latency > budget
 
     def _finished(self, task: asyncio.Task[object]) -> None:
         self._tasks.discard(task)

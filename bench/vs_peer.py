@@ -79,7 +79,8 @@ class Case:
 
 CASES = {
     "small": [
-        Case("2/s LLM 0", 2, 10, 0, "e2e p50 at low load"),
+        # 20 s: CPU per message at a steady 2/s (10 messages measured mostly one-off costs).
+        Case("2/s LLM 0", 2, 40, 0, "e2e p50 at low load"),
         Case("50/s 6s LLM 0", 50, 300, 0, "throughput, e2e p50/p99"),
         Case("50/s 6s LLM 300", 50, 300, 300, "throughput, e2e p50/p99"),
         Case("ack 100/s 20s", 100, 2000, 0, "acknowledgement alone, no worker", workers=False),
@@ -482,7 +483,7 @@ class Bench:
         for name in self.worker_names():
             self.procs.start(name, argv, env=env, cwd=ROOT, niceness=self.background_niceness)
         self.leadflow_worker = (variant, llm_ms)
-        await self.warm_up("leadflow", 8)
+        await self.warm_up("leadflow", 16)  # enough for every worker process to see turns
 
     # -- load --
     def system(self, name: str) -> tuple[str, list[str]]:
@@ -631,7 +632,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     cases = [
         Case(c.name, c.rate, max(2, round(c.n * args.scale)), c.llm_ms, c.what, c.workers)
         for c in CASES[args.cases]
+        if not args.only or any(part in c.name for part in args.only.split(","))
     ]
+    if not cases:
+        raise SystemExit(f"--only {args.only!r} matches none of the {args.cases} cases")
     results: list[dict[str, Any]] = []
     print(f"workdir {workdir}", flush=True)
     try:
@@ -771,6 +775,9 @@ def main() -> None:
         epilog=__doc__,
     )
     parser.add_argument("--cases", choices=sorted(CASES), default="small")
+    parser.add_argument(
+        "--only", default="", help="comma-separated parts of case names to run, e.g. 'ack,2/s'"
+    )
     parser.add_argument("--no-peer", action="store_true", help="run leadflow only")
     parser.add_argument("--json", dest="json_out", default=None, help="write the figures here")
     parser.add_argument("--workdir", default=None, help="default: a temporary directory")

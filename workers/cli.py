@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import importlib
 import json
 import logging
@@ -318,6 +319,7 @@ async def _up(
         supervisor.start()
         # Importing the API costs seconds of CPU: done while the workers import theirs.
         api_app = await asyncio.to_thread(_api_app, settings)
+        gc.freeze()  # as in `leadflow api`
         server = _QuietServer(
             uvicorn.Config(
                 api_app,
@@ -462,8 +464,13 @@ def api(
 
     settings = _settings(api_host=host, api_port=port)
     migrate(settings.resolved_database_url)
+    app_ = create_app(settings)
+    # What is loaded now lives as long as the process: out of the cyclic collector's scans, so
+    # its full collections (pauses of tens of milliseconds in an acknowledgement) look at what
+    # requests create only.
+    gc.freeze()
     uvicorn.run(
-        create_app(settings),
+        app_,
         host=settings.api_host,
         port=settings.api_port,
         timeout_keep_alive=API_KEEP_ALIVE_SECONDS,

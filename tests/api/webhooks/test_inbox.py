@@ -16,6 +16,7 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import select
 from temporalio.client import Client
 
+from api import inbox as api_inbox
 from api.app import create_app
 from api.inbox import InboxForwarder
 from models.common import Channel
@@ -26,7 +27,7 @@ from models.messages import InboundMessage
 from models.repo import inbox as inbox_repo
 from models.settings import Settings
 from models.tables import utcnow
-from tests.api.webhooks.conftest import Harness, payload
+from tests.api.webhooks.conftest import Harness, payload, payload_json
 from tests.conftest import make_tenant
 
 LEAD = "11111111111@c.us"
@@ -220,3 +221,45 @@ async def test_delivered_rows_are_deleted_in_the_next_webhooks_transaction(
 async def _signals(temporal: Client, workflow_id: str) -> list[tuple[str, list[Any]]]:
     harness = Harness(app=None, http=None, db=None, temporal=temporal)  # type: ignore[arg-type]
     return await harness.signals(workflow_id)
+
+
+async def test_while_temporal_is_slower_than_the_budget_answers_do_not_wait_for_it(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A burst: once deliveries take longer than the budget, every webhook would wait the whole
+    budget for nothing (the message is stored). It is answered at once until Temporal is quick
+    again, and then waited for again."""
+    tenant, _ = await harness.tenant()
+    state = harness.app.state.leadflow
+    state.settings = state.settings.model_copy(update={"webhook_ack_budget_seconds": 0.5})
+    state.inbox.settings = state.settings
+    real = api_inbox.deliver_inbound
+    calls = 0
+
+    async def first_one_slow(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await asyncio.sleep(2.0)  # four times the budget
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(api_inbox, "deliver_inbound", first_one_slow)
+
+    async def post(n: int) -> str:
+        body = payload_json("waha_message.json")
+        body["payload"]["id"] = f"true_{LEAD}_SLOW{n:04d}"
+        resp = await harness.http.post(f"/webhooks/waha/{tenant}", json=body)
+        assert resp.status_code == 202, resp.text
+        status: str = resp.json()["status"]
+        return status
+
+    assert await post(0) == "queued"  # waited the budget, Temporal was slower
+    await eventually(lambda: _empty(harness.db), "the slow delivery done")
+    # Temporal is quick again, but the last deliveries were slow: no waiting for a while...
+    assert await post(1) == "queued"
+    await eventually(lambda: _empty(harness.db), "the second delivery done")
+    # ...until the quick deliveries bring the smoothed time under the budget.
+    statuses = [await post(n) for n in range(2, 14)]
+    assert statuses[-1] == "accepted", statuses
+    wid = conversation_workflow_id(tenant, "waha", LEAD)
+    assert len(await harness.signals(wid)) == 14, "every message delivered once"
