@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import sys
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -27,6 +27,7 @@ from models.repo import outbox as outbox_repo
 from models.repo.playbooks import builtin_playbook
 from models.settings import Settings
 from models.task_queues import CONVERSATIONS, CRM
+from models.tenant import TenantSettings
 from tests.conftest import TEST_SECRET, make_tenant
 from workers.worker import WorkerProcess
 
@@ -54,7 +55,9 @@ async def timer_stack(
     migrate(url)
     db = Database(url)
     settings = Settings(database_url=url, data_dir=tmp_path, secret_key=TEST_SECRET)  # type: ignore[arg-type]
-    tenant_id, _ = await make_tenant(db)
+    # The car dealership's cadence and quiet hours, which the tests below check against (a
+    # tenant without a playbook gets the neutral one, without quiet hours).
+    tenant_id, _ = await make_tenant(db, settings=TenantSettings(playbook="car_dealership"))
     # The CRM queue too: a lead change starts its CrmSyncWorkflow, and a workflow task nobody
     # polls would stop the test server from skipping time.
     worker = WorkerProcess(settings, queues=[CONVERSATIONS, CRM], client=skipping_env.client)
@@ -90,6 +93,15 @@ def _message(tenant_id: str, text: str, n: int, at: datetime) -> InboundMessage:
         text=text,
         sent_at=at,
     )
+
+
+def _until_local(now: datetime, *, hour: int) -> timedelta:
+    """From `now` to the next `hour`:00 in Amsterdam."""
+    local = now.astimezone(AMSTERDAM)
+    target = local.replace(hour=hour, minute=0, second=0, microsecond=0)
+    if target <= local:
+        target += timedelta(days=1)
+    return target - local
 
 
 async def _until(
@@ -128,6 +140,9 @@ async def test_follow_ups_follow_the_cadence_outside_quiet_hours_and_stop_on_rep
     skipping_env: WorkflowEnvironment, timer_stack: tuple[Database, str]
 ) -> None:
     db, tenant_id = timer_stack
+    # Start at 18:00 in Amsterdam whatever the wall clock says: the first follow-up (4 h later)
+    # then falls in the quiet hours (21:00-08:00) and must move to the morning.
+    await skipping_env.sleep(_until_local(await skipping_env.get_current_time(), hour=18))
     now = await skipping_env.get_current_time()
     workflow_id = await _start(
         skipping_env.client,
@@ -150,8 +165,9 @@ async def test_follow_ups_follow_the_cadence_outside_quiet_hours_and_stop_on_rep
     )
     assert sent_at >= replied_at + PLAYBOOK.follow_up.cadence[0]
     local = sent_at.astimezone(AMSTERDAM).time()
-    # Sampled every 10 minutes, so allow one step after the quiet hours end.
-    assert not (local.hour >= 21 or local.hour < 8), f"follow-up sent at {local} local time"
+    # Due at 22:00, inside the quiet hours: sent when they end, at 08:00 (sampled every 10
+    # minutes, so seen within one step of it).
+    assert time(8, 0) <= local <= time(8, 10), f"follow-up sent at {local} local time"
 
     handle = skipping_env.client.get_workflow_handle(workflow_id)
     state = await handle.query("state")
