@@ -15,6 +15,8 @@ from models.tables import utcnow
 
 class InboxMessage(SQLModel, table=True):
     __tablename__ = "inbox"
+    # Ids are never reused (migration 0007): a delivered row is deleted by id a moment later.
+    __table_args__ = {"sqlite_autoincrement": True}
     id: int | None = Field(default=None, primary_key=True)
     workflow_id: str = Field(index=True, max_length=400)
     message: str = Field(sa_column=Column(Text, nullable=False), description="InboundMessage JSON")
