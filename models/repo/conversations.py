@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case
+from sqlalchemy import Table, case
 from sqlalchemy import select as sa_select
 from sqlalchemy import update as sa_update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -178,18 +178,13 @@ async def _write_turn_rows(conn: AsyncConnection, record: RecordTurnInput, now: 
             },
         )
     if messages:
-        table = _MESSAGES
         # One multi-row VALUES: the rows get their ids in transcript order.
-        await conn.execute(
-            upsert_insert(conn, table)
-            .values(list(messages.values()))
-            .on_conflict_do_nothing(index_elements=[table.c.conversation_id, table.c.dedupe_key])
-        )
+        await _insert_once(conn, _MESSAGES, list(messages.values()))
     if record.score is not None:
-        table = _LEAD_SCORES
-        await conn.execute(
-            upsert_insert(conn, table)
-            .values(
+        await _insert_once(
+            conn,
+            _LEAD_SCORES,
+            dict(
                 tenant_id=record.tenant_id,
                 lead_id=record.lead_id,
                 conversation_id=record.conversation_id,
@@ -198,14 +193,13 @@ async def _write_turn_rows(conn: AsyncConnection, record: RecordTurnInput, now: 
                 quality=record.score.quality.value,
                 components=[c.model_dump() for c in record.score.components],
                 at=now,
-            )
-            .on_conflict_do_nothing(index_elements=[table.c.conversation_id, table.c.dedupe_key])
+            ),
         )
     if record.escalation is not None:
-        table = _ESCALATIONS
-        await conn.execute(
-            upsert_insert(conn, table)
-            .values(
+        await _insert_once(
+            conn,
+            _ESCALATIONS,
+            dict(
                 tenant_id=record.tenant_id,
                 conversation_id=record.conversation_id,
                 dedupe_key=record.turn_key,
@@ -214,9 +208,19 @@ async def _write_turn_rows(conn: AsyncConnection, record: RecordTurnInput, now: 
                 notified=list(record.escalation.notified),
                 created_at=now,
                 resolved_at=None,
-            )
-            .on_conflict_do_nothing(index_elements=[table.c.conversation_id, table.c.dedupe_key])
+            ),
         )
+
+
+async def _insert_once(
+    conn: AsyncConnection, table: Table, rows: dict[str, Any] | list[dict[str, Any]]
+) -> None:
+    """Insert, or nothing where the (conversation, dedupe key) is already there."""
+    await conn.execute(
+        upsert_insert(conn, table)
+        .values(rows)
+        .on_conflict_do_nothing(index_elements=[table.c.conversation_id, table.c.dedupe_key])
+    )
 
 
 async def _resolve_open_escalations(
@@ -258,15 +262,6 @@ async def record_turn(session: AsyncSession, *, record: RecordTurnInput) -> bool
         await session.commit()
         return changed
     raise LeadWriteConflict(f"lead {record.lead_id!r} changed under every attempt to record a turn")
-
-
-async def resolve_escalations(session: AsyncSession, *, conversation_id: str) -> None:
-    """Resolve the conversation's open escalations (`record_turn` does it for a turn that does
-    not hand off to a human)."""
-    await _resolve_open_escalations(
-        await session.connection(), conversation_id=conversation_id, now=utcnow()
-    )
-    await session.commit()
 
 
 async def list_conversations(

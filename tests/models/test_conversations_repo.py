@@ -128,11 +128,6 @@ async def test_record_turn_writes_everything_once(db: Database) -> None:
         lead = await session.get(Lead, turn.lead_id)
         assert lead is not None and lead.version == version
 
-    async with db.session() as session:
-        await repo.resolve_escalations(session, conversation_id=turn.conversation_id)
-        (esc,) = await repo.escalations(session, conversation_id=turn.conversation_id)
-        assert esc.resolved_at is not None
-
 
 async def test_changed_score_bumps_the_lead_version(db: Database) -> None:
     tid, _ = await make_tenant(db)
