@@ -15,9 +15,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from models.conversation import conversation_workflow_id
 from models.inbox_tables import InboxMessage
 from models.messages import InboundMessage
+from models.repo.sql import table_of
 from models.tables import utcnow
 
-_TABLE = InboxMessage.__table__  # type: ignore[attr-defined]
+_TABLE = table_of(InboxMessage)
 _INSERT = insert(_TABLE).returning(_TABLE.c.id, sort_by_parameter_order=True)
 
 

@@ -19,6 +19,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models.llm_tables import LlmCall, LlmProviderHealth
+from models.repo.sql import table_of
 from models.tables import utcnow
 from models.usage import (
     SUCCESSFUL_OUTCOMES,
@@ -55,8 +56,7 @@ async def record_calls(session: AsyncSession, *, calls: Sequence[LlmCallRecord])
         return
     # Core executemany: one driver call for all rows (the unit of work issued one INSERT per
     # row, to read back each id, which nobody needs here).
-    table = LlmCall.__table__  # type: ignore[attr-defined]
-    await session.execute(insert(table), [call.model_dump() for call in calls])
+    await session.execute(insert(table_of(LlmCall)), [call.model_dump() for call in calls])
     await session.commit()
 
 
