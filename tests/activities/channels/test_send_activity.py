@@ -375,34 +375,41 @@ async def test_notify_reports_what_it_could_not_do(
 # -- send_and_record (conversation version ≥ 2) ----------------------------------------------------
 
 
+CONTACT = "31612345678@c.us"
+AT = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+
+
+def reply_and_turn(tid: str, *entries: TranscriptEntry, **record: object) -> SendAndRecordInput:
+    """A version-2 turn's send: the reply to CONTACT on WAHA, and the turn to record with it."""
+    conversation_id = f"conv:{tid}:waha:{CONTACT}"
+    return SendAndRecordInput(
+        message=reply(tid, Channel.WAHA, CONTACT, f"{conversation_id}:turn:1"),
+        record=RecordTurnInput.model_validate(
+            {
+                "conversation_id": conversation_id,
+                "tenant_id": tid,
+                "channel": Channel.WAHA,
+                "contact": CONTACT,
+                "turn_key": "turn:1",
+                "entries": entries,
+                "stage": Stage.QUALIFYING,
+                "lead_id": lead_id_for(tid, Channel.WAHA, CONTACT),
+                **record,
+            }
+        ),
+        knowledge_ids=("doc-1",),
+        at=AT,
+    )
+
+
 async def test_send_and_record_sends_once_and_records_the_turn_once_when_retried(
     db: Database, channels: ChannelActivities, fake_waha: FakeWaha
 ) -> None:
     tid, _ = await make_tenant(db, settings=TenantSettings(waha=fake_waha.settings()))
-    contact = "31612345678@c.us"
-    conversation_id = f"conv:{tid}:waha:{contact}"
-    at = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
-    request = SendAndRecordInput(
-        message=reply(tid, Channel.WAHA, contact, f"{conversation_id}:turn:1"),
-        record=RecordTurnInput(
-            conversation_id=conversation_id,
-            tenant_id=tid,
-            channel=Channel.WAHA,
-            contact=contact,
-            turn_key="turn:1",
-            entries=(
-                TranscriptEntry(
-                    role=Role.LEAD, text="Is the Golf available?", at=at, provider_message_id="in-1"
-                ),
-            ),
-            stage=Stage.QUALIFYING,
-            lead_id=lead_id_for(tid, Channel.WAHA, contact),
-            fields={"model": "Golf"},
-            turns=1,
-        ),
-        knowledge_ids=("doc-1",),
-        at=at,
+    lead = TranscriptEntry(
+        role=Role.LEAD, text="Is the Golf available?", at=AT, provider_message_id="in-1"
     )
+    request = reply_and_turn(tid, lead, fields={"model": "Golf"}, turns=1)
     env = ActivityEnvironment()
     first: SendAndRecordResult = await env.run(channels.send_and_record, request)
     # A retry (the worker died after the send): the send is a duplicate, the record a no-op.
@@ -412,7 +419,9 @@ async def test_send_and_record_sends_once_and_records_the_turn_once_when_retried
     assert first.sent.duplicate is False and first.lead_changed is True
     assert again.sent.duplicate is True and again.lead_changed is False
     async with db.session() as session:
-        messages = await conversation_repo.transcript(session, conversation_id=conversation_id)
+        messages = await conversation_repo.transcript(
+            session, conversation_id=request.record.conversation_id
+        )
     assert [(m.role, m.text) for m in messages] == [
         ("lead", "Is the Golf available?"),
         ("ai", "Saturday at 10:00 works for the test drive."),
@@ -427,23 +436,12 @@ async def test_send_and_record_records_nothing_when_the_channel_refuses(
     tid, _ = await make_tenant(
         db, settings=TenantSettings(waha=fake_waha.settings(api_key="revoked-key"))
     )
-    contact = "31612345678@c.us"
-    conversation_id = f"conv:{tid}:waha:{contact}"
-    request = SendAndRecordInput(
-        message=reply(tid, Channel.WAHA, contact, f"{conversation_id}:turn:1"),
-        record=RecordTurnInput(
-            conversation_id=conversation_id,
-            tenant_id=tid,
-            channel=Channel.WAHA,
-            contact=contact,
-            turn_key="turn:1",
-            stage=Stage.QUALIFYING,
-            lead_id=lead_id_for(tid, Channel.WAHA, contact),
-        ),
-        at=datetime(2026, 11, 28, 12, 0, tzinfo=UTC),
-    )
+    request = reply_and_turn(tid)
     with pytest.raises(ApplicationError) as refused:
         await ActivityEnvironment().run(channels.send_and_record, request)
     assert refused.value.non_retryable
     async with db.session() as session:
-        assert await conversation_repo.transcript(session, conversation_id=conversation_id) == []
+        transcript = await conversation_repo.transcript(
+            session, conversation_id=request.record.conversation_id
+        )
+    assert transcript == []
