@@ -244,6 +244,11 @@ class SendAndRecordInput(Frozen):
 class SendAndRecordResult(Frozen):
     sent: SendResult
     lead_changed: bool
+    recorded: bool = Field(
+        default=True,
+        description="False when the record failed after the send: the workflow records the "
+        "turn itself.",
+    )
 
 
 class NotifySpecialistInput(Frozen):

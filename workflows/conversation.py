@@ -735,18 +735,18 @@ class ConversationWorkflow:
             )
         finally:
             self._sending.remove(text)
-        self._append(
-            [
-                TranscriptEntry(
-                    role=Role.AI,
-                    text=text,
-                    at=at,
-                    provider_message_id=done.sent.provider_message_id,
-                    knowledge_ids=knowledge_ids,
-                )
-            ]
+        entry = TranscriptEntry(
+            role=Role.AI,
+            text=text,
+            at=at,
+            provider_message_id=done.sent.provider_message_id,
+            knowledge_ids=knowledge_ids,
         )
-        if done.lead_changed and self._crm_connected:
+        self._append([entry])
+        if not done.recorded:
+            # Sent, but the database failed: record with the record step's unbounded retries.
+            await self._record((*inbound_entries, entry), turn_key=turn_key)
+        elif done.lead_changed and self._crm_connected:
             await self._request_crm_sync(turn_key)
 
     async def _record(

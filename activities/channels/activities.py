@@ -8,6 +8,7 @@ with providers that take no idempotency key of their own."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import httpx
@@ -147,9 +148,12 @@ class ChannelActivities:
     async def send_and_record(self, request: SendAndRecordInput) -> SendAndRecordResult:
         """Send a reply (as `send_message`), then record the turn with the reply's entry.
 
-        A retry after the send went out finds the outbox row sent and only records, so the lead
-        gets the reply once and the turn is recorded once (the record is idempotent per turn
-        key). One activity where runs before version 2 took this one and a local activity."""
+        A retry after the send went out finds the outbox row sent, so the lead gets the reply
+        once. One activity where runs before version 2 took this one and a local activity.
+
+        A record that fails after the send does not fail the activity: its retries (bounded,
+        for the channel) are the send's, and the send is done. The result says so, and the
+        workflow records the turn on its own, with the record step's unbounded retries."""
         sent = await self.send_message(request.message)
         entry = TranscriptEntry(
             role=Role.AI,
@@ -159,9 +163,18 @@ class ChannelActivities:
             knowledge_ids=request.knowledge_ids,
         )
         record = request.record.model_copy(update={"entries": (*request.record.entries, entry)})
-        return SendAndRecordResult(
-            sent=sent, lead_changed=await turn_steps.record_turn(self.db, record)
-        )
+        try:
+            changed = await turn_steps.record_turn(self.db, record)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            activity.logger.warning(
+                "recording %s failed after the send; the workflow records it: %s",
+                record.turn_key,
+                exc,
+            )
+            return SendAndRecordResult(sent=sent, lead_changed=False, recorded=False)
+        return SendAndRecordResult(sent=sent, lead_changed=changed)
 
     @activity.defn
     async def notify_specialist(self, request: NotifySpecialistInput) -> NotifyResult:

@@ -86,6 +86,7 @@ class Stubs:
     recorded: list[RecordTurnInput] = field(default_factory=list)
     notified: list[NotifySpecialistInput] = field(default_factory=list)
     send_refused: bool = False  # the channel refuses every send for good
+    record_fails_after_send: bool = False  # send_and_record sends but cannot record
     do_not_contact: bool = False
     contexts: list[TurnContextInput] = field(default_factory=list)  # as local activities
     prepared: list[TurnContextInput] = field(default_factory=list)  # inside prepare_turn
@@ -128,6 +129,8 @@ class Stubs:
                 at=request.at,
                 provider_message_id=sent.provider_message_id,
             )
+            if self.record_fails_after_send:
+                return SendAndRecordResult(sent=sent, lead_changed=False, recorded=False)
             record = request.record.model_copy(update={"entries": (*request.record.entries, entry)})
             return SendAndRecordResult(sent=sent, lead_changed=await record_turn(record))
 
@@ -326,6 +329,21 @@ async def test_a_plain_turn_is_two_activities_and_records_with_its_send(run: obj
     assert record.stage == Stage.QUALIFYING and record.fields == {"make": "Audi"}
     state = await conv.state()
     assert [e.text for e in state.transcript][-1] == "AI reply"
+
+
+async def test_a_turn_sent_but_not_recorded_is_recorded_by_the_workflow(run: object) -> None:
+    stubs = Stubs(record_fails_after_send=True)
+    conv: Run = await run(stubs)  # type: ignore[operator]
+    await conv.say("Do you have an Audi A4?")
+    await conv.until(lambda: bool(stubs.recorded), limit=timedelta(minutes=1), what="record")
+    assert [m.text for m in stubs.sent] == ["AI reply"], "sent once, not again"
+    assert [(e.role, e.text) for e in stubs.recorded[0].entries] == [
+        (Role.LEAD, "Do you have an Audi A4?"),
+        (Role.AI, "AI reply"),
+    ]
+    assert stubs.recorded[0].entries[1].provider_message_id == "out-1"
+    state = await conv.state()
+    assert state.stage == Stage.QUALIFYING and state.handoff is None
 
 
 async def test_a_refused_send_hands_over_without_a_holding_text(run: object) -> None:

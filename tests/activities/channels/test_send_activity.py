@@ -12,6 +12,7 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
+from activities import turn_steps
 from activities.channels.activities import ChannelActivities, builtin_channel_adapters
 from activities.channels.base import CHANNEL_REJECTED
 from models.common import Channel, Role, Stage
@@ -445,3 +446,24 @@ async def test_send_and_record_records_nothing_when_the_channel_refuses(
             session, conversation_id=request.record.conversation_id
         )
     assert transcript == []
+
+
+async def test_a_record_that_fails_after_the_send_leaves_the_record_to_the_workflow(
+    db: Database,
+    channels: ChannelActivities,
+    fake_waha: FakeWaha,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The send's bounded retries must not be spent on the database: the reply went out once,
+    and the result tells the workflow to record the turn itself."""
+    tid, _ = await make_tenant(db, settings=TenantSettings(waha=fake_waha.settings()))
+
+    async def database_down(*_args: object) -> bool:
+        raise OSError("database is down")
+
+    monkeypatch.setattr(turn_steps, "record_turn", database_down)
+    done: SendAndRecordResult = await ActivityEnvironment().run(
+        channels.send_and_record, reply_and_turn(tid)
+    )
+    assert done.recorded is False and done.sent.duplicate is False
+    assert len(fake_waha.sent) == 1
