@@ -23,6 +23,7 @@ with workflow.unsafe.imports_passed_through():
     from models import search_attributes as sa
     from models.agent import (
         AnalyseInput,
+        AnalysisResult,
         DraftTurnInput,
         GeneratedReply,
         GenerateReplyInput,
@@ -389,37 +390,10 @@ class ConversationWorkflow:
         policy = self._policy()
         texts = tuple(m.text for m in batch)
         knowledge_ids = tuple(hit.document_id for hit in context.knowledge)
-        draft: GeneratedReply | None = None
-        asked = AnalyseInput(
-            tenant_id=self._s.tenant_id,
-            playbook=self._ref,
-            conversation_id=self._id,
-            new_messages=texts,
-            knowledge_ids=knowledge_ids,
-            turn=self._s.turns,
-        )
-        if prepared is not None:
+        if prepared is not None:  # version ≥ 2: perceived and drafted with the context
             result, draft = prepared.analysis, prepared.reply
-        elif self._s.version >= 1:
-            # Perceive and draft in one activity; the decision below still is the workflow's.
-            turn_draft = await workflow.execute_activity_method(
-                LlmActivities.draft_turn,
-                DraftTurnInput(
-                    **asked.model_dump(), stage=self._s.stage, contact_name=self._s.contact_name
-                ),
-                start_to_close_timeout=policies.DRAFT_TIMEOUT,
-                retry_policy=policies.LLM_RETRY,
-                summary=f"perceive {len(batch)} message(s) of turn {self._s.turns}, draft a reply",
-            )
-            result, draft = turn_draft.analysis, turn_draft.reply
         else:
-            result = await workflow.execute_activity_method(
-                LlmActivities.analyse_messages,
-                asked,
-                start_to_close_timeout=policies.LLM_TIMEOUT,
-                retry_policy=policies.LLM_RETRY,
-                summary=f"analyse {len(batch)} message(s) of turn {self._s.turns}",
-            )
+            result, draft = await self._perceive_and_draft(batch, knowledge_ids)
         perception = result.perception
         self._s.language = perception.language
         decides_here = self._patched(PATCH_AGENT_BOUNDARY)
@@ -485,6 +459,39 @@ class ConversationWorkflow:
             await self._record((*inbound_entries, entry), turn_key=turn_key)
         self._s.last_reply_at = workflow.now()
         self._s.follow_ups_sent = 0
+
+    async def _perceive_and_draft(
+        self, batch: list[InboundMessage], knowledge_ids: tuple[str, ...]
+    ) -> tuple[AnalysisResult, GeneratedReply | None]:
+        """Runs at versions 0 and 1 (version 2 perceives inside `prepare_turn`)."""
+        asked = AnalyseInput(
+            tenant_id=self._s.tenant_id,
+            playbook=self._ref,
+            conversation_id=self._id,
+            new_messages=tuple(m.text for m in batch),
+            knowledge_ids=knowledge_ids,
+            turn=self._s.turns,
+        )
+        if self._s.version >= 1:
+            # Perceive and draft in one activity; the decision still is the workflow's.
+            turn_draft = await workflow.execute_activity_method(
+                LlmActivities.draft_turn,
+                DraftTurnInput(
+                    **asked.model_dump(), stage=self._s.stage, contact_name=self._s.contact_name
+                ),
+                start_to_close_timeout=policies.DRAFT_TIMEOUT,
+                retry_policy=policies.LLM_RETRY,
+                summary=f"perceive {len(batch)} message(s) of turn {self._s.turns}, draft a reply",
+            )
+            return turn_draft.analysis, turn_draft.reply
+        result = await workflow.execute_activity_method(
+            LlmActivities.analyse_messages,
+            asked,
+            start_to_close_timeout=policies.LLM_TIMEOUT,
+            retry_policy=policies.LLM_RETRY,
+            summary=f"analyse {len(batch)} message(s) of turn {self._s.turns}",
+        )
+        return result, None
 
     def _legacy_decision(
         self, policy: ConversationPolicy, legacy: LegacyEscalation | None
