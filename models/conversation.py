@@ -154,6 +154,29 @@ class TurnContextInput(Frozen):
     policy_hash: str | None = Field(
         default=None, description="The policy the workflow holds: not sent back if unchanged."
     )
+    resume: bool = Field(
+        default=False,
+        description="The first turn of a fresh run (not continued-as-new): send back what the "
+        "database knows of the lead's earlier runs (`TurnContext.resume`).",
+    )
+
+
+class ResumeState(Frozen):
+    """What the database holds of a lead whose conversation starts a new run (after a close, a
+    failed run, a lost workflow): the run continues from it instead of starting from zero."""
+
+    stage: Stage = Field(description="The stage the last run left the conversation in.")
+    score: LeadScore | None = None
+    fields: dict[str, FieldValue] = Field(default_factory=dict)
+    transcript: tuple[TranscriptEntry, ...] = Field(
+        default=(), description=f"The last {TRANSCRIPT_TAIL} entries, oldest first."
+    )
+    seen_message_ids: tuple[str, ...] = Field(
+        default=(), description="Provider ids of the lead's recent messages (redeliveries)."
+    )
+    turns: int = 0
+    contact_name: str | None = None
+    do_not_contact: bool = False
 
 
 class TurnContext(Frozen):
@@ -168,6 +191,10 @@ class TurnContext(Frozen):
     timezone: str = "UTC"
     channels: tuple[str, ...] = Field(default=(), description="Channels configured for the tenant.")
     do_not_contact: bool = False
+    resume: ResumeState | None = Field(
+        default=None,
+        description="Only when asked (`TurnContextInput.resume`) and the lead has history.",
+    )
     crm_connected: bool = Field(
         default=True,
         description="The tenant connected a CRM: a changed lead requests its CrmSyncWorkflow. "
@@ -211,6 +238,11 @@ class RecordTurnInput(Frozen):
     fields: dict[str, FieldValue] = Field(default_factory=dict)
     escalation: EscalationRecord | None = None
     turns: int = 0
+    do_not_contact: bool | None = Field(
+        default=None,
+        description="True: the lead opted out (stored on the lead, synced to the CRMs); "
+        "False: an operator lifted it; None: unchanged.",
+    )
 
 
 class PrepareTurnInput(Frozen):
