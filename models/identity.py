@@ -6,8 +6,8 @@ from it are the same whichever form a provider used. The rules (docs/webhooks.md
 
 - WAHA: `…@s.whatsapp.net` (the JID form GOWS/NOWEB use inside `_data`) becomes `…@c.us`; a
   device suffix `:NN` before the `@` is dropped (`123:17@lid` -> `123@lid`); a bare phone
-  (`+49 151 …`, `49151…`) becomes `{digits}@c.us`. `@lid` stays `@lid` here: mapping it to the
-  phone needs WAHA's lids API (api/webhooks/waha_identity.py).
+  (`+49 151 …`, `0049151…`, `49151…`) becomes `{digits}@c.us`. `@lid` stays `@lid` here:
+  mapping it to the phone needs WAHA's lids API (api/webhooks/waha_identity.py).
 - Meta WhatsApp Cloud: the `wa_id` is the phone's digits without `+`; a `+`, spaces or dashes
   are dropped. Messenger: the page-scoped id (PSID) as given, trimmed.
 - E-mail: the whole address lower-cased, the mailbox part included. RFC 5321 lets a server treat
@@ -91,7 +91,7 @@ def normalise_waha_chat_id(chat_id: str) -> str:
         chat = chat.removesuffix(WAHA_JID_SUFFIX) + WAHA_PHONE_SUFFIX
     if "@" not in chat and _PHONE_CHARS.match(chat):
         # A bare phone (an API caller's "+49 151 …"): WAHA's user id is the digits @c.us.
-        chat = _digits(chat) + WAHA_PHONE_SUFFIX
+        chat = _phone_digits(chat) + WAHA_PHONE_SUFFIX
     return chat
 
 
@@ -103,7 +103,7 @@ def normalise_contact(channel: Channel | str, contact: str) -> str:
         return normalise_waha_chat_id(value)
     if kind is Channel.WHATSAPP:
         # wa_id is digits only; accept the phone as people write it.
-        return _digits(value) if _PHONE_CHARS.match(value) else value
+        return _phone_digits(value) if _PHONE_CHARS.match(value) else value
     if kind is Channel.EMAIL:
         return value.lower()
     return value  # Messenger PSID, Chatwoot contact id: opaque, trimmed
@@ -169,5 +169,8 @@ def message_key(channel: Channel | str, provider_message_id: str) -> str:
     return provider_message_id
 
 
-def _digits(value: str) -> str:
-    return "".join(char for char in value if char.isdigit())
+def _phone_digits(value: str) -> str:
+    """The digits of a phone written as people do; `00` is the international call prefix, not
+    part of the number (as activities/channels/waha.py reads it)."""
+    digits = "".join(char for char in value if char.isdigit())
+    return digits[2:] if value.lstrip().startswith("00") else digits
