@@ -2,21 +2,26 @@
 
 Both are idempotent through the outbox table: the row for the idempotency key is claimed before
 the provider is called, and a key whose row is already "sent" or "stored" returns the recorded
-result without calling the provider again. Between the provider's answer and the row update a
-crash can still cause one duplicate send on retry (at-least-once); there is no way around that
-with providers that take no idempotency key of their own."""
+result without calling the provider again.
+
+The duplicate-send window: a crash (or timeout) between the provider's answer and the row update
+leaves the row "pending", and the retry finds it claimed by the earlier attempt. Where the
+provider can tell (an adapter with `already_sent`: WAHA, Chatwoot), the retry asks it first and
+records a message it finds instead of sending again. Elsewhere (Meta, SMTP), or when the check
+finds nothing or fails, the retry sends: at-least-once (docs/architecture.md has the table)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from datetime import datetime
 
 import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities import turn_steps
-from activities.channels.base import ChannelAdapter
+from activities.channels.base import SENT_CHECK_MARGIN, ChannelAdapter, SentCheck
 from activities.channels.chatwoot import ChatwootChannel
 from activities.channels.meta import MessengerChannel, MetaWhatsAppChannel
 from activities.channels.outbox import OutboxChannel
@@ -54,6 +59,8 @@ def builtin_channel_adapters(http: httpx.AsyncClient) -> dict[str, ChannelAdapte
 
 
 def _result_of(row: OutboxMessage, *, duplicate: bool) -> SendResult:
+    # duplicate: this call did not reach the provider because the message had already gone out
+    # (a finished row, or one the duplicate-send check found at the provider).
     return SendResult(
         provider_message_id=row.provider_message_id,
         delivered_via=row.delivered_via or "outbox",
@@ -91,19 +98,102 @@ class ChannelActivities:
         except UnknownTenantError as exc:
             raise ApplicationError(str(exc), type=TENANT_NOT_FOUND, non_retryable=True) from exc
 
-    async def _claim(self, message: OutboundMessage) -> OutboxMessage:
+    async def _claim(self, message: OutboundMessage) -> outbox_repo.Claim:
         async with self.db.session() as session:
             try:
-                return await outbox_repo.claim(session, message=message)
+                return await outbox_repo.claim_send(session, message=message)
             except outbox_repo.OutboxKeyConflict as exc:
                 raise ApplicationError(
                     str(exc), type="IdempotencyKeyConflict", non_retryable=True
                 ) from exc
 
+    async def _found_at_provider(
+        self,
+        message: OutboundMessage,
+        adapter: ChannelAdapter,
+        settings: TenantSettings,
+        *,
+        claimed_at: datetime,
+    ) -> OutboxMessage | None:
+        """The duplicate-send check: the row marked sent with the provider's id when the provider
+        already has the message, else None (the caller sends). Never raises for the check
+        itself: a check that cannot answer must not stop the reply, only risk a duplicate."""
+        key = message.idempotency_key
+        if not isinstance(adapter, SentCheck):
+            activity.logger.info(
+                "send %s: claimed by an earlier attempt that did not finish; %s cannot tell "
+                "whether it went out, sending again (at-least-once)",
+                key,
+                adapter.name,
+            )
+            return None
+        try:
+            found = await adapter.already_sent(
+                message, settings, since=claimed_at - SENT_CHECK_MARGIN
+            )
+            async with self.db.session() as session:
+                taken = await outbox_repo.recorded_provider_ids(
+                    session, tenant_id=message.tenant_id, provider_message_ids=found, other_than=key
+                )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            activity.logger.warning(
+                "send %s: claimed by an earlier attempt that did not finish; asking %s whether "
+                "it went out failed (%s: %s), sending again (at-least-once)",
+                key,
+                adapter.name,
+                type(exc).__name__,
+                exc,
+            )
+            return None
+        ours = [ident for ident in found if ident not in taken]
+        if not ours:
+            activity.logger.info(
+                "send %s: claimed by an earlier attempt that did not finish; %s has no such "
+                "message since %s, sending it",
+                key,
+                adapter.name,
+                claimed_at.isoformat(),
+            )
+            return None
+        activity.logger.info(
+            "send %s: the earlier attempt's message reached %s as %s; recorded, not sent again",
+            key,
+            adapter.name,
+            ours[0],
+        )
+        async with self.db.session() as session:
+            return await outbox_repo.mark_sent(
+                session,
+                idempotency_key=key,
+                delivered_via=adapter.name,
+                provider_message_id=ours[0],
+            )
+
     async def _deliver(
-        self, message: OutboundMessage, adapter: ChannelAdapter, settings: TenantSettings
-    ) -> OutboxMessage:
-        """Send through `adapter` (or store when it is the outbox) and record the outcome."""
+        self,
+        message: OutboundMessage,
+        adapter: ChannelAdapter,
+        settings: TenantSettings,
+        *,
+        claim: outbox_repo.Claim,
+    ) -> tuple[OutboxMessage, bool]:
+        """Send through `adapter` (or store when it is the outbox) and record the outcome; the
+        row, and whether the provider already had the message (then nothing was sent).
+
+        Only a row an earlier attempt left pending costs a check: a first send (the hot path)
+        goes straight to the provider."""
+        if (
+            adapter is not self.outbox
+            and not claim.fresh
+            and claim.row.status == outbox_repo.PENDING
+        ):
+            found = await self._found_at_provider(
+                message, adapter, settings, claimed_at=claim.row.created_at
+            )
+            if found is not None:
+                return found, True
         try:
             provider_id = await adapter.send(message, settings)
         except ApplicationError as exc:
@@ -125,7 +215,7 @@ class ChannelActivities:
                     delivered_via=adapter.name,
                     provider_message_id=provider_id,
                 )
-        return row
+        return row, False
 
     @activity.defn
     async def send_message(self, message: OutboundMessage) -> SendResult:
@@ -135,14 +225,17 @@ class ChannelActivities:
         to the outbox."""
         # Tenant first: an unknown tenant must not leave a pending outbox row behind.
         settings = await self._tenant_settings(message.tenant_id)
-        row = await self._claim(message)
-        if row.status in outbox_repo.FINAL_STATUSES:
-            activity.logger.info("send %s is a duplicate (%s)", message.idempotency_key, row.status)
-            return _result_of(row, duplicate=True)
+        claim = await self._claim(message)
+        if claim.row.status in outbox_repo.FINAL_STATUSES:
+            activity.logger.info(
+                "send %s is a duplicate (%s)", message.idempotency_key, claim.row.status
+            )
+            return _result_of(claim.row, duplicate=True)
         adapter = self.adapters.get(str(message.channel))
         if adapter is None or not adapter.configured(settings):
             adapter = self.outbox
-        return _result_of(await self._deliver(message, adapter, settings), duplicate=False)
+        row, found = await self._deliver(message, adapter, settings, claim=claim)
+        return _result_of(row, duplicate=found)
 
     @activity.defn
     async def send_and_record(self, request: SendAndRecordInput) -> SendAndRecordResult:
@@ -221,19 +314,21 @@ class ChannelActivities:
         if not adapter.configured(settings):
             adapter = self.outbox
 
-        row = await self._claim(message)
-        if row.status in outbox_repo.FINAL_STATUSES:
-            return self._notify_result(result, row, duplicate=True)
+        claim = await self._claim(message)
+        if claim.row.status in outbox_repo.FINAL_STATUSES:
+            return self._notify_result(result, claim.row, duplicate=True)
+        found = False
         try:
             if adapter is self.chatwoot:
+                # Assign + private note: not checked (see chatwoot.py), at-least-once.
                 row = await self._chatwoot_alert(message, specialist.chatwoot_agent_id, settings)
             else:
-                row = await self._deliver(message, adapter, settings)
+                row, found = await self._deliver(message, adapter, settings, claim=claim)
         except ApplicationError as exc:
             if not exc.non_retryable:
                 raise
             return result(False, str(exc))
-        return self._notify_result(result, row, duplicate=False)
+        return self._notify_result(result, row, duplicate=found)
 
     async def _chatwoot_alert(
         self, message: OutboundMessage, agent_id: int | None, settings: TenantSettings

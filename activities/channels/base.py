@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import httpx
 from temporalio.exceptions import ApplicationError
@@ -29,6 +29,13 @@ MAX_RETRY_AFTER = timedelta(hours=1)
 
 _ERROR_BODY_CHARS = 300  # enough to show the provider's reason without flooding histories
 
+SENT_CHECK_MARGIN = timedelta(seconds=60)
+"""How far before the outbox claim a "did it go out?" check looks: the provider stamps messages
+with its own clock, not the worker's. Wider catches more skew but also more of our own earlier
+messages with the same text (those are told apart by their recorded provider ids)."""
+SENT_CHECK_TIMEOUT_SECONDS = 10.0
+"""A check that hangs must not eat the send's start-to-close timeout: give up and send."""
+
 
 class ChannelAdapter(Protocol):
     """One outbound channel. `name` is what `SendResult.delivered_via` and the outbox record."""
@@ -41,6 +48,21 @@ class ChannelAdapter(Protocol):
 
     async def send(self, message: OutboundMessage, settings: TenantSettings) -> str | None:
         """Deliver once; return the provider's message id (None when it gives none)."""
+        ...
+
+
+@runtime_checkable
+class SentCheck(Protocol):
+    """An adapter whose provider can say whether a message already went out. Only a send that
+    finds its outbox row claimed by an earlier attempt asks (the duplicate-send window); a first
+    send never does. Channels whose provider cannot tell (Meta, SMTP) simply lack the method."""
+
+    async def already_sent(
+        self, message: OutboundMessage, settings: TenantSettings, *, since: datetime
+    ) -> list[str]:
+        """Provider message ids of outgoing messages to `message.to` (or its thread) with exactly
+        `message.text`, sent at or after `since`, oldest first; empty when there are none.
+        Raises (as `send` does) when the provider cannot answer: the caller then sends."""
         ...
 
 
@@ -130,6 +152,26 @@ async def post_json(
         raise unavailable(channel, f"{type(exc).__name__} calling {url}: {exc}") from exc
     raise_for_status(channel, response)
     return response
+
+
+async def get_json(
+    http: httpx.AsyncClient,
+    channel: str,
+    url: str,
+    *,
+    params: Mapping[str, str],
+    headers: Mapping[str, str],
+) -> Any:
+    """GET once and return the JSON (None when the 2xx body is not JSON); errors as `post_json`.
+    Used by the sent checks, hence their short timeout."""
+    try:
+        response = await http.get(
+            url, params=dict(params), headers=dict(headers), timeout=SENT_CHECK_TIMEOUT_SECONDS
+        )
+    except httpx.TransportError as exc:
+        raise unavailable(channel, f"{type(exc).__name__} calling {url}: {exc}") from exc
+    raise_for_status(channel, response)
+    return json_body(response)
 
 
 def json_body(response: httpx.Response) -> Any:

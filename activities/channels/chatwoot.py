@@ -2,19 +2,29 @@
 
 All calls carry the `api_access_token` header (wire/chatwoot.md §5). A reply and a private note
 are the same call, `POST /api/v1/accounts/{account_id}/conversations/{conversation_id}/messages`,
-told apart by `private`."""
+told apart by `private`.
+
+A retried reply first lists the conversation's messages (`GET` on the same path; Chatwoot's
+`messages/index.json.jbuilder` and `MessageFinder`: `{"meta", "payload": [message]}`, the latest
+20, `message_type` as its enum integer, `created_at` in unix seconds) and looks for an outgoing,
+public message with its exact text since the claim. Private notes (specialist alerts) are not
+checked: a duplicate note is seen only by agents."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import httpx
 
-from activities.channels.base import json_body, not_configured, post_json, rejected
+from activities.channels.base import get_json, json_body, not_configured, post_json, rejected
 from models.messages import OutboundMessage
 from models.tenant import ChatwootSettings, TenantSettings
 
 NAME = "chatwoot"
+OUTGOING = 1
+"""`message_type` of an outgoing message in the list answer (Message enum: incoming 0,
+outgoing 1, activity 2, template 3; wire/chatwoot.md §2); webhooks spell it "outgoing"."""
 
 
 def _conversation_id(value: str | int | None) -> str:
@@ -39,6 +49,38 @@ class ChatwootChannel:
         return await self._create_message(
             settings, conversation_id=message.thread, content=message.text, private=False
         )
+
+    async def already_sent(
+        self, message: OutboundMessage, settings: TenantSettings, *, since: datetime
+    ) -> list[str]:
+        """Outgoing public messages in the conversation `message.thread` whose content is
+        exactly the text, created at or after `since`. Only the latest page (20 messages) is
+        read: a retry comes minutes after the claim, and a conversation that got more than 20
+        messages since then is answered again (at-least-once)."""
+        chatwoot, token = self._credentials(settings)
+        body = await get_json(
+            self.http,
+            NAME,
+            self._conversation_url(chatwoot, message.thread, "messages"),
+            params={},
+            headers={"api_access_token": token},
+        )
+        payload = body.get("payload") if isinstance(body, dict) else None
+        if not isinstance(payload, list):
+            raise ValueError(f"Chatwoot's messages answer has no payload list: {str(body)[:200]}")
+        gte = since.timestamp()
+        found: list[tuple[float, str]] = []
+        for item in payload:
+            if not isinstance(item, dict) or item.get("private") is not False:
+                continue
+            if item.get("message_type") not in (OUTGOING, "outgoing"):
+                continue
+            created = item.get("created_at")
+            if not isinstance(created, (int, float)) or isinstance(created, bool) or created < gte:
+                continue
+            if item.get("id") is not None and item.get("content") == message.text:
+                found.append((created, str(item["id"])))
+        return [ident for _, ident in sorted(found)]
 
     async def private_note(
         self, conversation_id: str | int, text: str, *, settings: TenantSettings

@@ -3,10 +3,17 @@
 A row is claimed ("pending") before the provider is called and marked afterwards: "sent" when a
 provider took it, "stored" when the tenant has no such channel (the embedded default), "failed"
 when the provider refused it for good. A claim that finds a "sent" or "stored" row tells the
-caller not to call the provider again."""
+caller not to call the provider again.
+
+A "pending" row that a send finds already there (not one it just inserted) is the duplicate-send
+window: an earlier attempt claimed it and then crashed, timed out or failed transiently, maybe
+after the provider took the message. `claim_send` tells the two apart so the send can ask the
+provider first (activities/channels/activities.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Row, update
@@ -60,8 +67,21 @@ def _same_tenant(row: OutboxMessage, message: OutboundMessage) -> OutboxMessage:
     return row
 
 
+@dataclass(frozen=True)
+class Claim:
+    row: OutboxMessage
+    fresh: bool
+    """True when this call inserted the row; False when an earlier (or concurrent) attempt had."""
+
+
 async def claim(session: AsyncSession, *, message: OutboundMessage) -> OutboxMessage:
-    """The row for `message.idempotency_key`: the existing one, or a new "pending" row.
+    """The row for `message.idempotency_key`: the existing one, or a new "pending" row."""
+    return (await claim_send(session, message=message)).row
+
+
+async def claim_send(session: AsyncSession, *, message: OutboundMessage) -> Claim:
+    """The row for `message.idempotency_key` (the existing one, or a new "pending" row), and
+    whether this call created it.
 
     One `INSERT … ON CONFLICT (idempotency_key) DO NOTHING RETURNING` (statements are worker
     CPU, issue 8): a fresh key is claimed by that statement alone; a known key inserts nothing
@@ -90,10 +110,10 @@ async def claim(session: AsyncSession, *, message: OutboundMessage) -> OutboxMes
         inserted = (await conn.execute(statement)).first()
         await session.commit()
         if inserted is not None:
-            return _row(inserted)
+            return Claim(_row(inserted), fresh=True)
         existing = await get_outbox_message(session, idempotency_key=message.idempotency_key)
         if existing is not None:
-            return _same_tenant(existing, message)
+            return Claim(_same_tenant(existing, message), fresh=False)
         conn = await session.connection()
     raise OutboxMessageNotFound(
         f"outbox key {message.idempotency_key!r} conflicts on insert but cannot be read"
@@ -160,6 +180,26 @@ async def mark_failed(
     return await _mark(
         session, idempotency_key=idempotency_key, status=FAILED, delivered_via=delivered_via
     )
+
+
+async def recorded_provider_ids(
+    session: AsyncSession,
+    *,
+    tenant_id: str,
+    provider_message_ids: Collection[str],
+    other_than: str,
+) -> set[str]:
+    """Which of `provider_message_ids` the tenant's outbox already records for a key other than
+    `other_than`: a provider message found by text belongs to that other row, not to this one
+    (the same text sent twice within the check's window)."""
+    if not provider_message_ids:
+        return set()
+    statement = select(OutboxMessage.provider_message_id).where(
+        OutboxMessage.tenant_id == tenant_id,
+        col(OutboxMessage.provider_message_id).in_(list(provider_message_ids)),
+        OutboxMessage.idempotency_key != other_than,
+    )
+    return {ident for ident in (await session.exec(statement)).all() if ident is not None}
 
 
 async def list_outbox(
