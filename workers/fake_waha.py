@@ -8,12 +8,15 @@ WAHA's side of the wire (../shared/wire/waha.md) in one place:
   400 for a body without `session`/`chatId`/`text` strings, a 4xx for an unknown session, else
   201 with the engine's message object (`send_text_answer`). The response shape is not
   documented: `id` is a string on some engines and `{"_serialized": ...}` on WEBJS
-  (`id_style`), so callers are tested against both.
+  (`id_style`), so callers are tested against both;
+- how WAHA lists a chat's messages (`chat_message_record`, `chat_messages_answer`,
+  wire/waha_lids_and_identity.md §6), which a retried send asks before sending again.
 
-`FakeWaha` serves that on loopback inside the caller's event loop (uvicorn) and calls
-`on_send` with every accepted message; leadflow only calls `sendText` on WAHA
-(activities/channels/waha.py). The tests' `tests.fakes.waha.FakeWaha` answers with the same
-functions, adding failure injection."""
+`FakeWaha` serves sendText on loopback inside the caller's event loop (uvicorn) and calls
+`on_send` with every accepted message; it does not list messages (a simulated send is not
+retried after a crash), so a retry against it finds nothing to check and sends. The tests'
+`tests.fakes.waha.FakeWaha` answers with the same functions, adding the messages list and
+failure injection."""
 
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ import json
 import secrets
 import socket
 import time
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -158,6 +161,77 @@ def send_text_answer(
     accepted = {k: v for k, v in body.items() if isinstance(v, str)}
     answer = message_object(body["chatId"], body["text"], id_style=id_style)
     return JSONResponse(answer, status_code=201), accepted
+
+
+# ---- how WAHA lists a chat's messages ------------------------------------------------------------
+
+_ACK_NAMES = {-1: "ERROR", 0: "PENDING", 1: "SERVER", 2: "DEVICE", 3: "READ", 4: "PLAYED"}
+CHAT_MESSAGES_DEFAULT_LIMIT = 100  # WAHA's own default is not in the docs; the fake's choice
+
+
+def chat_message_record(sent: Mapping[str, Any]) -> dict[str, Any]:
+    """A message object the fake answered a send with, as `GET /api/{session}/chats/{chatId}/
+    messages` lists it (wire/waha_lids_and_identity.md §6): `id` is the serialized string there,
+    whatever the send's `id_style`."""
+    ident = sent["id"]
+    if isinstance(ident, dict):
+        ident = ident["_serialized"]
+    return {
+        "id": ident,
+        "timestamp": sent["timestamp"],
+        "from": sent["from"],
+        "fromMe": sent["fromMe"],
+        "to": sent["to"],
+        "body": sent["body"],
+        "hasMedia": False,
+        "ack": sent["ack"],
+        "ackName": _ACK_NAMES.get(sent["ack"], "SERVER"),
+        "replyTo": None,
+        "_data": {},
+    }
+
+
+def chat_messages_answer(
+    records: Sequence[Mapping[str, Any]], *, chat_id: str, query: Mapping[str, str]
+) -> Response:
+    """WAHA's answer to `GET /api/{session}/chats/{chatId}/messages` (after the key and session
+    checks): the chat's messages (`chatId=all`: every chat, as on GOWS/NOWEB), newest first,
+    filtered by `filter.fromMe`, `filter.timestamp.gte`/`lte` (unix s), paged by `offset` and
+    `limit` (§6). A parameter that is not a number / not true|false is a 400 (NestJS' body; the
+    exact message is not documented)."""
+    problems: list[str] = []
+
+    def number(name: str) -> int | None:
+        value = query.get(name)
+        if value is None:
+            return None
+        try:
+            return int(value)
+        except ValueError:
+            problems.append(f"{name} must be an integer")
+            return None
+
+    limit, offset = number("limit"), number("offset")
+    gte, lte = number("filter.timestamp.gte"), number("filter.timestamp.lte")
+    from_me = query.get("filter.fromMe")
+    if from_me is not None and from_me not in ("true", "false"):
+        problems.append("filter.fromMe must be true or false")
+    if problems:
+        refused = {"statusCode": 400, "message": problems, "error": "Bad Request"}
+        return JSONResponse(refused, status_code=400)
+    chat = [
+        dict(r)
+        for r in records
+        if (chat_id == "all" or chat_id in (r["to"], r["from"]))
+        and (from_me is None or r["fromMe"] is (from_me == "true"))
+        and (gte is None or r["timestamp"] >= gte)
+        and (lte is None or r["timestamp"] <= lte)
+    ]
+    chat.sort(key=lambda r: r["timestamp"], reverse=True)
+    start = max(0, offset or 0)
+    return JSONResponse(
+        chat[start : start + max(0, CHAT_MESSAGES_DEFAULT_LIMIT if limit is None else limit)]
+    )
 
 
 # ---- the server ---------------------------------------------------------------------------------
