@@ -14,7 +14,7 @@ WAHA's side of the wire (../shared/wire/waha.md) in one place:
 
 `FakeWaha` serves sendText on loopback inside the caller's event loop (uvicorn) and calls
 `on_send` with every accepted message; it does not list messages (a simulated send is not
-retried after a crash), so a retry against it finds nothing to check and sends. The tests'
+retried after a crash): a check against it gets a 404 and the retry sends. The tests'
 `tests.fakes.waha.FakeWaha` answers with the same functions, adding the messages list and
 failure injection."""
 
