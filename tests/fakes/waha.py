@@ -16,16 +16,26 @@ what `leadflow simulate` serves); this one adds a server thread, recording and f
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from models.tenant import WahaSettings
 from tests.fakes.http_server import FailurePlan, LiveServer, RecordedRequest
-from workers.fake_waha import ME, IdStyle, send_text_answer, signed_message, unauthorized
+from workers.fake_waha import (
+    ME,
+    IdStyle,
+    chat_message_record,
+    chat_messages_answer,
+    message_object,
+    send_text_answer,
+    signed_message,
+    unauthorized,
+)
 
 __all__ = ["ME", "FakeWaha"]
 
@@ -47,6 +57,12 @@ class FakeWaha:
         self.sent: list[dict[str, Any]] = []
         self.failures = FailurePlan()
         self.app = Starlette(routes=[Route("/api/sendText", self._send_text, methods=["POST"])])
+        # What the chat messages API lists (wire/waha_lids_and_identity.md §6): every accepted
+        # sendText, plus what a test adds with `add_message`.
+        self.messages: list[dict[str, Any]] = []
+        self.app.router.routes.append(
+            Route("/api/{session}/chats/{chat_id}/messages", self._chat_messages, methods=["GET"])
+        )
         self.server = LiveServer(self.app)
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -100,7 +116,42 @@ class FakeWaha:
         )
         if accepted is not None:
             self.sent.append(recorded.json)
+            self.messages.append(chat_message_record(json.loads(bytes(response.body))))
         return response
+
+    def add_message(
+        self, chat_id: str, body: str, *, timestamp: int | None = None, from_me: bool = True
+    ) -> str:
+        """A message the chat holds without a sendText here (sent from the phone, or long ago);
+        returns its id."""
+        record = chat_message_record(message_object(chat_id, body))
+        if timestamp is not None:
+            record["timestamp"] = timestamp
+        if not from_me:
+            record.update(id=record["id"].replace("true_", "false_", 1), fromMe=False)
+            record.update({"from": chat_id, "to": ME})
+        self.messages.append(record)
+        return str(record["id"])
+
+    def message_checks(self) -> list[RecordedRequest]:
+        """The chat messages requests received (the duplicate-send checks)."""
+        return [r for r in self.requests if r.method == "GET" and r.path.endswith("/messages")]
+
+    async def _chat_messages(self, request: Request) -> Response:
+        recorded = await RecordedRequest.of(request)
+        self.requests.append(recorded)
+        refused = unauthorized(recorded.headers, self.api_key)
+        if refused is not None:
+            return refused
+        failure = self.failures.take(recorded.path)
+        if failure is not None:
+            return failure.response()
+        if request.path_params["session"] != self.session:
+            unknown = {"statusCode": 422, "message": f"Session {request.path_params['session']!r}"}
+            return JSONResponse(unknown, status_code=422)
+        return chat_messages_answer(
+            self.messages, chat_id=request.path_params["chat_id"], query=recorded.query
+        )
 
     # -- webhooks WAHA would deliver ---------------------------------------------------------------
     def message_webhook(
