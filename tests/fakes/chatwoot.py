@@ -6,9 +6,10 @@
         assert chatwoot.assignments == [{"conversation_id": 42, "assignee_id": 7}]
         assert chatwoot.private_notes(42)[0]["content"] == "..."
 
-Implements: conversation messages (replies and private notes), assignments, labels (overwrite),
-conversation custom attributes (merge flag), toggle_status, contacts (create, update with
-custom_attributes, search, delete; 422 on a duplicate phone number as in wire/chatwoot.md §10).
+Implements: conversation messages (replies and private notes; the list as Chatwoot's messages
+index answers it), assignments, labels (overwrite), conversation custom attributes (merge flag),
+toggle_status, contacts (create, update with custom_attributes, search, delete; 422 on a
+duplicate phone number as in wire/chatwoot.md §10).
 Checks the `api_access_token` header and the account id. `fail_next(n, status=500|429, ...)`
 makes the next n calls fail; every request is recorded in `requests`.
 
@@ -36,6 +37,8 @@ from tests.fakes.http_server import FailurePlan, LiveServer, RecordedRequest
 CONV = "/api/v1/accounts/{account_id:int}/conversations/{conversation_id:int}"
 CONTACTS = "/api/v1/accounts/{account_id:int}/contacts"
 INBOX_ID = 1
+MESSAGE_TYPES = {"incoming": 0, "outgoing": 1, "activity": 2, "template": 3}
+"""Chatwoot's Message enum: webhooks spell the type, the messages list gives the integer."""
 
 
 class FakeChatwoot:
@@ -204,12 +207,39 @@ class FakeChatwoot:
         return JSONResponse(message)
 
     async def _list_messages(self, request: Request) -> Response:
-        _, answer = await self._guard(request)
+        """Chatwoot's messages index (app/finders/message_finder.rb, messages/index.json.jbuilder
+        and the api/v1/models/_message partial): the latest 20 oldest first; `after=<id>` the
+        next 100 after that id; `before=<id>` the 20 before it. In this answer `message_type` is
+        the enum integer (wire/chatwoot.md §2), `created_at` unix seconds."""
+        recorded, answer = await self._guard(request)
         if answer is not None:
             return answer
         conversation_id = int(request.path_params["conversation_id"])
-        payload = [m for m in self.messages if m["conversation_id"] == conversation_id]
-        return JSONResponse({"meta": {}, "payload": payload})
+        ordered = sorted(
+            (m for m in self.messages if m["conversation_id"] == conversation_id),
+            key=lambda m: (m["created_at"], m["id"]),
+        )
+        after, before = recorded.query.get("after"), recorded.query.get("before")
+        if after is not None and after.isdigit():
+            page = [m for m in ordered if m["id"] > int(after)][:100]
+        elif before is not None and before.isdigit():
+            page = [m for m in ordered if m["id"] < int(before)][-20:]
+        else:
+            page = ordered[-20:]
+        payload = [
+            {**m, "message_type": MESSAGE_TYPES.get(m["message_type"], 0), "status": "sent"}
+            for m in page
+        ]
+        meta: dict[str, Any] = {
+            "labels": self.labels.get(conversation_id, []),
+            "additional_attributes": {},
+            "agent_last_seen_at": None,
+        }
+        return JSONResponse({"meta": meta, "payload": payload})
+
+    def message_lists(self) -> list[RecordedRequest]:
+        """The conversation messages lists received (the duplicate-send checks)."""
+        return [r for r in self.requests if r.method == "GET" and r.path.endswith("/messages")]
 
     async def _assign(self, request: Request) -> Response:
         recorded, answer = await self._guard(request)
