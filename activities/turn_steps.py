@@ -17,7 +17,6 @@ from models.playbook_service import PlaybookError, PlaybookResolver, UnknownTena
 from models.policy import PlaybookRef, policy_of
 from models.repo import conversations as conversation_repo
 from models.repo import knowledge as knowledge_repo
-from models.tables import Lead
 
 CHANNEL_SETTINGS = ("waha", "whatsapp", "messenger", "chatwoot", "smtp")
 
@@ -26,7 +25,10 @@ async def load_turn_context(
     db: Database, resolver: PlaybookResolver, request: TurnContextInput
 ) -> TurnContext:
     """A reference to the tenant's playbook (and its policy when it changed), specialists,
-    do-not-contact and the knowledge hits (ids and titles) for the new messages."""
+    do-not-contact and the knowledge hits (ids and titles) for the new messages; with
+    `request.resume` (a run's first turn) also what the database holds of the lead's earlier
+    runs (`TurnContext.resume`, None when it has none): one more statement only for a lead with
+    history."""
     try:
         profile = await resolver.tenant(request.tenant_id)
     except UnknownTenantError as exc:
@@ -34,7 +36,9 @@ async def load_turn_context(
     except PlaybookError as exc:
         raise ApplicationError(str(exc), type="InvalidPlaybook", non_retryable=True) from exc
     async with db.session() as session:
-        lead = await session.get(Lead, request.lead_id)
+        lead = await conversation_repo.lead_at_turn_start(
+            session, tenant_id=request.tenant_id, lead_id=request.lead_id, resume=request.resume
+        )
         hits = (
             await knowledge_repo.search(
                 session, tenant_id=request.tenant_id, query=request.query, limit=3
@@ -55,13 +59,16 @@ async def load_turn_context(
         specialists=tuple(settings.specialists),
         timezone=settings.timezone,
         channels=tuple(name for name in CHANNEL_SETTINGS if getattr(settings, name) is not None),
-        do_not_contact=bool(lead and lead.do_not_contact),
+        do_not_contact=lead.do_not_contact,
+        resume=lead.resume,
         crm_connected=profile.crm_connected,
     )
 
 
 async def record_turn(db: Database, record: RecordTurnInput) -> bool:
     """Persist the turn in one transaction (and, unless it hands off, resolve the open
-    escalations); returns whether the lead changed (a CRM sync is worth requesting)."""
+    escalations); returns whether the lead changed (a CRM sync is worth requesting): also when
+    the turn set or lifted do-not-contact (`record.do_not_contact`), or gave the lead the phone
+    or e-mail its contact id carries."""
     async with db.session() as session:
         return await conversation_repo.record_turn(session, record=record)

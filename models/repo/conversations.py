@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
 
-from sqlalchemy import Table, case
+from pydantic import ValidationError
+from sqlalchemy import String, Table, case, literal
 from sqlalchemy import select as sa_select
 from sqlalchemy import update as sa_update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from models.common import Stage
-from models.conversation import RecordTurnInput
+from models.agent import LeadScore, ScoreComponent
+from models.common import LeadQuality, Role, Stage
+from models.conversation import SEEN_IDS_KEPT, TRANSCRIPT_TAIL, RecordTurnInput, ResumeState
+from models.identity import ContactDetails, ContactIdError, contact_details
+from models.messages import TranscriptEntry
 from models.repo.sql import insert as upsert_insert
 from models.repo.sql import table_of
 from models.tables import Conversation, Escalation, Lead, LeadScoreRecord, Message, utcnow
@@ -40,8 +44,10 @@ async def _write_lead(conn: AsyncConnection, record: RecordTurnInput, now: datet
     """Merge the turn into its lead: whether the lead changed (a new lead always has), or None
     when another transaction wrote the lead between our read and our write.
 
-    The version bumps when the name, the fields (merged over the known ones) or the score
-    changed; a new lead starts at 1 and counts its first turn's changes the same way."""
+    The version bumps when the name, the fields (merged over the known ones), the score,
+    do-not-contact (when the turn sets it) or the phone/e-mail the contact id gives (only where
+    the lead has none) changed; a new lead starts at 1 and counts its first turn's changes the
+    same way."""
     known = (
         await conn.execute(
             sa_select(
@@ -51,15 +57,25 @@ async def _write_lead(conn: AsyncConnection, record: RecordTurnInput, now: datet
                 _LEADS.c.fields,
                 _LEADS.c.score,
                 _LEADS.c.quality,
+                _LEADS.c.do_not_contact,
                 _LEADS.c.version,
             ).where(_LEADS.c.id == record.lead_id)
         )
     ).first()
     fields: dict[str, Any]
     if known is None:  # the defaults of a new Lead
-        name, email, phone, fields, score, quality, version = None, None, None, {}, 0, "COLD", 1
+        name, email, phone, fields, score, quality, do_not_contact, version = (
+            None,
+            None,
+            None,
+            {},
+            0,
+            "COLD",
+            False,
+            1,
+        )
     else:
-        name, email, phone, fields, score, quality, version = known
+        name, email, phone, fields, score, quality, do_not_contact, version = known
     changes: dict[str, Any] = {}
     if record.contact_name and name != record.contact_name:
         changes["name"] = record.contact_name
@@ -70,10 +86,21 @@ async def _write_lead(conn: AsyncConnection, record: RecordTurnInput, now: datet
             changes["email"] = str(merged["email"])
         if merged.get("phone"):
             changes["phone"] = str(merged["phone"])
+    # The channel's own address fills what the lead lacks (a WhatsApp id is the phone): a lead
+    # never has an unknown phone because nobody typed it. It never overwrites a known value.
+    details = _contact_details(record)
+    if details.phone and not phone and not changes.get("phone"):
+        changes["phone"] = details.phone
+    if details.email and not email and not changes.get("email"):
+        changes["email"] = details.email
     if record.score is not None and (
         score != record.score.total or quality != record.score.quality.value
     ):
         changes["score"], changes["quality"] = record.score.total, record.score.quality.value
+    if record.do_not_contact is not None and bool(do_not_contact) != record.do_not_contact:
+        # An opt-out (or an operator's lift) is a change like any other: it bumps the version,
+        # so the CRM sync carries it to every CRM.
+        changes["do_not_contact"] = record.do_not_contact
 
     if known is None:
         values = {
@@ -83,6 +110,7 @@ async def _write_lead(conn: AsyncConnection, record: RecordTurnInput, now: datet
             "fields": fields,
             "score": score,
             "quality": quality,
+            "do_not_contact": do_not_contact,
             **changes,
         }
         inserted = await conn.execute(
@@ -92,7 +120,6 @@ async def _write_lead(conn: AsyncConnection, record: RecordTurnInput, now: datet
                 tenant_id=record.tenant_id,
                 channel=record.channel.value,
                 address=record.contact,
-                do_not_contact=False,
                 version=version + 1 if changes else version,
                 created_at=now,
                 updated_at=now,
@@ -115,6 +142,15 @@ async def _write_lead(conn: AsyncConnection, record: RecordTurnInput, now: datet
         .returning(_LEADS.c.id)
     )
     return True if updated.first() is not None else None
+
+
+def _contact_details(record: RecordTurnInput) -> ContactDetails:
+    try:
+        return contact_details(record.channel, record.contact)
+    except ContactIdError:
+        # Refused at the boundary (webhook or API) before a conversation starts; a run started
+        # before that check existed keeps recording, without the details.
+        return ContactDetails()
 
 
 async def _write_conversation(
@@ -262,6 +298,173 @@ async def record_turn(session: AsyncSession, *, record: RecordTurnInput) -> bool
         await session.commit()
         return changed
     raise LeadWriteConflict(f"lead {record.lead_id!r} changed under every attempt to record a turn")
+
+
+class LeadAtTurnStart(NamedTuple):
+    """What a turn's context needs of its lead: do-not-contact and, when asked, its history."""
+
+    do_not_contact: bool
+    resume: ResumeState | None
+
+
+# `conversation_workflow_id` in SQL: the conversation of a lead's own (channel, address) is found
+# by its primary key, in the statement that reads the lead (conversations.lead_id has no index).
+_CONVERSATION_OF_LEAD = (
+    literal("conv:", String)
+    + _LEADS.c.tenant_id
+    + literal(":", String)
+    + _LEADS.c.channel
+    + literal(":", String)
+    + _LEADS.c.address
+)
+
+
+async def lead_at_turn_start(
+    session: AsyncSession, *, tenant_id: str, lead_id: str, resume: bool
+) -> LeadAtTurnStart:
+    """The lead's do-not-contact and, with `resume`, what the database holds of its earlier runs
+    (`ResumeState`; None when the lead has no conversation yet).
+
+    Without `resume` one statement (as the plain turn's context always took); with it, the same
+    one statement for a lead without history (a new lead: the first turn of every conversation)
+    and a second for a lead with one: its conversation's messages. The first reads the lead,
+    its conversation (by primary key: the lead's channel and address name it) and its latest
+    score (by the max id of the lead's indexed score rows) at once."""
+    conn = await session.connection()
+    lead = _LEADS.c
+    owned = (lead.id == lead_id, lead.tenant_id == tenant_id)
+    if not resume:
+        row = (await conn.execute(sa_select(lead.do_not_contact).where(*owned))).first()
+        return LeadAtTurnStart(do_not_contact=bool(row and row[0]), resume=None)
+    conversation = _CONVERSATIONS.c
+    score = _LEAD_SCORES.c
+    latest_score = sa_select(func.max(score.id)).where(score.lead_id == lead.id).scalar_subquery()
+    row = (
+        await conn.execute(
+            sa_select(
+                lead.name,
+                lead.fields,
+                lead.score,
+                lead.quality,
+                lead.do_not_contact,
+                conversation.id,
+                conversation.stage,
+                conversation.turns,
+                score.total,
+                score.quality,
+                score.components,
+            )
+            .select_from(
+                _LEADS.outerjoin(
+                    _CONVERSATIONS, conversation.id == _CONVERSATION_OF_LEAD
+                ).outerjoin(_LEAD_SCORES, score.id == latest_score)
+            )
+            .where(*owned)
+        )
+    ).first()
+    if row is None:
+        return LeadAtTurnStart(do_not_contact=False, resume=None)
+    (
+        name,
+        fields,
+        lead_total,
+        lead_quality,
+        do_not_contact,
+        conversation_id,
+        stage,
+        turns,
+        scored_total,
+        scored_quality,
+        components,
+    ) = row
+    if conversation_id is None:
+        return LeadAtTurnStart(do_not_contact=bool(do_not_contact), resume=None)
+    transcript, seen = await _tail_and_seen_ids(conn, conversation_id=conversation_id)
+    return LeadAtTurnStart(
+        do_not_contact=bool(do_not_contact),
+        resume=ResumeState(
+            stage=_stage(stage),
+            score=_score(lead_total, lead_quality, scored_total, scored_quality, components),
+            fields={k: v for k, v in (fields or {}).items() if isinstance(v, str | int | float)},
+            transcript=transcript,
+            seen_message_ids=seen,
+            turns=int(turns or 0),
+            contact_name=name,
+            do_not_contact=bool(do_not_contact),
+        ),
+    )
+
+
+async def _tail_and_seen_ids(
+    conn: AsyncConnection, *, conversation_id: str
+) -> tuple[tuple[TranscriptEntry, ...], tuple[str, ...]]:
+    """The last TRANSCRIPT_TAIL entries and the provider ids of the lead's messages among the
+    last SEEN_IDS_KEPT, both oldest first, in one statement: the text only of the tail's rows
+    (a window's row number), so the ids cost no transcript text."""
+    m = _MESSAGES.c
+    newest_first = func.row_number().over(order_by=m.id.desc())
+    rows = (
+        await conn.execute(
+            sa_select(
+                m.role,
+                m.at,
+                m.provider_message_id,
+                m.knowledge_ids,
+                case((newest_first <= TRANSCRIPT_TAIL, m.text), else_=None).label("text"),
+            )
+            .where(m.conversation_id == conversation_id)
+            .order_by(m.id.desc())
+            .limit(max(SEEN_IDS_KEPT, TRANSCRIPT_TAIL))
+        )
+    ).all()
+    oldest_first = list(reversed(rows))
+    tail = [
+        TranscriptEntry(
+            role=Role(role),
+            text=text,
+            at=at if at.tzinfo is not None else at.replace(tzinfo=UTC),  # SQLite: naive UTC
+            provider_message_id=provider_id,
+            knowledge_ids=tuple(knowledge_ids or ()),
+        )
+        for role, at, provider_id, knowledge_ids, text in oldest_first
+        if text is not None
+    ]
+    seen = [
+        provider_id
+        for role, _at, provider_id, _ids, _text in oldest_first
+        if role == Role.LEAD.value and provider_id
+    ]
+    return tuple(tail[-TRANSCRIPT_TAIL:]), tuple(seen[-SEEN_IDS_KEPT:])
+
+
+def _stage(value: str) -> Stage:
+    try:
+        return Stage(value)
+    except ValueError:
+        return Stage.AWAITING_RESPONSE
+
+
+def _score(
+    total: int,
+    quality: str,
+    scored_total: int | None,
+    scored_quality: str | None,
+    components: list[dict[str, Any]] | None,
+) -> LeadScore | None:
+    """The lead's score (its own columns are the latest verdict) with the components of its
+    latest score row when that row is this verdict; None when the lead was never scored."""
+    if scored_total is None and total == 0 and quality == LeadQuality.COLD.value:
+        return None
+    parts: tuple[ScoreComponent, ...] = ()
+    if scored_total == total and scored_quality == quality:
+        try:
+            parts = tuple(ScoreComponent.model_validate(c) for c in components or ())
+        except ValidationError:
+            parts = ()  # written by an older shape: the total and quality still hold
+    try:
+        return LeadScore(total=total, quality=LeadQuality(quality), components=parts)
+    except (ValidationError, ValueError):
+        return None
 
 
 async def list_conversations(

@@ -258,6 +258,88 @@ async def test_concurrent_retries_of_one_turn_write_it_once(db: Database) -> Non
     assert await _count(db, LeadScoreRecord, turn.conversation_id) == 2
 
 
+async def test_a_turn_sets_and_lifts_do_not_contact(db: Database) -> None:
+    """An opt-out is written with the turn and reported as a change (so the CRMs get it); a
+    turn that says nothing about it leaves it alone; a lift is a change too."""
+    tid, _ = await make_tenant(db)
+    opted_out = _turn(tid, do_not_contact=True)
+    assert await _record(db, opted_out) is True
+    lead = await _lead(db, opted_out.lead_id)
+    assert (lead.do_not_contact, lead.version) == (True, 2)
+    assert await _record(db, opted_out) is False  # replayed: no second bump
+
+    # Later messages are recorded with do_not_contact None: the opt-out stays.
+    quiet = _turn(tid, turn_key="turn-2", score=None, fields={}, do_not_contact=None)
+    assert await _record(db, quiet) is False
+    assert (await _lead(db, opted_out.lead_id)).do_not_contact is True
+    # Saying it again changes nothing.
+    again = _turn(tid, turn_key="turn-3", score=None, fields={}, do_not_contact=True)
+    assert await _record(db, again) is False
+    assert (await _lead(db, opted_out.lead_id)).version == 2
+
+    # The lift alone is a change: a new version for the CRM sync.
+    lifted = _turn(tid, turn_key="turn-4", score=None, fields={}, do_not_contact=False)
+    assert await _record(db, lifted) is True
+    lead = await _lead(db, opted_out.lead_id)
+    assert (lead.do_not_contact, lead.version) == (False, 3)
+
+    # An opt-out on an existing lead whose turn changes nothing else is still a change.
+    stop = _turn(tid, turn_key="turn-5", score=None, fields={}, do_not_contact=True)
+    assert await _record(db, stop) is True
+    assert (await _lead(db, opted_out.lead_id)).version == 4
+
+
+@pytest.mark.parametrize(
+    ("channel", "contact", "phone", "email"),
+    [
+        (Channel.WAHA, "31612345678@c.us", "+31612345678", None),
+        (Channel.WAHA, "31612345678@s.whatsapp.net", "+31612345678", None),
+        (Channel.WAHA, "123456789012345@lid", None, None),  # not a phone until mapped
+        (Channel.WHATSAPP, "4915112345678", "+4915112345678", None),
+        (Channel.EMAIL, "Jan.Jansen@Example.NL", None, "jan.jansen@example.nl"),
+        (Channel.MESSENGER, "6789012345678901", None, None),
+    ],
+)
+async def test_the_contact_id_gives_the_lead_its_phone_or_email(
+    db: Database, channel: Channel, contact: str, phone: str | None, email: str | None
+) -> None:
+    tid, _ = await make_tenant(db)
+    turn = _turn(
+        tid,
+        channel=channel,
+        contact=contact,
+        conversation_id=f"conv:{tid}:{channel.value}:{contact}",
+        fields={},
+    )
+    assert await _record(db, turn) is True
+    lead = await _lead(db, turn.lead_id)
+    assert (lead.phone, lead.email) == (phone, email)
+
+
+async def test_the_contact_id_never_overwrites_a_known_phone_or_email(db: Database) -> None:
+    tid, _ = await make_tenant(db)
+    # The lead wrote another number: that one is the lead's, the WhatsApp id does not replace it.
+    typed = _turn(tid, contact="31612345678@c.us", fields={"phone": "+31 6 87654321"})
+    assert await _record(db, typed) is True
+    assert (await _lead(db, typed.lead_id)).phone == "+31 6 87654321"
+    later = _turn(tid, contact="31612345678@c.us", turn_key="turn-2", fields={}, score=None)
+    assert await _record(db, later) is False
+    assert (await _lead(db, typed.lead_id)).phone == "+31 6 87654321"
+
+    # An existing lead without a phone (recorded before the contact gave one) gets it once.
+    async with db.session() as session:
+        lead = await session.get(Lead, typed.lead_id)
+        assert lead is not None
+        lead.phone = None
+        session.add(lead)
+        await session.commit()
+    version = (await _lead(db, typed.lead_id)).version
+    filled = _turn(tid, contact="31612345678@c.us", turn_key="turn-3", fields={}, score=None)
+    assert await _record(db, filled) is True
+    lead = await _lead(db, typed.lead_id)
+    assert (lead.phone, lead.version) == ("+31612345678", version + 1)
+
+
 async def test_a_turn_costs_few_statements(db: Database) -> None:
     tid, _ = await make_tenant(db)
     turn = _turn(tid)
