@@ -124,7 +124,8 @@ class Recorder:
         )
 
     async def progress(self, handle: WorkflowHandle[Any, JobProgress]) -> JobProgress:
-        return await handle.query(QUERY_PROGRESS, result_type=JobProgress)
+        progress: JobProgress = await handle.query(QUERY_PROGRESS, result_type=JobProgress)
+        return progress
 
     async def control(
         self,
@@ -211,7 +212,7 @@ async def main(prefix: str, *, signals: bool) -> None:
             settings = Settings(
                 database_url=url,
                 data_dir=Path(tmp),
-                secret_key=TEST_SECRET,  # type: ignore[arg-type]
+                secret_key=TEST_SECRET,
                 ssrf_allowlist=["127.0.0.1"],
                 duckduckgo_url=web.search_url,
                 fetch_timeout_seconds=2.0,
