@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Engine, create_engine, event, make_url
 from temporalio.client import Client
@@ -26,6 +27,7 @@ from models.inbox_tables import InboxMessage
 from models.messages import InboundMessage
 from models.repo import inbox as inbox_repo
 from models.settings import Settings
+from models.tables import utcnow
 from models.webhooks import Delivered
 
 log = logging.getLogger("leadflow.inbox")
@@ -41,6 +43,21 @@ MAX_IN_FLIGHT = 64
 
 # Delivered rows wait this long for a webhook's transaction to take their DELETE along.
 DELETE_AFTER_SECONDS = 0.5
+
+# Message keys (models/identity_tables.py InboundKey) are kept this long: WAHA's twins arrive
+# within seconds, providers redeliver for a day or two. Pruned by the sweeper now and then, in
+# batches, never on a webhook's path.
+KEY_RETENTION = timedelta(days=7)
+PRUNE_EVERY_SECONDS = 600.0
+PRUNE_BATCH = 5000
+
+
+class Accepted(NamedTuple):
+    """What `InboxForwarder.accept` made of a webhook's messages."""
+
+    in_time: bool  # Temporal took them within the ack budget
+    delivered: list[Delivered]  # delivered, or stored and queued
+    duplicates: list[str]  # why each copy of an already received message was dropped
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +97,10 @@ class InboxForwarder:
         self._latency: float | None = None  # of this process's deliveries, smoothed (seconds)
         # Group commit: the webhooks that arrive while one transaction is written share the
         # next one (SQLite takes one writer at a time; a burst must not queue on its lock).
-        self._puts: list[tuple[list[InboundMessage], asyncio.Future[list[Pending]]]] = []
+        self._puts: list[
+            tuple[list[InboundMessage], asyncio.Future[list[Pending | inbox_repo.Duplicate]]]
+        ] = []
+        self._pruned_at = time.monotonic()
         self._writer: asyncio.Task[None] | None = None
         self._delivered_ids: list[int] = []
         self._delete_timer: asyncio.TimerHandle | None = None
@@ -95,12 +115,28 @@ class InboxForwarder:
 
     # ---- the webhook's path ------------------------------------------------------------------
 
-    async def accept(self, messages: Sequence[InboundMessage]) -> tuple[bool, list[Delivered]]:
+    async def accept(self, messages: Sequence[InboundMessage]) -> Accepted:
         """Store the messages, then deliver them within the ack budget.
 
-        Returns (delivered in time, what was delivered or queued). Raises what Temporal raised
-        when it refused within the budget (the rows stay for the sweeper)."""
-        rows = await self._store(messages)
+        A message whose key (models/identity.py `message_key`) was received before is neither
+        stored nor delivered: it is reported in `duplicates`. Raises what Temporal raised when
+        it refused within the budget (the rows stay for the sweeper)."""
+        stored = await self._store(messages)
+        rows: list[Pending] = []
+        kept: list[InboundMessage] = []
+        duplicates: list[str] = []
+        for message, row in zip(messages, stored, strict=True):
+            if isinstance(row, inbox_repo.Duplicate):
+                duplicates.append(
+                    f"{message.channel.value} message {message.provider_message_id} from "
+                    f"{message.contact}: duplicate of {row.key} already received for "
+                    f"{row.workflow_id}"
+                )
+            else:
+                rows.append(row)
+                kept.append(message)
+        if not rows:
+            return Accepted(True, [], duplicates)
         loop = asyncio.get_running_loop()
         started = loop.time()
         task: asyncio.Task[list[Delivered]] = asyncio.create_task(self.deliver(rows))
@@ -112,14 +148,18 @@ class InboxForwarder:
         # only adds the budget to every answer: the message is stored, answer at once.
         done, _ = await asyncio.wait({task}, timeout=0 if self._behind(budget) else budget)
         if task in done:
-            return True, task.result()
-        return False, [
+            return Accepted(True, task.result(), duplicates)
+        queued = [
             Delivered(workflow_id=row.workflow_id, provider_message_id=m.provider_message_id)
-            for row, m in zip(rows, messages, strict=True)
+            for row, m in zip(rows, kept, strict=True)
         ]
+        return Accepted(False, queued, duplicates)
 
-    async def _store(self, messages: Sequence[InboundMessage]) -> list[Pending]:
-        future: asyncio.Future[list[Pending]] = asyncio.get_running_loop().create_future()
+    async def _store(
+        self, messages: Sequence[InboundMessage]
+    ) -> list[Pending | inbox_repo.Duplicate]:
+        future: asyncio.Future[list[Pending | inbox_repo.Duplicate]]
+        future = asyncio.get_running_loop().create_future()
         self._puts.append((list(messages), future))
         self._write_soon()
         return await future
@@ -153,7 +193,8 @@ class InboxForwarder:
             messages = [m for group, _ in batch for m in group]
             try:
                 new = inbox_repo.new_rows(messages, lease=LEASE)
-                row_ids = await self._write_rows(new, ids)
+                keys = inbox_repo.key_rows(messages, new)
+                row_ids = await self._write_rows(new, ids, keys)
             except Exception as exc:
                 if ids:
                     # The rows are delivered again once their lease ends: a harmless duplicate.
@@ -167,7 +208,9 @@ class InboxForwarder:
                 if not future.done():
                     future.set_result(
                         [
-                            Pending(id=row_id, workflow_id=row["workflow_id"], message=message)
+                            row_id
+                            if isinstance(row_id, inbox_repo.Duplicate)
+                            else Pending(id=row_id, workflow_id=row["workflow_id"], message=message)
                             for row_id, row, message in zip(
                                 row_ids[start : start + len(group)],
                                 new[start : start + len(group)],
@@ -178,18 +221,20 @@ class InboxForwarder:
                     )
                 start += len(group)
 
-    async def _write_rows(self, rows: list[dict[str, Any]], delivered: list[int]) -> list[int]:
+    async def _write_rows(
+        self, rows: list[dict[str, Any]], delivered: list[int], keys: list[dict[str, Any]]
+    ) -> list[int | inbox_repo.Duplicate]:
         """inbox_repo.write in one committed transaction."""
         engine = self._sync_engine
         if engine is not None:
 
-            def write() -> list[int]:
+            def write() -> list[int | inbox_repo.Duplicate]:
                 with engine.begin() as connection:
-                    return inbox_repo.write(connection, rows, delivered)
+                    return inbox_repo.write(connection, rows, delivered, keys)
 
             return await asyncio.to_thread(write)
         async with self.db.engine.begin() as connection:
-            return await connection.run_sync(inbox_repo.write, rows, delivered)
+            return await connection.run_sync(inbox_repo.write, rows, delivered, keys)
 
     def _timed(self, task: asyncio.Task[list[Delivered]], seconds: float) -> None:
         if not task.cancelled() and task.exception() is None:
@@ -296,11 +341,29 @@ class InboxForwarder:
             log.warning("inbox: %d message(s) wait for Temporal: %s", len(rows), exc)
             return 0
 
+    async def prune_keys(self) -> int:
+        """Delete message keys older than KEY_RETENTION, PRUNE_BATCH at a time; returns how many.
+
+        Several API processes may prune at once: each deletes what is still there."""
+        cutoff = utcnow() - KEY_RETENTION
+        total = 0
+        while True:
+            async with self.db.engine.begin() as connection:
+                deleted: int = await connection.run_sync(
+                    lambda sync: inbox_repo.prune_keys(sync, older_than=cutoff, limit=PRUNE_BATCH)
+                )
+            total += deleted
+            if deleted < PRUNE_BATCH:
+                return total
+
     async def _sweep_forever(self) -> None:
         while True:
             try:
                 while await self.sweep_once() == SWEEP_BATCH:
                     pass
+                if time.monotonic() - self._pruned_at >= PRUNE_EVERY_SECONDS:
+                    self._pruned_at = time.monotonic()
+                    await self.prune_keys()
             except Exception:
                 log.exception("inbox sweep failed; retrying")
             await asyncio.sleep(SWEEP_EVERY_SECONDS)

@@ -10,6 +10,7 @@ TABLE_MODULES = (
     "models.crm_tables",
     "models.llm_tables",
     "models.inbox_tables",
+    "models.identity_tables",
 )
 
 

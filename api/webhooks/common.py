@@ -167,7 +167,8 @@ async def dispatch(state: AppState, parsed: ParsedWebhook) -> JSONResponse:
     try:
         if parsed.messages:
             # Stored first: from here on nothing acknowledged can be lost (api/inbox.py).
-            in_time, delivered = await state.inbox.accept(parsed.messages)
+            in_time, delivered, duplicates = await state.inbox.accept(parsed.messages)
+            ignored.extend(duplicates)
         if parsed.releases:
             client = await state.temporal_client()
         for release in parsed.releases:

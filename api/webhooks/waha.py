@@ -15,6 +15,7 @@ from api.webhooks.common import (
     verify_waha,
 )
 from api.webhooks.parsers.waha import parse_waha
+from api.webhooks.waha_identity import resolve_lids
 
 router = APIRouter(prefix="/webhooks/waha", tags=["webhooks"])
 
@@ -32,4 +33,6 @@ async def waha_webhook(tenant: str, request: Request, state: State) -> JSONRespo
     parsed = parse_or_422(
         lambda: parse_waha(body, tenant_id=row.id, group_chats_enabled=settings.group_chats_enabled)
     )
+    # Before the inbox: both copies of a message must name the same conversation.
+    parsed = await resolve_lids(parsed, db=state.db, waha=settings.waha)
     return await dispatch(state, parsed)

@@ -13,6 +13,7 @@ from pydantic import Field
 
 from api.webhooks.parsers import Loose, load_json, validate
 from models.common import Channel, Role
+from models.identity import normalise_contact
 from models.messages import InboundMessage
 from models.webhooks import ConversationRelease, ParsedWebhook, WebhookPayloadError
 
@@ -82,7 +83,7 @@ def _require_contact(conversation: _Conversation) -> str:
             "conversation.contact_inbox.contact_id (or conversation.meta.sender.id) is required"
         )
         raise WebhookPayloadError(f"malformed Chatwoot webhook: {problem}", [problem])
-    return contact
+    return normalise_contact(Channel.CHATWOOT, contact)
 
 
 def parse_chatwoot(body: bytes, *, tenant_id: str) -> ParsedWebhook:

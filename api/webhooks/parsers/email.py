@@ -8,6 +8,7 @@ from email.utils import parseaddr, parsedate_to_datetime
 
 from api.webhooks.parsers import load_json, validate
 from models.common import Channel
+from models.identity import normalise_contact
 from models.messages import InboundMessage
 from models.webhooks import EmailWebhook, ParsedWebhook, WebhookPayloadError
 
@@ -45,7 +46,7 @@ def parse_email(body: bytes, *, tenant_id: str, received_at: datetime) -> Parsed
                 tenant_id=tenant_id,
                 channel=Channel.EMAIL,
                 # Addresses are case-insensitive in practice: one lead, one conversation.
-                contact=address.lower(),
+                contact=normalise_contact(Channel.EMAIL, address),
                 provider_message_id=mail.message_id.strip(),
                 text=text,
                 sent_at=parse_date(mail.date) if mail.date else received_at,

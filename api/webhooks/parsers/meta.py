@@ -10,6 +10,7 @@ from pydantic import Field
 
 from api.webhooks.parsers import Loose, load_json, validate
 from models.common import Channel
+from models.identity import normalise_contact
 from models.messages import InboundMessage
 from models.webhooks import ParsedWebhook, WebhookPayloadError
 
@@ -124,7 +125,11 @@ def parse_whatsapp(body: bytes, *, tenant_id: str) -> ParsedWebhook:
 
 
 def _wa_value(value: _WaValue, tenant_id: str) -> ParsedWebhook:
-    names = {c.wa_id: c.profile.name for c in value.contacts if c.profile and c.profile.name}
+    names = {
+        normalise_contact(Channel.WHATSAPP, c.wa_id): c.profile.name
+        for c in value.contacts
+        if c.profile and c.profile.name
+    }
     messages: list[InboundMessage] = []
     ignored = [
         f"WhatsApp status {status.status!r} for {status.id}: a receipt, not a message"
@@ -135,15 +140,16 @@ def _wa_value(value: _WaValue, tenant_id: str) -> ParsedWebhook:
         if text is None:
             ignored.append(f"WhatsApp message {msg.id}: type {msg.type!r} carries no text")
             continue
+        contact = normalise_contact(Channel.WHATSAPP, msg.from_)
         messages.append(
             InboundMessage(
                 tenant_id=tenant_id,
                 channel=Channel.WHATSAPP,
-                contact=msg.from_,
+                contact=contact,
                 provider_message_id=msg.id,
                 text=text,
                 sent_at=datetime.fromtimestamp(msg.timestamp, tz=UTC),
-                contact_name=names.get(msg.from_),
+                contact_name=names.get(contact),
             )
         )
     if not messages and not ignored:
@@ -235,7 +241,7 @@ def _fb_event(event: _Messaging, tenant_id: str) -> InboundMessage | str:
         return InboundMessage(
             tenant_id=tenant_id,
             channel=Channel.MESSENGER,
-            contact=event.sender.id,
+            contact=normalise_contact(Channel.MESSENGER, event.sender.id),
             provider_message_id=msg.mid,
             text=text,
             sent_at=sent_at,
@@ -246,7 +252,7 @@ def _fb_event(event: _Messaging, tenant_id: str) -> InboundMessage | str:
         return InboundMessage(
             tenant_id=tenant_id,
             channel=Channel.MESSENGER,
-            contact=event.sender.id,
+            contact=normalise_contact(Channel.MESSENGER, event.sender.id),
             provider_message_id=event.postback.mid,
             text=event.postback.title,
             sent_at=sent_at,

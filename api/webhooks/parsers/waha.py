@@ -1,4 +1,10 @@
-"""WAHA (WhatsApp HTTP API) webhooks -> InboundMessage. Shapes: shared/wire/waha.md."""
+"""WAHA (WhatsApp HTTP API) webhooks -> InboundMessage. Shapes: shared/wire/waha.md and
+shared/wire/waha_lids_and_identity.md.
+
+The contact is the normalised chat id (models/identity.py); a sender WAHA names by its hidden
+id (`…@lid`) is given its phone when the engine put one in `_data` (`remoteJidAlt`, `senderPn`,
+`SenderAlt`), else api/webhooks/waha_identity.py asks WAHA's lids API. The message id becomes
+WAHA's stable key `{fromMe}_{id}`, the same for the @c.us and @lid copies of one message."""
 
 from __future__ import annotations
 
@@ -9,6 +15,13 @@ from pydantic import Field
 
 from api.webhooks.parsers import Loose, load_json, validate
 from models.common import Channel
+from models.identity import (
+    WAHA_LID_SUFFIX,
+    WAHA_PHONE_SUFFIX,
+    normalise_contact,
+    normalise_waha_chat_id,
+    waha_message_key,
+)
 from models.messages import InboundMessage
 from models.webhooks import ParsedWebhook, WebhookPayloadError
 
@@ -42,11 +55,31 @@ class _Message(Loose):
     data: dict[str, Any] = Field(default_factory=dict, alias="_data")
 
 
+# Where engines put the phone JID of a sender WAHA names by its @lid (waha lids notes §2):
+# NOWEB (Baileys) in the message key, GOWS (whatsmeow) in `Info`; top level for good measure.
+_ALT_PHONE_FIELDS = ("remoteJidAlt", "senderPn", "SenderAlt", "RemoteJidAlt", "participantAlt")
+
+
 def normalise_chat_id(chat_id: str) -> str:
-    # GOWS/NOWEB sometimes use the JID form; WAHA wants @c.us when we send back (chat-ids doc).
-    if chat_id.endswith("@s.whatsapp.net"):
-        return chat_id.removesuffix("@s.whatsapp.net") + "@c.us"
-    return chat_id
+    """The chat id WAHA answers to (`@s.whatsapp.net` -> `@c.us`, no device part)."""
+    return normalise_waha_chat_id(chat_id)
+
+
+def alt_phone_id(data: dict[str, Any]) -> str | None:
+    """The sender's phone chat id (`{digits}@c.us`) from the engine's raw `_data`, if it has one."""
+    places: list[Any] = [data.get("key"), data.get("Info"), data]
+    for place in places:
+        if not isinstance(place, dict):
+            continue
+        for name in _ALT_PHONE_FIELDS:
+            value = place.get(name)
+            if not isinstance(value, str) or not value.strip():
+                continue
+            chat = normalise_waha_chat_id(value)
+            digits = chat.removesuffix(WAHA_PHONE_SUFFIX)
+            if chat.endswith(WAHA_PHONE_SUFFIX) and digits.isdigit():
+                return chat
+    return None
 
 
 def parse_waha(body: bytes, *, tenant_id: str, group_chats_enabled: bool = False) -> ParsedWebhook:
@@ -63,7 +96,9 @@ def parse_waha(body: bytes, *, tenant_id: str, group_chats_enabled: bool = False
 
     if msg.fromMe:
         return ParsedWebhook.ignore(f"WAHA message {msg.id}: our own outgoing message (fromMe)")
-    chat = normalise_chat_id(msg.from_)
+    chat = normalise_contact(Channel.WAHA, msg.from_)
+    if chat.endswith(WAHA_LID_SUFFIX):
+        chat = alt_phone_id(msg.data) or chat
     if chat == "status@broadcast" or chat.endswith(("@broadcast", "@newsletter")):
         return ParsedWebhook.ignore(f"WAHA message {msg.id}: status/channel broadcast {chat}")
     if chat.endswith("@g.us") and not group_chats_enabled:
@@ -87,7 +122,7 @@ def parse_waha(body: bytes, *, tenant_id: str, group_chats_enabled: bool = False
                 tenant_id=tenant_id,
                 channel=Channel.WAHA,
                 contact=chat,
-                provider_message_id=msg.id,
+                provider_message_id=waha_message_key(msg.id),
                 text=text,
                 sent_at=datetime.fromtimestamp(msg.timestamp, tz=UTC),
                 contact_name=name if isinstance(name, str) and name.strip() else None,

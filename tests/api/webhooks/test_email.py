@@ -34,11 +34,16 @@ async def test_mail_is_delivered(harness: Harness) -> None:
 
 async def test_redelivered_mail_is_signalled_once(harness: Harness) -> None:
     tenant, key = await harness.tenant()
+    answers = []
     for _ in range(3):
         resp = await harness.http.post(
             f"/webhooks/email/{tenant}", content=payload("email_message.json"), headers=auth(key)
         )
-        assert resp.status_code == 202
+        answers.append((resp.status_code, resp.json()["status"]))
+        if resp.status_code == 200:  # the inbox knew its Message-ID: delivered nowhere
+            (reason,) = resp.json()["ignored"]
+            assert "duplicate of <CAF=abc123@mail.example.com>" in reason
+    assert answers == [(202, "accepted"), (200, "ignored"), (200, "ignored")]
     assert len(await harness.signals(conversation_workflow_id(tenant, "email", LEAD))) == 1
 
 

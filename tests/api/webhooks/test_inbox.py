@@ -181,10 +181,10 @@ async def test_delivered_rows_are_deleted_in_the_next_webhooks_transaction(
     stored: list[int] = []
     original = inbox_repo.write
 
-    def recording(connection: Any, rows: Any, delivered: Any) -> list[int]:
+    def recording(connection: Any, rows: Any, delivered: Any, keys: Any) -> list[Any]:
         texts = [InboundMessage.model_validate_json(r["message"]).text for r in rows]
         writes.append((texts, list(delivered)))
-        ids = original(connection, rows, delivered)
+        ids = original(connection, rows, delivered, keys)
         stored.extend(ids)
         return ids
 
@@ -205,10 +205,10 @@ async def test_delivered_rows_are_deleted_in_the_next_webhooks_transaction(
             sent_at=utcnow(),
         )
 
-    in_time, [first] = await inbox.accept([message(0)])
-    assert in_time and first.signal == "inbound"
+    in_time, [first], no_duplicates = await inbox.accept([message(0)])
+    assert in_time and first.signal == "inbound" and no_duplicates == []
     [row] = await inbox_rows(db)  # delivered; its DELETE waits for company (or half a second)
-    in_time, _ = await inbox.accept([message(1)])
+    in_time, _, _ = await inbox.accept([message(1)])
     assert in_time
     await inbox.stop()
     assert stored[0] == row.id

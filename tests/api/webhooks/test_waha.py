@@ -41,7 +41,8 @@ async def test_lead_message_starts_conversation_with_inbound_signal(harness: Har
     assert started["debounce_seconds"] == 0.3  # from Settings, not the model default
     ((name, (msg,)),) = await harness.signals(wid)
     assert name == "inbound"
-    assert msg["provider_message_id"] == "false_11111111111@c.us_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+    # WAHA's stable key `{fromMe}_{id}`: the same for the @c.us and @lid copies of a message.
+    assert msg["provider_message_id"] == "false_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
     assert msg["text"] == "Hi there!"
     assert msg["role"] == "lead"
     assert msg["sent_at"].startswith("2022-11-04T11:31:25")
@@ -77,9 +78,16 @@ async def test_redelivery_is_signalled_once(harness: Harness) -> None:
     headers = waha_sign(SECRET, body)
     first = await harness.http.post(f"/webhooks/waha/{tenant}", content=body, headers=headers)
     second = await harness.http.post(f"/webhooks/waha/{tenant}", content=body, headers=headers)
-    assert first.status_code == second.status_code == 202
+    assert first.status_code == 202
     assert first.json()["delivered"][0]["started"] is True
-    assert second.json()["delivered"][0]["started"] is False
+    # The inbox has seen its key: acknowledged, delivered nowhere.
+    assert second.status_code == 200
+    assert second.json()["status"] == "ignored"
+    assert second.json()["ignored"] == [
+        "waha message false_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA from 11111111111@c.us: duplicate of "
+        "false_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA already received for "
+        + conversation_workflow_id(tenant, "waha", LEAD)
+    ]
     signals = await harness.signals(conversation_workflow_id(tenant, "waha", LEAD))
     assert len(signals) == 1
 
