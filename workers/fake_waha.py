@@ -56,8 +56,10 @@ def message_event(
     from_me: bool = False,
     me: str = ME,
     metadata: Mapping[str, str] | None = None,
+    data: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """An inbound `message` event as WAHA posts it (wire/waha.md §1-2)."""
+    """An inbound `message` event as WAHA posts it (wire/waha.md §1-2); `data` is the engine's
+    raw `_data` (e.g. NOWEB's `{"key": {"remoteJidAlt": ...}}`, waha_lids_and_identity.md §2)."""
     now = int(time.time())
     return {
         "id": f"evt_{secrets.token_hex(13)}",
@@ -77,7 +79,7 @@ def message_event(
             "hasMedia": False,
             "ack": 1,
             "vCards": [],
-            "_data": {},
+            "_data": dict(data or {}),
         },
         "environment": {"tier": "CORE", "version": WAHA_VERSION},
         "engine": "WEBJS",
@@ -232,6 +234,43 @@ def chat_messages_answer(
     return JSONResponse(
         chat[start : start + max(0, CHAT_MESSAGES_DEFAULT_LIMIT if limit is None else limit)]
     )
+
+
+# ---- how WAHA maps hidden user ids (@lid) to phones -------------------------------------------
+
+
+def lid_answer(lids: Mapping[str, str], lid: str) -> Response:
+    """`GET /api/{session}/lids/{lid}` (wire/waha_lids_and_identity.md §2): `{lid, pn}`, `pn`
+    null (still 200) when unknown; a bare number gets `@lid` appended; another `@` suffix is a
+    422. `lids` maps `…@lid` to `…@c.us`."""
+    full = lid if "@" in lid else f"{lid}@lid"
+    if not full.endswith("@lid"):
+        refused = {"statusCode": 422, "message": "Invalid LID - it must end with @lid"}
+        return JSONResponse(refused, status_code=422)
+    return JSONResponse({"lid": full, "pn": lids.get(full)})
+
+
+def pn_answer(lids: Mapping[str, str], phone: str) -> Response:
+    """`GET /api/{session}/lids/pn/{phoneNumber}` (§2): `{lid, pn}`, `lid` null when unknown;
+    a `…@lid` passed here comes back as `{"lid": <input>, "pn": null}`."""
+    if phone.endswith("@lid"):
+        return JSONResponse({"lid": phone, "pn": None})
+    pn = phone if "@" in phone else f"{phone}@c.us"
+    lid = next((key for key, value in lids.items() if value == pn), None)
+    return JSONResponse({"lid": lid, "pn": pn})
+
+
+def lids_answer(lids: Mapping[str, str], query: Mapping[str, str]) -> Response:
+    """`GET /api/{session}/lids?limit=&offset=` (§2): every known mapping, sorted by `lid`
+    (defaults: limit 100, offset 0)."""
+    try:
+        limit = int(query.get("limit", "100"))
+        offset = int(query.get("offset", "0"))
+    except ValueError:
+        refused = {"statusCode": 400, "message": ["limit and offset must be integers"]}
+        return JSONResponse(refused, status_code=400)
+    rows = [{"lid": lid, "pn": pn} for lid, pn in sorted(lids.items())]
+    return JSONResponse(rows[max(0, offset) : max(0, offset) + max(0, limit)])
 
 
 # ---- the server ---------------------------------------------------------------------------------
