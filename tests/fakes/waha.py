@@ -31,7 +31,10 @@ from workers.fake_waha import (
     IdStyle,
     chat_message_record,
     chat_messages_answer,
+    lid_answer,
+    lids_answer,
     message_object,
+    pn_answer,
     send_text_answer,
     signed_message,
     unauthorized,
@@ -62,6 +65,15 @@ class FakeWaha:
         self.messages: list[dict[str, Any]] = []
         self.app.router.routes.append(
             Route("/api/{session}/chats/{chat_id}/messages", self._chat_messages, methods=["GET"])
+        )
+        # The lids API (wire/waha_lids_and_identity.md §2): `…@lid` -> `…@c.us`, set by `map_lid`.
+        self.lids: dict[str, str] = {}
+        self.app.router.routes.extend(
+            [
+                Route("/api/{session}/lids", self._lids, methods=["GET"]),
+                Route("/api/{session}/lids/pn/{phone}", self._lids, methods=["GET"]),
+                Route("/api/{session}/lids/{lid}", self._lids, methods=["GET"]),
+            ]
         )
         self.server = LiveServer(self.app)
 
@@ -153,6 +165,32 @@ class FakeWaha:
             self.messages, chat_id=request.path_params["chat_id"], query=recorded.query
         )
 
+    def map_lid(self, lid: str, phone: str) -> None:
+        """Let the lids API answer `phone` (`…@c.us`) for `lid` (`…@lid`)."""
+        self.lids[lid] = phone
+
+    def lid_lookups(self) -> list[RecordedRequest]:
+        """The `GET /api/{session}/lids/{lid}` requests received."""
+        return [r for r in self.requests if "/lids/" in r.path and "/lids/pn/" not in r.path]
+
+    async def _lids(self, request: Request) -> Response:
+        recorded = await RecordedRequest.of(request)
+        self.requests.append(recorded)
+        refused = unauthorized(recorded.headers, self.api_key)
+        if refused is not None:
+            return refused
+        failure = self.failures.take(recorded.path)
+        if failure is not None:
+            return failure.response()
+        if request.path_params["session"] != self.session:
+            unknown = {"statusCode": 422, "message": f"Session {request.path_params['session']!r}"}
+            return JSONResponse(unknown, status_code=422)
+        if "lid" in request.path_params:
+            return lid_answer(self.lids, request.path_params["lid"])
+        if "phone" in request.path_params:
+            return pn_answer(self.lids, request.path_params["phone"])
+        return lids_answer(self.lids, recorded.query)
+
     # -- webhooks WAHA would deliver ---------------------------------------------------------------
     def message_webhook(
         self,
@@ -162,9 +200,11 @@ class FakeWaha:
         message_id: str | None = None,
         timestamp: int | None = None,
         from_me: bool = False,
+        data: dict[str, Any] | None = None,
     ) -> tuple[bytes, dict[str, str]]:
         """An inbound `message` event (wire/waha.md §1-2) and the headers WAHA sends with it,
-        HMAC-signed when the fake has an `hmac_key`. Post both to the webhook under test."""
+        HMAC-signed when the fake has an `hmac_key`. Post both to the webhook under test.
+        `data` is the engine's raw `_data`."""
         return signed_message(
             from_=from_,
             body=body,
@@ -173,4 +213,31 @@ class FakeWaha:
             message_id=message_id,
             timestamp=timestamp,
             from_me=from_me,
+            data=data,
+        )
+
+    def twin_webhooks(
+        self,
+        *,
+        phone: str,
+        lid: str,
+        body: str,
+        key: str,
+        data: dict[str, Any] | None = None,
+        timestamp: int | None = None,
+    ) -> tuple[tuple[bytes, dict[str, str]], tuple[bytes, dict[str, str]]]:
+        """One WhatsApp message delivered twice, as GOWS/NOWEB do (waha lids notes §5): from
+        `phone` (`…@c.us`) and from `lid` (`…@lid`, with the engine's `data` if given), the ids
+        `false_{chat}_{key}` differing only in the chat id."""
+        return (
+            self.message_webhook(
+                from_=phone, body=body, message_id=f"false_{phone}_{key}", timestamp=timestamp
+            ),
+            self.message_webhook(
+                from_=lid,
+                body=body,
+                message_id=f"false_{lid}_{key}",
+                timestamp=timestamp,
+                data=data,
+            ),
         )
