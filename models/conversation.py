@@ -23,7 +23,12 @@ from models.tenant import Specialist
 #      value changes (the starter sets tenant, channel and the first stage).
 #   2: a turn loads its context inside its model activity (`prepare_turn`) and records a plain
 #      reply inside its send (`send_and_record`): no local activity on a plain turn's path.
-CONVERSATION_VERSION = 2
+#   3: operator commands are Updates (handoff, release, message, close); an operator's handoff or
+#      close stops a running turn before it sends; an opt-out closes and marks the lead
+#      do-not-contact; not-interested follows the playbook (`follow_up.after_not_interested`)
+#      instead of the cadence; a fresh run resumes from what the database holds of the lead
+#      (`TurnContextInput.resume`), continuing its turn numbers and its seen message ids.
+CONVERSATION_VERSION = 3
 
 TRANSCRIPT_TAIL = 40  # entries the workflow keeps for context; the database keeps them all
 SEEN_IDS_KEPT = 500  # provider message ids remembered to drop redeliveries
@@ -36,6 +41,15 @@ SIGNAL_HANDOFF = "handoff"
 SIGNAL_RELEASE = "release"
 SIGNAL_CLOSE = "close"
 QUERY_STATE = "state"
+# Operator commands as Updates (version 3): answered with a CommandResult, or refused by their
+# validator with an ApplicationError of type COMMAND_REFUSED whose message says why. The
+# signals above stay for running histories and old senders (the Chatwoot release webhook).
+UPDATE_HANDOFF = "operator_handoff"
+UPDATE_RELEASE = "operator_release"
+UPDATE_OPERATOR_MESSAGE = "operator_message_sent"
+UPDATE_CLOSE = "operator_close"
+COMMAND_REFUSED = "CommandRefused"
+COMMAND_RESULTS_KEPT = 100  # results of recent commands, kept across continue-as-new
 
 
 def conversation_workflow_id(tenant_id: str, channel: Channel | str, contact: str) -> str:
@@ -66,6 +80,20 @@ class OperatorMessage(Frozen):
     text: str
     author: str = "operator"
     request_id: str = Field(description="Idempotency key of the API call.")
+
+
+class CommandResult(Frozen):
+    """What an operator command (an Update) left the conversation in."""
+
+    stage: Stage
+    handoff: HandoffState | None = None
+    sent: bool | None = Field(
+        default=None,
+        description="Operator message only: True once sent and recorded, False when it could "
+        "not be sent (the detail says why; the transcript holds a note).",
+    )
+    provider_message_id: str | None = None
+    detail: str = ""
 
 
 class ConversationInput(BaseModel):
@@ -105,6 +133,25 @@ class ConversationInput(BaseModel):
         default=True,
         description="Upsert leadflow's search attributes (off where the server lacks them, "
         "e.g. the time-skipping test server).",
+    )
+    do_not_contact: bool = Field(
+        default=False,
+        description="Version ≥ 3: the lead opted out (or the database says so): messages are "
+        "recorded, never answered.",
+    )
+    resume_checked: bool = Field(
+        default=False,
+        description="Version ≥ 3: this conversation's first context load asked the database for "
+        "the lead's history; carried across continue-as-new so only a fresh run asks.",
+    )
+    nurture_at: datetime | None = Field(
+        default=None,
+        description="Version ≥ 3: when the one nurture message after not-interested is due.",
+    )
+    command_results: dict[str, CommandResult] = Field(
+        default_factory=dict,
+        description="Version ≥ 3: results of recent operator commands by update id, so a retry "
+        "after continue-as-new (where Temporal's own update-id dedup ends) acts once.",
     )
     version: int = Field(
         default=0,

@@ -88,6 +88,16 @@ class QuietHours(_Frozen):
 
 class FollowUpPolicy(_Frozen):
     cadence: tuple[timedelta, ...] = (timedelta(hours=4), timedelta(days=1), timedelta(days=3))
+    after_not_interested: Literal["close", "nurture"] = Field(
+        default="close",
+        description="A lead who says they are not interested (or bought elsewhere) gets no "
+        "follow-up cadence: `close` ends the conversation after the polite answer; `nurture` "
+        "keeps it open and sends one last nurture message after `nurture_after`.",
+    )
+    nurture_after: timedelta = Field(
+        default=timedelta(days=90),
+        description="With `after_not_interested: nurture`: when the one nurture message goes out.",
+    )
 
 
 class HandoffPolicy(_Frozen):

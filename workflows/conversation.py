@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from temporalio import workflow
 from temporalio.common import SearchAttributeUpdate
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.channels.activities import ChannelActivities
@@ -33,9 +33,16 @@ with workflow.unsafe.imports_passed_through():
     )
     from models.common import Priority, ReplyPurpose, Role, Stage
     from models.conversation import (
+        COMMAND_REFUSED,
+        COMMAND_RESULTS_KEPT,
         SEEN_IDS_KEPT,
         TRANSCRIPT_TAIL,
+        UPDATE_CLOSE,
+        UPDATE_HANDOFF,
+        UPDATE_OPERATOR_MESSAGE,
+        UPDATE_RELEASE,
         CloseRequest,
+        CommandResult,
         ConversationInput,
         ConversationSnapshot,
         EscalationRecord,
@@ -48,6 +55,7 @@ with workflow.unsafe.imports_passed_through():
         PrepareTurnInput,
         RecordTurnInput,
         ReleaseRequest,
+        ResumeState,
         SendAndRecordInput,
         TurnContext,
         TurnContextInput,
@@ -68,16 +76,20 @@ with workflow.unsafe.imports_passed_through():
     from workflows.scoring import score_lead
     from workflows.stages import (
         next_stage,
+        not_interested,
+        opted_out,
         stage_after_close,
         stage_after_follow_up,
         stage_after_outreach,
         stage_after_release,
         stage_for_outreach,
         stage_on_handoff,
+        stage_on_resume,
     )
     from workflows.timing import next_allowed_time
 
 MAX_DEBOUNCE_FACTOR = 10  # a steady stream of messages is still answered after this many windows
+OPERATOR_TEXT_MAX = 4096  # characters of an operator message (the API refuses longer ones too)
 
 
 PATCH_RECORD_OPERATOR_HANDOFF = "record-operator-handoff"
@@ -111,6 +123,15 @@ class ConversationWorkflow:
         self._released = False
         self._handed_over = False
         self._sending: list[str] = []
+        # Version ≥ 3. Set by an operator's handoff or close (and an agent's reply) while a turn
+        # awaits: the turn stops before it sends. Reset when a turn starts.
+        self._operator_stop = False
+        # The do-not-contact change the next record carries (True: the lead opted out).
+        self._dnc_to_record: bool | None = None
+        # Operator messages sent (or not) by the main loop, for their waiting Updates.
+        self._operator_outcomes: dict[str, CommandResult] = {}
+        # The provider ids the database knew when this run resumed: redeliveries to drop.
+        self._resumed_ids: frozenset[str] = frozenset()
         # The search attributes as Temporal holds them: a run at version ≥ 1 starts with what
         # its starter set and upserts only what changes (each upsert is an event and a
         # visibility write on the server).
@@ -168,22 +189,143 @@ class ConversationWorkflow:
     @workflow.signal(name="handoff")
     def handoff(self, request: HandoffRequest) -> None:
         if self._s.stage != Stage.CLOSED and self._s.handoff is None:
-            self._enter_handoff(request.reason, rule=None, human_replied=True)
-            # Record the new stage at once (API, Temporal UI); histories from before this
-            # change recorded nothing here and must replay unchanged.
-            if self._patched(PATCH_RECORD_OPERATOR_HANDOFF):
-                self._handed_over = True
+            if self._s.version >= 3 and self._close_reason is not None:
+                return  # closing: as the Update's validator refuses
+            self._take_over(request.reason)
 
     @workflow.signal(name="release")
     def release(self, request: ReleaseRequest) -> None:
         if self._s.handoff is not None:
-            self._s.handoff = None
-            self._s.stage = stage_after_release(self._s.stage)
-            self._released = True
+            self._hand_back()
 
     @workflow.signal(name="close")
     def close(self, request: CloseRequest) -> None:
         self._close_reason = request.reason
+        self._operator_stop = True
+
+    def _take_over(self, reason: str) -> None:
+        self._enter_handoff(reason, rule=None, human_replied=True)
+        self._operator_stop = True
+        # Record the new stage at once (API, Temporal UI); histories from before this change
+        # recorded nothing here and must replay unchanged.
+        if self._patched(PATCH_RECORD_OPERATOR_HANDOFF):
+            self._handed_over = True
+
+    def _hand_back(self) -> None:
+        self._s.handoff = None
+        self._s.stage = stage_after_release(self._s.stage)
+        self._released = True
+
+    # ---- operator commands as Updates (version 3; any running version answers them) -----
+    #
+    # A validator that refuses raises COMMAND_REFUSED: Temporal writes nothing to the history
+    # and the caller gets the reason. Handoff and release answer at once with the state they
+    # decided (durable in the history; the database record follows in the next step, after a
+    # running turn's current activity). Close answers once the conversation is closed (a
+    # running turn stops first); an operator message once it was sent and recorded, or with
+    # `sent=False` and why. Results are kept by update id across continue-as-new, so a retry
+    # that Temporal no longer deduplicates (another run) answers the same without acting.
+
+    @workflow.update(name=UPDATE_HANDOFF)
+    def handoff_command(self, request: HandoffRequest) -> CommandResult:
+        done = self._done_before()
+        if done is not None:
+            return done
+        self._take_over(request.reason.strip())
+        return self._command_done(self._result())
+
+    @handoff_command.validator
+    def _validate_handoff(self, request: HandoffRequest) -> None:
+        if self._done_before() is not None:
+            return
+        self._refuse_when_closed()
+        if not request.reason.strip():
+            _refuse("a handoff needs a reason")
+        if self._s.handoff is not None:
+            _refuse(f"already handed to a human: {self._s.handoff.reason}")
+
+    @workflow.update(name=UPDATE_RELEASE)
+    def release_command(self, request: ReleaseRequest) -> CommandResult:
+        done = self._done_before()
+        if done is not None:
+            return done
+        self._hand_back()
+        return self._command_done(self._result())
+
+    @release_command.validator
+    def _validate_release(self, request: ReleaseRequest) -> None:
+        if self._done_before() is not None:
+            return
+        self._refuse_when_closed()
+        if self._s.handoff is None:
+            _refuse("the conversation is not handed to a human: nothing to release")
+
+    @workflow.update(name=UPDATE_OPERATOR_MESSAGE)
+    async def operator_message_command(self, message: OperatorMessage) -> CommandResult:
+        done = self._done_before()
+        if done is not None:
+            return done
+        request_id = message.request_id
+        if request_id in self._s.seen_message_ids:
+            # Queued by the signal path (or a result too old to keep): never sent twice.
+            return self._result(detail="this request was taken before; it is not sent again")
+        self.operator_message(message.model_copy(update={"text": message.text.strip()}))
+        await workflow.wait_condition(lambda: request_id in self._operator_outcomes)
+        return self._command_done(self._operator_outcomes.pop(request_id))
+
+    @operator_message_command.validator
+    def _validate_operator_message(self, message: OperatorMessage) -> None:
+        if self._done_before() is not None:
+            return
+        self._refuse_when_closed()
+        if self._s.do_not_contact:
+            _refuse("the lead asked not to be contacted: nothing is sent")
+        if not message.text.strip():
+            _refuse("the message is empty")
+        if len(message.text) > OPERATOR_TEXT_MAX:
+            _refuse(f"the message is longer than {OPERATOR_TEXT_MAX} characters")
+        if not message.request_id.strip():
+            _refuse("the message needs a request id")
+
+    @workflow.update(name=UPDATE_CLOSE)
+    async def close_command(self, request: CloseRequest) -> CommandResult:
+        done = self._done_before()
+        if done is not None:
+            return done
+        self.close(request.model_copy(update={"reason": request.reason.strip()}))
+        # The main loop closes once a running turn has stopped; answered with the closed state.
+        await workflow.wait_condition(lambda: self._s.stage == Stage.CLOSED)
+        return self._command_done(self._result())
+
+    @close_command.validator
+    def _validate_close(self, request: CloseRequest) -> None:
+        if self._done_before() is not None:
+            return
+        if self._s.stage == Stage.CLOSED or self._close_reason is not None:
+            _refuse("the conversation is already closed")
+        if not request.reason.strip():
+            _refuse("closing needs a reason")
+
+    def _refuse_when_closed(self) -> None:
+        if self._s.stage == Stage.CLOSED:
+            _refuse("the conversation is closed")
+        if self._close_reason is not None:
+            _refuse(f"the conversation is closing ({self._close_reason})")
+
+    def _done_before(self) -> CommandResult | None:
+        info = workflow.current_update_info()
+        return self._s.command_results.get(info.id) if info is not None else None
+
+    def _command_done(self, result: CommandResult) -> CommandResult:
+        info = workflow.current_update_info()
+        if info is not None:
+            self._s.command_results[info.id] = result
+            for stale in list(self._s.command_results)[:-COMMAND_RESULTS_KEPT]:
+                del self._s.command_results[stale]
+        return result
+
+    def _result(self, **outcome: Any) -> CommandResult:
+        return CommandResult(stage=self._s.stage, handoff=self._s.handoff, **outcome)
 
     @workflow.query(name="state")
     def state(self) -> ConversationSnapshot:
@@ -217,11 +359,24 @@ class ConversationWorkflow:
             if self._close_reason is not None and self._s.stage != Stage.CLOSED:
                 await self._close()
             if self._s.stage == Stage.CLOSED and not self._has_work():
+                if not await self._handlers_finished():
+                    continue
                 return self.state()
             if not self._has_work() and self._should_continue_as_new():
-                await workflow.wait_condition(workflow.all_handlers_finished)
+                if not await self._handlers_finished():
+                    continue
                 workflow.continue_as_new(self._s)
             await self._step()
+
+    async def _handlers_finished(self) -> bool:
+        """Wait for running signal and update handlers before the run ends. From version 3
+        an Update may wait for the main loop (an operator message to send): new work wakes
+        the loop instead (False), so the two never wait for each other."""
+        if self._s.version < 3:
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            return True
+        await workflow.wait_condition(lambda: workflow.all_handlers_finished() or self._has_work())
+        return not self._has_work()
 
     def _has_work(self) -> bool:
         return bool(
@@ -243,12 +398,12 @@ class ConversationWorkflow:
     async def _step(self) -> None:
         if self._handed_over:
             self._handed_over = False
-            await self._record((), turn_key=f"handoff:{self._s.turns}")
+            await self._record((), turn_key=self._event_key("handoff"))
             self._upsert_search_attributes()
             self._details("handed to a human by an operator; the AI stays silent")
         if self._released:
             self._released = False
-            await self._record((), turn_key=f"release:{self._s.turns}")
+            await self._record((), turn_key=self._event_key("release"))
             if self._patched(PATCH_RELEASE_SEARCH_ATTRIBUTES):
                 self._upsert_search_attributes()
             self._details("released by a human; the AI answers again")
@@ -284,9 +439,11 @@ class ConversationWorkflow:
                     await self._send_holding_message()
                 elif action == "follow_up":
                     await self._send_follow_up()
+                elif action == "nurture":
+                    await self._send_nurture()
             except ActivityError as exc:
                 entry = self._system_entry(f"the {action} message failed: {exc.cause or exc}")
-                await self._record([entry], turn_key=f"{action}-failed:{self._s.turns}")
+                await self._record([entry], turn_key=self._event_key(f"{action}-failed"))
 
     def _next_timer(self) -> tuple[datetime | None, str]:
         # The policy lives in the state, so a continued-as-new run keeps its timers.
@@ -298,6 +455,12 @@ class ConversationWorkflow:
             if handoff.human_replied or handoff.holding_sent:
                 return None, ""
             return handoff.since + playbook.handoff.holding_after, "holding"
+        if (
+            self._s.version >= 3
+            and self._s.nurture_at is not None
+            and self._s.stage not in (Stage.CLOSED, Stage.HUMAN_HANDOFF)
+        ):
+            return next_allowed_time(self._s.nurture_at, playbook.quiet_hours), "nurture"
         cadence = playbook.follow_up.cadence
         if (
             self._s.last_reply_at is None
@@ -328,6 +491,9 @@ class ConversationWorkflow:
     # ---- a turn --------------------------------------------------------------------------
 
     async def _turn(self) -> None:
+        if self._s.version >= 3:
+            await self._turn_v3()
+            return
         batch = list(self._s.pending)
         # Messages that arrive from here on stay pending and are answered in the next turn.
         self._s.pending.clear()
@@ -369,6 +535,84 @@ class ConversationWorkflow:
         except ActivityError as exc:
             await self._hand_over_after_failure(context, inbound_entries, turn_key, exc)
         self._turn_done()
+
+    async def _turn_v3(self) -> None:
+        """A turn from version 3: it stops before sending when an operator hands over or closes
+        meanwhile; a fresh run's first turn resumes from the database (and drops redeliveries
+        of messages an earlier run saw); a do-not-contact lead is recorded, never answered."""
+        batch = list(self._s.pending)
+        # Messages that arrive from here on stay pending and are answered in the next turn.
+        self._s.pending.clear()
+        self._s.nurture_at = None  # the lead wrote: no nurture message is due any more
+        self._s.turns += 1
+        if self._s.handoff is not None or self._close_reason is not None:
+            # Handed over or closed while the burst was debounced: recorded, not answered.
+            await self._record(self._take_lead_messages(batch), turn_key=f"turn:{self._s.turns}")
+            return
+        self._operator_stop = False
+        self._details(f"turn {self._s.turns}: answering {len(batch)} message(s)")
+        query = " ".join(m.text for m in batch)
+        prepared: TurnDraft | None = None
+        failure: ActivityError | None = None
+        try:
+            ready = await self._prepare(batch, query)
+            context, prepared = self._take_context(ready.context), ready.draft
+        except ActivityError as exc:
+            # As in version 2: hand over, with the context read on its own.
+            failure = exc
+            context = await self._context(query)
+        # A resumed run knows the earlier turns now: number on from them (keys stay unique).
+        turn_key = f"turn:{self._s.turns}"
+        batch = [m for m in batch if m.provider_message_id not in self._resumed_ids]
+        if not batch:
+            self._s.turns -= 1
+            self._details("only redeliveries of messages answered before: nothing to do")
+            return
+        history = tuple(self._s.transcript)
+        inbound_entries = self._take_lead_messages(batch)
+        if self._s.do_not_contact:
+            # The lead opted out (or the CRM says so): record what they wrote, never answer.
+            await self._record(inbound_entries, turn_key=turn_key)
+            self._close_reason = self._close_reason or "do not contact"
+            return
+        if self._stopped_by_operator() or self._s.handoff is not None:
+            # An operator took over meanwhile, or the resumed conversation is with a human.
+            await self._stop_turn(inbound_entries, turn_key)
+            return
+        if failure is not None:
+            await self._hand_over_after_failure(context, inbound_entries, turn_key, failure)
+            self._turn_done()
+            return
+        try:
+            await self._answer(context, batch, history, inbound_entries, turn_key, prepared)
+        except ActivityError as exc:
+            if self._stopped_by_operator():
+                await self._stop_turn(inbound_entries, turn_key)
+                return
+            await self._hand_over_after_failure(context, inbound_entries, turn_key, exc)
+        self._turn_done()
+
+    def _take_lead_messages(self, batch: list[InboundMessage]) -> list[TranscriptEntry]:
+        self._s.lead_messages += len(batch)
+        entries = [
+            TranscriptEntry(
+                role=Role.LEAD, text=m.text, at=m.sent_at, provider_message_id=m.provider_message_id
+            )
+            for m in batch
+        ]
+        self._append(entries)
+        return entries
+
+    def _stopped_by_operator(self) -> bool:
+        """Version ≥ 3, asked after every await of a turn and before it sends: an operator
+        handed over or closed, or an agent answered the lead, while the turn awaited."""
+        return self._s.version >= 3 and (self._operator_stop or bool(self._s.human_queue))
+
+    async def _stop_turn(self, entries: list[TranscriptEntry], turn_key: str) -> None:
+        """The AI stays silent: what the lead wrote (and what was perceived) is recorded."""
+        await self._record(entries, turn_key=turn_key)
+        self._turn_done()
+        self._details(f"turn {self._s.turns} stopped before replying: a human took over")
 
     def _turn_done(self) -> None:
         self._upsert_search_attributes()
@@ -421,11 +665,25 @@ class ConversationWorkflow:
             priority,
         )
 
+        v3 = self._s.version >= 3
+        if v3 and opted_out(perception):
+            # Sticks: the lead is marked do-not-contact (stored and synced to the CRMs by the
+            # record step) and the conversation closes after the acknowledgement below.
+            self._s.do_not_contact = True
+            self._dnc_to_record = True
+            self._close_reason = self._close_reason or "the lead opted out"
+        if v3 and self._stopped_by_operator():
+            await self._stop_turn(inbound_entries, turn_key)
+            return
         if decision is not None:
             # A drafted reply is discarded: the lead gets the escalation notice instead.
             await self._escalate(context, perception, decision, turn_key, inbound_entries)
             return
-        self._s.stage = next_stage(self._s.stage, perception)
+        self._s.stage = next_stage(
+            self._s.stage,
+            perception,
+            after_not_interested=policy.follow_up.after_not_interested if v3 else None,
+        )
         reply = draft or await self._generate(
             ReplyPurpose.REPLY,
             # The summary is for people (the UI, the ledger); the writer reads the transcript.
@@ -433,6 +691,9 @@ class ConversationWorkflow:
             knowledge_ids=knowledge_ids,
             new_messages=texts,
         )
+        if v3 and self._stopped_by_operator():
+            await self._stop_turn(inbound_entries, turn_key)
+            return
         if reply.guard is not None:
             verdict = reply.guard
             await self._hand_over(
@@ -459,6 +720,12 @@ class ConversationWorkflow:
             await self._record((*inbound_entries, entry), turn_key=turn_key)
         self._s.last_reply_at = workflow.now()
         self._s.follow_ups_sent = 0
+        if v3 and not_interested(perception):
+            # No cadence for a lead who declined: closed (the stage says so), or one nurture
+            # message after the playbook's pause.
+            self._s.last_reply_at = None
+            if self._s.stage == Stage.NURTURE:
+                self._s.nurture_at = workflow.now() + policy.follow_up.nurture_after
 
     async def _perceive_and_draft(
         self, batch: list[InboundMessage], knowledge_ids: tuple[str, ...]
@@ -571,7 +838,7 @@ class ConversationWorkflow:
                 for via in self._notification_routes(specialist)
             )
         )
-        if holding and self._s.policy is not None:
+        if holding and self._s.policy is not None and not self._stopped_by_operator():
             text = self._s.policy.fallback_text(language)
             entries.append(await self._try_send(text, f"{turn_key}:holding"))
             if self._s.handoff is not None:
@@ -588,16 +855,22 @@ class ConversationWorkflow:
             ),
         )
 
-    async def _context(self, query: str) -> TurnContext:
+    def _context_input(self, query: str) -> TurnContextInput:
         policy = self._s.policy
+        return TurnContextInput(
+            tenant_id=self._s.tenant_id,
+            lead_id=self._lead_id,
+            query=query,
+            policy_hash=policy.playbook_hash if policy else None,
+            # A fresh run's first context (version ≥ 3) brings the lead's history along: the
+            # resume rides inside the load the turn makes anyway, no extra activity.
+            resume=self._s.version >= 3 and not self._s.resume_checked,
+        )
+
+    async def _context(self, query: str) -> TurnContext:
         context = await workflow.execute_local_activity_method(
             StoreActivities.load_turn_context,
-            TurnContextInput(
-                tenant_id=self._s.tenant_id,
-                lead_id=self._lead_id,
-                query=query,
-                policy_hash=policy.playbook_hash if policy else None,
-            ),
+            self._context_input(query),
             start_to_close_timeout=policies.STORE_TIMEOUT,
             retry_policy=policies.STORE_RETRY,
             summary="load playbook and knowledge",
@@ -610,20 +883,58 @@ class ConversationWorkflow:
         # Histories from before this field decode it as True: they requested every sync.
         self._crm_connected = context.crm_connected
         self._ref = PlaybookRef(tenant_id=self._s.tenant_id, hash=context.playbook.hash)
+        if self._s.version >= 3:
+            # The database is the truth (an opt-out recorded, a CRM's flag, an operator's lift).
+            self._s.do_not_contact = context.do_not_contact or self._dnc_to_record is True
+            if not self._s.resume_checked:
+                self._s.resume_checked = True
+                if context.resume is not None:
+                    self._resume(context.resume)
         return context
+
+    def _resume(self, earlier: ResumeState) -> None:
+        """A fresh run of a conversation with history continues from what the database holds:
+        its turn numbers (turn keys must not repeat an earlier run's: records and sends are
+        idempotent by key), fields, score, stage, transcript tail, name and seen message ids."""
+        self._s.turns += earlier.turns
+        self._s.fields = {**earlier.fields, **self._s.fields}
+        if self._s.score is None:
+            self._s.score = earlier.score
+        if not self._s.contact_name:
+            self._s.contact_name = earlier.contact_name
+        self._s.do_not_contact = self._s.do_not_contact or earlier.do_not_contact
+        ours = {e.provider_message_id for e in self._s.transcript if e.provider_message_id}
+        before = [
+            e
+            for e in earlier.transcript
+            if e.provider_message_id not in ours or not e.provider_message_id
+        ]
+        self._s.transcript = [*before, *self._s.transcript][-TRANSCRIPT_TAIL:]
+        self._s.lead_messages += sum(1 for e in before if e.role == Role.LEAD)
+        # Messages of this run's first batch the database already holds are redeliveries.
+        this_run = set(self._s.seen_message_ids)
+        self._resumed_ids = frozenset(earlier.seen_message_ids)
+        self._s.seen_message_ids = [
+            *(i for i in earlier.seen_message_ids if i not in this_run),
+            *self._s.seen_message_ids,
+        ][-SEEN_IDS_KEPT:]
+        if self._s.outreach is None:  # an outreach keeps its own stage
+            self._s.stage = stage_on_resume(earlier.stage)
+            if self._s.stage == Stage.HUMAN_HANDOFF and self._s.handoff is None:
+                # A human had the conversation when the last run ended: still theirs.
+                self._s.handoff = HandoffState(
+                    reason="a human had the conversation when its last run ended",
+                    since=workflow.now(),
+                    human_replied=True,
+                )
+        self._details(f"resumed after {earlier.turns} earlier turn(s)")
 
     async def _prepare(self, batch: list[InboundMessage], query: str) -> PreparedTurn:
         """Version ≥ 2: the context, the perception and a draft reply in one activity."""
-        policy = self._s.policy
         return await workflow.execute_activity_method(
             LlmActivities.prepare_turn,
             PrepareTurnInput(
-                context=TurnContextInput(
-                    tenant_id=self._s.tenant_id,
-                    lead_id=self._lead_id,
-                    query=query,
-                    policy_hash=policy.playbook_hash if policy else None,
-                ),
+                context=self._context_input(query),
                 draft=DraftTurnInput(
                     tenant_id=self._s.tenant_id,
                     playbook=self._ref,
@@ -753,7 +1064,9 @@ class ConversationWorkflow:
         if not done.recorded:
             # Sent, but the database failed: record with the record step's unbounded retries.
             await self._record((*inbound_entries, entry), turn_key=turn_key)
-        elif done.lead_changed and self._crm_connected:
+            return
+        self._dnc_to_record = None
+        if done.lead_changed and self._crm_connected:
             await self._request_crm_sync(turn_key)
 
     async def _record(
@@ -763,13 +1076,16 @@ class ConversationWorkflow:
         turn_key: str,
         escalation: EscalationRecord | None = None,
     ) -> None:
+        record = self._record_input(entries, turn_key=turn_key, escalation=escalation)
         changed = await workflow.execute_local_activity_method(
             StoreActivities.record_turn,
-            self._record_input(entries, turn_key=turn_key, escalation=escalation),
+            record,
             start_to_close_timeout=policies.STORE_TIMEOUT,
             retry_policy=policies.STORE_RETRY,
             summary=f"record {turn_key}",
         )
+        if record.do_not_contact is not None:
+            self._dnc_to_record = None  # written: later records leave it as it is
         if changed and self._crm_connected:
             await self._request_crm_sync(turn_key)
 
@@ -795,6 +1111,7 @@ class ConversationWorkflow:
             fields=dict(self._s.fields),
             escalation=escalation,
             turns=self._s.turns,
+            do_not_contact=self._dnc_to_record,
         )
 
     async def _request_crm_sync(self, turn_key: str) -> None:
@@ -822,6 +1139,8 @@ class ConversationWorkflow:
     # ---- escalation and handoff ----------------------------------------------------------
 
     def _enter_handoff(self, reason: str, *, rule: str | None, human_replied: bool) -> None:
+        if self._s.version >= 3 and self._s.handoff is not None:
+            return  # a human has it already (an operator's reason is kept)
         self._s.handoff = HandoffState(
             reason=reason, since=workflow.now(), rule=rule, human_replied=human_replied
         )
@@ -867,7 +1186,12 @@ class ConversationWorkflow:
                 )
             )
             text = self._policy().fallback_text(perception.language)
-        entries.append(await self._send(text, f"{turn_key}:handoff"))
+        if self._stopped_by_operator():
+            entries.append(
+                self._system_entry(f"closed before the escalation notice was sent: {text}")
+            )
+        else:
+            entries.append(await self._send(text, f"{turn_key}:handoff"))
         await self._record(
             entries,
             turn_key=turn_key,
@@ -965,16 +1289,32 @@ class ConversationWorkflow:
         while self._s.operator_queue:
             message = self._s.operator_queue.pop(0)
             key = f"operator:{message.request_id}"
-            try:
-                entry = await self._send(message.text, key, role=Role.HUMAN)
-            except ActivityError as exc:
-                # The operator reads this in the transcript instead of a silent loss.
-                entry = self._system_entry(
-                    f"could not send the operator's message ({exc.cause or exc}): {message.text}"
+            outcome: dict[str, Any]
+            if self._s.version >= 3 and (self._s.stage == Stage.CLOSED or self._s.do_not_contact):
+                # Queued before the conversation closed (or the lead opted out): not sent.
+                why = (
+                    "the lead asked not to be contacted"
+                    if self._s.do_not_contact
+                    else ("the conversation was closed")
                 )
-            if self._s.handoff is not None and not self._s.handoff.human_replied:
-                self._s.handoff = self._s.handoff.model_copy(update={"human_replied": True})
+                entry = self._system_entry(f"operator's message not sent ({why}): {message.text}")
+                outcome = {"sent": False, "detail": why}
+            else:
+                try:
+                    entry = await self._send(message.text, key, role=Role.HUMAN)
+                    outcome = {"sent": True, "provider_message_id": entry.provider_message_id}
+                except ActivityError as exc:
+                    # The operator reads this in the transcript instead of a silent loss.
+                    entry = self._system_entry(
+                        f"could not send the operator's message ({exc.cause or exc}): "
+                        f"{message.text}"
+                    )
+                    outcome = {"sent": False, "detail": f"not sent: {exc.cause or exc}"}
+                if self._s.handoff is not None and not self._s.handoff.human_replied:
+                    self._s.handoff = self._s.handoff.model_copy(update={"human_replied": True})
             await self._record([entry], turn_key=key)
+            # The Update waiting for it answers now: sent (or not) and recorded.
+            self._operator_outcomes[message.request_id] = self._result(**outcome)
 
     def _system_entry(self, text: str) -> TranscriptEntry:
         entry = TranscriptEntry(role=Role.SYSTEM, text=text, at=workflow.now())
@@ -1016,19 +1356,26 @@ class ConversationWorkflow:
             text = None  # no model: the playbook's own holding text needs none
         if text is None:
             text = self._policy().fallback_text(self._language())
-        key = f"holding:{self._s.turns}"
+        key = self._event_key("holding")
         entry = await self._try_send(text, key)
         await self._record([entry], turn_key=key)
         self._details("no human answered in time: holding message sent")
 
     async def _send_follow_up(self) -> None:
-        await self._context("")
+        context = await self._context("")
+        if self._s.version >= 3 and context.do_not_contact:
+            self._close_reason = self._close_reason or "do not contact"
+            return
         number = self._s.follow_ups_sent + 1
         # Counted first: a failure below must not re-arm the same follow-up in a loop.
         self._s.follow_ups_sent = number
         self._s.stage = stage_after_follow_up(self._s.stage)
         text = await self._written(ReplyPurpose.FOLLOW_UP)
-        key = f"follow_up:{self._s.turns}:{number}"
+        key = (
+            self._event_key(f"follow_up-{number}")
+            if self._s.version >= 3
+            else f"follow_up:{self._s.turns}:{number}"
+        )
         if text is None:
             entry = self._s.transcript[-1]  # the guard's note
         else:
@@ -1041,25 +1388,57 @@ class ConversationWorkflow:
         outreach = self._s.outreach
         assert outreach is not None
         self._s.stage = stage_for_outreach(self._s.stage)
-        await self._context(outreach.instruction or "")
+        await self._context(outreach.instruction or "")  # also: do-not-contact, resume
+        key = self._event_key("outreach", legacy="outreach")
+        if self._s.version >= 3 and self._s.do_not_contact:
+            # The API refuses outreach to a do-not-contact lead; this holds for any other starter.
+            self._s.outreach = None
+            entry = self._system_entry("outreach not sent: the lead asked not to be contacted")
+            await self._record([entry], turn_key=key)
+            self._close_reason = self._close_reason or "do not contact"
+            return
         text = outreach.text or await self._written(ReplyPurpose.OUTREACH)
         if text is None:
             entry = self._s.transcript[-1]  # the guard's note
         else:
-            entry = await self._try_send(text, "outreach")
+            entry = await self._try_send(text, key)
         self._s.stage = stage_after_outreach(self._s.stage)
         self._s.outreach = None
         self._s.last_reply_at = workflow.now()
-        await self._record([entry], turn_key="outreach")
+        await self._record([entry], turn_key=key)
         self._upsert_search_attributes()
+
+    async def _send_nurture(self) -> None:
+        """Version ≥ 3: the one message after not-interested (`follow_up.after_not_interested:
+        nurture`); no cadence follows it."""
+        self._s.nurture_at = None  # cleared first: a failure below must not re-arm it
+        context = await self._context("")
+        if context.do_not_contact:
+            self._close_reason = self._close_reason or "do not contact"
+            return
+        text = await self._written(ReplyPurpose.FOLLOW_UP)
+        key = self._event_key("nurture")
+        entry = self._s.transcript[-1] if text is None else await self._try_send(text, key)
+        await self._record([entry], turn_key=key)
+        self._details("the nurture message was sent; nothing more is planned")
 
     async def _close(self) -> None:
         self._s.stage = stage_after_close(self._s.stage)
         self._s.handoff = None
         self._s.last_reply_at = None
-        await self._record((), turn_key=f"close:{self._s.turns}")
+        await self._record((), turn_key=self._event_key("close"))
         self._upsert_search_attributes()
         self._details(f"closed: {self._close_reason}")
+
+    def _event_key(self, kind: str, *, legacy: str | None = None) -> str:
+        """The key of a record or send outside a turn. Before version 3 `kind:turns` (or
+        `legacy`), which repeats when two handoffs fall between the same turns or a new run
+        starts at the same turn: records and sends are idempotent by key, so the second was
+        dropped. From version 3 the run and its history length make it unique and stable."""
+        if self._s.version < 3:
+            return legacy if legacy is not None else f"{kind}:{self._s.turns}"
+        info = workflow.info()
+        return f"{kind}:{self._s.turns}:{info.run_id[:8]}.{info.get_current_history_length()}"
 
     # ---- visibility ----------------------------------------------------------------------
 
@@ -1094,3 +1473,8 @@ class ConversationWorkflow:
         if self._s.handoff is not None:
             lines.append(f"- with a human since {self._s.handoff.since:%Y-%m-%d %H:%M} UTC")
         workflow.set_current_details("\n".join(lines))
+
+
+def _refuse(reason: str) -> NoReturn:
+    """A validator's refusal: the Update is rejected (no history event) with this reason."""
+    raise ApplicationError(reason, type=COMMAND_REFUSED, non_retryable=True)

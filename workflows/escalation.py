@@ -16,6 +16,7 @@ from models.common import Intent, Priority
 from models.messages import Frozen
 from models.playbook import EscalationRule
 from models.policy import ConversationPolicy
+from workflows.stages import opted_out
 
 _PRIORITY_ORDER = (Priority.LOW, Priority.NORMAL, Priority.HIGH, Priority.URGENT)
 
@@ -104,7 +105,7 @@ def decide_escalation(
     known about the lead after this turn (a budget rule reads the merged budget). An opt-out is
     never an escalation: the lead asked for silence, not for a person.
     """
-    if perception.fields.get("opt_out") is True:
+    if opted_out(perception):
         return None
     for rule in policy.escalation:
         reasons = _rule_matches(rule, perception, text, fields)

@@ -6,6 +6,8 @@ only models.* and never read a clock, so a replayed workflow takes the same path
 
 from __future__ import annotations
 
+from typing import Literal
+
 from models.agent import Perception
 from models.common import Intent, Stage
 
@@ -35,22 +37,43 @@ def is_objection(analysis: Perception) -> bool:
     return analysis.intent in (Intent.PRICING, Intent.FINANCING) and analysis.sentiment < 0
 
 
-def next_stage(current: Stage, analysis: Perception, *, escalated: bool = False) -> Stage:
+def opted_out(analysis: Perception) -> bool:
+    """The lead asked for no more messages: the perception's `opt_out` field, nothing else."""
+    return analysis.fields.get("opt_out") is True
+
+
+def not_interested(analysis: Perception) -> bool:
+    """Declined (or bought elsewhere) without opting out: the cadence ends, the playbook says
+    how (`follow_up.after_not_interested`)."""
+    return analysis.intent == Intent.NOT_INTERESTED and not opted_out(analysis)
+
+
+def next_stage(
+    current: Stage,
+    analysis: Perception,
+    *,
+    escalated: bool = False,
+    after_not_interested: Literal["close", "nurture"] | None = None,
+) -> Stage:
     """The stage after the lead's message(s) were perceived (`escalated`: a rule handed over).
 
     In order: a conversation in human hands stays there (only `stage_after_release` ends that);
     an escalation hands it to a human; an opt-out closes it; not-interested parks it in nurture,
-    or closes it when it already was in nurture; a meeting request goes to scheduling; an
-    objection to objection handling; anything else qualifies a lead that was not engaged, moves
-    an answered objection back to qualifying, and leaves qualifying/scheduling as they are.
+    or closes it when it already was in nurture or the playbook says `close`
+    (`after_not_interested`; None: the rule before version 3, nurture); a meeting request goes
+    to scheduling; an objection to objection handling; anything else qualifies a lead that was
+    not engaged, moves an answered objection back to qualifying, and leaves
+    qualifying/scheduling as they are.
     """
     if current == Stage.HUMAN_HANDOFF:
         return Stage.HUMAN_HANDOFF
     if escalated:
         return Stage.HUMAN_HANDOFF
-    if analysis.fields.get("opt_out") is True:
+    if opted_out(analysis):
         return Stage.CLOSED
     if analysis.intent == Intent.NOT_INTERESTED:
+        if after_not_interested == "close":
+            return Stage.CLOSED
         return Stage.CLOSED if current in (Stage.NURTURE, Stage.CLOSED) else Stage.NURTURE
     if analysis.intent == Intent.MEETING:
         return Stage.SCHEDULING
@@ -104,3 +127,14 @@ def stage_after_release(current: Stage) -> Stage:
 def ai_may_reply(stage: Stage) -> bool:
     """The AI stays silent while a human has the conversation."""
     return stage != Stage.HUMAN_HANDOFF
+
+
+def stage_on_resume(previous: Stage) -> Stage:
+    """A new run of a conversation with history, started by the lead writing again: where the
+    last run left it, except that a closed conversation re-opens as one waiting for the lead (the
+    turn's perception then moves it on: a question qualifies it, a second "no" closes it again)
+    and an outreach the lead now answers is no longer an outreach. A conversation a human had
+    stays with the human (the AI stays silent until released)."""
+    if previous in (Stage.CLOSED, Stage.INITIAL_OUTREACH):
+        return Stage.AWAITING_RESPONSE
+    return previous
