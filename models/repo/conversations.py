@@ -338,7 +338,13 @@ async def lead_at_turn_start(
         return LeadAtTurnStart(do_not_contact=bool(row and row[0]), resume=None)
     conversation = _CONVERSATIONS.c
     score = _LEAD_SCORES.c
-    latest_score = sa_select(func.max(score.id)).where(score.lead_id == lead.id).scalar_subquery()
+    scored = _LEAD_SCORES.alias("scored")
+    latest_score = (
+        sa_select(func.max(scored.c.id))
+        .where(scored.c.lead_id == lead.id)
+        .correlate(_LEADS)
+        .scalar_subquery()
+    )
     row = (
         await conn.execute(
             sa_select(
