@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 
 import httpx
 from temporalio import activity
@@ -119,6 +119,8 @@ class ChannelActivities:
         already has the message, else None (the caller sends). Never raises for the check
         itself: a check that cannot answer must not stop the reply, only risk a duplicate."""
         key = message.idempotency_key
+        if claimed_at.tzinfo is None:  # stored as UTC; a driver may hand it back naive
+            claimed_at = claimed_at.replace(tzinfo=UTC)
         if not isinstance(adapter, SentCheck):
             activity.logger.info(
                 "send %s: claimed by an earlier attempt that did not finish; %s cannot tell "
