@@ -178,7 +178,7 @@ async def test_delivered_rows_are_deleted_in_the_next_webhooks_transaction(
     stream of webhooks costs one commit each; what is left is deleted on stop."""
     tenant, _ = await make_tenant(db)
     writes: list[tuple[list[str], list[int]]] = []
-    stored: list[int] = []
+    stored: list[Any] = []
     original = inbox_repo.write
 
     def recording(connection: Any, rows: Any, delivered: Any, keys: Any) -> list[Any]:
