@@ -93,13 +93,24 @@ _TARGET_PATTERNS: dict[CrmKind, re.Pattern[str]] = {
     CrmKind.HUBSPOT: re.compile(r"^[a-z][a-z0-9_]{0,99}$"),
     # Salesforce API names: letters, digits, underscores; custom ones end in __c.
     CrmKind.SALESFORCE: re.compile(r"^[A-Za-z](?:[A-Za-z0-9]|_(?!_))*(?:__c)?$"),
-    # Pipedrive: the standard keys, or a 40-hex custom field key.
-    CrmKind.PIPEDRIVE: re.compile(r"^(?:name|email|phone|[0-9a-f]{40})$"),
+    # Pipedrive: the standard keys, the marketing status, or a 40-hex custom field key.
+    CrmKind.PIPEDRIVE: re.compile(r"^(?:name|email|phone|marketing_status|[0-9a-f]{40})$"),
     # Chatwoot: contact custom attribute keys, or `labels` (conversation labels).
     CrmKind.CHATWOOT: re.compile(r"^[a-z][a-z0-9_]{0,63}$"),
     CrmKind.BUILTIN: re.compile(r"^[a-z][a-z0-9_]{0,63}$"),
 }
 
+# Pipedrive's own opt-out: the person's `marketing_status` (no_consent | unsubscribed | subscribed
+# | archived; accepted when the company uses Pipedrive's Campaigns product). do_not_contact true
+# is written as "unsubscribed"; false is not written: lifting leadflow's opt-out is not the
+# lead's consent to marketing, which only the CRM may record (activities/crm/pipedrive.py).
+PIPEDRIVE_MARKETING_STATUS = "marketing_status"
+
+# What a new connection maps (the API and the CLI store a copy with the connection, so a change
+# here reaches only connections made after it). do_not_contact goes to every CRM: HubSpot and
+# Salesforce get a custom property beside leadflow's score (their wire docs show no opt-out
+# property; a tenant may map it to its own instead), Pipedrive its marketing status, Chatwoot a
+# contact custom attribute.
 DEFAULT_FIELD_MAPPINGS: dict[CrmKind, dict[str, str]] = {
     CrmKind.BUILTIN: {},
     CrmKind.HUBSPOT: {
@@ -109,6 +120,7 @@ DEFAULT_FIELD_MAPPINGS: dict[CrmKind, dict[str, str]] = {
         "last_name": "lastname",
         "score": "leadflow_score",
         "quality": "leadflow_quality",
+        "do_not_contact": "leadflow_do_not_contact",
     },
     CrmKind.SALESFORCE: {
         "email": "Email",
@@ -117,12 +129,19 @@ DEFAULT_FIELD_MAPPINGS: dict[CrmKind, dict[str, str]] = {
         "last_name": "LastName",
         "score": "Leadflow_Score__c",
         "quality": "Rating",
+        "do_not_contact": "Leadflow_Do_Not_Contact__c",
     },
-    CrmKind.PIPEDRIVE: {"name": "name", "email": "email", "phone": "phone"},
+    CrmKind.PIPEDRIVE: {
+        "name": "name",
+        "email": "email",
+        "phone": "phone",
+        "do_not_contact": PIPEDRIVE_MARKETING_STATUS,
+    },
     CrmKind.CHATWOOT: {
         "score": "lead_score",
         "quality": "lead_quality",
         "interests": "interests",
+        "do_not_contact": "do_not_contact",
     },
 }
 

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 import httpx
 
 from activities.crm.base import Connection, RemoteRecord, UpsertResult, body_of, send
-from models.crm import CrmKind, LeadSnapshot
+from models.crm import PIPEDRIVE_MARKETING_STATUS, CrmKind, LeadSnapshot
 
 PERSONS = "/api/v2/persons"
 STANDARD = ("name", "email", "phone")
@@ -21,6 +21,17 @@ def _primary(items: Any) -> Any:
             return item.get("value")
     first = items[0]
     return first.get("value") if isinstance(first, dict) else first
+
+
+def _marketing_status(value: Any) -> str | None:
+    """The person's marketing status for a mapped value: do-not-contact true is "unsubscribed";
+    false writes nothing (a lifted opt-out is not consent to marketing: Pipedrive keeps what it
+    has); a status read earlier (a compensation restoring it) is written back as it was."""
+    if value is True:
+        return "unsubscribed"
+    if isinstance(value, str) and value:
+        return value
+    return None
 
 
 class PipedriveAdapter:
@@ -67,6 +78,10 @@ class PipedriveAdapter:
                 body["phones"] = (
                     [{"value": value, "primary": True, "label": "mobile"}] if value else []
                 )
+            elif prop == PIPEDRIVE_MARKETING_STATUS:
+                status = _marketing_status(value)
+                if status is not None:
+                    body[prop] = status
             else:
                 custom[prop] = value
         if custom:

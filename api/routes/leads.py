@@ -3,22 +3,28 @@ synced to the CRMs like any other); trigger a CRM sync by hand."""
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, status
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, StrictBool, field_validator
+from sqlmodel.ext.asyncio.session import AsyncSession
+from temporalio.client import Client
 
 from api.conversations_gateway import signal_conversation
 from api.deps import CurrentTenant, Session, Temporal
 from api.errors import ApiError
+from models import lead_service
 from models.conversation import SIGNAL_CLOSE, CloseRequest
 from models.crm import (
     BUILTIN_INTEGRATION_ID,
     request_crm_sync,
 )
+from models.lead_service import LIFT_ROUTE
 from models.repo import crm as crm_repo
 from models.repo import leads as lead_repo
+from models.tables import Lead
 
 router = APIRouter(prefix="/api/v1/leads", tags=["leads"])
 
@@ -67,8 +73,15 @@ async def get_lead(lead_id: str, tenant: CurrentTenant, session: Session) -> Lea
     lead = await lead_repo.get_lead(session, tenant_id=tenant.id, lead_id=lead_id)
     if lead is None:
         raise ApiError(404, "unknown lead", lead_id)
-    integrations = {i.id: i for i in await crm_repo.list_integrations(session, tenant_id=tenant.id)}
-    links = await crm_repo.links_of_lead(session, tenant_id=tenant.id, lead_id=lead_id)
+    return await _lead_out(session, lead)
+
+
+async def _lead_out(session: AsyncSession, lead: Lead) -> LeadOut:
+    lead_id = lead.id
+    integrations = {
+        i.id: i for i in await crm_repo.list_integrations(session, tenant_id=lead.tenant_id)
+    }
+    links = await crm_repo.links_of_lead(session, tenant_id=lead.tenant_id, lead_id=lead_id)
     crm: list[CrmLinkOut] = []
     for link in links:
         row = integrations.get(link.integration_id)
@@ -86,7 +99,9 @@ async def get_lead(lead_id: str, tenant: CurrentTenant, session: Session) -> Lea
                 reason=link.reason,
             )
         )
-    runs = await crm_repo.sync_runs_of_lead(session, tenant_id=tenant.id, lead_id=lead_id, limit=5)
+    runs = await crm_repo.sync_runs_of_lead(
+        session, tenant_id=lead.tenant_id, lead_id=lead_id, limit=5
+    )
     return LeadOut(
         id=lead.id,
         channel=lead.channel,
@@ -155,6 +170,15 @@ async def edit_lead(
     lead = await lead_repo.get_lead(session, tenant_id=tenant.id, lead_id=lead_id)
     if lead is None:
         raise ApiError(404, "unknown lead", lead_id)
+    if body.do_not_contact is False and lead.do_not_contact:
+        # The lead asked not to be contacted: lifting that is a decision someone owns, with a
+        # reason on record, not a side effect of an edit.
+        raise ApiError(
+            422,
+            "lifting do-not-contact needs a reason",
+            f"use {LIFT_ROUTE.format(lead_id=lead_id)} with "
+            '{"do_not_contact": false, "reason": "..."}',
+        )
     changes: dict[str, Any] = {
         key: value
         for key, value in body.model_dump(exclude_unset=True, exclude={"fields"}).items()
@@ -170,16 +194,11 @@ async def edit_lead(
     conversations = await lead_repo.conversations_of_lead(
         session, tenant_id=tenant.id, lead_id=lead_id
     )
-    closed = 0
-    if body.do_not_contact is True:
-        for conversation in conversations:
-            if await signal_conversation(
-                temporal,
-                conversation.id,
-                SIGNAL_CLOSE,
-                CloseRequest(reason="do not contact (operator)"),
-            ):
-                closed += 1
+    closed = (
+        await _close_conversations(temporal, [c.id for c in conversations])
+        if body.do_not_contact is True
+        else 0
+    )
     sync_id = (
         await request_crm_sync(
             temporal,
@@ -195,6 +214,98 @@ async def edit_lead(
         lead_id=lead_id,
         version=lead.version,
         changed=sorted(applied),
+        sync_workflow_id=sync_id,
+        conversations_closed=closed,
+    )
+
+
+async def _close_conversations(temporal: Client, conversation_ids: list[str]) -> int:
+    """Close the lead's running conversations (do-not-contact): how many were running."""
+    closed = 0
+    for conversation_id in conversation_ids:
+        if await signal_conversation(
+            temporal,
+            conversation_id,
+            SIGNAL_CLOSE,
+            CloseRequest(reason="do not contact (operator)"),
+        ):
+            closed += 1
+    return closed
+
+
+class DoNotContactRequest(BaseModel):
+    """An operator's explicit decision: set, or lift, with who and why on record."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    do_not_contact: StrictBool = Field(description="false lifts it; true sets it.")
+    reason: str = Field(min_length=1, max_length=500, pattern=r"\S")
+    by: str = Field(
+        default="operator",
+        min_length=1,
+        max_length=120,
+        pattern=r"\S",
+        description="Who decided (kept in the transcript with the reason).",
+    )
+
+    @field_validator("reason", "by")
+    @classmethod
+    def _printable(cls, value: str) -> str:
+        if any(unicodedata.category(char) == "Cc" for char in value):
+            raise ValueError("must not contain control characters")
+        return value.strip()
+
+
+class DoNotContactChanged(LeadOut):
+    changed: bool = Field(description="False when the lead already was so: nothing was written.")
+    sync_workflow_id: str | None
+    conversations_closed: int
+
+
+@router.post("/{lead_id}/do-not-contact")
+async def set_do_not_contact(
+    lead_id: str,
+    body: DoNotContactRequest,
+    tenant: CurrentTenant,
+    session: Session,
+    temporal: Temporal,
+) -> DoNotContactChanged:
+    """Set or lift the lead's do-not-contact. A lift is the only way back for a lead that opted
+    out (a PATCH refuses it): recorded in its conversations' transcripts with who and why,
+    synced to the CRMs. Setting it also closes the lead's running conversations."""
+    change = await lead_service.set_do_not_contact(
+        session,
+        tenant_id=tenant.id,
+        lead_id=lead_id,
+        do_not_contact=body.do_not_contact,
+        by=body.by,
+        reason=body.reason,
+    )
+    if change is None:
+        raise ApiError(404, "unknown lead", lead_id)
+    lead = change.lead
+    sync_id: str | None = None
+    closed = 0
+    if change.changed:
+        verb = "set" if body.do_not_contact else "lifted"
+        sync_id = await request_crm_sync(
+            temporal,
+            tenant_id=tenant.id,
+            lead_id=lead_id,
+            reason=f"do-not-contact {verb} by {body.by}: {body.reason}",
+            version=lead.version,
+        )
+    if body.do_not_contact:
+        # Also when it already was set: a conversation still running (a close lost while
+        # Temporal was away) is closed now; closing twice is a no-op.
+        conversations = await lead_repo.conversations_of_lead(
+            session, tenant_id=tenant.id, lead_id=lead_id
+        )
+        closed = await _close_conversations(temporal, [c.id for c in conversations])
+    out = await _lead_out(session, lead)
+    return DoNotContactChanged(
+        **out.model_dump(),
+        changed=change.changed,
         sync_workflow_id=sync_id,
         conversations_closed=closed,
     )

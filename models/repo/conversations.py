@@ -473,6 +473,39 @@ def _score(
         return None
 
 
+async def add_system_entry(
+    session: AsyncSession,
+    *,
+    tenant_id: str,
+    conversation_ids: Sequence[str],
+    text: str,
+    dedupe_key: str,
+    at: datetime,
+) -> None:
+    """A system entry (an operator's decision, for the record) in each of these conversations'
+    transcripts, once per `dedupe_key`. Not committed: the caller commits with its change."""
+    if not conversation_ids:
+        return
+    conn = await session.connection()
+    await _insert_once(
+        conn,
+        _MESSAGES,
+        [
+            {
+                "conversation_id": conversation_id,
+                "tenant_id": tenant_id,
+                "role": Role.SYSTEM.value,
+                "text": text,
+                "at": at,
+                "provider_message_id": None,
+                "dedupe_key": dedupe_key,
+                "knowledge_ids": [],
+            }
+            for conversation_id in conversation_ids
+        ],
+    )
+
+
 async def list_conversations(
     session: AsyncSession,
     *,

@@ -5,11 +5,14 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from sqlalchemy import ColumnElement, or_
+from sqlalchemy import update as sa_update
 from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models.common import Channel
 from models.crm import INBOUND_FIELDS, LeadSnapshot
+from models.repo.sql import table_of
 from models.tables import Conversation, Lead, utcnow
 
 
@@ -96,6 +99,69 @@ async def update_lead(
     session.add(lead)
     await session.commit()
     return applied
+
+
+async def find_do_not_contact_lead(
+    session: AsyncSession,
+    *,
+    tenant_id: str,
+    lead_ids: tuple[str, ...] = (),
+    channel: str | None = None,
+    address: str | None = None,
+    phone: str | None = None,
+    email: str | None = None,
+) -> Lead | None:
+    """A do-not-contact lead of the tenant that is any of these: one of `lead_ids`, the lead of
+    (`channel`, `address`), or the lead with this phone or e-mail (case-insensitive). One
+    statement; the id and (channel, address) are indexed, phone and e-mail filter the
+    tenant's rows (an outreach request asks, not a turn)."""
+    same: list[ColumnElement[bool]] = []
+    if lead_ids:
+        same.append(col(Lead.id).in_(lead_ids))
+    if channel and address:
+        same.append((col(Lead.channel) == channel) & (col(Lead.address) == address))
+    if phone:
+        same.append(col(Lead.phone) == phone)
+    if email:
+        same.append(func.lower(Lead.email) == email.strip().lower())
+    if not same:
+        return None
+    return (
+        await session.exec(
+            select(Lead)
+            .where(Lead.tenant_id == tenant_id, col(Lead.do_not_contact).is_(True), or_(*same))
+            .order_by(col(Lead.updated_at).desc())
+            .limit(1)
+        )
+    ).first()
+
+
+async def write_do_not_contact(
+    session: AsyncSession, *, tenant_id: str, lead_id: str, do_not_contact: bool
+) -> int | None:
+    """Set the lead's do-not-contact and bump its version in one `UPDATE … RETURNING`, only if
+    it is not set so already: the new version, or None when nothing changed. Atomic, so a turn
+    recording the same lead meanwhile loses its version check and re-reads (`record_turn`).
+    Not committed: the caller commits with what it writes beside it."""
+    leads = table_of(Lead)
+    conn = await session.connection()
+    row = (
+        await conn.execute(
+            sa_update(leads)
+            .where(
+                leads.c.id == lead_id,
+                leads.c.tenant_id == tenant_id,
+                leads.c.do_not_contact != do_not_contact,
+            )
+            .values(
+                do_not_contact=do_not_contact,
+                version=leads.c.version + 1,
+                updated_at=utcnow(),
+            )
+            .returning(leads.c.version)
+        )
+    ).first()
+    return int(row[0]) if row is not None else None
 
 
 async def conversations_of_lead(

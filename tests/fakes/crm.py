@@ -655,8 +655,19 @@ class PipedriveFake(FakeServer):
             return JSONResponse({"success": False, "error": "Person not found"}, status_code=404)
         return JSONResponse({"success": True, "data": person})
 
+    # AddPersonRequest / PATCH (v2): `marketing_status` is one of these (pipedrive.md).
+    MARKETING_STATUSES = ("no_consent", "unsubscribed", "subscribed", "archived")
+
+    def _invalid_status(self, body: dict[str, Any]) -> Response | None:
+        status = body.get("marketing_status")
+        if status is None or status in self.MARKETING_STATUSES:
+            return None
+        return JSONResponse(
+            {"success": False, "error": f"Invalid marketing_status: {status!r}"}, status_code=400
+        )
+
     def _apply(self, person: dict[str, Any], body: dict[str, Any]) -> None:
-        for key in ("name", "emails", "phones"):
+        for key in ("name", "emails", "phones", "marketing_status"):
             if key in body:
                 person[key] = body[key]
         for key, value in (body.get("custom_fields") or {}).items():
@@ -669,6 +680,9 @@ class PipedriveFake(FakeServer):
         body = await self.json(request)
         if not body.get("name"):
             return JSONResponse({"success": False, "error": "Name must be given."}, status_code=400)
+        invalid = self._invalid_status(body)
+        if invalid is not None:
+            return invalid
         pid = self.add_person(body["name"])
         self._apply(self.persons[pid], body)
         return JSONResponse({"success": True, "data": self.persons[pid]})
@@ -677,7 +691,11 @@ class PipedriveFake(FakeServer):
         person = self.persons.get(int(m["id"]))
         if person is None:
             return JSONResponse({"success": False, "error": "Person not found"}, status_code=404)
-        self._apply(person, await self.json(request))
+        body = await self.json(request)
+        invalid = self._invalid_status(body)
+        if invalid is not None:
+            return invalid
+        self._apply(person, body)
         return JSONResponse({"success": True, "data": person})
 
     async def _delete(self, request: Request, m: re.Match[str]) -> Response:
