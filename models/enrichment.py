@@ -1,5 +1,5 @@
 """Contracts of lead-enrichment jobs: the workflow's input (also its continue-as-new state), its
-signals and query, the per-record activities, and the job view the API returns."""
+updates, signals and query, the per-record activities, and the job view the API returns."""
 
 from __future__ import annotations
 
@@ -14,10 +14,17 @@ from models.messages import Frozen
 WORKFLOW_NAME = "EnrichmentJobWorkflow"
 """The API starts jobs by this name: it must not import workflows/."""
 
+# Job control is by update (the caller learns the resulting status, or why it was refused).
+UPDATE_PAUSE = "pause_job"
+UPDATE_RESUME = "resume_job"
+UPDATE_CANCEL = "cancel_job"
+# The signals that came first: jobs started before the updates may still receive them.
 SIGNAL_PAUSE = "pause"
 SIGNAL_RESUME = "resume"
 SIGNAL_CANCEL = "cancel"
 QUERY_PROGRESS = "progress"
+JOB_CONTROL_REFUSED = "JobControlRefused"
+"""ApplicationError type of an update its validator refused; the message is the reason."""
 
 
 def workflow_id(tenant_id: str, job_id: str) -> str:
@@ -33,6 +40,30 @@ class JobStatus(StrEnum):
 
 
 TERMINAL_STATUSES = frozenset({JobStatus.CANCELLED, JobStatus.COMPLETED, JobStatus.FAILED})
+
+
+class JobAction(StrEnum):
+    PAUSE = "pause"
+    RESUME = "resume"
+    CANCEL = "cancel"
+
+
+def control_refusal(action: JobAction, status: JobStatus) -> str | None:
+    """Why `action` cannot apply to a job in `status`, or None when it can.
+
+    The workflow's update validators ask this of the status it is heading for; the API asks it
+    of the stored status only when the workflow has already ended. Cancelling twice is refused
+    ("already cancelled"); a retry with the same idempotency key is not a second cancel and
+    gets the first answer."""
+    if status in (JobStatus.COMPLETED, JobStatus.FAILED):
+        return f"job is {status.value}"
+    if status == JobStatus.CANCELLED:
+        return "job is already cancelled" if action == JobAction.CANCEL else "job is cancelled"
+    if action == JobAction.PAUSE and status == JobStatus.PAUSED:
+        return "job is already paused"
+    if action == JobAction.RESUME and status != JobStatus.PAUSED:
+        return f"job is not paused (it is {status.value})"
+    return None
 
 
 class RecordStatus(StrEnum):
@@ -105,6 +136,13 @@ class ResumeJob(Frozen):
 
 class CancelJob(Frozen):
     reason: str | None = None
+
+
+class JobControlResult(Frozen):
+    """What a pause, resume or cancel update answers: the job's status once the workflow has
+    written it to the database (so a GET right after shows the same)."""
+
+    status: JobStatus
 
 
 class JobProgress(Frozen):

@@ -2,8 +2,13 @@
 
 Stores the rows once, then keeps a sliding window of records in flight (the job's concurrency),
 and continues as new every `records_per_run` records so a 100,000-row job keeps a small history.
-Pause, resume and cancel are signals; progress is a query and lives in the database. A record
-that fails is marked failed with a reason and never fails the job.
+Progress is a query and lives in the database. A record that fails is marked failed with a
+reason and never fails the job.
+
+Pause, resume and cancel are updates: a validator refuses what cannot apply (pause a paused or
+ended job, resume a job that is not paused, cancel an ended one) and the accepted update answers
+once the workflow has written the resulting status to the database. The workflow is the only
+writer of the job status. The signals of the same names stay for jobs started before the updates.
 """
 
 from __future__ import annotations
@@ -19,13 +24,19 @@ with workflow.unsafe.imports_passed_through():
     from activities.web.activities import EnrichmentActivities
     from models import search_attributes
     from models.enrichment import (
+        JOB_CONTROL_REFUSED,
         QUERY_PROGRESS,
         SIGNAL_CANCEL,
         SIGNAL_PAUSE,
         SIGNAL_RESUME,
+        UPDATE_CANCEL,
+        UPDATE_PAUSE,
+        UPDATE_RESUME,
         WORKFLOW_NAME,
         CancelJob,
         EnrichmentJobInput,
+        JobAction,
+        JobControlResult,
         JobProgress,
         JobStatus,
         JobStatusUpdate,
@@ -35,7 +46,13 @@ with workflow.unsafe.imports_passed_through():
         RecordStatus,
         ResumeJob,
         StoreRowsInput,
+        control_refusal,
     )
+
+PATCH_CANCEL_REPORTED_FIRST = "cancel-reported-first"
+"""Since the cancel update: a cancelled job writes its status before its records in flight are
+cancelled (which waits for their next heartbeat), so the caller is answered at once. Runs that
+were cancelled before this change replay without the extra write."""
 
 STORE_ROWS_TIMEOUT = timedelta(minutes=10)
 STATUS_TIMEOUT = timedelta(seconds=30)
@@ -78,9 +95,55 @@ class EnrichmentJobWorkflow:
         self._job = job
         # The API creates the job as running; a later run inherits what the previous reported.
         self._reported = JobStatus.PAUSED if job.paused else JobStatus.RUNNING
+        # What the database holds: `_reported` is set when the write starts, this when it is done.
+        self._persisted = self._reported
         self._finished_status: JobStatus | None = None
 
-    # -- signals and query -----------------------------------------------------------------
+    # -- updates ---------------------------------------------------------------------------
+
+    @workflow.update(name=UPDATE_PAUSE)
+    async def pause_job(self, _: PauseJob) -> JobControlResult:
+        """No new records start; those in flight finish."""
+        self._paused = True
+        return await self._settled()
+
+    @pause_job.validator
+    def _validate_pause(self, _: PauseJob) -> None:
+        self._refuse_unless_allowed(JobAction.PAUSE)
+
+    @workflow.update(name=UPDATE_RESUME)
+    async def resume_job(self, _: ResumeJob) -> JobControlResult:
+        self._paused = False
+        return await self._settled()
+
+    @resume_job.validator
+    def _validate_resume(self, _: ResumeJob) -> None:
+        self._refuse_unless_allowed(JobAction.RESUME)
+
+    @workflow.update(name=UPDATE_CANCEL)
+    async def cancel_job(self, _: CancelJob) -> JobControlResult:
+        """No new records start, records in flight are cancelled, finished records are kept."""
+        self._cancelled = True
+        return await self._settled()
+
+    @cancel_job.validator
+    def _validate_cancel(self, _: CancelJob) -> None:
+        self._refuse_unless_allowed(JobAction.CANCEL)
+
+    def _refuse_unless_allowed(self, action: JobAction) -> None:
+        # Judged on the status the job is heading for, not the one stored: a job whose cancel
+        # is being written is already cancelled for a pause that comes after it.
+        reason = control_refusal(action, self._status())
+        if reason is not None:
+            raise ApplicationError(reason, type=JOB_CONTROL_REFUSED, non_retryable=True)
+
+    async def _settled(self) -> JobControlResult:
+        """Wait until the database holds the status the job is heading for. If another control
+        lands meanwhile (a resume right after a pause), that later status is the answer."""
+        await workflow.wait_condition(lambda: self._persisted == self._status())
+        return JobControlResult(status=self._persisted)
+
+    # -- signals (jobs started before the updates) and query -------------------------------
 
     @workflow.signal(name=SIGNAL_PAUSE)
     def pause(self, _: PauseJob) -> None:
@@ -129,17 +192,30 @@ class EnrichmentJobWorkflow:
                 return await self._finish(JobStatus.FAILED, f"storing the rows: {_reason(err)}")
 
         run_end = min(job.total, job.next_row + job.records_per_run - 1)
+
+        def run_over() -> bool:
+            # An update still waiting for its status to be written keeps the loop here (which
+            # writes it) rather than in a wait for handlers that would never finish.
+            return (
+                self._next_row > run_end
+                and not self._in_flight
+                and workflow.all_handlers_finished()
+            )
+
+        def can_dispatch() -> bool:
+            return (
+                not self._paused
+                and self._next_row <= run_end
+                and len(self._in_flight) < job.concurrency
+            )
+
         while True:
             await workflow.wait_condition(
                 lambda: (
                     self._cancelled
                     or self._status() != self._reported
-                    or (self._next_row > run_end and not self._in_flight)
-                    or (
-                        not self._paused
-                        and self._next_row <= run_end
-                        and len(self._in_flight) < job.concurrency
-                    )
+                    or run_over()
+                    or can_dispatch()
                 )
             )
             if self._cancelled:
@@ -147,13 +223,20 @@ class EnrichmentJobWorkflow:
             if self._status() != self._reported:
                 await self._report(self._status())
                 continue
-            if self._next_row > run_end and not self._in_flight:
+            if run_over():
                 break
+            if not can_dispatch():
+                continue
             row = self._next_row
             self._next_row += 1
             self._in_flight[row] = asyncio.create_task(self._process(job, row))
 
         if self._cancelled:
+            if workflow.patched(PATCH_CANCEL_REPORTED_FIRST):
+                # Records in flight learn of the cancel with their next heartbeat (seconds): the
+                # status is written first so the caller does not wait for that. The write after
+                # they have stopped puts the unfinished ones back to pending.
+                await self._report(JobStatus.CANCELLED)
             tasks = list(self._in_flight.values())
             for task in tasks:
                 task.cancel()
@@ -223,6 +306,7 @@ class EnrichmentJobWorkflow:
         self._in_flight.pop(row, None)
 
     async def _report(self, status: JobStatus, error: str | None = None) -> None:
+        """The one writer of the job's status (database and search attribute)."""
         self._reported = status
         workflow.upsert_search_attributes([search_attributes.JOB_STATUS.value_set(status.value)])
         await workflow.execute_activity_method(
@@ -233,6 +317,7 @@ class EnrichmentJobWorkflow:
             start_to_close_timeout=STATUS_TIMEOUT,
             retry_policy=DATABASE_RETRY,
         )
+        self._persisted = status
 
     async def _finish(self, status: JobStatus, error: str | None) -> JobProgress:
         self._finished_status = status

@@ -1,6 +1,12 @@
-"""Recorded histories replay against the current workflow code: a non-deterministic change to
-ConversationWorkflow fails here before it breaks runs in flight. Re-record with
-`uv run python -m tests.histories.record` only for a deliberate, versioned change."""
+"""Recorded histories replay against the current workflow code: a non-deterministic change to a
+workflow fails here before it breaks runs in flight.
+
+Every file under tests/histories/ is replayed with the workflow its name starts with. Record a
+new version (never overwrite one) only for a deliberate, versioned change:
+    uv run python -m tests.histories.record conversation_<version>.json
+    uv run python -m tests.histories.record_enrichment enrichment_<version> [--signals]
+    uv run python -m tests.histories.record_crm crm_sync_<version>
+"""
 
 from __future__ import annotations
 
@@ -13,19 +19,44 @@ from temporalio.worker import Replayer
 
 from workers.worker import SandboxMode, workflow_runner
 from workflows.conversation import ConversationWorkflow
+from workflows.crm_sync import CrmSyncWorkflow
+from workflows.enrichment import EnrichmentJobWorkflow
 
-HISTORIES = sorted((Path(__file__).parent.parent / "histories").glob("conversation_*.json"))
+HISTORY_DIR = Path(__file__).parent.parent / "histories"
+
+WORKFLOW_BY_PREFIX: dict[str, type] = {
+    "conversation_": ConversationWorkflow,
+    "enrichment_": EnrichmentJobWorkflow,
+    "crm_sync_": CrmSyncWorkflow,
+}
+"""File-name prefix -> the workflow class its histories replay against."""
+
+MIN_EVENTS = {"conversation_": 50, "enrichment_": 20, "crm_sync_": 20}
+"""A meaningful recording has many events (an enrichment run that ends in continue-as-new
+after three records has about 25)."""
+
+HISTORIES = sorted(HISTORY_DIR.glob("*.json"))
+
+
+def _prefix(path: Path) -> str:
+    for prefix in WORKFLOW_BY_PREFIX:
+        if path.name.startswith(prefix):
+            return prefix
+    raise AssertionError(
+        f"{path.name}: a history's name starts with one of {', '.join(WORKFLOW_BY_PREFIX)}"
+    )
 
 
 @pytest.mark.parametrize("mode", ["strict", "passthrough", "off"])
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
-async def test_recorded_conversation_replays(path: Path, mode: SandboxMode) -> None:
+async def test_recorded_history_replays(path: Path, mode: SandboxMode) -> None:
     """Strict catches a workflow module that imports something non-deterministic; the others
     are what workers may run (LEADFLOW_WORKFLOW_SANDBOX)."""
+    prefix = _prefix(path)
     history = WorkflowHistory.from_json(path.stem, path.read_text())
-    assert len(history.events) > 50, "a meaningful recording has many events"
+    assert len(history.events) > MIN_EVENTS[prefix], "a meaningful recording has many events"
     replayer = Replayer(
-        workflows=[ConversationWorkflow],
+        workflows=[WORKFLOW_BY_PREFIX[prefix]],
         data_converter=pydantic_data_converter,
         workflow_runner=workflow_runner(mode),
     )
@@ -34,4 +65,12 @@ async def test_recorded_conversation_replays(path: Path, mode: SandboxMode) -> N
 
 
 def test_histories_are_present() -> None:
-    assert HISTORIES, "tests/histories/ must hold at least one recorded conversation"
+    """At least one recording per workflow, and no file that would be silently skipped."""
+    by_prefix = {
+        prefix: [p.name for p in HISTORIES if p.name.startswith(prefix)]
+        for prefix in WORKFLOW_BY_PREFIX
+    }
+    missing = [prefix for prefix, names in by_prefix.items() if not names]
+    assert not missing, f"tests/histories/ holds no recording for {missing}"
+    for path in HISTORIES:
+        _prefix(path)  # every history is replayed by some workflow
