@@ -575,13 +575,12 @@ class ConversationWorkflow:
             await self._record(inbound_entries, turn_key=turn_key)
             self._close_reason = self._close_reason or "do not contact"
             return
-        if self._stopped_by_operator() or self._s.handoff is not None:
-            # An operator took over meanwhile, or the resumed conversation is with a human.
-            await self._stop_turn(inbound_entries, turn_key)
-            return
         if failure is not None:
-            await self._hand_over_after_failure(context, inbound_entries, turn_key, failure)
-            self._turn_done()
+            if self._stopped_by_operator() or self._s.handoff is not None:
+                await self._stop_turn(inbound_entries, turn_key)
+            else:
+                await self._hand_over_after_failure(context, inbound_entries, turn_key, failure)
+                self._turn_done()
             return
         try:
             await self._answer(context, batch, history, inbound_entries, turn_key, prepared)
@@ -672,7 +671,9 @@ class ConversationWorkflow:
             self._s.do_not_contact = True
             self._dnc_to_record = True
             self._close_reason = self._close_reason or "the lead opted out"
-        if v3 and self._stopped_by_operator():
+        if v3 and (self._stopped_by_operator() or self._s.handoff is not None):
+            # An operator took over while the turn awaited (or the resumed conversation is with
+            # a human): what was perceived is kept, nothing is decided or sent.
             await self._stop_turn(inbound_entries, turn_key)
             return
         if decision is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import pytest
 
 from models.agent import FieldValue, Perception
@@ -16,6 +18,7 @@ from workflows.stages import (
     stage_after_release,
     stage_for_outreach,
     stage_on_handoff,
+    stage_on_resume,
 )
 
 
@@ -104,3 +107,50 @@ def test_every_event_outside_a_turn_has_its_transition(current: Stage) -> None:
     assert stage_after_outreach(current) == (
         Stage.AWAITING_RESPONSE if current == Stage.INITIAL_OUTREACH else current
     )
+
+
+@pytest.mark.parametrize(
+    ("current", "after", "expected"),
+    [
+        (Stage.QUALIFYING, None, Stage.NURTURE),  # before version 3: nurture, then the cadence
+        (Stage.QUALIFYING, "nurture", Stage.NURTURE),
+        (Stage.NURTURE, "nurture", Stage.CLOSED),  # a second "no" while nurtured closes
+        (Stage.QUALIFYING, "close", Stage.CLOSED),
+        (Stage.SCHEDULING, "close", Stage.CLOSED),
+        (Stage.HUMAN_HANDOFF, "close", Stage.HUMAN_HANDOFF),
+    ],
+)
+def test_not_interested_follows_the_playbook(
+    current: Stage, after: Literal["close", "nurture"] | None, expected: Stage
+) -> None:
+    declined = analysis(Intent.NOT_INTERESTED)
+    assert next_stage(current, declined, after_not_interested=after) == expected
+
+
+def test_an_opt_out_closes_whatever_the_playbook_says_about_not_interested() -> None:
+    stop = analysis(Intent.NOT_INTERESTED, fields={"opt_out": True})
+    assert next_stage(Stage.QUALIFYING, stop, after_not_interested="nurture") == Stage.CLOSED
+
+
+@pytest.mark.parametrize(
+    ("previous", "expected"),
+    [
+        (Stage.CLOSED, Stage.AWAITING_RESPONSE),  # re-opened: the turn's perception moves it on
+        (Stage.INITIAL_OUTREACH, Stage.AWAITING_RESPONSE),
+        (Stage.QUALIFYING, Stage.QUALIFYING),
+        (Stage.SCHEDULING, Stage.SCHEDULING),
+        (Stage.NURTURE, Stage.NURTURE),
+        (Stage.HUMAN_HANDOFF, Stage.HUMAN_HANDOFF),  # still the human's
+    ],
+)
+def test_a_resumed_conversation_starts_where_the_last_run_left_it(
+    previous: Stage, expected: Stage
+) -> None:
+    assert stage_on_resume(previous) == expected
+
+
+def test_a_closed_conversation_that_hears_again_qualifies_or_closes_again() -> None:
+    reopened = stage_on_resume(Stage.CLOSED)
+    assert next_stage(reopened, analysis(Intent.PRICING)) == Stage.QUALIFYING
+    declined = analysis(Intent.NOT_INTERESTED)
+    assert next_stage(reopened, declined, after_not_interested="close") == Stage.CLOSED
