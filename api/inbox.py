@@ -52,12 +52,27 @@ PRUNE_EVERY_SECONDS = 600.0
 PRUNE_BATCH = 5000
 
 
+@dataclass(frozen=True, slots=True)
+class Dropped:
+    """A copy of a message received before (a redelivery, WAHA's @c.us/@lid twin)."""
+
+    message: InboundMessage
+    original: inbox_repo.Duplicate  # its key and where the first copy went
+
+    def reason(self) -> str:
+        m = self.message
+        return (
+            f"{m.channel.value} message {m.provider_message_id} from {m.contact}: duplicate of "
+            f"{self.original.key} already received for {self.original.workflow_id}"
+        )
+
+
 class Accepted(NamedTuple):
     """What `InboxForwarder.accept` made of a webhook's messages."""
 
     in_time: bool  # Temporal took them within the ack budget
     delivered: list[Delivered]  # delivered, or stored and queued
-    duplicates: list[str]  # why each copy of an already received message was dropped
+    duplicates: list[Dropped]  # copies of messages received before: stored nowhere
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,14 +139,10 @@ class InboxForwarder:
         stored = await self._store(messages)
         rows: list[Pending] = []
         kept: list[InboundMessage] = []
-        duplicates: list[str] = []
+        duplicates: list[Dropped] = []
         for message, row in zip(messages, stored, strict=True):
             if isinstance(row, inbox_repo.Duplicate):
-                duplicates.append(
-                    f"{message.channel.value} message {message.provider_message_id} from "
-                    f"{message.contact}: duplicate of {row.key} already received for "
-                    f"{row.workflow_id}"
-                )
+                duplicates.append(Dropped(message, row))
             else:
                 rows.append(row)
                 kept.append(message)

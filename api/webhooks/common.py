@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from fastapi import Request
@@ -18,6 +18,7 @@ from temporalio.service import RPCError
 from api.conversations_gateway import signal_conversation
 from api.deps import AppState
 from api.errors import ApiError
+from api.inbox import Dropped
 from models.conversation import ReleaseRequest, conversation_workflow_id
 from models.tables import Tenant
 from models.tenant import TenantSettings
@@ -154,9 +155,17 @@ def parse_or_422(parse: Callable[[], ParsedWebhook]) -> ParsedWebhook:
         raise ApiError(422, exc.message, exc.problems or None) from exc
 
 
-async def dispatch(state: AppState, parsed: ParsedWebhook) -> JSONResponse:
+async def dispatch(
+    state: AppState,
+    parsed: ParsedWebhook,
+    *,
+    on_duplicate: Callable[[Sequence[Dropped]], Awaitable[None]] | None = None,
+) -> JSONResponse:
     """Deliver what the parser found, then acknowledge: 202 when something went to Temporal,
-    200 when every event was ignored. Temporal errors are 503 so the provider redelivers."""
+    200 when every event was ignored. Temporal errors are 503 so the provider redelivers.
+
+    A copy of a message received before is acknowledged as ignored ("duplicate of …");
+    `on_duplicate` may learn from such copies (the WAHA webhook learns @lid -> phone)."""
     if not parsed.messages and not parsed.releases:
         ack = WebhookAck(status="ignored", ignored=parsed.ignored)
         return JSONResponse(status_code=200, content=ack.model_dump(mode="json"))
@@ -168,7 +177,9 @@ async def dispatch(state: AppState, parsed: ParsedWebhook) -> JSONResponse:
         if parsed.messages:
             # Stored first: from here on nothing acknowledged can be lost (api/inbox.py).
             in_time, delivered, duplicates = await state.inbox.accept(parsed.messages)
-            ignored.extend(duplicates)
+            ignored.extend(copy.reason() for copy in duplicates)
+            if duplicates and on_duplicate is not None:
+                await on_duplicate(duplicates)
         if parsed.releases:
             client = await state.temporal_client()
         for release in parsed.releases:

@@ -15,7 +15,7 @@ from api.webhooks.common import (
     verify_waha,
 )
 from api.webhooks.parsers.waha import parse_waha
-from api.webhooks.waha_identity import resolve_lids
+from api.webhooks.waha_identity import learn_from_twins, resolve_lids
 
 router = APIRouter(prefix="/webhooks/waha", tags=["webhooks"])
 
@@ -35,4 +35,6 @@ async def waha_webhook(tenant: str, request: Request, state: State) -> JSONRespo
     )
     # Before the inbox: both copies of a message must name the same conversation.
     parsed = await resolve_lids(parsed, db=state.db, waha=settings.waha)
-    return await dispatch(state, parsed)
+    return await dispatch(
+        state, parsed, on_duplicate=lambda copies: learn_from_twins(copies, db=state.db)
+    )

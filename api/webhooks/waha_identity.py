@@ -9,19 +9,25 @@ written to the table and the cache, so a lid is asked once.
 
 Unmappable (no WAHA configured, `pn: null`, WAHA down or slow) keeps the @lid as the contact:
 the webhook never fails because of the lids API. The copies of one message still meet in the
-inbox's key dedup (the key ignores the chat id), so a twin is never answered twice."""
+inbox's key dedup (the key ignores the chat id), so a twin is never answered twice; and such a
+meeting is itself a mapping (`learn_from_twins`): the @lid copy of a message whose @c.us copy
+was received (or the other way round) names the same person, so later messages from that lid
+go to the phone's conversation."""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from urllib.parse import quote
 
 import httpx
 from sqlalchemy.exc import SQLAlchemyError
 
+from api.inbox import Dropped
 from models.common import Channel
+from models.conversation import conversation_workflow_id
 from models.db import Database
 from models.identity import WAHA_LID_SUFFIX, WAHA_PHONE_SUFFIX, normalise_waha_chat_id
 from models.messages import InboundMessage
@@ -90,6 +96,20 @@ class LidDirectory:
             self._known.popitem(last=False)
         return phone
 
+    async def learn(self, db: Database, tenant_id: str, lid: str, phone: str) -> None:
+        """Remember `lid` -> `phone` learnt elsewhere than WAHA's lids API (a twin pair)."""
+        try:
+            async with db.session() as session:
+                await identities_repo.remember_lid(
+                    session, tenant_id=tenant_id, lid=lid, phone=phone
+                )
+        except SQLAlchemyError as exc:  # learnt again from the next twin pair
+            log.warning("waha lids: could not store %s -> %s: %s", lid, phone, exc)
+            return
+        key = (tenant_id, lid)
+        self._unknown.pop(key, None)
+        self._known[key] = phone
+
     async def _ask_waha(self, waha: WahaSettings | None, lid: str) -> str | None:
         """`GET /api/{session}/lids/{lid}`: the phone, or None (not configured, pn null, down)."""
         if waha is None or waha.api_key is None:
@@ -119,8 +139,7 @@ class LidDirectory:
         if not isinstance(pn, str) or not pn.strip():
             return None  # WAHA does not know the phone (not in the contacts): documented null
         phone = normalise_waha_chat_id(pn)
-        digits = phone.removesuffix(WAHA_PHONE_SUFFIX)
-        return phone if phone.endswith(WAHA_PHONE_SUFFIX) and digits.isdigit() else None
+        return phone if _is_phone(phone) else None
 
 
 LIDS = LidDirectory()
@@ -145,6 +164,30 @@ async def resolve_lids(
                 message = message.model_copy(update={"contact": phone})
         messages.append(message)
     return parsed.model_copy(update={"messages": tuple(messages)})
+
+
+async def learn_from_twins(
+    copies: Sequence[Dropped], *, db: Database, directory: LidDirectory = LIDS
+) -> None:
+    """A WAHA message dropped as the twin of one received under the other id form maps the lid:
+    the key (`{fromMe}_{id}`) is WhatsApp's random message id, shared only by the two copies."""
+    for copy in copies:
+        message = copy.message
+        if message.channel is not Channel.WAHA:
+            continue
+        prefix = conversation_workflow_id(message.tenant_id, Channel.WAHA, "")
+        if not copy.original.workflow_id.startswith(prefix):
+            continue
+        original = copy.original.workflow_id.removeprefix(prefix)
+        pair = {message.contact, original}
+        lids = [c for c in pair if c.endswith(WAHA_LID_SUFFIX)]
+        phones = [c for c in pair if _is_phone(c)]
+        if len(lids) == 1 and len(phones) == 1:
+            await directory.learn(db, message.tenant_id, lids[0], phones[0])
+
+
+def _is_phone(chat_id: str) -> bool:
+    return chat_id.endswith(WAHA_PHONE_SUFFIX) and chat_id.removesuffix(WAHA_PHONE_SUFFIX).isdigit()
 
 
 def _is_lid(message: InboundMessage) -> bool:

@@ -133,7 +133,8 @@ async def test_two_api_processes_storing_twins_at_once_store_one(
             stored = [r for r in results if r.delivered]
             dropped = [r for r in results if r.duplicates]
             assert len(stored) == len(dropped) == 1, results
-            assert f"duplicate of false_K{n}" in dropped[0].duplicates[0]
+            (copy,) = dropped[0].duplicates
+            assert f"duplicate of false_K{n}" in copy.reason()
     finally:
         await a.stop()
         await b.stop()

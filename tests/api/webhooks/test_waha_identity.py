@@ -171,8 +171,39 @@ async def test_phone_twin_first_then_unmapped_lid_twin_is_one_message(
     assert first["http_status"] == 202
     assert second["http_status"] == 200
     assert f"from {LID}: duplicate of false_ABCDEF01" in second["ignored"][0]
-    assert len(await harness.signals(conversation_workflow_id(tenant, "waha", PHONE))) == 1
+    phone_conversation = conversation_workflow_id(tenant, "waha", PHONE)
+    assert len(await harness.signals(phone_conversation)) == 1
     await harness.assert_not_started(conversation_workflow_id(tenant, "waha", LID))
+    # The twins named one person: the lid is mapped from now on, without WAHA.
+    assert await stored_lids(harness.db) == [(tenant, LID, PHONE)]
+    later = fake_waha.message_webhook(from_=LID, body="Still there?")
+    assert (await post(harness, tenant, later))["delivered"][0]["workflow_id"] == phone_conversation
+    assert len(fake_waha.lid_lookups()) == 1  # the one that answered pn null
+    LIDS.clear()  # another API process: the table has it
+    again = fake_waha.message_webhook(from_=LID, body="Hello?")
+    assert (await post(harness, tenant, again))["delivered"][0]["workflow_id"] == phone_conversation
+    assert len(fake_waha.lid_lookups()) == 1
+
+
+async def test_unmapped_lid_first_then_phone_twin_maps_the_lid_for_later_messages(
+    harness: Harness, fake_waha: FakeWaha
+) -> None:
+    tenant, _ = await harness.tenant(TenantSettings(waha=fake_waha.settings()))
+    as_phone, as_lid = fake_waha.twin_webhooks(phone=PHONE, lid=LID, body="Hi", key="FEED01")
+    first = await post(harness, tenant, as_lid)  # pn null: the lid's conversation
+    second = await post(harness, tenant, as_phone)
+    assert first["delivered"][0]["workflow_id"] == conversation_workflow_id(tenant, "waha", LID)
+    assert second["status"] == "ignored"
+    assert await stored_lids(harness.db) == [(tenant, LID, PHONE)]
+
+
+async def test_twins_of_other_forms_teach_nothing(harness: Harness, fake_waha: FakeWaha) -> None:
+    """A redelivery (same id form) or a group message maps no lid."""
+    tenant, _ = await harness.tenant(TenantSettings(waha=fake_waha.settings()))
+    lid_message = fake_waha.message_webhook(from_=LID, body="Hi", message_id=f"false_{LID}_R1")
+    await post(harness, tenant, lid_message)
+    assert (await post(harness, tenant, lid_message))["status"] == "ignored"
+    assert await stored_lids(harness.db) == []
 
 
 async def test_lid_twin_with_alt_id_in_data_needs_no_lookup(
