@@ -129,13 +129,12 @@ class ChannelActivities:
                 adapter.name,
             )
             return None
+        since = claimed_at - SENT_CHECK_MARGIN
         try:
-            found = await adapter.already_sent(
-                message, settings, since=claimed_at - SENT_CHECK_MARGIN
-            )
+            found = await adapter.already_sent(message, settings, since=since)
             async with self.db.session() as session:
-                taken = await outbox_repo.recorded_provider_ids(
-                    session, tenant_id=message.tenant_id, provider_message_ids=found, other_than=key
+                others = await outbox_repo.same_text_since(
+                    session, message=message, since=since - SENT_CHECK_MARGIN
                 )
         except asyncio.CancelledError:
             raise
@@ -149,28 +148,32 @@ class ChannelActivities:
                 exc,
             )
             return None
-        ours = [ident for ident in found if ident not in taken]
-        if not ours:
+        # Our other sends of this text may account for what the provider shows. Counting (not
+        # only comparing ids, whose form differs between some engines' send and list answers)
+        # keeps the check from taking another row's message as ours and losing this reply.
+        if len(found) <= len(others):
             activity.logger.info(
                 "send %s: claimed by an earlier attempt that did not finish; %s has no such "
-                "message since %s, sending it",
+                "message since %s that is not another send's, sending it",
                 key,
                 adapter.name,
                 claimed_at.isoformat(),
             )
             return None
+        recorded = {ident for ident in others if ident is not None}
+        provider_id = next((ident for ident in found if ident not in recorded), found[-1])
         activity.logger.info(
             "send %s: the earlier attempt's message reached %s as %s; recorded, not sent again",
             key,
             adapter.name,
-            ours[0],
+            provider_id,
         )
         async with self.db.session() as session:
             return await outbox_repo.mark_sent(
                 session,
                 idempotency_key=key,
                 delivered_via=adapter.name,
-                provider_message_id=ours[0],
+                provider_message_id=provider_id,
             )
 
     async def _deliver(

@@ -12,11 +12,11 @@ provider first (activities/channels/activities.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, update
+from sqlalchemy import Row, or_, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -182,24 +182,23 @@ async def mark_failed(
     )
 
 
-async def recorded_provider_ids(
-    session: AsyncSession,
-    *,
-    tenant_id: str,
-    provider_message_ids: Collection[str],
-    other_than: str,
-) -> set[str]:
-    """Which of `provider_message_ids` the tenant's outbox already records for a key other than
-    `other_than`: a provider message found by text belongs to that other row, not to this one
-    (the same text sent twice within the check's window)."""
-    if not provider_message_ids:
-        return set()
+async def same_text_since(
+    session: AsyncSession, *, message: OutboundMessage, since: datetime
+) -> list[str | None]:
+    """The provider ids (None when not known) of the tenant's other sends of `message.text` to
+    the same recipient on the same channel, claimed or sent at or after `since`, sent or still
+    pending. A provider message found by text may be one of theirs: the same text sent twice
+    within the check's window."""
     statement = select(OutboxMessage.provider_message_id).where(
-        OutboxMessage.tenant_id == tenant_id,
-        col(OutboxMessage.provider_message_id).in_(list(provider_message_ids)),
-        OutboxMessage.idempotency_key != other_than,
+        OutboxMessage.tenant_id == message.tenant_id,
+        OutboxMessage.channel == str(message.channel),
+        OutboxMessage.to == message.to,
+        OutboxMessage.text == message.text,
+        OutboxMessage.idempotency_key != message.idempotency_key,
+        col(OutboxMessage.status).in_([PENDING, SENT]),
+        or_(col(OutboxMessage.created_at) >= since, col(OutboxMessage.sent_at) >= since),
     )
-    return {ident for ident in (await session.exec(statement)).all() if ident is not None}
+    return list((await session.exec(statement)).all())
 
 
 async def list_outbox(

@@ -222,6 +222,45 @@ async def test_waha_same_text_already_recorded_for_another_message_is_not_taken(
     assert result.provider_message_id not in (None, first.provider_message_id)
 
 
+async def test_waha_same_text_recorded_under_another_id_form_is_still_not_taken(
+    db: Database, channels: ChannelActivities, fake_waha: FakeWaha
+) -> None:
+    """An engine whose sendText answer carries the bare key id (`key.id`, NOWEB) while the list
+    gives serialized ids: the other row's id does not match, but it still accounts for the one
+    message the provider holds, so this reply is sent rather than lost."""
+    tid, _ = await make_tenant(db, settings=TenantSettings(waha=fake_waha.settings()))
+    first = await send(channels, reply(tid, Channel.WAHA, CHAT, "id-form-1"))
+    assert first.provider_message_id is not None
+    bare = first.provider_message_id.split("_")[2]
+    async with db.session() as session:
+        await outbox_repo.mark_sent(
+            session, idempotency_key="id-form-1", delivered_via="waha", provider_message_id=bare
+        )
+    second = reply(tid, Channel.WAHA, CHAT, "id-form-2")
+    await claim_only(db, second)
+
+    result = await send(channels, second)
+
+    assert [m["text"] for m in fake_waha.sent] == [TEXT, TEXT]
+    assert result.duplicate is False
+
+
+async def test_waha_crash_after_an_earlier_send_of_the_same_text_takes_its_own_message(
+    db: Database, channels: ChannelActivities, fake_waha: FakeWaha
+) -> None:
+    settings = TenantSettings(waha=fake_waha.settings())
+    tid, _ = await make_tenant(db, settings=settings)
+    first = await send(channels, reply(tid, Channel.WAHA, CHAT, "own-1"))
+    second = reply(tid, Channel.WAHA, CHAT, "own-2")
+    sent_id = await crash_after_send(db, channels, second, settings)
+
+    result = await send(channels, second)
+
+    assert len(fake_waha.sent) == 2
+    assert sent_id not in (None, first.provider_message_id)
+    assert result == SendResult(provider_message_id=sent_id, delivered_via="waha", duplicate=True)
+
+
 async def test_waha_older_or_incoming_messages_with_the_text_do_not_count(
     db: Database, channels: ChannelActivities, fake_waha: FakeWaha
 ) -> None:
