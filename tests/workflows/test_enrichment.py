@@ -7,15 +7,19 @@ import asyncio
 import csv
 import io
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import pytest
 from sqlmodel import select
-from temporalio.client import Client, WorkflowHandle
+from temporalio import activity
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Replayer, Worker
 
 from activities.llm.agent import Agent
@@ -25,14 +29,26 @@ from activities.web.search import duckduckgo_provider
 from models import search_attributes
 from models.db import Database
 from models.enrichment import (
+    JOB_CONTROL_REFUSED,
+    UPDATE_CANCEL,
+    UPDATE_PAUSE,
+    UPDATE_RESUME,
     CancelJob,
     EnrichmentJobInput,
     EnrichmentStep,
+    JobControlResult,
     JobProgress,
     JobStatus,
+    JobStatusUpdate,
+    MarkRecordFailedInput,
     PauseJob,
+    ProcessRecordInput,
+    ProcessRecordResult,
     RecordOptions,
+    RecordStatus,
     ResumeJob,
+    StoreRowsInput,
+    StoreRowsResult,
     workflow_id,
 )
 from models.enrichment_tables import EnrichmentRecord
@@ -273,7 +289,14 @@ async def test_pause_and_resume(
             return (await handle.query(EnrichmentJobWorkflow.progress)).done >= 2
 
         await wait_for(some_done)
-        await handle.signal(EnrichmentJobWorkflow.pause, PauseJob())
+        paused = await control(handle, UPDATE_PAUSE, PauseJob())
+        assert paused == JobControlResult(status=JobStatus.PAUSED)
+        # Answered once the workflow wrote it: the database already says so.
+        async with sqlite_db.session() as session:
+            job = await repo.get_job(session, tenant_id=tenant_id, job_id=job_id)
+            assert job is not None and job.status == "paused"
+        description = await handle.describe()
+        assert description.typed_search_attributes.get(search_attributes.JOB_STATUS) == "paused"
 
         async def drained() -> bool:
             p = await handle.query(EnrichmentJobWorkflow.progress)
@@ -281,16 +304,13 @@ async def test_pause_and_resume(
 
         await wait_for(drained)
         paused_at = await handle.query(EnrichmentJobWorkflow.progress)
-        await asyncio.sleep(1.0)
-        still = await handle.query(EnrichmentJobWorkflow.progress)
-        assert still.done == paused_at.done < 16  # nothing moved while paused
-        async with sqlite_db.session() as session:
-            job = await repo.get_job(session, tenant_id=tenant_id, job_id=job_id)
-            assert job is not None and job.status == "paused"
-        description = await handle.describe()
-        assert description.typed_search_attributes.get(search_attributes.JOB_STATUS) == "paused"
+        assert paused_at.done < 16
+        stored = await records(sqlite_db, job_id)
+        assert "running" not in [r.status for r in stored]
+        assert sum(r.status == "done" for r in stored) == paused_at.done
 
-        await handle.signal(EnrichmentJobWorkflow.resume, ResumeJob())
+        resumed = await control(handle, UPDATE_RESUME, ResumeJob())
+        assert resumed == JobControlResult(status=JobStatus.RUNNING)
         progress = await handle.result()
     assert progress.status == JobStatus.COMPLETED and progress.done == 16
 
@@ -312,6 +332,7 @@ async def test_cancel_mid_job_keeps_finished_records(
                 return (await handle.query(EnrichmentJobWorkflow.progress)).done >= 3
 
             await wait_for(some_done)
+            # By signal, as jobs started before the cancel update are cancelled.
             await handle.signal(EnrichmentJobWorkflow.cancel, CancelJob())
             progress = await handle.result()
 
@@ -364,3 +385,257 @@ async def test_worker_killed_mid_job_then_restarted(
     assert [r.row_number for r in stored] == list(range(1, 31))  # each record exactly once
     assert all(r.status == "done" and r.email_body for r in stored)
     assert any(r.attempts > 1 for r in stored if r.row_number in in_flight)
+
+
+# -- job control by update, with stub activities under the real names -----------------------
+#
+# The workflow's logic only: records stay in flight until the test lets them go, and every
+# status write is seen (the workflow is its one writer). The real activities are covered above.
+
+
+class StubActivities:
+    def __init__(self) -> None:
+        self.statuses: list[JobStatus] = []
+        self.records_started = 0
+        self.cancels_seen = 0
+        self.release = asyncio.Event()
+        """Set: records in flight finish (also the cancelled ones, which wait for it)."""
+
+    @activity.defn(name="enrichment_store_rows")
+    async def store_rows(self, _: StoreRowsInput) -> StoreRowsResult:
+        return StoreRowsResult(stored=0)
+
+    @activity.defn(name="enrichment_set_job_status")
+    async def set_job_status(self, update: JobStatusUpdate) -> None:
+        self.statuses.append(update.status)
+
+    @activity.defn(name="enrichment_process_record")
+    async def process_record(self, request: ProcessRecordInput) -> ProcessRecordResult:
+        self.records_started += 1
+        cancelled = False
+        while not self.release.is_set():
+            activity.heartbeat()
+            try:
+                await asyncio.sleep(0.05)
+            except asyncio.CancelledError:
+                # A record that is slow to stop: the job stays open until the test says so.
+                if not cancelled:
+                    self.cancels_seen += 1
+                cancelled = True
+        if cancelled or activity.is_cancelled():
+            raise asyncio.CancelledError
+        return ProcessRecordResult(row_number=request.row_number, status=RecordStatus.DONE)
+
+    @activity.defn(name="enrichment_mark_record_failed")
+    async def mark_record_failed(self, _: MarkRecordFailedInput) -> None:
+        return None
+
+
+@asynccontextmanager
+async def stub_worker(
+    client: Client, task_queue: str, stubs: StubActivities
+) -> AsyncIterator[None]:
+    async with Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[EnrichmentJobWorkflow],
+        activities=[
+            stubs.store_rows,
+            stubs.set_job_status,
+            stubs.process_record,
+            stubs.mark_record_failed,
+        ],
+    ):
+        yield
+
+
+async def start_stub_job(
+    client: Client, task_queue: str, *, total: int = 6, concurrency: int = 2
+) -> WorkflowHandle[Any, JobProgress]:
+    job_id = uuid.uuid4().hex[:12]
+    return await client.start_workflow(
+        EnrichmentJobWorkflow.run,
+        EnrichmentJobInput(
+            tenant_id="t-stub",
+            job_id=job_id,
+            total=total,
+            concurrency=concurrency,
+            records_per_run=500,
+            record_heartbeat_timeout_seconds=1.0,
+        ),
+        id=workflow_id("t-stub", job_id),
+        task_queue=task_queue,
+    )
+
+
+async def control(
+    handle: WorkflowHandle[Any, Any], update: str, arg: Any, id: str | None = None
+) -> JobControlResult:
+    # By name: the SDK's typing of a named async update returns the coroutine type.
+    result: JobControlResult = await handle.execute_update(
+        update, arg, id=id, result_type=JobControlResult
+    )
+    return result
+
+
+async def refused(call: Awaitable[JobControlResult]) -> str:
+    """The reason of an update its validator refused."""
+    with pytest.raises(WorkflowUpdateFailedError) as caught:
+        await call
+    cause = caught.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == JOB_CONTROL_REFUSED
+    return cause.message
+
+
+async def test_pause_and_resume_updates_answer_with_the_written_status(
+    temporal_client: Client, task_queue: str
+) -> None:
+    stubs = StubActivities()
+    async with stub_worker(temporal_client, task_queue, stubs):
+        handle = await start_stub_job(temporal_client, task_queue)
+
+        async def in_flight() -> bool:
+            return stubs.records_started == 2
+
+        await wait_for(in_flight)
+        paused = await control(handle, UPDATE_PAUSE, PauseJob())
+        assert paused == JobControlResult(status=JobStatus.PAUSED)
+        assert stubs.statuses == [JobStatus.PAUSED]  # written before the answer
+        assert await refused(control(handle, UPDATE_PAUSE, PauseJob())) == "job is already paused"
+        assert stubs.statuses == [JobStatus.PAUSED]  # a refused update starts nothing
+
+        resumed = await control(handle, UPDATE_RESUME, ResumeJob())
+        assert resumed == JobControlResult(status=JobStatus.RUNNING)
+        assert stubs.statuses == [JobStatus.PAUSED, JobStatus.RUNNING]
+        assert (
+            await refused(control(handle, UPDATE_RESUME, ResumeJob()))
+            == "job is not paused (it is running)"
+        )
+
+        stubs.release.set()
+        progress = await handle.result()
+        assert progress.status == JobStatus.COMPLETED and progress.done == 6
+        assert stubs.statuses == [JobStatus.PAUSED, JobStatus.RUNNING, JobStatus.COMPLETED]
+        history = await handle.fetch_history()
+    # Refused updates leave no trace in the history; accepted ones do, and it replays.
+    accepted = [
+        e
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED
+    ]
+    assert len(accepted) == 2
+    await Replayer(
+        workflows=[EnrichmentJobWorkflow], data_converter=pydantic_data_converter
+    ).replay_workflow(history)
+
+
+async def test_the_same_update_id_acts_once(temporal_client: Client, task_queue: str) -> None:
+    stubs = StubActivities()
+    async with stub_worker(temporal_client, task_queue, stubs):
+        handle = await start_stub_job(temporal_client, task_queue)
+        first = await control(handle, UPDATE_PAUSE, PauseJob(), id="pause:key-1")
+        again = await control(handle, UPDATE_PAUSE, PauseJob(), id="pause:key-1")
+        assert first == again == JobControlResult(status=JobStatus.PAUSED)
+        assert stubs.statuses == [JobStatus.PAUSED]  # one pause, written once
+        stubs.release.set()
+        await control(handle, UPDATE_CANCEL, CancelJob())
+        assert (await handle.result()).status == JobStatus.CANCELLED
+
+
+async def test_cancel_update_answers_before_records_stop_and_refuses_what_follows(
+    temporal_client: Client, task_queue: str
+) -> None:
+    stubs = StubActivities()
+    async with stub_worker(temporal_client, task_queue, stubs):
+        handle = await start_stub_job(temporal_client, task_queue, concurrency=3)
+
+        async def in_flight() -> bool:
+            return stubs.records_started == 3
+
+        await wait_for(in_flight)
+        cancelled = await control(handle, UPDATE_CANCEL, CancelJob())
+        assert cancelled == JobControlResult(status=JobStatus.CANCELLED)
+        assert stubs.statuses == [JobStatus.CANCELLED]
+        # The records have not stopped yet (they wait for `release`): the job is still open,
+        # and its validators refuse every further control.
+        progress = await handle.query(EnrichmentJobWorkflow.progress)
+        assert progress.status == JobStatus.CANCELLED and progress.in_flight == 3
+        assert (
+            await refused(control(handle, UPDATE_CANCEL, CancelJob())) == "job is already cancelled"
+        )
+        assert await refused(control(handle, UPDATE_PAUSE, PauseJob())) == "job is cancelled"
+        assert await refused(control(handle, UPDATE_RESUME, ResumeJob())) == "job is cancelled"
+
+        async def cancels_arrived() -> bool:
+            return stubs.cancels_seen == 3
+
+        await wait_for(cancels_arrived)  # with the records' heartbeats
+        stubs.release.set()
+        progress = await handle.result()
+    assert progress.status == JobStatus.CANCELLED and progress.done == 0
+    # Written again once the records stopped: the unfinished ones go back to pending.
+    assert stubs.statuses == [JobStatus.CANCELLED, JobStatus.CANCELLED]
+
+
+async def test_a_paused_job_can_be_cancelled_and_a_finished_one_refuses(
+    temporal_client: Client, task_queue: str
+) -> None:
+    stubs = StubActivities()
+    stubs.release.set()  # records finish at once
+    async with stub_worker(temporal_client, task_queue, stubs):
+        done = await start_stub_job(temporal_client, task_queue, total=2)
+        assert (await done.result()).status == JobStatus.COMPLETED
+        # The run is over: there is no workflow left to refuse it; Temporal says so.
+        with pytest.raises(RPCError) as gone:
+            await control(done, UPDATE_PAUSE, PauseJob())
+        assert gone.value.status == RPCStatusCode.NOT_FOUND
+
+        stubs.release.clear()
+        handle = await start_stub_job(temporal_client, task_queue)
+        await control(handle, UPDATE_PAUSE, PauseJob())
+        result = await control(handle, UPDATE_CANCEL, CancelJob())
+        assert result == JobControlResult(status=JobStatus.CANCELLED)
+        stubs.release.set()
+        assert (await handle.result()).status == JobStatus.CANCELLED
+
+
+async def test_an_update_at_the_end_of_a_run_is_answered_before_continue_as_new(
+    temporal_client: Client, task_queue: str
+) -> None:
+    stubs = StubActivities()
+    async with stub_worker(temporal_client, task_queue, stubs):
+        job_id = uuid.uuid4().hex[:12]
+        handle = await temporal_client.start_workflow(
+            EnrichmentJobWorkflow.run,
+            EnrichmentJobInput(
+                tenant_id="t-stub",
+                job_id=job_id,
+                total=4,
+                concurrency=2,
+                records_per_run=2,
+                record_heartbeat_timeout_seconds=1.0,
+            ),
+            id=workflow_id("t-stub", job_id),
+            task_queue=task_queue,
+        )
+
+        async def in_flight() -> bool:
+            return stubs.records_started == 2
+
+        await wait_for(in_flight)
+        # Both records of the first run are in flight: the pause lands as the run ends.
+        pausing = asyncio.create_task(control(handle, UPDATE_PAUSE, PauseJob()))
+        stubs.release.set()
+        assert await pausing == JobControlResult(status=JobStatus.PAUSED)
+
+        async def next_run() -> bool:
+            return (await handle.query(EnrichmentJobWorkflow.progress)).run == 2
+
+        await wait_for(next_run)
+        progress = await handle.query(EnrichmentJobWorkflow.progress)
+        assert progress.status == JobStatus.PAUSED and progress.done == 2  # carried over, paused
+        assert await control(handle, UPDATE_RESUME, ResumeJob()) == JobControlResult(
+            status=JobStatus.RUNNING
+        )
+        final = await handle.result()
+    assert final.status == JobStatus.COMPLETED and final.done == 4 and final.run == 2
