@@ -40,17 +40,34 @@ _ATTEMPTS = 3
 overlap: a second attempt, reading the winner's lead, almost always succeeds."""
 
 
-async def _write_lead(conn: AsyncConnection, record: RecordTurnInput, now: datetime) -> bool | None:
+async def _write_lead(
+    conn: AsyncConnection, record: RecordTurnInput, now: datetime
+) -> tuple[bool | None, bool]:
     """Merge the turn into its lead: whether the lead changed (a new lead always has), or None
-    when another transaction wrote the lead between our read and our write.
+    when another transaction wrote the lead between our read and our write; and whether the
+    conversation has open escalations (read in the same statement, so a turn that resolves none
+    costs no UPDATE).
 
     The version bumps when the name, the fields (merged over the known ones), the score,
     do-not-contact (when the turn sets it) or the phone/e-mail the contact id gives (only where
     the lead has none) changed; a new lead starts at 1 and counts its first turn's changes the
     same way."""
-    known = (
+    escalation = _ESCALATIONS.c
+    # One row whether or not the lead exists: the open-escalations flag, LEFT JOIN the lead.
+    flag = sa_select(
+        sa_select(escalation.id)
+        .where(
+            escalation.conversation_id == record.conversation_id,
+            escalation.resolved_at.is_(None),
+        )
+        .exists()
+        .label("escalations_open")
+    ).subquery("flag")
+    row = (
         await conn.execute(
             sa_select(
+                flag.c.escalations_open,
+                _LEADS.c.id,
                 _LEADS.c.name,
                 _LEADS.c.email,
                 _LEADS.c.phone,
@@ -59,9 +76,11 @@ async def _write_lead(conn: AsyncConnection, record: RecordTurnInput, now: datet
                 _LEADS.c.quality,
                 _LEADS.c.do_not_contact,
                 _LEADS.c.version,
-            ).where(_LEADS.c.id == record.lead_id)
+            ).select_from(flag.outerjoin(_LEADS, _LEADS.c.id == record.lead_id))
         )
-    ).first()
+    ).one()
+    escalations_open = bool(row[0])
+    known = row[2:] if row[1] is not None else None
     fields: dict[str, Any]
     if known is None:  # the defaults of a new Lead
         name, email, phone, fields, score, quality, do_not_contact, version = (
@@ -129,9 +148,9 @@ async def _write_lead(conn: AsyncConnection, record: RecordTurnInput, now: datet
             .returning(_LEADS.c.id)
         )
         # RETURNING, not rowcount: the async psycopg adapter reports -1 for this statement.
-        return True if inserted.first() is not None else None
+        return (True if inserted.first() is not None else None), escalations_open
     if not changes:
-        return False
+        return False, escalations_open
     # Only the changed columns, as the ORM would: a column another writer set meanwhile (say
     # do_not_contact) is not overwritten with what we read. The version check makes the write
     # lose cleanly to a concurrent one (which then is re-read and merged) instead of undoing it.
@@ -141,7 +160,7 @@ async def _write_lead(conn: AsyncConnection, record: RecordTurnInput, now: datet
         .values(version=version + 1, updated_at=now, **changes)
         .returning(_LEADS.c.id)
     )
-    return True if updated.first() is not None else None
+    return (True if updated.first() is not None else None), escalations_open
 
 
 def _contact_details(record: RecordTurnInput) -> ContactDetails:
@@ -280,20 +299,23 @@ async def record_turn(session: AsyncSession, *, record: RecordTurnInput) -> bool
     (so a CRM sync is worth requesting).
 
     Core statements with `ON CONFLICT` instead of the ORM's read-then-write: a plain turn is
-    6 statements, not ~15 in two transactions, and statements are worker CPU (issue 8). They
+    5 statements (6 when it resolves an escalation), not ~15 in two transactions, and
+    statements are worker CPU (issue 8). They
     bypass the session's identity map: a Lead or Conversation loaded in `session` before the
     call is not refreshed. A concurrent retry of the same turn adds no rows (the conflicts) and,
     losing the lead's version check, re-reads the lead: it then finds nothing to change."""
     for _ in range(_ATTEMPTS):
         now = utcnow()
         conn = await session.connection()
-        changed = await _write_lead(conn, record, now)
+        changed, escalations_open = await _write_lead(conn, record, now)
         if changed is None:
             await session.rollback()
             continue
         await _write_conversation(conn, record, now)
         await _write_turn_rows(conn, record, now)
-        if record.stage != Stage.HUMAN_HANDOFF:
+        # Only when there is one to resolve (read with the lead; the turn's own counts too):
+        # a plain turn saves the UPDATE.
+        if record.stage != Stage.HUMAN_HANDOFF and (escalations_open or record.escalation):
             await _resolve_open_escalations(conn, conversation_id=record.conversation_id, now=now)
         await session.commit()
         return changed

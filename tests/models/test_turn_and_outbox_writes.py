@@ -27,11 +27,13 @@ from tests.conftest import make_tenant
 
 T0 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
 
-# Measured: a fresh turn with messages and a score is SELECT lead, INSERT lead, upsert
-# conversation, INSERT messages, INSERT score, UPDATE escalations; its replay skips the lead
-# write. A claim is one INSERT ... RETURNING, a mark one UPDATE ... RETURNING.
-FRESH_TURN_STATEMENTS = 6
-REPLAYED_TURN_STATEMENTS = 5
+# Measured: a fresh turn with messages and a score is SELECT lead (with whether escalations
+# are open), INSERT lead, upsert conversation, INSERT messages, INSERT score; its replay skips
+# the lead write. UPDATE escalations only when one is open (or the turn adds one). A claim is
+# one INSERT ... RETURNING, a mark one UPDATE ... RETURNING.
+FRESH_TURN_STATEMENTS = 5
+REPLAYED_TURN_STATEMENTS = 4
+RESOLVING_TURN_STATEMENTS = 6
 CLAIM_AND_MARK_STATEMENTS = 2
 
 
@@ -349,6 +351,26 @@ async def test_a_turn_costs_few_statements(db: Database) -> None:
     with counted(db) as statements:
         assert await _record(db, turn) is False
     assert len(statements) <= REPLAYED_TURN_STATEMENTS, statements
+    assert not any("UPDATE escalations" in sql for sql in statements), statements
+
+    # A handoff turn, then the turn that takes the conversation back resolves its escalation.
+    handoff = _turn(
+        tid,
+        turn_key="turn-2",
+        stage=Stage.HUMAN_HANDOFF,
+        escalation=EscalationRecord(rule="r", reason="x", notified=()),
+    )
+    with counted(db) as statements:
+        await _record(db, handoff)
+    assert not any("UPDATE escalations" in sql for sql in statements), statements
+    back = _turn(tid, turn_key="turn-3", stage=Stage.QUALIFYING, score=None)
+    with counted(db) as statements:
+        await _record(db, back)
+    assert len(statements) <= RESOLVING_TURN_STATEMENTS, statements
+    assert sum("UPDATE escalations" in sql for sql in statements) == 1, statements
+    with counted(db) as statements:
+        await _record(db, _turn(tid, turn_key="turn-4", stage=Stage.QUALIFYING, score=None))
+    assert not any("UPDATE escalations" in sql for sql in statements), statements
 
 
 # -- outbox -----------------------------------------------------------------------------------
