@@ -71,6 +71,7 @@ class FakeWaha:
         self.app.router.routes.extend(
             [
                 Route("/api/{session}/lids", self._lids, methods=["GET"]),
+                Route("/api/{session}/lids/count", self._lids, methods=["GET"]),
                 Route("/api/{session}/lids/pn/{phone}", self._lids, methods=["GET"]),
                 Route("/api/{session}/lids/{lid}", self._lids, methods=["GET"]),
             ]
@@ -171,7 +172,13 @@ class FakeWaha:
 
     def lid_lookups(self) -> list[RecordedRequest]:
         """The `GET /api/{session}/lids/{lid}` requests received."""
-        return [r for r in self.requests if "/lids/" in r.path and "/lids/pn/" not in r.path]
+        return [
+            r
+            for r in self.requests
+            if "/lids/" in r.path
+            and "/lids/pn/" not in r.path
+            and not r.path.endswith("/lids/count")
+        ]
 
     async def _lids(self, request: Request) -> Response:
         recorded = await RecordedRequest.of(request)
@@ -189,6 +196,8 @@ class FakeWaha:
             return lid_answer(self.lids, request.path_params["lid"])
         if "phone" in request.path_params:
             return pn_answer(self.lids, request.path_params["phone"])
+        if recorded.path.endswith("/lids/count"):
+            return JSONResponse({"count": len(self.lids)})
         return lids_answer(self.lids, recorded.query)
 
     # -- webhooks WAHA would deliver ---------------------------------------------------------------
