@@ -379,6 +379,25 @@ async def test_chatwoot_check_that_fails_sends_and_says_so(
     assert any("HTTP 429" in m and "at-least-once" in m for m in window_messages(caplog))
 
 
+async def test_chatwoot_check_answer_without_a_payload_list_counts_as_failed(
+    db: Database,
+    channels: ChannelActivities,
+    fake_chatwoot: FakeChatwoot,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = TenantSettings(chatwoot=fake_chatwoot.settings())
+    tid, _ = await make_tenant(db, settings=settings)
+    message = reply(tid, Channel.CHATWOOT, "contact-1", "window-cw-odd", thread="42")
+    await crash_after_send(db, channels, message, settings)
+    fake_chatwoot.failures.add(1, status=200, body={"meta": {}, "payload": {"id": 1}})
+
+    with caplog.at_level(logging.INFO, logger=ACTIVITY_LOG):
+        result = await send(channels, message)
+
+    assert len(fake_chatwoot.replies(42)) == 2 and result.duplicate is False
+    assert any("no payload list" in m and "at-least-once" in m for m in window_messages(caplog))
+
+
 # -- channels without a check ----------------------------------------------------------------------
 
 
