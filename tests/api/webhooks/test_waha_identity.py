@@ -9,6 +9,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
 from sqlmodel import select
 
@@ -252,3 +253,28 @@ async def test_bad_contact_id_is_422_and_nothing_is_stored(
         assert (await session.exec(select(InboxMessage))).all() == []
         assert (await session.exec(select(InboundKey))).all() == []
     await harness.assert_no_conversation(tenant)
+
+
+def test_the_fake_lids_api_answers_as_documented(fake_waha: FakeWaha) -> None:
+    """The fake's side of wire/waha_lids_and_identity.md §2, which the tests above rely on."""
+    fake_waha.map_lid(LID, PHONE)
+    fake_waha.map_lid("111@lid", "3111@c.us")
+    auth = {"X-Api-Key": fake_waha.api_key}
+    with httpx.Client(base_url=f"{fake_waha.url}/api/default", headers=auth) as waha:
+        assert waha.get("/lids/176369157804064%40lid").json() == {"lid": LID, "pn": PHONE}
+        assert waha.get("/lids/176369157804064").json() == {"lid": LID, "pn": PHONE}
+        assert waha.get("/lids/999%40lid").json() == {"lid": "999@lid", "pn": None}
+        assert waha.get("/lids/999%40c.us").status_code == 422
+        assert waha.get("/lids/pn/6281234567890").json() == {"lid": LID, "pn": PHONE}
+        assert waha.get("/lids/pn/5%40c.us").json() == {"lid": None, "pn": "5@c.us"}
+        assert waha.get("/lids/pn/5%40lid").json() == {"lid": "5@lid", "pn": None}
+        assert waha.get("/lids").json() == [
+            {"lid": "111@lid", "pn": "3111@c.us"},
+            {"lid": LID, "pn": PHONE},
+        ]
+        assert waha.get("/lids", params={"limit": 1, "offset": 1}).json() == [
+            {"lid": LID, "pn": PHONE}
+        ]
+        assert waha.get("/lids/count").json() == {"count": 2}
+        assert waha.get("/lids", headers={"X-Api-Key": "wrong"}).status_code == 401
+    assert len(fake_waha.lid_lookups()) == 4
