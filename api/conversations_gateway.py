@@ -1,23 +1,37 @@
-"""The API's one way into ConversationWorkflow: signal-with-start an inbound message, or signal a
-running conversation. Webhooks and the conversation routes both go through here.
+"""The API's one way into ConversationWorkflow: signal-with-start an inbound message, signal a
+running conversation, or send it an operator command (an Update) and wait for its answer.
+Webhooks and the conversation routes all go through here.
 
 The workflow is addressed by type NAME ("ConversationWorkflow"): `api` must not import
 `workflows` (see DESIGN.md, dependency direction)."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from datetime import timedelta
 
 import temporalio.converter
 from temporalio.api.enums.v1 import WorkflowIdConflictPolicy, WorkflowIdReusePolicy
 from temporalio.api.workflowservice.v1 import SignalWithStartWorkflowExecutionRequest
-from temporalio.client import Client
+from temporalio.client import (
+    Client,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+    WorkflowUpdateStage,
+)
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from models import search_attributes, task_queues
 from models.common import Stage
-from models.conversation import ConversationInput, conversation_workflow_id
+from models.conversation import (
+    COMMAND_REFUSED,
+    CommandResult,
+    ConversationInput,
+    conversation_workflow_id,
+)
 from models.messages import InboundMessage
 from models.settings import Settings
 from models.webhooks import Delivered
@@ -112,3 +126,77 @@ async def signal_conversation(
             return False
         raise
     return True
+
+
+# How long an API call waits for a command's answer. Handoff, release and close answer within a
+# workflow task (close after a running turn stops); an operator message once it is sent, which
+# a slow channel may stretch: past this the caller hears "pending" and may retry with its key.
+COMMAND_WAIT = timedelta(seconds=20)
+
+
+class ConversationNotRunning(Exception):
+    """No run of the conversation is open (never started, closed, or failed)."""
+
+
+class CommandRefused(Exception):
+    """The workflow's validator refused the command; nothing was done. `reason` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class CommandPending(Exception):
+    """The command was not answered within the wait: it may still act (once: its update id)."""
+
+    def __init__(self, accepted: bool) -> None:
+        super().__init__("accepted, still running" if accepted else "not answered yet")
+        self.accepted = accepted
+
+
+def command_update_id(command: str, idempotency_key: str | None) -> str:
+    """The Update's id: Temporal runs one Update per id and answers a repeat with the first
+    outcome (also after the run closed), so a client's key makes its retries act once. The
+    command is part of it, so one key reused for two commands cannot answer the wrong one."""
+    return f"{command}:{idempotency_key or uuid.uuid4().hex}"
+
+
+async def command_conversation(
+    client: Client,
+    workflow_id: str,
+    update: str,
+    arg: object,
+    *,
+    update_id: str,
+    wait: timedelta = COMMAND_WAIT,
+) -> CommandResult:
+    """Send an operator command (an Update of ConversationWorkflow) and wait for its result.
+
+    Raises ConversationNotRunning, CommandRefused (the validator's reason), CommandPending
+    (not answered within `wait`), or `RPCError` when Temporal fails otherwise."""
+    handle = client.get_workflow_handle(workflow_id)
+    accepted = False
+    try:
+        async with asyncio.timeout(wait.total_seconds()):
+            started = await handle.start_update(
+                update,
+                arg,
+                id=update_id,
+                wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+                result_type=CommandResult,
+                rpc_timeout=wait,
+            )
+            accepted = True
+            result: CommandResult = await started.result(rpc_timeout=wait)
+            return result
+    except WorkflowUpdateFailedError as exc:
+        cause = exc.cause
+        if isinstance(cause, ApplicationError) and cause.type == COMMAND_REFUSED:
+            raise CommandRefused(cause.message) from exc
+        raise CommandRefused(f"the conversation could not carry it out: {cause}") from exc
+    except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError) as exc:
+        raise CommandPending(accepted) from exc
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise ConversationNotRunning(exc.message) from exc
+        raise

@@ -1,28 +1,40 @@
-"""Conversations: list and inspect them, start outreach, hand over to a human and back, and
-send operator messages. State comes from the database (it outlives the workflow runs); every
-change goes to the conversation's workflow as a signal."""
+"""Conversations: list and inspect them, start outreach, hand over to a human and back, send
+operator messages and close them. State comes from the database (it outlives the workflow runs);
+every change goes to the conversation's workflow as an Update, whose answer (the resulting stage,
+or the reason it was refused) is the response. An `Idempotency-Key` header (or `request_id` in
+the body) names the Update, so a retried request acts once and answers the same."""
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Header, Query, status
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, field_validator
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError
 
-from api.conversations_gateway import signal_conversation
+from api.conversations_gateway import (
+    CommandPending,
+    CommandRefused,
+    ConversationNotRunning,
+    command_conversation,
+    command_update_id,
+)
 from api.deps import CurrentTenant, Session, State, Temporal
 from api.errors import ApiError
 from models import search_attributes, task_queues
 from models.common import Channel, LeadQuality, Stage
 from models.conversation import (
-    SIGNAL_HANDOFF,
-    SIGNAL_OPERATOR_MESSAGE,
-    SIGNAL_RELEASE,
+    UPDATE_CLOSE,
+    UPDATE_HANDOFF,
+    UPDATE_OPERATOR_MESSAGE,
+    UPDATE_RELEASE,
     WORKFLOW_NAME,
+    CloseRequest,
+    CommandResult,
     ConversationInput,
     HandoffRequest,
     OperatorMessage,
@@ -124,18 +136,80 @@ class StartConversation(BaseModel):
         return value.strip()
 
 
-class OperatorText(BaseModel):
+# An idempotency key: visible ASCII (spaces inside allowed), at most 128 characters. Anything
+# else (control characters, a 10 KB header) is a 422 and starts nothing.
+IDEMPOTENCY_KEY_MAX = 128
+IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e][\x20-\x7e]*$"
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        max_length=IDEMPOTENCY_KEY_MAX,
+        pattern=IDEMPOTENCY_KEY_PATTERN,
+        description="Names the command: a retry with the same key acts once and answers the "
+        "same. Without one (or `request_id` in the body) every call is a new command.",
+    ),
+]
+
+
+class CommandBody(BaseModel):
+    request_id: str | None = Field(
+        default=None,
+        max_length=IDEMPOTENCY_KEY_MAX,
+        pattern=IDEMPOTENCY_KEY_PATTERN,
+        description="The idempotency key, when the client cannot send the header.",
+    )
+
+
+class OperatorText(CommandBody):
     text: str = Field(min_length=1, max_length=4096)
     author: str = Field(default="operator", max_length=100)
 
 
-class HandoffBody(BaseModel):
-    reason: str = Field(default="operator took over", max_length=500)
+class HandoffBody(CommandBody):
+    reason: str = Field(default="operator took over", min_length=1, max_length=500)
+
+
+class CloseBody(CommandBody):
+    reason: str = Field(default="closed by an operator", min_length=1, max_length=500)
+
+
+class HandoffView(BaseModel):
+    reason: str
+    since: datetime
+    rule: str | None
+    human_replied: bool
+
+
+class CommandAnswer(BaseModel):
+    """What a command left the conversation in (200), or that it is still under way (202)."""
+
+    id: str = Field(description="The conversation.")
+    command: Literal["handoff", "release", "message", "close"]
+    request_id: str = Field(description="The command's id: retry with it to get its outcome.")
+    status: Literal["done", "pending"] = "done"
+    stage: Stage | None = None
+    handoff: HandoffView | None = None
+    sent: bool | None = Field(
+        default=None, description="Messages only: sent and recorded, or not (see detail)."
+    )
+    provider_message_id: str | None = None
+    detail: str = ""
 
 
 class Accepted(BaseModel):
     id: str
     status: str
+
+
+COMMAND_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"model": CommandAnswer, "description": "Done: the resulting stage."},
+    202: {"model": CommandAnswer, "description": "Accepted, not finished within the wait."},
+    404: {"description": "Unknown conversation, or no running workflow behind it."},
+    409: {"description": "Refused by the conversation: the detail says why; nothing was done."},
+    422: {"description": "Bad input (text, reason, Idempotency-Key / request_id)."},
+    503: {"description": "Temporal unavailable, or the command was not taken in time; retry."},
+}
 
 
 def _summary(conv: Conversation) -> ConversationSummary:
@@ -223,6 +297,8 @@ async def start_conversation(
 ) -> Accepted:
     """Outreach: start a conversation with a first message to a contact."""
     workflow_id = conversation_workflow_id(tenant.id, body.channel, body.contact)
+    # Issue 9 (coordinator): refuse a do-not-contact lead here (409, saying why) before anything
+    # starts. The workflow also refuses to send an outreach to one (version 3), as a backstop.
     try:
         await client.start_workflow(
             WORKFLOW_NAME,
@@ -256,43 +332,149 @@ async def start_conversation(
     return Accepted(id=workflow_id, status="started")
 
 
-async def _signal(
-    client: Any, tenant_id: str, conversation_id: str, name: str, arg: object
-) -> None:
+def _update_id(command: str, header: str | None, body: CommandBody | None) -> str:
+    key = header.strip() if header else None
+    given = body.request_id.strip() if body and body.request_id else None
+    if key and given and key != given:
+        raise ApiError(422, "conflicting idempotency keys", "Idempotency-Key and request_id differ")
+    return command_update_id(command, key or given)
+
+
+async def _command(
+    client: Any,
+    tenant_id: str,
+    conversation_id: str,
+    command: Literal["handoff", "release", "message", "close"],
+    update: str,
+    arg: object,
+    update_id: str,
+) -> CommandAnswer | JSONResponse:
     # The workflow id names its tenant, so ownership is known before the first turn is recorded.
     if not conversation_id.startswith(f"conv:{tenant_id}:"):
         raise ApiError(404, "conversation not found", conversation_id)
-    if not await signal_conversation(client, conversation_id, name, arg):
-        raise ApiError(409, "conversation is not running", conversation_id)
+    answer = CommandAnswer(id=conversation_id, command=command, request_id=update_id)
+    try:
+        result = await command_conversation(
+            client, conversation_id, update, arg, update_id=update_id
+        )
+    except ConversationNotRunning as exc:
+        raise ApiError(
+            404,
+            "conversation is not running",
+            f"{conversation_id} has no running workflow (closed, or never started); "
+            "a message from the lead starts a new run",
+        ) from exc
+    except CommandRefused as exc:
+        raise ApiError(409, f"{command} refused", exc.reason) from exc
+    except CommandPending as exc:
+        if not exc.accepted:
+            raise ApiError(
+                503,
+                "the conversation did not take the command in time",
+                f"retry with Idempotency-Key {update_id.partition(':')[2]!r}; it acts once",
+            ) from exc
+        pending = answer.model_copy(
+            update={
+                "status": "pending",
+                "detail": "accepted, still under way; retry with the "
+                "same Idempotency-Key for the outcome",
+            }
+        )
+        return JSONResponse(status_code=202, content=pending.model_dump(mode="json"))
+    except RPCError as exc:
+        raise ApiError(503, "Temporal is unavailable", exc.message) from exc
+    return _answered(answer, result)
 
 
-@router.post("/{conversation_id}/handoff", status_code=status.HTTP_202_ACCEPTED)
+def _answered(answer: CommandAnswer, result: CommandResult) -> CommandAnswer:
+    handoff = result.handoff
+    return answer.model_copy(
+        update={
+            "stage": result.stage,
+            "handoff": HandoffView(
+                reason=handoff.reason,
+                since=handoff.since,
+                rule=handoff.rule,
+                human_replied=handoff.human_replied,
+            )
+            if handoff
+            else None,
+            "sent": result.sent,
+            "provider_message_id": result.provider_message_id,
+            "detail": result.detail,
+        }
+    )
+
+
+@router.post(
+    "/{conversation_id}/handoff", response_model=CommandAnswer, responses=COMMAND_RESPONSES
+)
 async def handoff(
     conversation_id: str,
     tenant: CurrentTenant,
     client: Temporal,
+    idempotency_key: IdempotencyKey = None,
     body: HandoffBody | None = None,
-) -> Accepted:
-    """A human takes over: the AI stays silent until released."""
-    reason = body.reason if body else "operator took over"
-    await _signal(client, tenant.id, conversation_id, SIGNAL_HANDOFF, HandoffRequest(reason=reason))
-    return Accepted(id=conversation_id, status="handoff requested")
+) -> CommandAnswer | JSONResponse:
+    """A human takes over: the AI stays silent (a running turn stops before it sends) until
+    released. 409 when the conversation is closed or already with a human."""
+    update_id = _update_id("handoff", idempotency_key, body)
+    request = HandoffRequest(reason=body.reason if body else "operator took over")
+    return await _command(
+        client, tenant.id, conversation_id, "handoff", UPDATE_HANDOFF, request, update_id
+    )
 
 
-@router.post("/{conversation_id}/release", status_code=status.HTTP_202_ACCEPTED)
-async def release(conversation_id: str, tenant: CurrentTenant, client: Temporal) -> Accepted:
-    await _signal(client, tenant.id, conversation_id, SIGNAL_RELEASE, ReleaseRequest())
-    return Accepted(id=conversation_id, status="release requested")
+@router.post(
+    "/{conversation_id}/release", response_model=CommandAnswer, responses=COMMAND_RESPONSES
+)
+async def release(
+    conversation_id: str,
+    tenant: CurrentTenant,
+    client: Temporal,
+    idempotency_key: IdempotencyKey = None,
+    body: CommandBody | None = None,
+) -> CommandAnswer | JSONResponse:
+    """The AI answers again. 409 when nothing is handed to a human."""
+    update_id = _update_id("release", idempotency_key, body)
+    return await _command(
+        client, tenant.id, conversation_id, "release", UPDATE_RELEASE, ReleaseRequest(), update_id
+    )
 
 
-@router.post("/{conversation_id}/messages", status_code=status.HTTP_202_ACCEPTED)
+@router.post(
+    "/{conversation_id}/messages", response_model=CommandAnswer, responses=COMMAND_RESPONSES
+)
 async def operator_message(
     conversation_id: str,
     body: OperatorText,
     tenant: CurrentTenant,
     client: Temporal,
-) -> Accepted:
-    """Send an operator's message to the lead through the conversation's channel."""
-    message = OperatorMessage(text=body.text, author=body.author, request_id=uuid.uuid4().hex)
-    await _signal(client, tenant.id, conversation_id, SIGNAL_OPERATOR_MESSAGE, message)
-    return Accepted(id=conversation_id, status="queued")
+    idempotency_key: IdempotencyKey = None,
+) -> CommandAnswer | JSONResponse:
+    """Send an operator's message to the lead through the conversation's channel. Answered once
+    it was sent and recorded (`sent: true`), or not sent (`sent: false`, the detail says why:
+    the channel refused it); 409 when the conversation is closed or the lead opted out."""
+    update_id = _update_id("message", idempotency_key, body)
+    message = OperatorMessage(text=body.text, author=body.author, request_id=update_id)
+    return await _command(
+        client, tenant.id, conversation_id, "message", UPDATE_OPERATOR_MESSAGE, message, update_id
+    )
+
+
+@router.post("/{conversation_id}/close", response_model=CommandAnswer, responses=COMMAND_RESPONSES)
+async def close(
+    conversation_id: str,
+    tenant: CurrentTenant,
+    client: Temporal,
+    idempotency_key: IdempotencyKey = None,
+    body: CloseBody | None = None,
+) -> CommandAnswer | JSONResponse:
+    """End the conversation: nothing more is sent (a running turn stops before it sends); a
+    later message from the lead starts a new run that resumes from the database. 409 when it is
+    already closed."""
+    update_id = _update_id("close", idempotency_key, body)
+    request = CloseRequest(reason=body.reason if body else "closed by an operator")
+    return await _command(
+        client, tenant.id, conversation_id, "close", UPDATE_CLOSE, request, update_id
+    )

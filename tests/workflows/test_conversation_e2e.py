@@ -286,7 +286,7 @@ async def test_escalation_notifies_specialists_and_goes_silent(
         release = await stack.http.post(
             f"/api/v1/conversations/{conv_id}/release", headers=stack.auth
         )
-        assert release.status_code == 202
+        assert release.status_code == 200, release.text
         raw, headers = fake_chatwoot.message_created_webhook(
             content="Which colours does the Golf come in?", conversation_id=42
         )
@@ -346,7 +346,7 @@ async def test_outreach_and_operator_message_go_to_the_outbox_without_a_channel(
             json={"text": "Mark here from the showroom."},
             headers=stack.auth,
         )
-        assert sent.status_code == 202
+        assert sent.status_code == 200, sent.text
         rows = await stack.wait_for(
             lambda: _outbox_has(outbox, "Mark here from the showroom."), what="operator message"
         )
@@ -428,32 +428,60 @@ async def _spawn_worker(
     raise AssertionError(f"worker did not start: {log.read_text()}")
 
 
+async def _turn_finished(handle: Any, turns: int) -> bool:
+    """The workflow has finished turn `turns` and has nothing pending: it is idle at the top of
+    its loop, where it decides to continue as new (that decision is made in the same workflow
+    task that finishes the turn, so a query that sees the turn done sees it made)."""
+    state = await handle.query("state")
+    transcript = state["transcript"]
+    return bool(
+        state["turns"] >= turns
+        and state["pending_messages"] == 0
+        and transcript
+        and transcript[-1]["role"] == "ai"
+    )
+
+
 async def test_continue_as_new_keeps_the_conversation(
     temporal_client: Client, settings_factory: Any, sqlite_url: str, fake_waha: FakeWaha
 ) -> None:
-    # A tiny history limit forces continue-as-new every couple of turns.
+    # A tiny history limit forces continue-as-new every couple of turns. The workflow continues
+    # as new only when it is idle between turns (never with a message pending), so each message
+    # is sent once the previous turn has finished in the workflow, not merely once its reply
+    # reached WAHA: the reply goes out before the turn's last workflow task, and a message sent
+    # on seeing it lands while the turn is still running. Under load that happened every turn,
+    # the run never went idle and never continued as new before the assertions ran.
     settings = settings_factory(sqlite_url, debounce_seconds=0.2, conversation_history_limit=40)
     async with live_stack(
         temporal_client, settings, tenant_settings=_waha_settings(fake_waha), queues=[CONVERSATIONS]
     ) as stack:
+        conv_id = conversation_workflow_id(stack.tenant_id, "waha", LEAD)
+        handle = temporal_client.get_workflow_handle(conv_id)
         texts = [f"Question {n}: is the Golf available in blue?" for n in range(1, 7)]
         for n, text in enumerate(texts, start=1):
             await _post_waha(stack, fake_waha, text, message_id=f"false_can_{n}")
             await stack.wait_for(lambda n=n: len(_replies_to(fake_waha)) >= n, what=f"reply {n}")
-        conv_id = conversation_workflow_id(stack.tenant_id, "waha", LEAD)
-        handle = temporal_client.get_workflow_handle(conv_id)
+            await stack.wait_for(lambda n=n: _turn_finished(handle, n), what=f"turn {n} to finish")
         # Read from the history, not the visibility listing (which lags under load).
         first_event = (await handle.fetch_history()).events[0]
         started = first_event.workflow_execution_started_event_attributes
         assert started.continued_execution_run_id, "the conversation continued as new"
         state = await handle.query("state")
         assert state["turns"] == 6
-        # Redelivering an early message after continue-as-new is still recognised.
-        await _post_waha(stack, fake_waha, texts[-1], message_id="false_can_6")
-        await asyncio.sleep(2.0)
-        assert len(_replies_to(fake_waha)) == 6
-        detail = await _conversation(stack, conv_id, min_messages=12)
-        assert [m["text"] for m in detail["transcript"] if m["role"] == "lead"] == texts
+
+        # Redelivering a message of an earlier run is still recognised: a new message sent
+        # after it is answered alone, and the redelivery is neither recorded nor answered.
+        await _post_waha(stack, fake_waha, texts[0], message_id="false_can_1")
+        last = "And in red?"
+        await _post_waha(stack, fake_waha, last, message_id="false_can_7")
+        await stack.wait_for(lambda: len(_replies_to(fake_waha)) >= 7, what="reply 7")
+        await stack.wait_for(lambda: _turn_finished(handle, 7), what="turn 7 to finish")
+        assert len(_replies_to(fake_waha)) == 7
+        assert (await handle.query("state"))["turns"] == 7
+        detail = await stack.wait_for(
+            lambda: _conversation(stack, conv_id, min_messages=14), what="the recorded turns"
+        )
+        assert [m["text"] for m in detail["transcript"] if m["role"] == "lead"] == [*texts, last]
 
 
 async def test_operator_marks_do_not_contact_and_the_conversation_goes_quiet(
@@ -615,7 +643,7 @@ async def test_an_unusable_llm_provider_hands_the_conversation_to_a_human(
             json={"text": "We are open 9-18, Mon-Sat."},
             headers=stack.auth,
         )
-        assert sent.status_code == 202
+        assert sent.status_code == 200, sent.text
         await stack.wait_for(
             lambda: len(_replies_to(fake_waha)) >= 2, what="the operator's message"
         )
