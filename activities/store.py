@@ -22,11 +22,12 @@ class StoreActivities:
     @activity.defn
     async def load_turn_context(self, request: TurnContextInput) -> TurnContext:
         """A reference to the tenant's playbook (and its policy when it changed), specialists,
-        do-not-contact and the knowledge hits (ids and titles) for the new messages."""
+        do-not-contact and the knowledge hits (ids and titles) for the new messages; with
+        `request.resume`, what the database holds of the lead's earlier runs."""
         return await turn_steps.load_turn_context(self._db, self._resolver, request)
 
     @activity.defn
     async def record_turn(self, record: RecordTurnInput) -> bool:
         """Persist the turn (and, unless it hands off, resolve the open escalations: one
-        transaction); returns whether the lead changed."""
+        transaction); returns whether the lead changed (do-not-contact set or lifted included)."""
         return await turn_steps.record_turn(self._db, record)
