@@ -1,5 +1,6 @@
 """Leads: one lead with each CRM's link, last sync and outcome; edit it (an operator's change is
-synced to the CRMs like any other); trigger a CRM sync by hand."""
+synced to the CRMs like any other); set or lift its do-not-contact explicitly, with who and why
+on record (a PATCH may set it, never lift it); trigger a CRM sync by hand."""
 
 from __future__ import annotations
 
