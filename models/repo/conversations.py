@@ -107,7 +107,7 @@ async def _write_lead(
             changes["phone"] = str(merged["phone"])
     # The channel's own address fills what the lead lacks (a WhatsApp id is the phone): a lead
     # never has an unknown phone because nobody typed it. It never overwrites a known value.
-    details = _contact_details(record)
+    details = _contact_details(record) if not (phone and email) else ContactDetails()
     if details.phone and not phone and not changes.get("phone"):
         changes["phone"] = details.phone
     if details.email and not email and not changes.get("email"):
