@@ -1,18 +1,32 @@
 """Lead-enrichment jobs: upload a CSV, follow, pause/resume/cancel, download the results.
 
 The CSV is validated before anything starts; once this answers 202 the job is in Temporal
-(started by workflow name: the API does not import workflow code)."""
+(started by workflow name: the API does not import workflow code).
+
+Pause, resume and cancel are updates of the job's workflow, which is the only writer of the job
+status: the API waits for the update and answers 200 with the job as the workflow left it, or
+409 with the validator's reason (pause a paused or ended job, resume one that is not paused,
+cancel an ended one; cancelling twice is "job is already cancelled"). An `Idempotency-Key`
+header names the update, so a retry acts once and gets the first answer (also after the job
+ended)."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+from fastapi import APIRouter, File, Form, Header, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, StreamingResponse
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import (
+    Client,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import AppState, CurrentTenant, Session, State, Temporal, settings_of
@@ -21,21 +35,24 @@ from models import search_attributes
 from models.csv_intake import CsvInvalid, CsvTooLarge, SafeCsvWriter, parse_csv
 from models.enrichment import (
     ALL_STEPS,
+    JOB_CONTROL_REFUSED,
     RESULT_COLUMNS,
-    SIGNAL_CANCEL,
-    SIGNAL_PAUSE,
-    SIGNAL_RESUME,
-    TERMINAL_STATUSES,
+    UPDATE_CANCEL,
+    UPDATE_PAUSE,
+    UPDATE_RESUME,
     WORKFLOW_NAME,
     CancelJob,
     EnrichmentJobInput,
     EnrichmentStep,
+    JobAction,
+    JobControlResult,
     JobStatus,
     JobView,
     PauseJob,
     RecordOptions,
     RecordStatus,
     ResumeJob,
+    control_refusal,
     workflow_id,
 )
 from models.enrichment_tables import EnrichmentJob, EnrichmentRecord
@@ -214,64 +231,151 @@ async def get_job(job_id: str, session: Session, tenant: CurrentTenant) -> JobVi
     return await repo.job_view(session, job=await _job(session, tenant.id, job_id))
 
 
-def _handle(temporal: Client, tenant_id: str, job_id: str) -> WorkflowHandle[Any, Any]:
-    return temporal.get_workflow_handle(workflow_id(tenant_id, job_id))
+CONTROL_WAIT = timedelta(seconds=20)
+"""How long a pause/resume/cancel waits for the workflow (one status write, normally ~0.1 s)."""
+
+# Visible ASCII (spaces inside allowed), at most 128 characters, as for conversation commands.
+# Anything else (control characters, a 10 KB header) is a 422 and starts nothing.
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        max_length=128,
+        pattern=r"^[\x21-\x7e][\x20-\x7e]*$",
+        description="Names the command: a retry with the same key acts once and answers the "
+        "same. Without one every call is a new command.",
+    ),
+]
+
+CONTROL_RESPONSES: dict[int | str, dict[str, Any]] = {
+    404: {"description": "No such job for this tenant."},
+    409: {"description": "Refused by the job: the detail says why; nothing was done."},
+    422: {"description": "A malformed Idempotency-Key."},
+    503: {"description": "Temporal is unavailable, or the job did not answer in time."},
+}
+
+_CONTROL_UPDATES: dict[JobAction, tuple[str, PauseJob | ResumeJob | CancelJob]] = {
+    JobAction.PAUSE: (UPDATE_PAUSE, PauseJob()),
+    JobAction.RESUME: (UPDATE_RESUME, ResumeJob()),
+    JobAction.CANCEL: (UPDATE_CANCEL, CancelJob()),
+}
 
 
-async def _signal(
+def control_update_id(action: JobAction, idempotency_key: str | None) -> str:
+    """The update's id. Temporal runs one update per id and answers a repeat with the first
+    outcome; the action is part of it, so one key reused for two actions cannot answer the
+    wrong one. A job that continued as new (every `records_per_run` records) is a new run that
+    has not seen the id: a retry there is judged afresh (a second pause is then a 409)."""
+    return f"{action.value}:{idempotency_key.strip() if idempotency_key else uuid.uuid4().hex}"
+
+
+async def control_job(
     session: Session,
     temporal: Client,
+    *,
     tenant_id: str,
     job_id: str,
-    signal: str,
-    arg: PauseJob | ResumeJob | CancelJob,
-    new_status: JobStatus,
+    action: JobAction,
+    idempotency_key: str | None,
 ) -> JobView:
+    """Pause, resume or cancel a job through its workflow and return the job as it left it.
+
+    404 for an unknown job (or another tenant's), 409 with the reason when the workflow's
+    validator refuses or the job has ended, 503 when Temporal fails or does not answer."""
     job = await _job(session, tenant_id, job_id)
-    if job.status in TERMINAL_STATUSES:
-        raise ApiError(409, f"job is {job.status}", job_id)
+    # End the read transaction: the status is read again after the workflow wrote it, and a
+    # snapshot held meanwhile (SQLite WAL) would still show the old one.
+    await session.commit()
+    update, arg = _CONTROL_UPDATES[action]
+    update_id = control_update_id(action, idempotency_key)
+    handle = temporal.get_workflow_handle(workflow_id(tenant_id, job_id))
     try:
-        await _handle(temporal, tenant_id, job_id).signal(signal, arg)
+        async with asyncio.timeout(CONTROL_WAIT.total_seconds()):
+            result: JobControlResult = await handle.execute_update(
+                update, arg, id=update_id, result_type=JobControlResult
+            )
+    except WorkflowUpdateFailedError as exc:
+        cause = exc.cause
+        if isinstance(cause, ApplicationError) and cause.type == JOB_CONTROL_REFUSED:
+            raise ApiError(409, f"{action.value} refused", cause.message) from exc
+        raise ApiError(503, f"the job could not {action.value}", str(cause)) from exc
+    except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError) as exc:
+        raise ApiError(
+            503,
+            "the job did not answer in time",
+            "retry with the same Idempotency-Key; it acts once",
+        ) from exc
     except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:
-            raise ApiError(409, "job is no longer running", job_id) from exc
-        raise ApiError(503, "Temporal is unavailable", str(exc)) from exc
-    # The workflow writes the same status when it acts on the signal; writing it here too means
-    # the next GET already shows what the caller asked for.
-    if new_status != JobStatus.CANCELLED:
-        await repo.set_job_status(session, tenant_id=tenant_id, job_id=job_id, status=new_status)
-    refreshed = await _job(session, tenant_id, job_id)
-    view = await repo.job_view(session, job=refreshed)
-    if new_status == JobStatus.CANCELLED:
-        view = view.model_copy(update={"status": JobStatus.CANCELLED})
-    return view
+        if exc.status != RPCStatusCode.NOT_FOUND:
+            raise ApiError(503, "Temporal is unavailable", exc.message) from exc
+        # The workflow has ended: the status it wrote last is final.
+        await session.refresh(job)
+        status = JobStatus(job.status)
+        reason = control_refusal(action, status) or f"job is no longer running ({status.value})"
+        raise ApiError(409, f"{action.value} refused", reason) from exc
+    await session.refresh(job)
+    view = await repo.job_view(session, job=job)
+    # The workflow wrote this status before answering; a later control may already have
+    # changed the row, and the caller asked what *its* command did.
+    return view.model_copy(update={"status": result.status})
 
 
-@router.post("/{job_id}/pause")
+@router.post("/{job_id}/pause", responses=CONTROL_RESPONSES)
 async def pause_job(
-    job_id: str, session: Session, tenant: CurrentTenant, temporal: Temporal
+    job_id: str,
+    session: Session,
+    tenant: CurrentTenant,
+    temporal: Temporal,
+    idempotency_key: IdempotencyKey = None,
 ) -> JobView:
-    return await _signal(
-        session, temporal, tenant.id, job_id, SIGNAL_PAUSE, PauseJob(), JobStatus.PAUSED
+    """No new records start; records in flight finish. 409 when paused or ended."""
+    return await control_job(
+        session,
+        temporal,
+        tenant_id=tenant.id,
+        job_id=job_id,
+        action=JobAction.PAUSE,
+        idempotency_key=idempotency_key,
     )
 
 
-@router.post("/{job_id}/resume")
+@router.post("/{job_id}/resume", responses=CONTROL_RESPONSES)
 async def resume_job(
-    job_id: str, session: Session, tenant: CurrentTenant, temporal: Temporal
+    job_id: str,
+    session: Session,
+    tenant: CurrentTenant,
+    temporal: Temporal,
+    idempotency_key: IdempotencyKey = None,
 ) -> JobView:
-    return await _signal(
-        session, temporal, tenant.id, job_id, SIGNAL_RESUME, ResumeJob(), JobStatus.RUNNING
+    """Records start again. 409 when the job is not paused."""
+    return await control_job(
+        session,
+        temporal,
+        tenant_id=tenant.id,
+        job_id=job_id,
+        action=JobAction.RESUME,
+        idempotency_key=idempotency_key,
     )
 
 
-@router.delete("/{job_id}")
+@router.delete("/{job_id}", responses=CONTROL_RESPONSES)
 async def cancel_job(
-    job_id: str, session: Session, tenant: CurrentTenant, temporal: Temporal
+    job_id: str,
+    session: Session,
+    tenant: CurrentTenant,
+    temporal: Temporal,
+    idempotency_key: IdempotencyKey = None,
 ) -> JobView:
-    """Cancel: no new records start, records in flight stop, finished records are kept."""
-    return await _signal(
-        session, temporal, tenant.id, job_id, SIGNAL_CANCEL, CancelJob(), JobStatus.CANCELLED
+    """Cancel: no new records start, records in flight stop, finished records are kept.
+    Answered once the status is written; records in flight stop with their next heartbeat
+    and then go back to pending. 409 when ended ("job is already cancelled" the second time)."""
+    return await control_job(
+        session,
+        temporal,
+        tenant_id=tenant.id,
+        job_id=job_id,
+        action=JobAction.CANCEL,
+        idempotency_key=idempotency_key,
     )
 
 

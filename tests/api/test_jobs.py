@@ -8,10 +8,15 @@ import io
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
+import httpx
 import pytest
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
+from api.app import create_app
+from models.db import Database
 from models.enrichment import RESULT_COLUMNS, workflow_id
+from models.repo import enrichment as repo
 from models.settings import Settings
 from models.task_queues import ENRICHMENT
 from tests.conftest import make_tenant
@@ -127,8 +132,9 @@ async def test_upload_follow_and_download(stack: LiveStack, web: FakeWeb) -> Non
             }
         ]
     }
-    done = (await stack.http.post(f"/api/v1/jobs/{job_id}/pause", headers=stack.auth)).json()
-    assert done["error"] == "job is completed"
+    done = await stack.http.post(f"/api/v1/jobs/{job_id}/pause", headers=stack.auth)
+    assert done.status_code == 409
+    assert done.json() == {"error": "pause refused", "detail": "job is completed"}
 
     # Another tenant sees none of it.
     _, other_key = await make_tenant(stack.db)
@@ -138,6 +144,16 @@ async def test_upload_follow_and_download(stack: LiveStack, web: FakeWeb) -> Non
         assert response.status_code == 404
     assert (await stack.http.get("/api/v1/jobs", headers=other)).json() == {"jobs": []}
     assert (await stack.http.delete(f"/api/v1/jobs/{job_id}", headers=other)).status_code == 404
+
+
+async def _accepted_updates(stack: LiveStack, job_id: str) -> list[str]:
+    """The ids of the updates the job's workflow accepted (refused ones leave no trace)."""
+    handle = stack.client.get_workflow_handle(workflow_id(stack.tenant_id, job_id))
+    return [
+        event.workflow_execution_update_accepted_event_attributes.accepted_request.meta.update_id
+        async for event in handle.fetch_history_events()
+        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED
+    ]
 
 
 async def test_pause_resume_and_cancel(stack: LiveStack) -> None:
@@ -151,35 +167,135 @@ async def test_pause_resume_and_cancel(stack: LiveStack) -> None:
         )
         assert response.status_code == 202, response.text
         job_id = response.json()["job_id"]
+        url = f"/api/v1/jobs/{job_id}"
 
         async def one_done() -> bool:
             return bool((await job_view(stack, job_id))["counts"]["done"] >= 1)
 
         await stack.wait_for(one_done, timeout=30, what="a finished record")
-        paused = await stack.http.post(f"/api/v1/jobs/{job_id}/pause", headers=stack.auth)
+        paused = await stack.http.post(f"{url}/pause", headers=stack.auth)
         assert paused.status_code == 200 and paused.json()["status"] == "paused"
-        assert (await job_view(stack, job_id))["status"] == "paused"
-        resumed = await stack.http.post(f"/api/v1/jobs/{job_id}/resume", headers=stack.auth)
+        assert (await job_view(stack, job_id))["status"] == "paused"  # written by the workflow
+        again = await stack.http.post(f"{url}/pause", headers=stack.auth)
+        assert again.status_code == 409
+        assert again.json() == {"error": "pause refused", "detail": "job is already paused"}
+
+        resumed = await stack.http.post(f"{url}/resume", headers=stack.auth)
         assert resumed.status_code == 200 and resumed.json()["status"] == "running"
+        assert (await job_view(stack, job_id))["status"] == "running"
+        again = await stack.http.post(f"{url}/resume", headers=stack.auth)
+        assert again.status_code == 409
+        assert again.json()["detail"] == "job is not paused (it is running)"
 
-        cancelled = await stack.http.delete(f"/api/v1/jobs/{job_id}", headers=stack.auth)
+        key = {"Idempotency-Key": "cancel-1"}
+        cancelled = await stack.http.delete(url, headers={**stack.auth, **key})
         assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+        # Answered once written, before the record in flight has stopped.
+        assert (await job_view(stack, job_id))["status"] == "cancelled"
+        # A retry with the same key is the same command: the first answer again.
+        retried = await stack.http.delete(url, headers={**stack.auth, **key})
+        assert retried.status_code == 200 and retried.json()["status"] == "cancelled"
+        # Another cancel is refused, saying why.
+        twice = await stack.http.delete(url, headers=stack.auth)
+        assert twice.status_code == 409
+        assert twice.json() == {"error": "cancel refused", "detail": "job is already cancelled"}
 
-        async def is_cancelled() -> dict[str, Any] | None:
-            view = await job_view(stack, job_id)
-            return view if view["status"] == "cancelled" else None
-
-        view = await stack.wait_for(is_cancelled, timeout=30, what="the job to be cancelled")
+        handle = stack.client.get_workflow_handle(workflow_id(stack.tenant_id, job_id))
+        await handle.result()  # the records in flight have stopped
+        view = await job_view(stack, job_id)
+        assert view["status"] == "cancelled"
         counts = view["counts"]
         assert counts["done"] >= 1 and counts["running"] == 0 and counts["pending"] > 0
         assert sum(counts.values()) == 12
-        again = await stack.http.delete(f"/api/v1/jobs/{job_id}", headers=stack.auth)
-        assert again.status_code == 409
-        results = await stack.http.get(f"/api/v1/jobs/{job_id}/results", headers=stack.auth)
+        # After the run ended: a retry still gets its answer, anything else the reason.
+        late_retry = await stack.http.delete(url, headers={**stack.auth, **key})
+        assert late_retry.status_code == 200 and late_retry.json()["status"] == "cancelled"
+        late = await stack.http.post(f"{url}/resume", headers=stack.auth)
+        assert late.status_code == 409 and late.json()["detail"] == "job is cancelled"
+        results = await stack.http.get(f"{url}/results", headers=stack.auth)
         statuses = [r["status"] for r in csv.DictReader(io.StringIO(results.text))]
         assert len(statuses) == 12 and statuses.count("done") == counts["done"]
-        handle = stack.client.get_workflow_handle(workflow_id(stack.tenant_id, job_id))
-        assert (await handle.describe()).status is not None
+        accepted = await _accepted_updates(stack, job_id)
+        assert [a.partition(":")[0] for a in accepted] == ["pause", "resume", "cancel"]
+        assert accepted[-1] == "cancel:cancel-1"
+
+
+async def test_an_idempotency_key_pauses_once(stack: LiveStack) -> None:
+    with FakeWeb(latency=0.4) as slow_web:
+        rows = "".join(f"Company {i},{slow_web.site(f'k-{i}')}\n" for i in range(6))
+        response = await stack.http.post(
+            "/api/v1/jobs",
+            headers=stack.auth,
+            files=upload("company,website\n" + rows),
+            data={"concurrency": "1", "steps": "website,fetch,extract"},
+        )
+        job_id = response.json()["job_id"]
+        url = f"/api/v1/jobs/{job_id}"
+        key = {**stack.auth, "Idempotency-Key": "pause-42"}
+        first = await stack.http.post(f"{url}/pause", headers=key)
+        second = await stack.http.post(f"{url}/pause", headers=key)
+        assert first.status_code == second.status_code == 200, second.text
+        assert first.json()["status"] == second.json()["status"] == "paused"
+        assert await _accepted_updates(stack, job_id) == ["pause:pause-42"]  # acted once
+        # The same key names another command for another action: it is not the pause.
+        resumed = await stack.http.post(f"{url}/resume", headers=key)
+        assert resumed.status_code == 200 and resumed.json()["status"] == "running"
+        assert await _accepted_updates(stack, job_id) == ["pause:pause-42", "resume:pause-42"]
+
+
+async def test_job_control_bad_input_and_unknown_jobs(stack: LiveStack) -> None:
+    response = await stack.http.post(
+        "/api/v1/jobs", headers=stack.auth, files=upload("company\nAcme\n")
+    )
+    job_id = response.json()["job_id"]
+    url = f"/api/v1/jobs/{job_id}"
+    # Too long, a control character, not ASCII.
+    for key in (b"k" * 129, b"tab\tinside", "clé".encode()):
+        headers = [(k.encode(), v.encode()) for k, v in stack.auth.items()]
+        bad = await stack.http.post(f"{url}/pause", headers=[*headers, (b"Idempotency-Key", key)])
+        assert bad.status_code == 422, (key, bad.text)
+    assert await _accepted_updates(stack, job_id) == []  # nothing was started
+    for method, path in (("POST", "/pause"), ("POST", "/resume"), ("DELETE", "")):
+        missing = await stack.http.request(method, f"/api/v1/jobs/nope{path}", headers=stack.auth)
+        assert missing.status_code == 404 and missing.json()["error"] == "job not found"
+    # Another tenant's job is not found either, and is left alone.
+    _, other_key = await make_tenant(stack.db)
+    other = {"Authorization": f"Bearer {other_key}"}
+    assert (await stack.http.post(f"{url}/pause", headers=other)).status_code == 404
+    assert (await stack.http.delete(url, headers=other)).status_code == 404
+    assert await _accepted_updates(stack, job_id) == []
+
+
+async def test_job_control_while_temporal_is_unreachable_is_503(
+    sqlite_db: Database, sqlite_url: str, settings_factory: Callable[..., Settings]
+) -> None:
+    tenant_id, key = await make_tenant(sqlite_db)
+    async with sqlite_db.session() as session:
+        await repo.create_job(
+            session,
+            job_id="j-offline",
+            tenant_id=tenant_id,
+            filename="leads.csv",
+            columns=["company"],
+            total=1,
+            source="company\nAcme\n",
+            delimiter=",",
+            concurrency=1,
+            steps=["website"],
+            playbook=None,
+        )
+    app = create_app(settings_factory(sqlite_url, temporal_address="127.0.0.1:1"))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://leadflow.test") as http:
+            response = await http.post(
+                "/api/v1/jobs/j-offline/pause", headers={"Authorization": f"Bearer {key}"}
+            )
+    assert response.status_code == 503, response.text
+    assert response.json()["error"] == "Temporal is unavailable"
+    async with sqlite_db.session() as session:
+        job = await repo.get_job(session, tenant_id=tenant_id, job_id="j-offline")
+        assert job is not None and job.status == "running"  # the API wrote nothing
 
 
 @pytest.mark.parametrize(
