@@ -16,7 +16,8 @@ from it are the same whichever form a provider used. The rules (docs/webhooks.md
   before this module existed (the e-mail parser already lower-cased) keep their conversation.
 - Chatwoot: the contact id as given, trimmed.
 
-A contact id with control characters, empty, or longer than MAX_CONTACT_LENGTH is refused with
+A contact id with control characters (or invisible format characters, line separators), empty,
+or longer than MAX_CONTACT_LENGTH is refused with
 `ContactIdError` (a `WebhookPayloadError`, so webhooks answer 422 and deliver nothing; the API
 turns it into a 422 too)."""
 
@@ -40,6 +41,17 @@ MAX_CONTACT_LENGTH = 320
 WAHA_PHONE_SUFFIX = "@c.us"
 WAHA_JID_SUFFIX = "@s.whatsapp.net"
 WAHA_LID_SUFFIX = "@lid"
+
+# Characters no address contains: C0/C1 controls (NUL, CR, LF, ESC, DEL…) break logs, ids and
+# headers; invisible format characters (zero-width, bidi overrides) make two ids that look the
+# same differ (or one look like another); line/paragraph separators are line breaks.
+_REFUSED_CATEGORIES = {
+    "Cc": "control character",
+    "Cf": "invisible format character",
+    "Zl": "line separator",
+    "Zp": "paragraph separator",
+    "Cs": "lone surrogate",
+}
 
 _PHONE_CHARS = re.compile(r"^\+?[0-9][0-9 ().\-]*$")
 _DEVICE_SUFFIX = re.compile(r"^([^@:]+):[0-9]+(@.+)$")
@@ -69,9 +81,9 @@ def check_contact(contact: str) -> str:
     if len(contact) > MAX_CONTACT_LENGTH:
         raise ContactIdError(f"{len(contact)} characters; at most {MAX_CONTACT_LENGTH}")
     for char in contact:
-        # Cc: C0/C1 controls (NUL, newline, ESC, DEL…); they break logs, ids and headers.
-        if unicodedata.category(char) == "Cc":
-            raise ContactIdError(f"contains the control character U+{ord(char):04X}")
+        kind = _REFUSED_CATEGORIES.get(unicodedata.category(char))
+        if kind is not None:
+            raise ContactIdError(f"contains the {kind} U+{ord(char):04X}")
     trimmed = contact.strip()
     if not trimmed:
         raise ContactIdError("must not be empty")

@@ -104,6 +104,11 @@ def test_contact_details(channel: Channel, contact: str, details: ContactDetails
         ("lead\x1b[31m", "control character U+001B"),
         ("lead\x7f", "control character U+007F"),
         ("lead\x85", "control character U+0085"),
+        ("3161234\u200b5678@c.us", "invisible format character U+200B"),  # zero-width space
+        ("jane@example.com\u202e", "invisible format character U+202E"),  # bidi override
+        ("lead\u2028x", "line separator U+2028"),
+        ("lead\u2029x", "paragraph separator U+2029"),
+        ("lead\ud800", "lone surrogate U+D800"),
         ("", "must not be empty"),
         ("   ", "must not be empty"),
         ("1" * (MAX_CONTACT_LENGTH + 1), f"at most {MAX_CONTACT_LENGTH}"),
