@@ -16,10 +16,13 @@ go to the phone's conversation."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import Literal
 from urllib.parse import quote
 
 import httpx
@@ -53,6 +56,10 @@ class LidDirectory:
         self.timeout = timeout
         self._known: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._unknown: dict[tuple[str, str], float] = {}
+        # Held only while a lid is being looked up (weak: no growth).
+        self._locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
         self.asked = 0  # WAHA lookups made (for tests and logs)
 
     def clear(self) -> None:
@@ -64,12 +71,32 @@ class LidDirectory:
     ) -> str | None:
         """The phone chat id (`{digits}@c.us`) of `lid`, or None when it cannot be known now."""
         key = (tenant_id, lid)
+        cached = self._cached(key)
+        if cached is not False:
+            return cached
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = asyncio.Lock()
+        async with lock:  # a burst from one new lid asks once; the others wait for its answer
+            cached = self._cached(key)
+            if cached is not False:
+                return cached
+            return await self._look_up(db, tenant_id, waha, lid)
+
+    def _cached(self, key: tuple[str, str]) -> str | Literal[False] | None:
+        """The cached phone, None when recently unknown, False when not cached."""
         if key in self._known:
             self._known.move_to_end(key)
             return self._known[key]
         until = self._unknown.get(key)
         if until is not None and until > time.monotonic():
             return None
+        return False
+
+    async def _look_up(
+        self, db: Database, tenant_id: str, waha: WahaSettings | None, lid: str
+    ) -> str | None:
+        key = (tenant_id, lid)
         try:
             async with db.session() as session:
                 phone = await identities_repo.phone_for_lid(session, tenant_id=tenant_id, lid=lid)

@@ -56,6 +56,19 @@ async def test_mapped_lid_is_asked_once_and_stored(db: Database, fake_waha: Fake
     assert len(fake_waha.lid_lookups()) == 1
 
 
+async def test_a_burst_from_a_new_lid_asks_waha_once(
+    sqlite_db: Database, fake_waha: FakeWaha
+) -> None:
+    tenant, _ = await make_tenant(sqlite_db)
+    fake_waha.map_lid(LID, PHONE)
+    directory = LidDirectory()
+    found = await asyncio.gather(
+        *(directory.phone_for(sqlite_db, tenant, fake_waha.settings(), LID) for _ in range(8))
+    )
+    assert found == [PHONE] * 8
+    assert len(fake_waha.lid_lookups()) == 1
+
+
 async def test_unknown_phone_keeps_the_lid_and_is_not_stored(
     sqlite_db: Database, fake_waha: FakeWaha
 ) -> None:
