@@ -1,7 +1,9 @@
 """`leadflow enrich FILE.csv`: upload a CSV to the API, follow the job, write the enriched CSV.
+`leadflow job pause|resume|cancel JOB_ID`: steer a running job.
 
-The command only talks to the HTTP API (like any other client), so it works against a remote
-deployment as well as against `leadflow up` on this machine.
+The commands only talk to the HTTP API (like any other client), so they work against a remote
+deployment as well as against `leadflow up` on this machine, and a job is steered by the same
+route (and the same workflow update) whether from here or from any other client.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from rich.text import Text
 TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
 DEFAULT_API_URL = "http://127.0.0.1:8000"
 FAILURES_SHOWN = 20
+REFUSED_EXIT = 3
+"""Exit code of a job command the job refused (409): distinct from failing to ask (1)."""
 
 console = Console(soft_wrap=True)  # long URLs and paths stay copyable
 err_console = Console(stderr=True, soft_wrap=True)
@@ -122,6 +126,11 @@ def _api_failure(response: httpx.Response) -> CliFailure:
         for problem in detail:
             lines.append("  " + _describe_problem(problem))
         return CliFailure("\n".join(lines))
+    if status == 409:
+        # The job refused the command: its reason is the message, nothing was done.
+        return CliFailure(f"{error}: {detail}" if detail else error, code=REFUSED_EXIT)
+    if status == 404:
+        return CliFailure(f"{error}: {detail}" if detail else error)
     text = f"the API answered {status}: {error}"
     if detail:
         text += f" — {detail}"
@@ -325,5 +334,81 @@ def enrich(
     raise typer.Exit(code)
 
 
+# -- leadflow job pause|resume|cancel ----------------------------------------------------------
+
+JOB_COMMANDS: dict[str, tuple[str, str]] = {
+    "pause": ("POST", "/pause"),
+    "resume": ("POST", "/resume"),
+    "cancel": ("DELETE", ""),
+}
+"""Command -> the jobs route that carries it out (the API waits for the job's update)."""
+
+
+def run_job_command(
+    *, command: str, job_id: str, api_url: str, api_key: str, idempotency_key: str | None
+) -> dict[str, Any]:
+    """Ask the API to pause, resume or cancel a job; returns the job view it answers with.
+    Raises CliFailure with the job's reason when refused (exit code REFUSED_EXIT)."""
+    method, suffix = JOB_COMMANDS[command]
+    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+    client = ApiClient(api_url, api_key)
+    try:
+        return client.json(method, f"/api/v1/jobs/{job_id}{suffix}", headers=headers)
+    finally:
+        client.close()
+
+
+def _job_command(command: str) -> Any:
+    def run(
+        job_id: Annotated[str, typer.Argument(help="The job id `leadflow enrich` printed.")],
+        api_url: Annotated[
+            str, typer.Option("--api-url", envvar="LEADFLOW_API_URL", help="Base URL of the API.")
+        ] = DEFAULT_API_URL,
+        api_key: Annotated[
+            str | None,
+            typer.Option("--api-key", envvar="LEADFLOW_API_KEY", help="Tenant API key."),
+        ] = None,
+        idempotency_key: Annotated[
+            str | None,
+            typer.Option(
+                "--idempotency-key",
+                help="Names this command: running it again with the same key acts once.",
+            ),
+        ] = None,
+    ) -> None:
+        if not api_key:
+            err_console.print(
+                "[red]error:[/] no API key: pass --api-key or set LEADFLOW_API_KEY "
+                "(`leadflow up` prints the demo tenant's key)"
+            )
+            raise typer.Exit(2)
+        try:
+            job = run_job_command(
+                command=command,
+                job_id=job_id,
+                api_url=api_url,
+                api_key=api_key,
+                idempotency_key=idempotency_key,
+            )
+        except CliFailure as failure:
+            err_console.print(Text("error: ", style="red") + Text(failure.message), highlight=False)
+            if failure.hint:
+                err_console.print(Text(f"hint: {failure.hint}"), highlight=False)
+            raise typer.Exit(failure.code) from None
+        console.print(Text(f"job {job_id}: {job.get('status', '?')}"), highlight=False)
+        console.print(_stats_line(job))
+
+    run.__doc__ = {
+        "pause": "Pause a job: no new records start; those in flight finish.",
+        "resume": "Resume a paused job.",
+        "cancel": "Cancel a job: records in flight stop, finished records are kept.",
+    }[command]
+    return run
+
+
 def register(app: typer.Typer) -> None:
     app.command("enrich")(enrich)
+    job = typer.Typer(help="Steer an enrichment job: pause, resume, cancel.", no_args_is_help=True)
+    for command in JOB_COMMANDS:
+        job.command(command)(_job_command(command))
+    app.add_typer(job, name="job")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import re
 from pathlib import Path
 from typing import Any
 
@@ -256,3 +257,59 @@ async def test_real_api_errors(real_stack: Any, tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert f"{stack.api_url}/api/v1/jobs/" in result.output
+
+
+def invoke_job(*args: str) -> Any:
+    return CliRunner().invoke(cli(), ["job", *args], catch_exceptions=False)
+
+
+async def test_job_commands_steer_a_running_job(real_stack: Any, tmp_path: Path) -> None:
+    from tests.fakes.web import FakeWeb
+
+    stack, _ = real_stack
+    auth = ("--api-url", stack.api_url, "--api-key", stack.api_key)
+    with FakeWeb(latency=0.4) as slow_web:
+        rows = "".join(f"Company {i},{slow_web.site(f'cli-{i}')}\n" for i in range(10))
+        csv_path = write_csv(tmp_path, "company,website\n" + rows)
+        started = await asyncio.to_thread(
+            invoke, str(csv_path), *auth, "--no-wait", "--concurrency", "1"
+        )
+        assert started.exit_code == 0, started.output
+        match = re.search(r"job (\w+) started", started.output)
+        assert match, started.output
+        job_id = match.group(1)
+
+        paused = await asyncio.to_thread(invoke_job, "pause", job_id, *auth)
+        assert paused.exit_code == 0, paused.output
+        assert f"job {job_id}: paused" in paused.output
+        again = await asyncio.to_thread(invoke_job, "pause", job_id, *auth)
+        assert again.exit_code == cli_enrich.REFUSED_EXIT
+        assert "pause refused: job is already paused" in again.output
+
+        resumed = await asyncio.to_thread(invoke_job, "resume", job_id, *auth)
+        assert resumed.exit_code == 0 and f"job {job_id}: running" in resumed.output
+
+        keyed = (*auth, "--idempotency-key", "cli-cancel-1")
+        cancelled = await asyncio.to_thread(invoke_job, "cancel", job_id, *keyed)
+        assert cancelled.exit_code == 0 and f"job {job_id}: cancelled" in cancelled.output
+        retried = await asyncio.to_thread(invoke_job, "cancel", job_id, *keyed)
+        assert retried.exit_code == 0 and f"job {job_id}: cancelled" in retried.output
+        twice = await asyncio.to_thread(invoke_job, "cancel", job_id, *auth)
+        assert twice.exit_code == cli_enrich.REFUSED_EXIT
+        assert "cancel refused: job is already cancelled" in twice.output
+
+    unknown = await asyncio.to_thread(invoke_job, "resume", "no-such-job", *auth)
+    assert unknown.exit_code == 1 and "job not found" in unknown.output
+    wrong_key = await asyncio.to_thread(
+        invoke_job, "pause", job_id, "--api-url", stack.api_url, "--api-key", "lf_wrong"
+    )
+    assert wrong_key.exit_code == 1 and "refused the key" in wrong_key.output
+
+
+def test_job_command_without_a_key_or_api(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LEADFLOW_API_KEY", raising=False)
+    result = invoke_job("pause", "job-1")
+    assert result.exit_code == 2 and "no API key" in result.output
+    url = f"http://127.0.0.1:{free_port()}"
+    result = invoke_job("cancel", "job-1", "--api-url", url, "--api-key", KEY)
+    assert result.exit_code == 1 and f"cannot reach the leadflow API at {url}" in result.output
