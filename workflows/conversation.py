@@ -130,6 +130,7 @@ class ConversationWorkflow:
         self._dnc_to_record: bool | None = None
         # Operator messages sent (or not) by the main loop, for their waiting Updates.
         self._operator_outcomes: dict[str, CommandResult] = {}
+        self._awaited: set[str] = set()
         # The provider ids the database knew when this run resumed: redeliveries to drop.
         self._resumed_ids: frozenset[str] = frozenset()
         # The search attributes as Temporal holds them: a run at version ≥ 1 starts with what
@@ -269,8 +270,10 @@ class ConversationWorkflow:
         if request_id in self._s.seen_message_ids:
             # Queued by the signal path (or a result too old to keep): never sent twice.
             return self._result(detail="this request was taken before; it is not sent again")
+        self._awaited.add(request_id)
         self.operator_message(message.model_copy(update={"text": message.text.strip()}))
         await workflow.wait_condition(lambda: request_id in self._operator_outcomes)
+        self._awaited.discard(request_id)
         return self._command_done(self._operator_outcomes.pop(request_id))
 
     @operator_message_command.validator
@@ -545,13 +548,19 @@ class ConversationWorkflow:
         self._s.pending.clear()
         self._s.nurture_at = None  # the lead wrote: no nurture message is due any more
         self._s.turns += 1
+        query = " ".join(m.text for m in batch)
         if self._s.handoff is not None or self._close_reason is not None:
-            # Handed over or closed while the burst was debounced: recorded, not answered.
-            await self._record(self._take_lead_messages(batch), turn_key=f"turn:{self._s.turns}")
+            # Handed over or closed while the burst was debounced: recorded, not answered (a
+            # fresh run still learns its history first, so its turn key follows the last run's).
+            if not self._s.resume_checked:
+                await self._context(query)
+            batch = [m for m in batch if m.provider_message_id not in self._resumed_ids]
+            if batch:
+                entries = self._take_lead_messages(batch)
+                await self._record(entries, turn_key=f"turn:{self._s.turns}")
             return
         self._operator_stop = False
         self._details(f"turn {self._s.turns}: answering {len(batch)} message(s)")
-        query = " ".join(m.text for m in batch)
         prepared: TurnDraft | None = None
         failure: ActivityError | None = None
         try:
@@ -1314,8 +1323,9 @@ class ConversationWorkflow:
                 if self._s.handoff is not None and not self._s.handoff.human_replied:
                     self._s.handoff = self._s.handoff.model_copy(update={"human_replied": True})
             await self._record([entry], turn_key=key)
-            # The Update waiting for it answers now: sent (or not) and recorded.
-            self._operator_outcomes[message.request_id] = self._result(**outcome)
+            if message.request_id in self._awaited:
+                # The Update waiting for it answers now: sent (or not) and recorded.
+                self._operator_outcomes[message.request_id] = self._result(**outcome)
 
     def _system_entry(self, text: str) -> TranscriptEntry:
         entry = TranscriptEntry(role=Role.SYSTEM, text=text, at=workflow.now())
