@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -103,12 +104,15 @@ def cpu_snapshot(roots: dict[str, int]) -> dict[str, float]:
 
 
 def waha_message(chat_id: str, i: int, text: str) -> dict[str, Any]:
-    """A WAHA `message` webhook body (the fields both receivers read; ../shared/wire/waha.md §2)."""
+    """A WAHA `message` webhook body (the fields both receivers read; ../shared/wire/waha.md §2).
+
+    The WhatsApp part of the id is random, as WhatsApp's are: leadflow deduplicates on it across
+    a contact's id forms (`{fromMe}_{id}`), so a counter would collide between contacts and runs."""
     return {
         "event": "message",
         "session": "default",
         "payload": {
-            "id": f"false_{chat_id}_BENCH{i:06d}",
+            "id": f"false_{chat_id}_{i:06d}{secrets.token_hex(7).upper()}",
             "from": chat_id,
             "fromMe": False,
             "body": text,
