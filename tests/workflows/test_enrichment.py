@@ -36,6 +36,7 @@ from models.enrichment import (
     CancelJob,
     EnrichmentJobInput,
     EnrichmentStep,
+    JobAction,
     JobControlResult,
     JobProgress,
     JobStatus,
@@ -49,6 +50,7 @@ from models.enrichment import (
     ResumeJob,
     StoreRowsInput,
     StoreRowsResult,
+    control_refusal,
     workflow_id,
 )
 from models.enrichment_tables import EnrichmentRecord
@@ -639,3 +641,29 @@ async def test_an_update_at_the_end_of_a_run_is_answered_before_continue_as_new(
         )
         final = await handle.result()
     assert final.status == JobStatus.COMPLETED and final.done == 4 and final.run == 2
+
+
+@pytest.mark.parametrize(
+    ("action", "status", "reason"),
+    [
+        (JobAction.PAUSE, JobStatus.RUNNING, None),
+        (JobAction.PAUSE, JobStatus.PAUSED, "job is already paused"),
+        (JobAction.PAUSE, JobStatus.CANCELLED, "job is cancelled"),
+        (JobAction.PAUSE, JobStatus.COMPLETED, "job is completed"),
+        (JobAction.PAUSE, JobStatus.FAILED, "job is failed"),
+        (JobAction.RESUME, JobStatus.PAUSED, None),
+        (JobAction.RESUME, JobStatus.RUNNING, "job is not paused (it is running)"),
+        (JobAction.RESUME, JobStatus.CANCELLED, "job is cancelled"),
+        (JobAction.RESUME, JobStatus.COMPLETED, "job is completed"),
+        (JobAction.CANCEL, JobStatus.RUNNING, None),
+        (JobAction.CANCEL, JobStatus.PAUSED, None),
+        (JobAction.CANCEL, JobStatus.CANCELLED, "job is already cancelled"),
+        (JobAction.CANCEL, JobStatus.COMPLETED, "job is completed"),
+        (JobAction.CANCEL, JobStatus.FAILED, "job is failed"),
+    ],
+)
+def test_what_each_control_is_refused_in_each_status(
+    action: JobAction, status: JobStatus, reason: str | None
+) -> None:
+    """The validators' one rule (the API asks it too, of a job whose workflow has ended)."""
+    assert control_refusal(action, status) == reason
