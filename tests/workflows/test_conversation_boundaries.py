@@ -9,9 +9,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from temporalio.exceptions import ApplicationError
+
 from models.agent import Perception
 from models.common import Channel, Intent, Role, Stage
-from models.conversation import ConversationInput, ResumeState
+from models.conversation import ConversationInput, OutreachRequest, ResumeState
 from models.messages import TranscriptEntry
 from models.playbook import FollowUpPolicy
 from tests.workflows import test_conversation_updates as updates
@@ -243,3 +245,49 @@ async def test_a_continued_run_answers_the_messages_it_carries_without_resuming(
     assert record.turn_key == "turn:5"
     assert [e.text for e in record.entries if e.role == Role.LEAD] == ["Still there?"]
     assert [p.resume for p in stubs.prepared] == [False]
+
+
+async def test_a_fresh_run_whose_model_fails_resumes_through_the_context_it_loads(
+    conversation: Callable[..., Any],
+) -> None:
+    """The local-activity context path (the turn's model step failed for good) asks for the
+    lead's history too: the handover is recorded under the next turn number."""
+
+    def down(_: object) -> Perception:
+        raise ApplicationError("no model", type="LlmBudgetExhausted", non_retryable=True)
+
+    stubs = Scripted(perceive=down, resume=ResumeState(stage=Stage.QUALIFYING, turns=6))
+    conv: Conv = await conversation(stubs)
+    await conv.start(conv.message("Are you open on Sunday?"))
+    await conv.until(lambda: bool(stubs.recorded), what="the handover", limit=MINUTE)
+    assert [p.resume for p in stubs.prepared] == [True]
+    assert [c.resume for c in stubs.contexts] == [True], "the failed step brought no history"
+    (record,) = stubs.recorded
+    assert record.turn_key == "turn:7"
+    assert record.escalation is not None and record.escalation.rule == "budget_exhausted"
+
+
+async def test_an_outreach_to_a_do_not_contact_lead_is_not_sent(
+    conversation: Callable[..., Any],
+) -> None:
+    """The API refuses it first; the workflow holds the line for any other starter."""
+    stubs = Scripted(do_not_contact=True)
+    conv: Conv = await conversation(stubs)
+    await conv.client.start_workflow(
+        ConversationWorkflow.run,
+        ConversationInput.new(
+            tenant_id=conv.tenant_id,
+            channel=Channel.WAHA,
+            contact=CONTACT,
+            outreach=OutreachRequest(text="Our new models are in!"),
+            search_attributes=False,
+        ),
+        id=conv.workflow_id,
+        task_queue=conv.queue,
+    )
+    snapshot = await conv.handle.result()
+    assert snapshot["stage"] == Stage.CLOSED.value
+    assert stubs.sent == []
+    assert [c.resume for c in stubs.contexts][:1] == [True]
+    notes = [e.text for r in stubs.recorded for e in r.entries if e.role == Role.SYSTEM]
+    assert notes == ["outreach not sent: the lead asked not to be contacted"]
