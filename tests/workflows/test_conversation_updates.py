@@ -453,3 +453,22 @@ async def test_a_command_retried_after_continue_as_new_answers_the_same_without_
     state = await conv.state()
     assert state.handoff is None and state.stage == Stage.QUALIFYING, "nothing acted again"
     assert len(stubs.recorded) == records
+
+
+async def test_a_handoff_during_the_debounce_records_the_burst_without_a_model(
+    conversation: Callable[..., Any],
+) -> None:
+    stubs = Scripted(resume=ResumeState(stage=Stage.QUALIFYING, turns=2))
+    conv: Conv = await conversation(stubs)
+    await conv.start(conv.message("Do you have an Audi A4?"))
+    taken = await conv.command(UPDATE_HANDOFF, HandoffRequest(reason="Mark takes it"))
+    assert taken.stage == Stage.HUMAN_HANDOFF
+    await conv.until(
+        lambda: "Do you have an Audi A4?" in stubs.lead_entries(),
+        what="the burst recorded",
+        limit=timedelta(minutes=1),
+    )
+    assert stubs.prepared == [] and stubs.sent == [], "no model asked, nothing sent"
+    # A fresh run still learned its history first: the turn key follows the earlier run's.
+    assert [c.resume for c in stubs.contexts] == [True]
+    assert "turn:3" in [r.turn_key for r in stubs.recorded]
