@@ -16,6 +16,7 @@ from urllib.parse import quote
 import httpx
 
 from activities.channels.base import get_json, json_body, not_configured, post_json, rejected
+from models.identity import normalise_waha_chat_id
 from models.messages import OutboundMessage
 from models.tenant import TenantSettings, WahaSettings
 
@@ -31,21 +32,16 @@ SENT_CHECK_LIMIT = 50
 def normalise_chat_id(contact: str) -> str:
     """A lead's contact as WAHA's chatId: "31612345678@c.us" stays, "+31 6 1234 5678" becomes it.
 
-    `@s.whatsapp.net` ids appear inside GOWS/NOWEB payloads but must not be used to send, so
-    they are converted to `@c.us` as the WAHA docs say."""
-    value = contact.strip()
-    if value.endswith("@s.whatsapp.net"):
-        value = value.removesuffix("@s.whatsapp.net") + "@c.us"
-    if "@" in value:
-        if not _CHAT_ID_RE.match(value):
-            raise rejected(NAME, f"{contact!r} is not a WhatsApp chat id")
-        return value
-    digits = re.sub(r"[^0-9]", "", value)
-    if value.startswith("00"):
-        digits = digits[2:]  # international call prefix, not part of the number
-    if not (_E164_DIGITS[0] <= len(digits) <= _E164_DIGITS[1]):
-        raise rejected(NAME, f"{contact!r} is not a phone number or chat id")
-    return f"{digits}@c.us"
+    The rule is models.identity's (the webhooks use it too); a send refuses what still is no
+    chat id, and a bare number outside E.164's length, as permanent errors."""
+    value = normalise_waha_chat_id(contact)
+    if "@" not in contact:
+        digits = value.removesuffix("@c.us")
+        if not digits.isdigit() or not (_E164_DIGITS[0] <= len(digits) <= _E164_DIGITS[1]):
+            raise rejected(NAME, f"{contact!r} is not a phone number or chat id")
+    if not _CHAT_ID_RE.match(value):
+        raise rejected(NAME, f"{contact!r} is not a WhatsApp chat id")
+    return value
 
 
 def waha_message_id(body: Any) -> str | None:
