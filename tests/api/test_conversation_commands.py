@@ -5,20 +5,39 @@ an Idempotency-Key makes a retried request act once; bad keys are 422."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from temporalio.client import Client
+from temporalio.service import RPCError
+from temporalio.worker import Worker
 
 from api.app import create_app
-from models.conversation import conversation_workflow_id
+from api.conversations_gateway import CommandPending, command_conversation
+from models.common import Channel
+from models.conversation import (
+    UPDATE_CLOSE,
+    UPDATE_HANDOFF,
+    CloseRequest,
+    ConversationInput,
+    HandoffRequest,
+    conversation_workflow_id,
+)
 from models.db import Database
+from models.messages import InboundMessage
 from models.settings import Settings
 from tests.conftest import make_tenant
 from tests.stack import LiveStack, live_stack
+from tests.workflows.test_conversation_updates import Scripted
+from workers.worker import workflow_runner
+from workflows.conversation import ConversationWorkflow
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -179,3 +198,86 @@ async def test_a_command_while_temporal_is_unreachable_is_503(
             )
     assert response.status_code == 503, response.text
     assert response.json()["error"] == "Temporal is unavailable"
+
+
+async def test_the_gateway_says_pending_when_the_answer_takes_longer_than_the_wait(
+    temporal_client: Client,
+) -> None:
+    """Not taken in time (no worker): pending, not accepted (the API's 503). Accepted but still
+    running (a close waiting for a turn to stop): pending, accepted (the API's 202)."""
+    tenant = f"t-{uuid.uuid4().hex[:6]}"
+    workflow_id = conversation_workflow_id(tenant, "waha", LEAD)
+    idle_queue = f"tq-{uuid.uuid4().hex[:8]}"
+    start = ConversationInput.new(
+        tenant_id=tenant, channel=Channel.WAHA, contact=LEAD, debounce_seconds=0.1
+    )
+    handle = await temporal_client.start_workflow(
+        "ConversationWorkflow", start, id=workflow_id, task_queue=idle_queue
+    )
+    try:
+        with pytest.raises(CommandPending) as untaken:
+            await command_conversation(
+                temporal_client,
+                workflow_id,
+                UPDATE_HANDOFF,
+                HandoffRequest(),
+                update_id="handoff:slow",
+                wait=timedelta(seconds=1),
+            )
+        assert not untaken.value.accepted
+    finally:
+        await handle.terminate("test over")
+
+    stubs = Scripted(gate=asyncio.Event())
+    queue = f"tq-{uuid.uuid4().hex[:8]}"
+    async with Worker(
+        temporal_client,
+        task_queue=queue,
+        workflows=[ConversationWorkflow],
+        activities=stubs.activities(),
+        workflow_runner=workflow_runner(),
+    ):
+        first = InboundMessage(
+            tenant_id=tenant,
+            channel=Channel.WAHA,
+            contact=LEAD,
+            provider_message_id="m1",
+            text="Hello",
+            sent_at=datetime.now(UTC),
+        )
+        handle = await temporal_client.start_workflow(
+            "ConversationWorkflow",
+            start.model_copy(update={"search_attributes": False}),
+            id=workflow_id,
+            task_queue=queue,
+            start_signal="inbound",
+            start_signal_args=[first],
+        )
+        try:
+            await asyncio.wait_for(stubs.entered.wait(), timeout=30)
+            with pytest.raises(CommandPending) as running:
+                await command_conversation(
+                    temporal_client,
+                    workflow_id,
+                    UPDATE_CLOSE,
+                    CloseRequest(reason="sold"),
+                    update_id="close:slow",
+                    wait=timedelta(seconds=1),
+                )
+            assert running.value.accepted
+            assert stubs.gate is not None
+            stubs.gate.set()
+            # The retry with the same id gets the outcome.
+            closed = await command_conversation(
+                temporal_client,
+                workflow_id,
+                UPDATE_CLOSE,
+                CloseRequest(reason="sold"),
+                update_id="close:slow",
+            )
+            assert closed.stage == "closed" and stubs.sent == []
+        finally:
+            if stubs.gate is not None:
+                stubs.gate.set()
+            with contextlib.suppress(RPCError):
+                await handle.terminate("test over")
