@@ -124,6 +124,15 @@ class EnrichmentJobInput(Frozen):
     done: int = 0
     failed: int = 0
     run: int = Field(default=1, description="1 for the first run, +1 per continue-as-new.")
+    control_ids: tuple[str, ...] = Field(
+        default=(),
+        description="Ids of the pause/resume/cancel updates this job applied (the last "
+        "CONTROL_IDS_KEPT): Temporal deduplicates update ids within a run only, so a retry that "
+        "reaches a later run is recognised by these.",
+    )
+
+
+CONTROL_IDS_KEPT = 100
 
 
 class PauseJob(Frozen):

@@ -24,6 +24,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.web.activities import EnrichmentActivities
     from models import search_attributes
     from models.enrichment import (
+        CONTROL_IDS_KEPT,
         JOB_CONTROL_REFUSED,
         QUERY_PROGRESS,
         SIGNAL_CANCEL,
@@ -98,13 +99,15 @@ class EnrichmentJobWorkflow:
         # What the database holds: `_reported` is set when the write starts, this when it is done.
         self._persisted = self._reported
         self._finished_status: JobStatus | None = None
+        self._control_ids = list(job.control_ids)
 
     # -- updates ---------------------------------------------------------------------------
 
     @workflow.update(name=UPDATE_PAUSE)
     async def pause_job(self, _: PauseJob) -> JobControlResult:
         """No new records start; those in flight finish."""
-        self._paused = True
+        if self._first_time():
+            self._paused = True
         return await self._settled()
 
     @pause_job.validator
@@ -113,7 +116,8 @@ class EnrichmentJobWorkflow:
 
     @workflow.update(name=UPDATE_RESUME)
     async def resume_job(self, _: ResumeJob) -> JobControlResult:
-        self._paused = False
+        if self._first_time():
+            self._paused = False
         return await self._settled()
 
     @resume_job.validator
@@ -123,14 +127,33 @@ class EnrichmentJobWorkflow:
     @workflow.update(name=UPDATE_CANCEL)
     async def cancel_job(self, _: CancelJob) -> JobControlResult:
         """No new records start, records in flight are cancelled, finished records are kept."""
-        self._cancelled = True
+        if self._first_time():
+            self._cancelled = True
         return await self._settled()
 
     @cancel_job.validator
     def _validate_cancel(self, _: CancelJob) -> None:
         self._refuse_unless_allowed(JobAction.CANCEL)
 
+    def _retried(self) -> bool:
+        """This update's id was applied by an earlier run (a client's retry that arrived after
+        continue-as-new): it is answered, not applied again nor refused."""
+        info = workflow.current_update_info()
+        return info is not None and info.id in self._control_ids
+
+    def _first_time(self) -> bool:
+        """Remember this update's id for the runs to come; False for a retry."""
+        if self._retried():
+            return False
+        info = workflow.current_update_info()
+        if info is not None:
+            self._control_ids.append(info.id)
+            del self._control_ids[:-CONTROL_IDS_KEPT]
+        return True
+
     def _refuse_unless_allowed(self, action: JobAction) -> None:
+        if self._retried():
+            return
         # Judged on the status the job is heading for, not the one stored: a job whose cancel
         # is being written is already cancelled for a pause that comes after it.
         reason = control_refusal(action, self._status())
@@ -255,6 +278,7 @@ class EnrichmentJobWorkflow:
                         "done": self._done,
                         "failed": self._failed,
                         "run": job.run + 1,
+                        "control_ids": tuple(self._control_ids),
                     }
                 )
             )

@@ -263,9 +263,10 @@ _CONTROL_UPDATES: dict[JobAction, tuple[str, PauseJob | ResumeJob | CancelJob]] 
 
 def control_update_id(action: JobAction, idempotency_key: str | None) -> str:
     """The update's id. Temporal runs one update per id and answers a repeat with the first
-    outcome; the action is part of it, so one key reused for two actions cannot answer the
-    wrong one. A job that continued as new (every `records_per_run` records) is a new run that
-    has not seen the id: a retry there is judged afresh (a second pause is then a 409)."""
+    outcome, within a run; a retry that reaches a later run (the job continues as new every
+    `records_per_run` records) is recognised by the workflow, which answers it with the job's
+    status without acting again. The action is part of the id, so one key reused for two
+    actions cannot answer the wrong one."""
     return f"{action.value}:{idempotency_key.strip() if idempotency_key else uuid.uuid4().hex}"
 
 

@@ -402,6 +402,12 @@ class StubActivities:
         self.cancels_seen = 0
         self.release = asyncio.Event()
         """Set: records in flight finish (also the cancelled ones, which wait for it)."""
+        self.held_rows: set[int] = set()
+        self.release_held = asyncio.Event()
+        """Rows in `held_rows` wait for this one as well."""
+
+    def _may_finish(self, row: int) -> bool:
+        return self.release.is_set() and (row not in self.held_rows or self.release_held.is_set())
 
     @activity.defn(name="enrichment_store_rows")
     async def store_rows(self, _: StoreRowsInput) -> StoreRowsResult:
@@ -415,7 +421,7 @@ class StubActivities:
     async def process_record(self, request: ProcessRecordInput) -> ProcessRecordResult:
         self.records_started += 1
         cancelled = False
-        while not self.release.is_set():
+        while not self._may_finish(request.row_number):
             activity.heartbeat()
             try:
                 await asyncio.sleep(0.05)
@@ -667,3 +673,46 @@ def test_what_each_control_is_refused_in_each_status(
 ) -> None:
     """The validators' one rule (the API asks it too, of a job whose workflow has ended)."""
     assert control_refusal(action, status) == reason
+
+
+async def test_a_retried_update_that_reaches_a_later_run_acts_once(
+    temporal_client: Client, task_queue: str
+) -> None:
+    """Temporal deduplicates update ids within a run; the job carries the ids it applied across
+    continue-as-new, so a client's retry that arrives after it neither acts nor is refused."""
+    stubs = StubActivities()
+    stubs.held_rows = {3, 4}  # the second run's records stay in flight
+    async with stub_worker(temporal_client, task_queue, stubs):
+        job_id = uuid.uuid4().hex[:12]
+        handle = await temporal_client.start_workflow(
+            EnrichmentJobWorkflow.run,
+            EnrichmentJobInput(
+                tenant_id="t-stub",
+                job_id=job_id,
+                total=4,
+                concurrency=2,
+                records_per_run=2,
+                record_heartbeat_timeout_seconds=1.0,
+            ),
+            id=workflow_id("t-stub", job_id),
+            task_queue=task_queue,
+        )
+        paused = await control(handle, UPDATE_PAUSE, PauseJob(), id="pause:key-7")
+        assert paused.status == JobStatus.PAUSED
+        await control(handle, UPDATE_RESUME, ResumeJob(), id="resume:key-8")
+        stubs.release.set()
+
+        async def next_run() -> bool:
+            return (await handle.query(EnrichmentJobWorkflow.progress)).run == 2
+
+        await wait_for(next_run)
+        writes = list(stubs.statuses)
+        retried = await control(handle, UPDATE_PAUSE, PauseJob(), id="pause:key-7")
+        assert retried == JobControlResult(status=JobStatus.RUNNING)  # not paused again
+        assert stubs.statuses == writes  # nothing written
+        # A new pause is a new command, and still applies.
+        assert (await control(handle, UPDATE_PAUSE, PauseJob())).status == JobStatus.PAUSED
+        assert (await control(handle, UPDATE_RESUME, ResumeJob())).status == JobStatus.RUNNING
+        stubs.release_held.set()
+        final = await handle.result()
+    assert final.status == JobStatus.COMPLETED and final.done == 4 and final.run == 2
