@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio.client import Client
 
@@ -117,3 +117,20 @@ def settings_of(state: AppState, tenant: Tenant) -> TenantSettings:
     return tenant_repo.tenant_settings(
         tenant, secret_key=state.settings.secret_key.get_secret_value()
     )
+
+
+# An idempotency key names a command (conversation commands, job controls): a retry with the same
+# key acts once and answers the same. Visible ASCII (spaces inside allowed), at most 128
+# characters; anything else (control characters, a 10 KB header) is a 422 and starts nothing.
+IDEMPOTENCY_KEY_MAX = 128
+IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e][\x20-\x7e]*$"
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        max_length=IDEMPOTENCY_KEY_MAX,
+        pattern=IDEMPOTENCY_KEY_PATTERN,
+        description="Names the command: a retry with the same key acts once and answers the "
+        "same. Without one every call is a new command.",
+    ),
+]

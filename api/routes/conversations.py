@@ -9,9 +9,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Query, status
+from fastapi import APIRouter, Query, status
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
@@ -23,7 +23,15 @@ from api.conversations_gateway import (
     command_conversation,
     command_update_id,
 )
-from api.deps import CurrentTenant, Session, State, Temporal
+from api.deps import (
+    IDEMPOTENCY_KEY_MAX,
+    IDEMPOTENCY_KEY_PATTERN,
+    CurrentTenant,
+    IdempotencyKey,
+    Session,
+    State,
+    Temporal,
+)
 from api.errors import ApiError
 from models import search_attributes, task_queues
 from models.common import Channel, LeadQuality, Stage
@@ -42,6 +50,8 @@ from models.conversation import (
     ReleaseRequest,
     conversation_workflow_id,
 )
+from models.identity import normalise_contact
+from models.lead_service import do_not_contact_reason
 from models.repo import conversations as repo
 from models.repo import usage as usage_repo
 from models.tables import Conversation
@@ -135,21 +145,12 @@ class StartConversation(BaseModel):
             raise ValueError("contact must not be blank")
         return value.strip()
 
-
-# An idempotency key: visible ASCII (spaces inside allowed), at most 128 characters. Anything
-# else (control characters, a 10 KB header) is a 422 and starts nothing.
-IDEMPOTENCY_KEY_MAX = 128
-IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e][\x20-\x7e]*$"
-IdempotencyKey = Annotated[
-    str | None,
-    Header(
-        alias="Idempotency-Key",
-        max_length=IDEMPOTENCY_KEY_MAX,
-        pattern=IDEMPOTENCY_KEY_PATTERN,
-        description="Names the command: a retry with the same key acts once and answers the "
-        "same. Without one (or `request_id` in the body) every call is a new command.",
-    ),
-]
+    @model_validator(mode="after")
+    def _normalised(self) -> StartConversation:
+        # The contact as the channel's webhooks name it, so the outreach and the lead's answers
+        # are one conversation (models/identity.py); a bad id is a ValueError, so a 422.
+        self.contact = normalise_contact(self.channel, self.contact)
+        return self
 
 
 class CommandBody(BaseModel):
@@ -293,12 +294,21 @@ async def get_conversation(
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED)
 async def start_conversation(
-    body: StartConversation, tenant: CurrentTenant, state: State, client: Temporal
+    body: StartConversation,
+    tenant: CurrentTenant,
+    state: State,
+    client: Temporal,
+    session: Session,
 ) -> Accepted:
     """Outreach: start a conversation with a first message to a contact."""
     workflow_id = conversation_workflow_id(tenant.id, body.channel, body.contact)
-    # Issue 9 (coordinator): refuse a do-not-contact lead here (409, saying why) before anything
-    # starts. The workflow also refuses to send an outreach to one (version 3), as a backstop.
+    # A lead who opted out (under this id or the same phone/e-mail elsewhere) is refused before
+    # anything starts; the workflow also refuses to send an outreach to one, as a backstop.
+    refusal = await do_not_contact_reason(
+        session, tenant_id=tenant.id, channel=body.channel, contact=body.contact
+    )
+    if refusal is not None:
+        raise ApiError(409, "do not contact", refusal)
     try:
         await client.start_workflow(
             WORKFLOW_NAME,

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Header, Query, Request, UploadFile
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, StreamingResponse
 from temporalio.client import (
     Client,
@@ -29,7 +29,15 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes, Workfl
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.deps import AppState, CurrentTenant, Session, State, Temporal, settings_of
+from api.deps import (
+    AppState,
+    CurrentTenant,
+    IdempotencyKey,
+    Session,
+    State,
+    Temporal,
+    settings_of,
+)
 from api.errors import ApiError
 from models import search_attributes
 from models.csv_intake import CsvInvalid, CsvTooLarge, SafeCsvWriter, parse_csv
@@ -233,19 +241,6 @@ async def get_job(job_id: str, session: Session, tenant: CurrentTenant) -> JobVi
 
 CONTROL_WAIT = timedelta(seconds=20)
 """How long a pause/resume/cancel waits for the workflow (one status write, normally ~0.1 s)."""
-
-# Visible ASCII (spaces inside allowed), at most 128 characters, as for conversation commands.
-# Anything else (control characters, a 10 KB header) is a 422 and starts nothing.
-IdempotencyKey = Annotated[
-    str | None,
-    Header(
-        alias="Idempotency-Key",
-        max_length=128,
-        pattern=r"^[\x21-\x7e][\x20-\x7e]*$",
-        description="Names the command: a retry with the same key acts once and answers the "
-        "same. Without one every call is a new command.",
-    ),
-]
 
 CONTROL_RESPONSES: dict[int | str, dict[str, Any]] = {
     404: {"description": "No such job for this tenant."},

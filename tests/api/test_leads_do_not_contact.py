@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
 from activities.crm.activities import CrmActivities
@@ -20,6 +21,7 @@ from models import task_queues
 from models.common import Channel, Role, Stage
 from models.conversation import RecordTurnInput, conversation_workflow_id, lead_id_for
 from models.db import Database
+from models.lead_service import do_not_contact_reason
 from models.messages import TranscriptEntry
 from models.repo import conversations as conversation_repo
 from models.repo import leads as lead_repo
@@ -245,3 +247,52 @@ async def test_the_opt_out_and_its_lift_reach_every_crm(
     ]
     detail = await http.get(f"/api/v1/leads/{lead_id}", headers=auth(key))
     assert detail.json()["recent_syncs"][0]["status"] == "succeeded"
+
+
+async def test_outreach_to_an_opted_out_lead_is_refused_and_starts_nothing(
+    api: tuple[httpx.AsyncClient, Settings], sqlite_db: Database, temporal_client: Client
+) -> None:
+    http, _ = api
+    tid, key = await make_tenant(sqlite_db)
+    lead_id = await opted_out_lead(sqlite_db, tid)
+    conv_id = conversation_workflow_id(tid, Channel.WAHA, CONTACT)
+
+    # The same person written as people write phones, and through the Cloud API: both refused.
+    for channel, contact in (("waha", "+31 6 1234 5678"), ("whatsapp", "+31612345678")):
+        refused = await http.post(
+            "/api/v1/conversations",
+            headers=auth(key),
+            json={"channel": channel, "contact": contact, "text": "Our spring offers!"},
+        )
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["error"] == "do not contact"
+        assert (
+            "opted out" in refused.json()["detail"]
+            or "do-not-contact" in (refused.json()["detail"])
+        ), refused.text
+    # Nothing was started for the refused outreach (describe reads the workflow itself, not the
+    # lagging visibility store).
+    with pytest.raises(RPCError) as missing:
+        await temporal_client.get_workflow_handle(conv_id).describe()
+    assert missing.value.status == RPCStatusCode.NOT_FOUND
+
+    # A contact id that is no address: 422, nothing started.
+    bad = await http.post(
+        "/api/v1/conversations",
+        headers=auth(key),
+        json={"channel": "waha", "contact": "3161\x002345678@c.us", "text": "hi"},
+    )
+    assert bad.status_code == 422, bad.text
+
+    # Lifted by an operator: the outreach is no longer refused on do-not-contact grounds.
+    lifted = await http.post(
+        f"/api/v1/leads/{lead_id}/do-not-contact",
+        headers=auth(key),
+        json={"do_not_contact": False, "reason": "asked us to write again", "by": "Sanne"},
+    )
+    assert lifted.status_code == 200, lifted.text
+    async with sqlite_db.session() as session:
+        assert (
+            await do_not_contact_reason(session, tenant_id=tid, channel="waha", contact=CONTACT)
+            is None
+        )
