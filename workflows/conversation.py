@@ -365,21 +365,41 @@ class ConversationWorkflow:
                 if not await self._handlers_finished():
                     continue
                 return self.state()
-            if not self._has_work() and self._should_continue_as_new():
-                if not await self._handlers_finished():
+            if self._may_continue_as_new() and self._should_continue_as_new():
+                if not await self._handlers_finished(carry=self._s.version >= 3):
                     continue
                 workflow.continue_as_new(self._s)
             await self._step()
 
-    async def _handlers_finished(self) -> bool:
+    async def _handlers_finished(self, *, carry: bool = False) -> bool:
         """Wait for running signal and update handlers before the run ends. From version 3
         an Update may wait for the main loop (an operator message to send): new work wakes
-        the loop instead (False), so the two never wait for each other."""
+        the loop instead (False), so the two never wait for each other. With `carry`, work
+        the next run takes over (see `_may_continue_as_new`) does not count."""
         if self._s.version < 3:
             await workflow.wait_condition(workflow.all_handlers_finished)
             return True
-        await workflow.wait_condition(lambda: workflow.all_handlers_finished() or self._has_work())
-        return not self._has_work()
+        busy = self._must_finish_here if carry else self._has_work
+        await workflow.wait_condition(lambda: workflow.all_handlers_finished() or busy())
+        return not busy()
+
+    def _may_continue_as_new(self) -> bool:
+        """Version ≥ 3 continues as new also while lead or agent messages wait: they are in the
+        state the next run starts from. Before, only an idle run did, and a lead who wrote
+        during every turn kept one run growing past its history limit."""
+        if self._s.version < 3:
+            return not self._has_work()
+        return not self._must_finish_here()
+
+    def _must_finish_here(self) -> bool:
+        # Work that is not carried: operator messages (their Updates wait on this run), the
+        # handoff/release flags and a close in progress.
+        return bool(
+            self._s.operator_queue
+            or self._released
+            or self._handed_over
+            or (self._close_reason is not None and self._s.stage != Stage.CLOSED)
+        )
 
     def _has_work(self) -> bool:
         return bool(

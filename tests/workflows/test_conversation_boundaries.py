@@ -5,6 +5,7 @@ messages, timers and dedup ids."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -291,3 +292,32 @@ async def test_an_outreach_to_a_do_not_contact_lead_is_not_sent(
     assert [c.resume for c in stubs.contexts][:1] == [True]
     notes = [e.text for r in stubs.recorded for e in r.entries if e.role == Role.SYSTEM]
     assert notes == ["outreach not sent: the lead asked not to be contacted"]
+
+
+async def test_a_lead_who_writes_during_every_turn_still_continues_as_new(
+    conversation: Callable[..., Any],
+) -> None:
+    """Each next message arrives while the turn before it runs, so the run is never idle between
+    turns: it continues as new with the message pending, and the next run answers it."""
+    stubs = Scripted(gate=asyncio.Event())
+    conv: Conv = await conversation(stubs, history_limit=20)
+    await conv.start(conv.message("Hi, I'm interested in an Audi"))
+    for n in range(2, 7):
+        await conv.entered_turn()
+        stubs.entered.clear()
+        held, stubs.gate = stubs.gate, asyncio.Event()
+        await conv.say(f"question {n}")
+        assert held is not None
+        held.set()
+    await conv.entered_turn()
+    held, stubs.gate = stubs.gate, None
+    assert held is not None
+    held.set()
+    await conv.until(lambda: len(stubs.sent) == 6, what="six replies", limit=MINUTE)
+    assert len(set(stubs.sent_by_run)) > 1, "the busy conversation continued as new"
+    # Every message answered once, in order, across the runs.
+    assert stubs.lead_entries() == ["Hi, I'm interested in an Audi"] + [
+        f"question {n}" for n in range(2, 7)
+    ]
+    state = await conv.state()
+    assert state.turns == 6 and state.pending_messages == 0
