@@ -948,7 +948,9 @@ class ConversationWorkflow:
             *(i for i in earlier.seen_message_ids if i not in this_run),
             *self._s.seen_message_ids,
         ][-SEEN_IDS_KEPT:]
-        if self._s.outreach is None:  # an outreach keeps its own stage
+        # An outreach keeps its own stage, and so does a handoff this run already took (an
+        # operator's, in the run's first workflow task).
+        if self._s.outreach is None and self._s.handoff is None:
             self._s.stage = stage_on_resume(earlier.stage)
             if self._s.stage == Stage.HUMAN_HANDOFF and self._s.handoff is None:
                 # A human had the conversation when the last run ended: still theirs.
@@ -1284,6 +1286,13 @@ class ConversationWorkflow:
         """In handoff or closed: the lead's messages are recorded, the AI stays silent."""
         batch = list(self._s.pending)
         self._s.pending.clear()
+        if self._s.version >= 3 and not self._s.resume_checked:
+            # A fresh run handed over before its first turn (an operator's handoff in the same
+            # workflow task as the start) still learns its history and drops redeliveries.
+            await self._context(" ".join(m.text for m in batch))
+            batch = [m for m in batch if m.provider_message_id not in self._resumed_ids]
+            if not batch:
+                return
         self._s.lead_messages += len(batch)
         entries = [
             TranscriptEntry(

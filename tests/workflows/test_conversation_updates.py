@@ -42,6 +42,7 @@ from models.conversation import (
     ConversationInput,
     ConversationSnapshot,
     HandoffRequest,
+    HandoffState,
     OperatorMessage,
     PreparedTurn,
     PrepareTurnInput,
@@ -160,6 +161,15 @@ class Conv:
 
     async def state(self) -> ConversationSnapshot:
         return await self.handle.query(ConversationWorkflow.state)
+
+    async def debouncing(self) -> None:
+        """Until the run waits out its debounce window (its timer is in the history)."""
+        for _ in range(200):
+            async for event in self.handle.fetch_history_events():
+                if event.event_type == EventType.EVENT_TYPE_TIMER_STARTED:
+                    return
+            await asyncio.sleep(0.05)
+        raise AssertionError("the run never started its debounce timer")
 
     async def command(self, name: str, arg: Any, *, update_id: str | None = None) -> CommandResult:
         result: CommandResult = await self.handle.execute_update(
@@ -461,6 +471,7 @@ async def test_a_handoff_during_the_debounce_records_the_burst_without_a_model(
     stubs = Scripted(resume=ResumeState(stage=Stage.QUALIFYING, turns=2))
     conv: Conv = await conversation(stubs)
     await conv.start(conv.message("Do you have an Audi A4?"))
+    await conv.debouncing()
     taken = await conv.command(UPDATE_HANDOFF, HandoffRequest(reason="Mark takes it"))
     assert taken.stage == Stage.HUMAN_HANDOFF
     await conv.until(
@@ -472,3 +483,40 @@ async def test_a_handoff_during_the_debounce_records_the_burst_without_a_model(
     # A fresh run still learned its history first: the turn key follows the earlier run's.
     assert [c.resume for c in stubs.contexts] == [True]
     assert "turn:3" in [r.turn_key for r in stubs.recorded]
+
+
+async def test_a_handoff_with_the_first_message_still_resumes_before_recording(
+    conversation: Callable[..., Any],
+) -> None:
+    """The operator's handoff lands in the run's first workflow task, before any turn: the
+    burst is recorded silently, but only after the run learned its history (a redelivery of a
+    message the earlier run saw is dropped)."""
+    stubs = Scripted(
+        resume=ResumeState(stage=Stage.QUALIFYING, turns=2, seen_message_ids=("old-1",))
+    )
+    conv: Conv = await conversation(stubs)
+    handle = await conv.client.start_workflow(
+        ConversationWorkflow.run,
+        ConversationInput.new(
+            tenant_id=conv.tenant_id,
+            channel=Channel.WAHA,
+            contact=CONTACT,
+            debounce_seconds=1,
+            search_attributes=False,
+            policy=POLICY,
+            handoff=HandoffState(reason="Mark took it", since=datetime.now(UTC)),
+            stage=Stage.HUMAN_HANDOFF,
+            pending=[conv.message("Hello again", "old-1"), conv.message("Any news?", "new-2")],
+        ),
+        id=conv.workflow_id,
+        task_queue=conv.queue,
+    )
+    await conv.until(
+        lambda: "Any news?" in stubs.lead_entries(),
+        what="the burst recorded",
+        limit=timedelta(minutes=1),
+    )
+    assert stubs.lead_entries() == ["Any news?"], "the redelivery was dropped"
+    assert [c.resume for c in stubs.contexts] == [True]
+    assert stubs.prepared == [] and stubs.sent == []
+    assert (await handle.query("state"))["stage"] == Stage.HUMAN_HANDOFF.value
