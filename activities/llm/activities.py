@@ -96,12 +96,19 @@ class LlmActivities:
         )
         if context.do_not_contact:
             return PreparedTurn(context=context)
-        draft = request.draft.model_copy(
-            update={
-                "playbook": context.playbook,
-                "knowledge_ids": tuple(hit.document_id for hit in context.knowledge),
-            }
-        )
+        update: dict[str, object] = {
+            "playbook": context.playbook,
+            "knowledge_ids": tuple(hit.document_id for hit in context.knowledge),
+        }
+        earlier = context.resume
+        if earlier is not None:
+            # A fresh run's first turn learns the lead's history only here: the writer gets the
+            # name the lead gave before and the turn number the workflow will record (the stage
+            # stays the workflow's to decide).
+            update["turn"] = request.draft.turn + earlier.turns
+            if not request.draft.contact_name and earlier.contact_name:
+                update["contact_name"] = earlier.contact_name
+        draft = request.draft.model_copy(update=update)
         return PreparedTurn(context=context, draft=await self.draft_turn(draft))
 
     @activity.defn

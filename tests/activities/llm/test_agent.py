@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -18,10 +18,17 @@ from activities.llm.agent import Agent
 from activities.llm.model_backend import hosted_backend
 from activities.llm.offline import offline_backend
 from models.agent import AnalyseInput, DraftTurnInput, GenerateReplyInput, Perception
-from models.common import Intent, ReplyPurpose, Stage
-from models.conversation import PrepareTurnInput, TurnContextInput
+from models.common import Channel, Intent, ReplyPurpose, Role, Stage
+from models.conversation import (
+    PrepareTurnInput,
+    RecordTurnInput,
+    TurnContextInput,
+    lead_id_for,
+)
 from models.db import Database
+from models.messages import TranscriptEntry
 from models.policy import PlaybookRef
+from models.repo import conversations as conversation_repo
 from models.repo import knowledge as knowledge_repo
 from models.repo import usage as usage_repo
 from models.settings import Settings
@@ -353,6 +360,9 @@ async def test_draft_turn_fails_when_nothing_can_be_perceived(
     assert [(row.step, row.outcome.value) for row in rows] == [("analysis", "error")]
 
 
+T0 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
+
+
 def prepare_input(tenant: str, lead_id: str, text: str) -> PrepareTurnInput:
     return PrepareTurnInput(
         context=TurnContextInput(tenant_id=tenant, lead_id=lead_id, query=text),
@@ -403,6 +413,47 @@ async def test_prepare_turn_does_not_perceive_a_do_not_contact_lead(
     )
     assert ready.context.do_not_contact is True and ready.draft is None
     assert fake_openai.requests == [] and await ledger(sqlite_db, tenant) == []
+
+
+async def test_prepare_turn_of_a_resumed_run_drafts_with_the_earlier_name_and_turn(
+    world: Any, fake_openai: FakeOpenAI, sqlite_db: Database
+) -> None:
+    agent, tenant = await world(TenantLlmSettings(provider="openai"))
+    # An earlier run talked twice with Ana, then ended; her new message starts a fresh run.
+    conversation_id = f"conv:{tenant}:waha:x"
+    lead_id = lead_id_for(tenant, Channel.WAHA, "x")
+    async with sqlite_db.session() as session:
+        await conversation_repo.record_turn(
+            session,
+            record=RecordTurnInput(
+                conversation_id=conversation_id,
+                tenant_id=tenant,
+                channel=Channel.WAHA,
+                contact="x",
+                contact_name="Ana",
+                turn_key="turn:2",
+                entries=(TranscriptEntry(role=Role.LEAD, text="Is the A3 still there?", at=T0),),
+                stage=Stage.QUALIFYING,
+                lead_id=lead_id,
+                turns=2,
+            ),
+        )
+    fake_openai.ok_structured(PERCEIVED)
+    fake_openai.ok_text("Yes, the A3 is still here.")
+    asked = prepare_input(tenant, lead_id, "Hello again")
+    asked = asked.model_copy(
+        update={
+            "context": asked.context.model_copy(update={"resume": True}),
+            "draft": asked.draft.model_copy(update={"contact_name": None}),
+        }
+    )
+    ready = await ActivityEnvironment().run(LlmActivities(agent).prepare_turn, asked)
+    assert ready.context.resume is not None and ready.context.resume.turns == 2
+    assert ready.draft is not None and ready.draft.reply is not None
+    # The writer was told her name, and the ledger files the calls under turn 3, not turn 1.
+    assert "Ana" in json.dumps(fake_openai.requests[-1].json)
+    turns = [row.output.get("turn") for row in await ledger(sqlite_db, tenant) if row.output]
+    assert turns and set(turns) == {3}
 
 
 async def test_prepare_turn_refuses_an_unknown_tenant_for_good(world: Any) -> None:
