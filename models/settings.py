@@ -9,6 +9,9 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# Published in this source: what it encrypts anyone can decrypt. Accepted in development mode only.
+PUBLISHED_SECRET_KEY = "leadflow-dev-secret-change-me"
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LEADFLOW_", env_file=".env", extra="ignore")
@@ -91,8 +94,16 @@ class Settings(BaseSettings):
     )
 
     secret_key: SecretStr = Field(
-        default=SecretStr("leadflow-dev-secret-change-me"),
-        description="Key material for encrypting stored credentials. Set it in production.",
+        default=SecretStr(PUBLISHED_SECRET_KEY),
+        description="Key material for encrypting stored credentials; several keys separated by "
+        "commas for a rotation (the first encrypts, all decrypt; `leadflow secrets rotate`). "
+        "`leadflow up` generates one into <data dir>/secret.key; `leadflow api` and "
+        "`leadflow worker` refuse the published default unless dev_mode is set.",
+    )
+    dev_mode: bool = Field(
+        default=False,
+        description="Development mode: `leadflow api` and `leadflow worker` accept the "
+        "published default secret key (anyone can decrypt what it encrypted).",
     )
 
     debounce_seconds: float = Field(

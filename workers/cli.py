@@ -150,7 +150,11 @@ def up(
     Each worker process logs to <data dir>/logs/worker-<i>.log; one that dies is restarted.
     The dev server and the workers run at a lower CPU priority than the API
     (--background-niceness)."""
+    from workers.data_dir import private_dir, private_files
+    from workers.secret_key import secret_key_problem, with_up_secret_key
+
     _logging(verbose)
+    private_files()
     settings = _settings(
         data_dir=data_dir,
         temporal_address=f"{host}:{temporal_port}",
@@ -159,10 +163,18 @@ def up(
         temporal_ui_port=ui_port,
         background_niceness=background_niceness,
     )
+    private_dir(settings.data_dir.resolve())
+    try:
+        settings, new_key = with_up_secret_key(settings)
+    except (OSError, ValueError) as exc:
+        raise _fail(f"the secret key: {exc}") from exc
+    if (problem := secret_key_problem(settings)) is not None:
+        raise _fail(problem)
     try:
         run_serving(
             _up(
                 settings,
+                new_key=new_key,
                 host=host,
                 temporal_port=temporal_port,
                 ui_port=ui_port,
@@ -189,6 +201,8 @@ def _worker_specs(settings: Settings, count: int, *, verbose: bool) -> list[Chil
         LEADFLOW_DATABASE_URL=settings.resolved_database_url,
         LEADFLOW_TEMPORAL_ADDRESS=settings.temporal_address,
         LEADFLOW_TEMPORAL_NAMESPACE=settings.temporal_namespace,
+        # The key `up` uses, maybe generated into the data dir: workers encrypt with it too.
+        LEADFLOW_SECRET_KEY=settings.secret_key.get_secret_value(),
         PYTHONUNBUFFERED="1",
     )
     argv = [sys.executable, "-m", "workers.cli", "worker", *(["--verbose"] if verbose else [])]
@@ -261,13 +275,13 @@ async def _up(
     ui_port: int,
     workers: int,
     verbose: bool,
+    new_key: bool = False,
 ) -> None:
     from workers.client import TemporalUnavailable, connect
     from workers.devserver import DevServerError, port_open, start_dev_server, stop_dev_server
     from workers.plugins import known_llm_providers
 
     data_dir = settings.data_dir.resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
     for port, what, option in (
         (settings.api_port, "the API", "--api-port"),
         (ui_port, "the Temporal UI", "--ui-port"),
@@ -295,6 +309,8 @@ async def _up(
     serving: asyncio.Task[None] | None = None
     try:
         await asyncio.to_thread(migrate, settings.resolved_database_url)
+        if new_key:
+            await _adopt_generated_key(settings)
         key = await _demo_tenant(settings)
         stopping = asyncio.Event()
 
@@ -369,6 +385,28 @@ async def _up(
         console.print("stopped; state kept in", str(data_dir))
 
 
+async def _adopt_generated_key(settings: Settings) -> None:
+    """A data dir that an older `up` filled under the published key: its stored secrets are
+    re-encrypted with the key generated now (a fresh one holds none)."""
+    from models.crypto import CredentialsError
+    from models.repo.reencrypt import reencrypt_all
+    from models.settings import PUBLISHED_SECRET_KEY
+
+    db = Database(settings.resolved_database_url)
+    try:
+        async with db.session() as session:
+            await reencrypt_all(
+                session,
+                secret_key=f"{settings.secret_key.get_secret_value()},{PUBLISHED_SECRET_KEY}",
+            )
+    except CredentialsError as exc:
+        raise _fail(
+            f"{exc}; they were encrypted with another key: set LEADFLOW_SECRET_KEY to it"
+        ) from exc
+    finally:
+        await db.dispose()
+
+
 async def _demo_tenant(settings: Settings) -> str:
     """Create the demo tenant once; its key is kept in the data dir to print it on every start."""
     key_file = settings.data_dir / "demo-api-key"
@@ -421,6 +459,13 @@ def _banner(
     )
 
 
+def _refuse_a_public_key(settings: Settings) -> None:
+    from workers.secret_key import secret_key_problem
+
+    if (problem := secret_key_problem(settings)) is not None:
+        raise _fail(problem, code=2)
+
+
 @app.command()
 def worker(
     queue: Annotated[
@@ -433,10 +478,13 @@ def worker(
 ) -> None:
     """Run the workers against the configured Temporal (LEADFLOW_TEMPORAL_ADDRESS)."""
     from workers.client import TemporalUnavailable
+    from workers.data_dir import private_files
     from workers.worker import WorkerProcess
 
     _logging(verbose)
+    private_files()
     settings = _settings()
+    _refuse_a_public_key(settings)
     try:
         process = WorkerProcess(settings, queues=queue)
     except ValueError as exc:
@@ -461,8 +509,11 @@ def api(
 ) -> None:
     """Run the API (webhooks, REST, web page) against the configured Temporal and database."""
     from api.app import create_app
+    from workers.data_dir import private_files
 
+    private_files()
     settings = _settings(api_host=host, api_port=port)
+    _refuse_a_public_key(settings)
     migrate(settings.resolved_database_url)
     app_ = create_app(settings)
     # What is loaded now lives as long as the process: out of the cyclic collector's scans, so
