@@ -755,6 +755,40 @@ def tenant_key(tenant_id: str, as_json: Annotated[bool, typer.Option("--json")] 
     typer.echo(json.dumps({"tenant_id": tenant_id, "api_key": key}) if as_json else key)
 
 
+# ---- secrets --------------------------------------------------------------------------------
+
+secrets_app = typer.Typer(help="The keys that encrypt stored credentials.", no_args_is_help=True)
+app.add_typer(secrets_app, name="secrets")
+
+
+@secrets_app.command("rotate")
+def secrets_rotate() -> None:
+    """Re-encrypt every tenant's settings and CRM credentials with the first key of
+    LEADFLOW_SECRET_KEY (a comma-separated list: new key first, then the old ones), in one
+    transaction. Afterwards the old keys can be removed from LEADFLOW_SECRET_KEY."""
+    from models.crypto import CredentialsError
+    from models.repo.reencrypt import Reencrypted, reencrypt_all
+
+    async def run(db: Database, secret_key: str) -> Reencrypted:
+        try:
+            async with db.session() as session:
+                return await reencrypt_all(session, secret_key=secret_key)
+        finally:
+            await db.dispose()
+
+    with _database() as (settings, db):
+        _refuse_a_public_key(settings)
+        try:
+            done = asyncio.run(run(db, settings.secret_key.get_secret_value()))
+        except CredentialsError as exc:
+            raise _fail(f"nothing changed: {exc}") from exc
+    console.print(
+        f"re-encrypted the settings of {done.tenants} tenant(s) and the credentials of "
+        f"{done.integrations} CRM connection(s) with the first key; the others can be dropped",
+        highlight=False,
+    )
+
+
 for _module in CLI_MODULES:
     try:
         importlib.import_module(_module).register(app)
