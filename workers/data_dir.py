@@ -15,6 +15,12 @@ def private_files() -> None:
     os.umask(PRIVATE_UMASK)
 
 
+def owner_only(path: str, flags: int) -> int:
+    """An `open(opener=...)` creating the file readable by its owner only, whatever the umask
+    (logs hold what leads wrote)."""
+    return os.open(path, flags, 0o600)
+
+
 def private_dir(path: Path) -> Path:
     """Create `path` (mode 0700) or tighten it and what is in it to its owner; returns it."""
     path.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from models import search_attributes
+from workers.data_dir import owner_only
 from workers.supervisor import lowered_priority
 
 
@@ -78,7 +79,7 @@ def start_dev_server(
             f"port {ip}:{port} is already in use; is another Temporal running? "
             "Pick another with --temporal-port."
         )
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # owner only (workers/data_dir.py)
     args = [
         temporal_cli(),
         "server",
@@ -96,7 +97,7 @@ def start_dev_server(
         *SINGLE_PARTITION,
         *search_attributes.dev_server_flags(),
     ]  # fmt: skip
-    log = log_file.open("ab")
+    log = open(log_file, "ab", opener=owner_only)
     proc = subprocess.Popen(  # noqa: S603 - argv is ours
         args,
         stdout=log,

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from workers.data_dir import owner_only
+
 PR_SET_PDEATHSIG = 1
 
 log = logging.getLogger("leadflow.supervisor")
@@ -230,8 +232,8 @@ class Supervisor:
 
     def _spawn(self, child: _Child) -> None:
         spec = child.spec
-        spec.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with spec.log_path.open("ab") as log:
+        spec.log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with open(spec.log_path, "ab", opener=owner_only) as log:
             stamp = datetime.now(UTC).isoformat(timespec="seconds")
             log.write(f"--- {stamp} starting {spec.name}: {' '.join(spec.argv)}\n".encode())
             log.flush()
