@@ -419,7 +419,10 @@ async def _demo_tenant(settings: Settings) -> str:
                     tenant_id=DEMO_TENANT,
                     name="Demo car dealership",
                     secret_key=settings.secret_key.get_secret_value(),
-                    settings=TenantSettings(playbook="car_dealership"),
+                    # The demo is posted to by hand (curl, docs examples): unsigned on purpose.
+                    settings=TenantSettings(
+                        playbook="car_dealership", allow_unsigned_webhooks=True
+                    ),
                 )
                 key = await tenant_repo.create_api_key(session, tenant_id=DEMO_TENANT)
                 key_file.write_text(key + "\n")
