@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 
@@ -92,6 +94,65 @@ class TenantSettings(_Settings):
     enrichment_respect_robots: bool = Field(
         default=True, description="Enrichment fetches obey robots.txt; turn off only with consent."
     )
+    allow_unsigned_webhooks: bool = Field(
+        default=False,
+        description="A channel without a webhook secret accepts unsigned webhooks only when this "
+        "is true (anyone who knows the URL can then post as a lead): for demos and local tests.",
+    )
+
+
+# What a channel needs before it can send. A block with any of these unset is present but not
+# configured: the channel is not used, and `tenant show` / GET /api/v1/settings/status say why.
+REQUIRED_CHANNEL_FIELDS: dict[str, tuple[str, ...]] = {
+    "waha": ("base_url", "api_key"),
+    "whatsapp": ("graph_url", "access_token", "phone_number_id"),
+    "messenger": ("graph_url", "page_access_token"),
+    "chatwoot": ("base_url", "api_token"),
+    "smtp": ("host", "from_address"),
+}
+
+# The secret that signs each channel's webhooks (None: that channel's webhooks are unsigned).
+WEBHOOK_SECRET_FIELDS: dict[str, str] = {
+    "waha": "webhook_secret",
+    "whatsapp": "app_secret",
+    "messenger": "app_secret",
+    "chatwoot": "webhook_secret",
+}
+
+
+def missing_channel_fields(settings: TenantSettings) -> dict[str, list[str]]:
+    """Each channel block that is present, with the required fields it lacks (empty: configured)."""
+    found: dict[str, list[str]] = {}
+    for channel, fields in REQUIRED_CHANNEL_FIELDS.items():
+        block = getattr(settings, channel)
+        if block is None:
+            continue
+        found[channel] = [name for name in fields if _blank(getattr(block, name))]
+    return found
+
+
+def channel_configured(settings: TenantSettings, channel: str) -> bool:
+    """Present with every required field set: the one definition of "configured"."""
+    return missing_channel_fields(settings).get(channel) == []
+
+
+def unsigned_webhook_channels(settings: TenantSettings) -> list[str]:
+    """The channels whose webhooks this tenant accepts without a signature (none unless
+    `allow_unsigned_webhooks`)."""
+    if not settings.allow_unsigned_webhooks:
+        return []
+    unsigned: list[str] = []
+    for channel, field in WEBHOOK_SECRET_FIELDS.items():
+        block = getattr(settings, channel)
+        if block is None or _blank(getattr(block, field)):
+            unsigned.append(channel)
+    return unsigned
+
+
+def _blank(value: object) -> bool:
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    return value is None or (isinstance(value, str) and not value.strip())
 
 
 def dump_settings(settings: TenantSettings) -> dict[str, object]:
@@ -109,3 +170,35 @@ def dump_settings(settings: TenantSettings) -> dict[str, object]:
     raw = reveal(settings.model_dump(mode="python", exclude_none=True))
     assert isinstance(raw, dict)
     return raw
+
+
+def unsigned_webhook_warning(settings: TenantSettings) -> str | None:
+    """The warning `/ready` and `tenant show` give for a tenant that accepts unsigned webhooks."""
+    channels = unsigned_webhook_channels(settings)
+    if not channels:
+        return None
+    return (
+        f"accepts unsigned webhooks on {', '.join(channels)} (allow_unsigned_webhooks is on): "
+        "anyone who knows the URL can post as a lead; set the webhook secrets and turn it off"
+    )
+
+
+def settings_report(settings: TenantSettings) -> dict[str, Any]:
+    """Channel readiness and warnings, as `GET /api/v1/settings/status` and `tenant show` say."""
+    missing = missing_channel_fields(settings)
+    warnings = [
+        f"{channel} is not configured: {', '.join(fields)} missing"
+        for channel, fields in missing.items()
+        if fields
+    ]
+    unsigned = unsigned_webhook_warning(settings)
+    if unsigned:
+        warnings.append(unsigned)
+    return {
+        "channels": {
+            channel: {"configured": not fields, "missing": fields}
+            for channel, fields in missing.items()
+        },
+        "unsigned_webhooks": unsigned_webhook_channels(settings),
+        "warnings": warnings,
+    }

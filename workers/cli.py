@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 import uvicorn
 import yaml
-from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
@@ -682,43 +681,89 @@ def _load_tenant_settings(db: Database, settings: Settings, tid: str) -> TenantS
 
 @tenant_app.command("show")
 def tenant_show(tenant_id: str) -> None:
-    """Show a tenant's channel settings (secrets masked)."""
+    """Show a tenant's channel settings (secrets masked; `tenant configure` keeps a masked
+    value as the stored secret). Warnings (channels missing fields, unsigned webhooks) go to
+    stderr."""
+    from models.tenant import settings_report
+
     with _database() as (settings, db):
         current = _load_tenant_settings(db, settings, tenant_id)
     typer.echo(json.dumps(current.model_dump(mode="json", exclude_none=True), indent=2))
+    for warning in settings_report(current)["warnings"]:
+        err.print(f"warning: {warning}", style="yellow", markup=False, highlight=False)
+
+
+def _settings_assignments(assignments: list[str]) -> dict[str, Any]:
+    """`--set waha.session=sales --set timezone=Europe/Amsterdam` as a nested update; each value
+    is read as YAML (`null` removes, `true`, numbers), so a flag is a one-line settings file."""
+    update: dict[str, Any] = {}
+    for assignment in assignments:
+        path, sep, value = assignment.partition("=")
+        keys = [part.strip() for part in path.split(".")]
+        if not sep or not all(keys):
+            raise _fail(f"--set {assignment!r}: expected FIELD.PATH=VALUE, e.g. waha.session=sales")
+        try:
+            parsed = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            parsed = value
+        node = update
+        for key in keys[:-1]:
+            child = node.setdefault(key, {})
+            if not isinstance(child, dict):
+                raise _fail(f"--set {assignment!r}: {key} is already set to a value")
+            node = child
+        node[keys[-1]] = parsed
+    return update
 
 
 @tenant_app.command("configure")
 def tenant_configure(
     tenant_id: str,
     file: Annotated[
-        Path,
+        Path | None,
         typer.Option(
             "--file",
             "-f",
             exists=True,
             dir_okay=False,
             help="YAML or JSON with channel settings (waha, whatsapp, messenger, chatwoot, smtp, "
-            "specialists, playbook, timezone); merged into the current settings.",
+            "specialists, playbook, timezone, allow_unsigned_webhooks); deep-merged into the "
+            "current settings: absent or masked secrets are kept, null removes.",
         ),
-    ],
+    ] = None,
+    assignments: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="FIELD.PATH=VALUE, e.g. --set waha.session=sales (repeatable; after --file).",
+        ),
+    ] = None,
 ) -> None:
-    """Set channel credentials, webhook secrets, specialists and the playbook of a tenant."""
-    try:
-        patch = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise _fail(f"{file} is not valid YAML/JSON: {exc}") from exc
-    if not isinstance(patch, dict):
-        raise _fail(f"{file} must hold a mapping of settings")
-    with _database() as (settings, db):
-        current = _load_tenant_settings(db, settings, tenant_id)
-        from models.tenant import dump_settings
+    """Set channel credentials, webhook secrets, specialists and the playbook of a tenant: the
+    same merge as PATCH /api/v1/settings."""
+    from models.tenant_settings_merge import SettingsRejected, merge_settings
 
-        merged = {**dump_settings(current), **patch}
+    if file is None and not assignments:
+        raise _fail("nothing to configure: give --file and/or --set FIELD.PATH=VALUE")
+    source = str(file) if file is not None else "--set"
+    updates: list[dict[str, Any]] = []
+    if file is not None:
         try:
-            new = TenantSettings.model_validate(merged)
-        except ValidationError as exc:
-            raise _fail(f"invalid settings in {file}:\n{exc}") from exc
+            from_file = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise _fail(f"{file} is not valid YAML/JSON: {exc}") from exc
+        if not isinstance(from_file, dict):
+            raise _fail(f"{file} must hold a mapping of settings")
+        updates.append(from_file)
+    if assignments:
+        updates.append(_settings_assignments(assignments))
+    with _database() as (settings, db):
+        new = _load_tenant_settings(db, settings, tenant_id)
+        try:
+            for update in updates:
+                new = merge_settings(new, update)
+        except SettingsRejected as exc:
+            raise _fail(f"invalid settings in {source}:\n{exc.describe()}") from exc
         _check_playbook(new, settings)
 
         async def save() -> None:
@@ -737,7 +782,8 @@ def tenant_configure(
                 await db2.dispose()
 
         asyncio.run(save())
-    console.print(f"settings of {tenant_id} saved: {', '.join(sorted(patch))}")
+    changed = sorted({key for update in updates for key in update})
+    console.print(f"settings of {tenant_id} saved: {', '.join(changed)}")
 
 
 @tenant_app.command("key")
