@@ -17,6 +17,7 @@ from temporalio.service import RPCError
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from activities.netguard import guarded_client
 from activities.plugin_api import PluginContext
 from models.db import Database, migrate
 from models.settings import Settings
@@ -86,10 +87,12 @@ class WorkerProcess:
         url = self.settings.resolved_database_url
         await asyncio.to_thread(migrate, url)
         self.db = Database(url)
-        self.http = httpx.AsyncClient(
+        # Tenants supply most of the URLs this client reaches (websites, CRM and channel base
+        # URLs): every connection is guarded and no cookie outlives its request.
+        self.http = guarded_client(
+            self.settings.ssrf_allowlist,
             timeout=httpx.Timeout(30.0, connect=10.0),
             limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
-            follow_redirects=False,
         )
         plugins = discover()
         ctx = PluginContext(

@@ -14,6 +14,7 @@ from typing import Any, Protocol, runtime_checkable
 import httpx
 from temporalio.exceptions import ApplicationError
 
+from activities.netguard import UrlRefused
 from models.messages import OutboundMessage
 from models.tenant import TenantSettings
 
@@ -69,6 +70,16 @@ class SentCheck(Protocol):
 def not_configured(channel: str, missing: str) -> ApplicationError:
     return ApplicationError(
         f"{channel}: {missing} is not configured for this tenant",
+        type=CHANNEL_NOT_CONFIGURED,
+        non_retryable=True,
+    )
+
+
+def url_refused(channel: str, url: str, exc: UrlRefused) -> ApplicationError:
+    """The tenant's configured URL points where leadflow does not connect (activities.netguard):
+    a configuration problem, final until the tenant changes it."""
+    return ApplicationError(
+        f"{channel}: {url.split('?')[0]} is not reachable from leadflow: {exc.reason}",
         type=CHANNEL_NOT_CONFIGURED,
         non_retryable=True,
     )
@@ -146,6 +157,8 @@ async def post_json(
     """POST once; network failures become retryable errors that name the channel and host."""
     try:
         response = await http.post(url, json=dict(body), headers=dict(headers))
+    except UrlRefused as exc:
+        raise url_refused(channel, url, exc) from exc
     except httpx.TransportError as exc:
         # The request may or may not have reached the provider; retrying is the lesser evil
         # (a rare duplicate message) compared with silently losing a reply.
@@ -168,6 +181,8 @@ async def get_json(
         response = await http.get(
             url, params=dict(params), headers=dict(headers), timeout=SENT_CHECK_TIMEOUT_SECONDS
         )
+    except UrlRefused as exc:
+        raise url_refused(channel, url, exc) from exc
     except httpx.TransportError as exc:
         raise unavailable(channel, f"{type(exc).__name__} calling {url}: {exc}") from exc
     raise_for_status(channel, response)

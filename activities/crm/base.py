@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Protocol
 import httpx
 from temporalio.exceptions import ApplicationError
 
+from activities.netguard import UrlRefused
 from models.crm import DEFAULT_FIELD_MAPPINGS, CrmConnectionView, CrmKind, LeadSnapshot
 
 # Error types (ApplicationError.type) the workflow and operators see.
@@ -28,8 +29,15 @@ CONFLICT_ERROR = "CrmConflict"
 RATE_LIMITED = "CrmRateLimited"
 UNAVAILABLE = "CrmUnavailable"
 CIRCUIT_OPEN = "CrmCircuitOpen"
+URL_REFUSED = "CrmUrlRefused"  # base_url points where leadflow does not connect (netguard)
 
-NON_RETRYABLE_TYPES = (VALIDATION_ERROR, AUTH_ERROR, NOT_FOUND_ERROR, CONFLICT_ERROR)
+NON_RETRYABLE_TYPES = (
+    VALIDATION_ERROR,
+    AUTH_ERROR,
+    NOT_FOUND_ERROR,
+    CONFLICT_ERROR,
+    URL_REFUSED,
+)
 
 # When a 429 carries no hint at all, wait this long rather than Temporal's short backoff.
 DEFAULT_RATE_LIMIT_DELAY = timedelta(seconds=10)
@@ -298,6 +306,13 @@ async def send(
     Statuses in `allow` are returned instead of raised (e.g. 404 on a lookup)."""
     try:
         response = await http.request(method, url, **kwargs)
+    except UrlRefused as exc:
+        raise ApplicationError(
+            f"{conn.label()} {action}: {url.split('?')[0]} is not reachable from leadflow: "
+            f"{exc.reason}",
+            type=URL_REFUSED,
+            non_retryable=True,
+        ) from exc
     except httpx.TransportError as exc:
         raise ApplicationError(
             f"{conn.label()} {action}: cannot reach {url.split('?')[0]}: {exc!r}",

@@ -1,21 +1,21 @@
-"""Fetching company websites safely: an SSRF guard checked before every connection (including
-after each redirect, which is why redirects are followed by hand), size and time limits, a
-content-type check, a per-host concurrency cap and robots.txt."""
+"""Fetching company websites safely: the client's guard (activities.netguard) on every connection,
+the URL checked again before each redirect hop (which is why redirects are followed by hand, and
+why a refusal names the hop), size and time limits, a content-type check, a per-host concurrency
+cap and robots.txt."""
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import socket
 import time
 import urllib.robotparser
 import zlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
 import httpx
 
+from activities.netguard import UrlGuard, UrlRefused, guard_of, guarded_client
 from models.settings import Settings
 
 USER_AGENT = "leadflow-enrichment/0.1 (+https://github.com/leadflow)"
@@ -24,10 +24,6 @@ MAX_REDIRECTS = 5
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 ROBOTS_CACHE_SECONDS = 3600.0
 ROBOTS_MAX_BYTES = 500_000
-
-Resolver = Callable[[str, int], Awaitable[Sequence[str]]]
-IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class FetchError(Exception):
@@ -56,79 +52,6 @@ class Page:
     charset: str | None
     body: bytes
     truncated: bool
-
-
-async def system_resolve(host: str, port: int) -> list[str]:
-    loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return sorted({str(info[4][0]) for info in infos})
-
-
-class SsrfGuard:
-    """Refuses URLs whose host is, or resolves to, a private, loopback, link-local, reserved or
-    metadata address, unless the host or address is in the operator's allow-list."""
-
-    def __init__(self, allowlist: Sequence[str], *, resolver: Resolver = system_resolve) -> None:
-        self.allowed_hosts: set[str] = set()
-        self.allowed_networks: list[IpNetwork] = []
-        for entry in allowlist:
-            entry = entry.strip().lower()
-            if not entry:
-                continue
-            try:
-                self.allowed_networks.append(ipaddress.ip_network(entry, strict=False))
-            except ValueError:
-                self.allowed_hosts.add(entry)
-        self.resolver = resolver
-
-    def _allowed_ip(self, ip: IpAddress) -> bool:
-        return any(ip in net for net in self.allowed_networks if net.version == ip.version)
-
-    @staticmethod
-    def _forbidden(ip: IpAddress) -> str | None:
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        if ip.is_loopback:
-            return "loopback"
-        if ip.is_link_local:
-            return "link-local (cloud metadata)"
-        if ip.is_private:
-            return "private"
-        if ip.is_multicast or ip.is_reserved or ip.is_unspecified:
-            return "reserved"
-        if isinstance(ip, ipaddress.IPv4Address) and ip in ipaddress.ip_network("100.64.0.0/10"):
-            return "carrier-grade NAT"
-        return None
-
-    async def check(self, url: str) -> None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https"):
-            raise AddressRefused(url, f"scheme {parts.scheme!r} is not http(s)")
-        host = (parts.hostname or "").lower().rstrip(".")
-        if not host:
-            raise AddressRefused(url, "no host")
-        if host in self.allowed_hosts:
-            return
-        try:
-            literal: IpAddress | None = ipaddress.ip_address(host)
-        except ValueError:
-            literal = None
-        if literal is not None:
-            addresses = [str(literal)]
-        else:
-            if host == "localhost" or host.endswith((".localhost", ".internal", ".local")):
-                raise AddressRefused(url, f"refused: {host} is a local name")
-            try:
-                addresses = list(await self.resolver(host, parts.port or 443))
-            except OSError as exc:
-                raise FetchError(
-                    url, f"cannot resolve {host}: {exc}", kind="dns", retryable=False
-                ) from exc
-        for address in addresses:
-            ip = ipaddress.ip_address(address.split("%", 1)[0])
-            reason = self._forbidden(ip)
-            if reason and not self._allowed_ip(ip):
-                raise AddressRefused(url, f"refused: {host} resolves to a {reason} address ({ip})")
 
 
 class RobotsCache:
@@ -176,19 +99,23 @@ class RobotsCache:
 
 
 class Fetcher:
-    """One per worker process; shares the process's httpx client."""
+    """One per worker process; shares the process's guarded httpx client."""
 
     def __init__(
         self,
         http: httpx.AsyncClient,
         *,
-        guard: SsrfGuard,
         timeout: float,
         max_bytes: int,
         per_host_concurrency: int,
     ) -> None:
+        guard = guard_of(http)
+        if guard is None:
+            # Company websites are tenant input: an unguarded client would let them reach
+            # loopback and the cloud metadata service.
+            raise ValueError("Fetcher needs a client from activities.netguard.guarded_client")
         self.http = http
-        self.guard = guard
+        self.guard: UrlGuard = guard
         self.timeout = timeout
         self.max_bytes = max_bytes
         self.per_host_concurrency = per_host_concurrency
@@ -196,12 +123,13 @@ class Fetcher:
         self.robots = RobotsCache()
 
     @classmethod
-    def from_settings(
-        cls, http: httpx.AsyncClient, settings: Settings, *, resolver: Resolver = system_resolve
-    ) -> Fetcher:
+    def from_settings(cls, http: httpx.AsyncClient, settings: Settings) -> Fetcher:
+        """Uses `http` when it is guarded (the worker's client is), else a guarded client of its
+        own with the same allowlist: websites are never fetched through an unguarded client."""
+        if guard_of(http) is None:
+            http = guarded_client(settings.ssrf_allowlist)
         return cls(
             http,
-            guard=SsrfGuard(settings.ssrf_allowlist, resolver=resolver),
             timeout=settings.fetch_timeout_seconds,
             max_bytes=settings.fetch_max_bytes,
             per_host_concurrency=settings.fetch_per_host_concurrency,
@@ -248,7 +176,12 @@ class Fetcher:
     ) -> Page:
         current = url
         for _ in range(MAX_REDIRECTS + 1):
-            await self.guard.check(current)
+            try:
+                # Judged without DNS here (scheme, local names, literal addresses); the address
+                # a name resolves to is checked by the client when it connects.
+                self.guard.check_url(current)
+            except UrlRefused as exc:
+                raise AddressRefused(current, exc.reason) from exc
             if check_robots and not await self.robots.allowed(self, current):
                 raise FetchError(
                     current, "disallowed by robots.txt", kind="robots", retryable=False
@@ -327,6 +260,8 @@ class Fetcher:
                     body=body[:max_bytes],
                     truncated=truncated,
                 )
+        except UrlRefused as exc:
+            raise AddressRefused(url, exc.reason) from exc
         except httpx.TimeoutException as exc:
             raise FetchError(
                 url, f"timed out ({type(exc).__name__})", kind="timeout", retryable=True

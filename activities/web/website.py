@@ -1,11 +1,15 @@
 """Finding a lead's company website: the CSV's website column, else the domain of the lead's
-e-mail address (unless it is a free-mail domain), else a web search for the company name."""
+e-mail address (unless it is a free-mail domain), else a web search for the company name.
+
+A website value that names something leadflow will not fetch (`file:`, `gopher:`, `localhost`)
+is refused with the reason, not replaced by a search: the tenant sees why in the record."""
 
 from __future__ import annotations
 
 import re
 from urllib.parse import urlsplit, urlunsplit
 
+from activities.netguard import ALLOWED_SCHEMES, LOCAL_NAME_SUFFIXES
 from activities.web.search import SearchProvider, SearchResult
 from models.csv_intake import identifying_columns
 from models.enrichment import WebsiteFound
@@ -30,6 +34,9 @@ DIRECTORY_DOMAINS = frozenset(
      "tiktok.com", "reddit.com", "medium.com", "apple.com", "google.com", "duckduckgo.com",
      "bing.com", "kvk.nl", "northdata.com", "companieshouse.gov.uk", "xing.com"}
 )  # fmt: skip
+# A scheme written without "//" (`data:text/html,...`, `mailto:x@y`, `file:/etc/passwd`); a
+# `host:port` value is not one (a port is digits, these are not).
+_SCHEME_RE = re.compile(r"^([a-z][a-z0-9+.-]*):(?!\d+(/|$))", re.IGNORECASE)
 DOMAIN_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+$")
 
 
@@ -49,6 +56,23 @@ def normalise_website(value: str) -> str | None:
         return None
     path = parts.path or "/"
     return str(urlunsplit((parts.scheme, parts.netloc.lower(), path, parts.query, "")))
+
+
+def website_refusal(value: str) -> str | None:
+    """Why a website value is refused (None: fetch it, or not a URL at all)."""
+    value = value.strip()
+    match = _SCHEME_RE.match(value)
+    if match and match.group(1).lower() not in ALLOWED_SCHEMES:
+        scheme = match.group(1).lower()
+        return f"website {value[:80]!r} refused: {scheme}: is not supported (only http and https)"
+    url = value if "://" in value else "https://" + value.lstrip("/")
+    try:
+        host = (urlsplit(url).hostname or "").lower().rstrip(".")
+    except ValueError:
+        return None
+    if host == "localhost" or host.endswith(LOCAL_NAME_SUFFIXES):
+        return f"website {value[:80]!r} refused: {host} is a local name"
+    return None
 
 
 def site_key(url: str) -> str:
@@ -95,6 +119,9 @@ def pick_result(results: list[SearchResult]) -> SearchResult | None:
 async def find_website(row: dict[str, str], search: SearchProvider | None) -> WebsiteFound:
     columns = identifying_columns(list(row))
     if columns.website and row.get(columns.website, "").strip():
+        refused = website_refusal(row[columns.website])
+        if refused:
+            return WebsiteFound(url=None, source="refused", detail=refused)
         url = normalise_website(row[columns.website])
         if url:
             return WebsiteFound(url=url, source="column")

@@ -7,10 +7,12 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
+import httpcore
 from fastapi import APIRouter, status
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from temporalio.client import WorkflowFailureError
 
+from activities.netguard import UrlGuard, UrlRefused
 from api.deps import CurrentTenant, Session, State, Temporal
 from api.errors import ApiError
 from models.crm import (
@@ -132,13 +134,23 @@ async def list_integrations(
 
 @router.post("/{integration_id}/test")
 async def test_integration(
-    integration_id: str, tenant: CurrentTenant, session: Session, temporal: Temporal
+    integration_id: str, tenant: CurrentTenant, session: Session, temporal: Temporal, state: State
 ) -> ConnectionTestOut:
     row = await crm_repo.get_integration(
         session, tenant_id=tenant.id, integration_id=integration_id
     )
     if row is None:
         raise ApiError(404, "unknown integration", integration_id)
+    if row.base_url:
+        # Refused here with the reason, not probed: a probe's "connection refused" versus
+        # "HTTP 404" would map internal ports for the tenant. The worker's client refuses the
+        # same addresses at connect time (this check is the early, explainable answer).
+        try:
+            await UrlGuard(state.settings.ssrf_allowlist).check(row.base_url)
+        except UrlRefused as exc:
+            raise ApiError(422, "integration base_url refused", exc.reason) from exc
+        except httpcore.ConnectError:
+            pass  # a name that does not resolve: the probe reports it like any unreachable URL
     # the check runs on a CRM worker, where the adapters live (the API imports no activities)
     try:
         result = await temporal.execute_workflow(

@@ -5,7 +5,11 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 
+from activities.netguard import guarded_client
 from tests.fakes.web import FakeWeb
+
+# The fixture web listens on loopback: allowed here as an operator would allow an intranet.
+LOOPBACK_ALLOWED = ["127.0.0.1"]
 
 
 @pytest.fixture(scope="module")
@@ -16,5 +20,5 @@ def web() -> Iterator[FakeWeb]:
 
 @pytest.fixture
 async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as client:
+    async with guarded_client(LOOPBACK_ALLOWED) as client:
         yield client

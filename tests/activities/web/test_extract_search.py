@@ -6,16 +6,14 @@ import httpx
 import pytest
 
 from activities.web.extract import decode_html, extract_facts
-from activities.web.fetch import Fetcher, SsrfGuard
+from activities.web.fetch import Fetcher
 from activities.web.search import DuckDuckGoHtml, SearchResult, parse_results, unwrap
 from activities.web.website import find_website, normalise_website, site_key
 from tests.fakes.web import FakeWeb, ddg_page, ddg_result, uddg
 
 
 def _fetcher(http: httpx.AsyncClient) -> Fetcher:
-    return Fetcher(
-        http, guard=SsrfGuard(["127.0.0.1"]), timeout=2, max_bytes=1_000_000, per_host_concurrency=4
-    )
+    return Fetcher(http, timeout=2, max_bytes=1_000_000, per_host_concurrency=4)
 
 
 async def test_odd_markup_yields_emails_phones_and_social_links(

@@ -8,23 +8,21 @@ import time
 import httpx
 import pytest
 
-from activities.web.fetch import AddressRefused, Fetcher, FetchError, SsrfGuard
+from activities.netguard import UrlGuard, UrlRefused, guarded_client
+from activities.web.fetch import AddressRefused, Fetcher, FetchError
+from tests.activities.web.conftest import LOOPBACK_ALLOWED
 from tests.fakes.web import FakeWeb
-
-LOOPBACK_ALLOWED = ["127.0.0.1"]
 
 
 def fetcher(
     http: httpx.AsyncClient,
     *,
-    allow: list[str] | None = None,
     timeout: float = 1.0,
     max_bytes: int = 500_000,
     per_host: int = 4,
 ) -> Fetcher:
     return Fetcher(
         http,
-        guard=SsrfGuard(LOOPBACK_ALLOWED if allow is None else allow),
         timeout=timeout,
         max_bytes=max_bytes,
         per_host_concurrency=per_host,
@@ -93,7 +91,9 @@ async def test_redirect_to_a_private_address_is_refused_before_connecting(
     async def record(request: httpx.Request) -> None:
         requested.append(str(request.url))
 
-    async with httpx.AsyncClient(event_hooks={"request": [record]}) as http:
+    http = guarded_client(LOOPBACK_ALLOWED)
+    http.event_hooks["request"] = [record]
+    async with http:
         with pytest.raises(AddressRefused) as caught:
             await fetcher(http).fetch(web.site(site))
     assert address in caught.value.reason
@@ -111,20 +111,27 @@ async def test_redirect_to_an_allowed_site_is_followed(
     assert page.url == web.site("redirect-ok")
 
 
-async def test_loopback_is_refused_without_the_allowlist(
-    web: FakeWeb, http: httpx.AsyncClient
-) -> None:
-    with pytest.raises(AddressRefused) as caught:
-        await fetcher(http, allow=[]).fetch(web.site("acme"))
+async def test_loopback_is_refused_without_the_allowlist(web: FakeWeb) -> None:
+    before = web.count("acme")
+    async with guarded_client([]) as http:
+        with pytest.raises(AddressRefused) as caught:
+            await fetcher(http).fetch(web.site("acme"))
     assert "loopback" in caught.value.reason
+    assert web.count("acme") == before
+
+
+async def test_an_unguarded_client_is_not_accepted() -> None:
+    async with httpx.AsyncClient() as http:
+        with pytest.raises(ValueError, match="guarded_client"):
+            fetcher(http)
 
 
 async def test_names_resolving_to_private_addresses_are_refused() -> None:
     async def resolver(host: str, port: int) -> list[str]:
         return {"intranet.example.com": ["10.1.2.3"], "shop.example.com": ["93.184.215.14"]}[host]
 
-    guard = SsrfGuard([], resolver=resolver)
-    with pytest.raises(AddressRefused, match="private address"):
+    guard = UrlGuard([], resolver=resolver)
+    with pytest.raises(UrlRefused, match="private address"):
         await guard.check("https://intranet.example.com/")
     await guard.check("https://shop.example.com/")
     for url in (
@@ -135,10 +142,10 @@ async def test_names_resolving_to_private_addresses_are_refused() -> None:
         "http://localhost/",
         "file:///etc/passwd",
     ):
-        with pytest.raises(AddressRefused):
+        with pytest.raises(UrlRefused):
             await guard.check(url)
-    await SsrfGuard(["10.0.0.0/8"], resolver=resolver).check("https://intranet.example.com/")
-    await SsrfGuard(["intranet.example.com"], resolver=resolver).check(
+    await UrlGuard(["10.0.0.0/8"], resolver=resolver).check("https://intranet.example.com/")
+    await UrlGuard(["intranet.example.com"], resolver=resolver).check(
         "https://intranet.example.com/"
     )
 

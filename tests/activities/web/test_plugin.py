@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import httpx
 from temporalio.plugin import SimplePlugin
 
+from activities.netguard import guarded_client
 from activities.plugin_api import PluginContext, Registry
 from activities.web.search import DuckDuckGoHtml
 from models.db import Database
@@ -20,7 +20,7 @@ async def test_entry_point_registers_search_and_builds_the_enrichment_queue(
     plugin = loaded.plugin
     assert loaded.entry_point == "enrichment = activities.web.plugin:enrichment_plugin"
     settings = Settings(duckduckgo_url="http://127.0.0.1:9/ddg/html/")
-    async with httpx.AsyncClient() as http:
+    async with guarded_client(settings.ssrf_allowlist) as http:
         provider = plugin.search_providers["duckduckgo"](settings, http)
         assert isinstance(provider, DuckDuckGoHtml) and provider.url == settings.duckduckgo_url
         assert plugin.build is not None
