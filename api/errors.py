@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from email.message import Message
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Message as AsgiMessage
 
 from models.crypto import CredentialsError
+from models.webhooks import WebhookPayloadError
 
 
 class ApiError(Exception):
@@ -24,7 +28,73 @@ def _render(status_code: int, error: str, detail: Any = None) -> JSONResponse:
     return JSONResponse(status_code=status_code, content={"error": error, "detail": detail})
 
 
+def _is_json(scope: Scope) -> bool:
+    """What FastAPI parses as JSON: `application/json` or `application/*+json`."""
+    for name, value in scope.get("headers", ()):
+        if name == b"content-type":
+            header = Message()
+            header["content-type"] = value.decode("latin-1")
+            subtype = header.get_content_subtype()
+            return header.get_content_maintype() == "application" and (
+                subtype == "json" or subtype.endswith("+json")
+            )
+    return False
+
+
+class JsonBodyGuard:
+    """Gives the API's JSON bodies the webhook loader's rules (UTF-8, nesting depth) before
+    FastAPI parses them: its `json.loads` would recurse ~1000 levels deep and then answer a
+    generic 400, and a body nested a few hundred levels would reach the models.
+
+    Webhooks are left alone: they read their size-limited raw body themselves and load it
+    with the same rules (`api.webhooks.parsers.load_json`)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["method"] not in ("POST", "PUT", "PATCH")
+            or scope["path"].startswith("/webhooks/")
+            or not _is_json(scope)
+        ):
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # the client left: nobody to answer
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        # imported here: the api.webhooks package imports this module (ApiError) on load
+        from api.webhooks.parsers import checked_json_text
+
+        if body.strip():
+            try:
+                checked_json_text(body)
+            except WebhookPayloadError as exc:
+                await _render(422, "invalid JSON body", exc.message)(scope, receive, send)
+                return
+        replayed = False
+
+        async def replay() -> AsgiMessage:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    # Bodies refused before they are parsed are rendered in the same {"error","detail"} shape.
+    app.add_middleware(JsonBodyGuard)
+
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         return _render(exc.status_code, exc.error, exc.detail)
@@ -44,4 +114,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # FastAPI answers 400 "There was an error parsing the body" for any decoding failure;
+        # the cause says which one (JsonBodyGuard catches these first; this is the backstop).
+        cause = exc.__cause__
+        if isinstance(cause, UnicodeDecodeError):
+            return _render(422, "invalid JSON body", "the body is not valid UTF-8")
+        if isinstance(cause, RecursionError):
+            return _render(422, "invalid JSON body", "the JSON is nested too deeply")
         return _render(exc.status_code, str(exc.detail), None)

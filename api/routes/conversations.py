@@ -234,7 +234,8 @@ async def list_conversations(
     stage: Annotated[Stage | None, Query()] = None,
     quality: Annotated[LeadQuality | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    # bounded: SQLite and PostgreSQL take a signed 64-bit OFFSET (a larger one was a 500)
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> ConversationList:
     rows, total = await repo.list_conversations(
         session,

@@ -427,7 +427,8 @@ async def job_records(
     session: Session,
     tenant: CurrentTenant,
     status: RecordStatus | None = None,
-    after_row: Annotated[int, Query(ge=0)] = 0,
+    # bounded: the database compares with a signed 64-bit integer (a larger one was a 500)
+    after_row: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, list[dict[str, Any]]]:
     job = await _job(session, tenant.id, job_id)

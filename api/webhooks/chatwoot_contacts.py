@@ -4,7 +4,6 @@ update the lead; the echo of leadflow's own attribute writes is ignored."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi.responses import JSONResponse
@@ -12,7 +11,9 @@ from fastapi.responses import JSONResponse
 from api.deps import AppState
 from api.errors import ApiError
 from api.webhooks.crm_inbound import InboundReport, apply_remote_changes, integrations_of_kind
+from api.webhooks.parsers import load_json
 from models.crm import CrmKind
+from models.webhooks import WebhookPayloadError
 
 CONTACT_EVENTS = frozenset({"contact_created", "contact_updated"})
 
@@ -20,9 +21,9 @@ CONTACT_EVENTS = frozenset({"contact_created", "contact_updated"})
 def contact_event_name(body: bytes) -> str | None:
     """The event name when the body is a contact event, else None (cheap pre-check)."""
     try:
-        payload = json.loads(body)
-    except ValueError:
-        return None
+        payload = load_json(body)
+    except WebhookPayloadError:
+        return None  # the message parser answers 422 with the reason
     event = payload.get("event") if isinstance(payload, dict) else None
     return event if event in CONTACT_EVENTS else None
 
@@ -59,7 +60,7 @@ async def handle_contact_event(
     integrations = await integrations_of_kind(state, tenant_id=tenant_id, kind=CrmKind.CHATWOOT)
     if not integrations:
         return None
-    payload: dict[str, Any] = json.loads(body)
+    payload: dict[str, Any] = load_json(body)
     contact = payload.get("contact") if isinstance(payload.get("contact"), dict) else payload
     assert isinstance(contact, dict)
     contact_id = contact.get("id")

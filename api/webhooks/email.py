@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 
 from api.deps import State
 from api.errors import ApiError
+from api.webhooks.body import require_json_content_type
 from api.webhooks.common import (
     WEBHOOK_RESPONSES,
     dispatch,
@@ -42,6 +43,7 @@ async def _check_key(state: State, request: Request, tenant_id: str) -> None:
 
 @router.post("/{tenant}", responses=WEBHOOK_RESPONSES)
 async def email_webhook(tenant: str, request: Request, state: State) -> JSONResponse:
+    require_json_content_type(request)
     body = await read_body(request, state.settings.max_webhook_bytes)
     row, _ = await tenant_and_settings(state, tenant)
     await _check_key(state, request, row.id)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 import time
 from typing import Any
 
@@ -17,6 +16,7 @@ from fastapi.responses import JSONResponse
 
 from api.deps import State, load_tenant
 from api.errors import ApiError
+from api.webhooks.body import require_json_content_type
 from api.webhooks.common import read_body
 from api.webhooks.crm_inbound import (
     InboundReport,
@@ -25,8 +25,10 @@ from api.webhooks.crm_inbound import (
     forget_remote_record,
     integrations_of_kind,
 )
+from api.webhooks.parsers import load_json
 from models.crm import CrmKind
 from models.crm_tables import Integration
+from models.webhooks import WebhookPayloadError
 
 router = APIRouter(prefix="/webhooks/hubspot", tags=["webhooks"])
 
@@ -35,8 +37,10 @@ CONTACT_OBJECT_TYPE = "0-1"
 
 
 def signature_v3(secret: str, method: str, uri: str, body: bytes, timestamp: str) -> str:
-    source = f"{method}{uri}{body.decode('utf-8')}{timestamp}"
-    digest = hmac.new(secret.encode(), source.encode("utf-8"), hashlib.sha256).digest()
+    # Over the bytes, not a decoded string: a body that is not UTF-8 must fail the check (or
+    # later the JSON loader), not raise UnicodeDecodeError (it was a 500).
+    source = method.encode() + uri.encode() + body + timestamp.encode()
+    digest = hmac.new(secret.encode(), source, hashlib.sha256).digest()
     return base64.b64encode(digest).decode()
 
 
@@ -73,6 +77,7 @@ def _verify(
 
 @router.post("/{tenant}")
 async def hubspot_webhook(tenant: str, request: Request, state: State) -> JSONResponse:
+    require_json_content_type(request)
     body = await read_body(request, state.settings.max_webhook_bytes)
     async with state.db.session() as session:
         await load_tenant(session, tenant)
@@ -81,9 +86,9 @@ async def hubspot_webhook(tenant: str, request: Request, state: State) -> JSONRe
         raise ApiError(404, "no HubSpot integration", f"tenant {tenant} has none configured")
     integration = _verify(request, body, integrations, state)
     try:
-        events = json.loads(body)
-    except ValueError as exc:
-        raise ApiError(422, "invalid JSON", str(exc)) from exc
+        events = load_json(body)
+    except WebhookPayloadError as exc:
+        raise ApiError(422, "invalid JSON", exc.message) from None
     if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
         raise ApiError(422, "not a HubSpot webhook batch", "expected a JSON array of events")
 

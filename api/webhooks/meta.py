@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 
 from api.deps import State
 from api.errors import ApiError
+from api.webhooks.body import require_json_content_type
 from api.webhooks.common import (
     WEBHOOK_RESPONSES,
     dispatch,
@@ -59,6 +60,7 @@ async def _verify_subscription(
 
 
 async def _receive(state: State, tenant: str, channel: Channel, request: Request) -> JSONResponse:
+    require_json_content_type(request)
     body = await read_body(request, state.settings.max_webhook_bytes)
     row, settings = await tenant_and_settings(state, tenant)
     meta = _meta_settings(settings, channel)

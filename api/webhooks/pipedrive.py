@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import json
 import re
 from typing import Any
 
@@ -16,6 +15,7 @@ from fastapi.responses import JSONResponse
 
 from api.deps import State, load_tenant
 from api.errors import ApiError
+from api.webhooks.body import require_json_content_type
 from api.webhooks.common import read_body
 from api.webhooks.crm_inbound import (
     InboundReport,
@@ -24,8 +24,10 @@ from api.webhooks.crm_inbound import (
     forget_remote_record,
     integrations_of_kind,
 )
+from api.webhooks.parsers import load_json
 from models.crm import CrmKind
 from models.crm_tables import Integration
+from models.webhooks import WebhookPayloadError
 
 router = APIRouter(prefix="/webhooks/pipedrive", tags=["webhooks"])
 
@@ -89,6 +91,7 @@ def _properties(person: dict[str, Any]) -> dict[str, Any]:
 
 @router.post("/{tenant}")
 async def pipedrive_webhook(tenant: str, request: Request, state: State) -> JSONResponse:
+    require_json_content_type(request)
     body = await read_body(request, state.settings.max_webhook_bytes)
     async with state.db.session() as session:
         await load_tenant(session, tenant)
@@ -97,9 +100,9 @@ async def pipedrive_webhook(tenant: str, request: Request, state: State) -> JSON
         raise ApiError(404, "no Pipedrive integration", f"tenant {tenant} has none configured")
     integration = _verify(request, integrations, state)
     try:
-        payload = json.loads(body)
-    except ValueError as exc:
-        raise ApiError(422, "invalid JSON", str(exc)) from exc
+        payload = load_json(body)
+    except WebhookPayloadError as exc:
+        raise ApiError(422, "invalid JSON", exc.message) from None
     if not isinstance(payload, dict) or not isinstance(payload.get("meta"), dict):
         raise ApiError(422, "not a Pipedrive webhook", "expected an object with `meta`")
 

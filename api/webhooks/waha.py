@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from api.deps import State
+from api.webhooks.body import require_json_content_type
 from api.webhooks.common import (
     WEBHOOK_RESPONSES,
     dispatch,
@@ -22,6 +23,7 @@ router = APIRouter(prefix="/webhooks/waha", tags=["webhooks"])
 
 @router.post("/{tenant}", responses=WEBHOOK_RESPONSES)
 async def waha_webhook(tenant: str, request: Request, state: State) -> JSONResponse:
+    require_json_content_type(request)
     body = await read_body(request, state.settings.max_webhook_bytes)
     row, settings = await tenant_and_settings(state, tenant)
     verify_waha(
