@@ -10,7 +10,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Published in this source: what it encrypts anyone can decrypt. Accepted in development mode only.
-PUBLISHED_SECRET_KEY = "leadflow-dev-secret-change-me"
+PUBLISHED_SECRET_KEY = "leadflow-dev-secret-change-me"  # noqa: S105 - published on purpose
 
 
 class Settings(BaseSettings):
