@@ -159,10 +159,20 @@ def settings_factory(tmp_path: Path) -> object:
 
 
 async def make_tenant(
-    database: Database, *, tenant_id: str | None = None, settings: TenantSettings | None = None
+    database: Database,
+    *,
+    tenant_id: str | None = None,
+    settings: TenantSettings | None = None,
+    allow_unsigned_webhooks: bool = True,
 ) -> tuple[str, str]:
-    """Create a tenant with an API key; returns (tenant_id, api_key)."""
+    """Create a tenant with an API key; returns (tenant_id, api_key).
+
+    Test tenants accept unsigned webhooks (most webhook tests post unsigned payloads) unless
+    `allow_unsigned_webhooks=False` or the given settings set the field themselves."""
     tid = tenant_id or f"t-{uuid.uuid4().hex[:8]}"
+    settings = settings or TenantSettings()
+    if "allow_unsigned_webhooks" not in settings.model_fields_set:
+        settings = settings.model_copy(update={"allow_unsigned_webhooks": allow_unsigned_webhooks})
     async with database.session() as session:
         await tenant_repo.create_tenant(
             session, tenant_id=tid, name=tid, secret_key=TEST_SECRET, settings=settings

@@ -10,7 +10,9 @@ from fastapi.responses import JSONResponse
 from api.deps import State
 from models import llm_config
 from models.repo import inbox as inbox_repo
+from models.repo import tenants as tenant_repo
 from models.repo import usage as usage_repo
+from models.tenant import unsigned_webhook_warning
 from workers.plugins import known_llm_providers
 
 router = APIRouter(tags=["health"])
@@ -56,10 +58,23 @@ async def ready(state: State) -> JSONResponse:
             inbox = {"waiting": waiting, "oldest_seconds": oldest}
         except Exception as exc:
             inbox = {"error": str(exc)}
+    # Tenants that accept unsigned webhooks: a warning, not "not ready" (the demo does so).
+    warnings: list[str] = []
+    if "database" not in problems:
+        try:
+            warnings = await _unsigned_webhook_warnings(state)
+        except Exception as exc:
+            warnings = [f"could not check the tenants' webhook settings: {exc}"]
     if problems:
         return JSONResponse(
             status_code=503,
-            content={"status": "not ready", "problems": problems, "llm": llm, "inbox": inbox},
+            content={
+                "status": "not ready",
+                "problems": problems,
+                "llm": llm,
+                "inbox": inbox,
+                "warnings": warnings,
+            },
         )
     return JSONResponse(
         content={
@@ -68,5 +83,23 @@ async def ready(state: State) -> JSONResponse:
             "temporal": "ok",
             "llm": llm,
             "inbox": inbox,
+            "warnings": warnings,
         }
     )
+
+
+async def _unsigned_webhook_warnings(state: State) -> list[str]:
+    secret_key = state.settings.secret_key.get_secret_value()
+    async with state.db.session() as session:
+        tenants = await tenant_repo.list_tenants(session)
+    warnings: list[str] = []
+    for tenant in tenants:
+        try:
+            settings = tenant_repo.tenant_settings(tenant, secret_key=secret_key)
+        except Exception as exc:  # one unreadable tenant must not hide the others
+            warnings.append(f"tenant {tenant.id}: settings unreadable ({type(exc).__name__})")
+            continue
+        warning = unsigned_webhook_warning(settings)
+        if warning:
+            warnings.append(f"tenant {tenant.id} {warning}")
+    return warnings

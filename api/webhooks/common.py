@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 from fastapi import Request
@@ -28,6 +29,17 @@ from workers.client import TemporalUnavailable
 # Chatwoot asks receivers to refuse signatures older than about five minutes (PR chatwoot#13573):
 # a captured request replayed later is then useless.
 MAX_SIGNATURE_AGE_SECONDS = 300
+
+UNSIGNED_REFUSED = (
+    "unsigned webhooks are not allowed for this tenant: "
+    "set a webhook secret or allow_unsigned_webhooks"
+)
+
+# The allow_unsigned_webhooks of the tenant whose webhook is being handled, set by
+# `tenant_and_settings` (which every webhook route awaits before its verify_* call), so the
+# verify_* functions refuse unsigned webhooks without each route passing the flag. A route may
+# pass `allow_unsigned=` explicitly instead; unset means refused.
+_unsigned_allowed: ContextVar[bool] = ContextVar("unsigned_webhooks_allowed", default=False)
 
 
 # Documented answers of every webhook POST (the 2xx body is a WebhookAck).
@@ -63,8 +75,18 @@ async def read_body(request: Request, limit: int) -> bytes:
 async def tenant_and_settings(state: AppState, tenant_id: str) -> tuple[Tenant, TenantSettings]:
     """The path's tenant (404 when unknown) and its decrypted settings.
 
-    Cached for a few seconds (AppState.webhook_tenant): webhooks come in bursts."""
-    return await state.webhook_tenant(tenant_id)
+    Cached for a few seconds (AppState.webhook_tenant): webhooks come in bursts. Also
+    records the tenant's allow_unsigned_webhooks for the verify_* call that follows."""
+    tenant, settings = await state.webhook_tenant(tenant_id)
+    _unsigned_allowed.set(settings.allow_unsigned_webhooks)
+    return tenant, settings
+
+
+def _refuse_unsigned_unless_allowed(allow_unsigned: bool | None, what: str) -> None:
+    """A channel without a secret: unsigned webhooks pass only when the tenant allows them."""
+    allowed = _unsigned_allowed.get() if allow_unsigned is None else allow_unsigned
+    if not allowed:
+        raise ApiError(401, UNSIGNED_REFUSED, f"this tenant has no {what} configured")
 
 
 def _hex_equal(expected: str, given: str) -> bool:
@@ -75,10 +97,16 @@ def _hex_equal(expected: str, given: str) -> bool:
 
 
 def verify_waha(
-    secret: SecretStr | None, body: bytes, signature: str | None, algorithm: str | None
+    secret: SecretStr | None,
+    body: bytes,
+    signature: str | None,
+    algorithm: str | None,
+    *,
+    allow_unsigned: bool | None = None,
 ) -> None:
     """WAHA: `X-Webhook-Hmac` = hex HMAC-SHA512(key, raw body); algorithm header `sha512`."""
     if secret is None:
+        _refuse_unsigned_unless_allowed(allow_unsigned, "waha.webhook_secret")
         return
     if not signature:
         raise ApiError(401, "missing signature", "the X-Webhook-Hmac header is required")
@@ -93,9 +121,16 @@ def verify_waha(
         raise ApiError(401, "invalid signature", "X-Webhook-Hmac does not match the body")
 
 
-def verify_meta(secret: SecretStr | None, body: bytes, header: str | None) -> None:
+def verify_meta(
+    secret: SecretStr | None,
+    body: bytes,
+    header: str | None,
+    *,
+    allow_unsigned: bool | None = None,
+) -> None:
     """Meta: `X-Hub-Signature-256: sha256=<hex HMAC-SHA256(app secret, raw body)>`."""
     if secret is None:
+        _refuse_unsigned_unless_allowed(allow_unsigned, "app_secret")
         return
     if not header:
         raise ApiError(401, "missing signature", "the X-Hub-Signature-256 header is required")
@@ -114,10 +149,12 @@ def verify_chatwoot(
     timestamp: str | None,
     *,
     now: Callable[[], float] = time.time,
+    allow_unsigned: bool | None = None,
 ) -> None:
     """Chatwoot: `X-Chatwoot-Signature: sha256=<hex HMAC-SHA256(secret, "{timestamp}.{body}")>`
     with `X-Chatwoot-Timestamp` in unix seconds, refused when older than five minutes."""
     if secret is None:
+        _refuse_unsigned_unless_allowed(allow_unsigned, "chatwoot.webhook_secret")
         return
     if not signature:
         raise ApiError(401, "missing signature", "the X-Chatwoot-Signature header is required")
