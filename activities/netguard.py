@@ -92,9 +92,11 @@ def forbidden_reason(ip: IpAddress) -> str | None:
         return "carrier-grade NAT"
     if ip.is_multicast:
         return "multicast"
-    if ip.is_private:
+    if ip.is_reserved:
+        return "reserved"
+    if ip.is_private:  # also documentation and benchmarking ranges (Python's list)
         return "private"
-    if ip.is_reserved or not ip.is_global:
+    if not ip.is_global:
         return "reserved"
     return None
 
@@ -130,7 +132,7 @@ class UrlGuard:
     def _refuse_ip(self, target: str, host: str, ip: IpAddress) -> None:
         reason = forbidden_reason(ip)
         if reason and not self._allowed_ip(ip):
-            said = "is" if host == str(ip) else "resolves to"
+            said = "is" if _parse_ip(host) == ip else "resolves to"
             raise UrlRefused(target, f"refused: {host} {said} a {reason} address ({ip})")
 
     def check_url(self, url: str) -> str:
@@ -299,15 +301,17 @@ def guarded_client(
     timeout: httpx.Timeout | float = httpx.Timeout(30.0, connect=10.0),
     limits: httpx.Limits = httpx.Limits(max_connections=200, max_keepalive_connections=50),
     verify: bool = True,
+    network_backend: httpcore.AsyncNetworkBackend | None = None,
 ) -> httpx.AsyncClient:
     """The HTTP client for tenant-supplied URLs: every connection guarded, no cookies kept,
     redirects not followed (callers that follow them do it hop by hop).
 
     `trust_env=False`: an HTTP(S)_PROXY from the environment would resolve names itself,
-    out of the guard's sight."""
+    out of the guard's sight. `network_backend` is what connects to the checked address
+    (tests record it)."""
     guard = UrlGuard(allowlist, resolver=resolver)
     client = httpx.AsyncClient(
-        transport=GuardedTransport(guard, limits=limits, verify=verify),
+        transport=GuardedTransport(guard, limits=limits, verify=verify, inner=network_backend),
         timeout=timeout,
         follow_redirects=False,
         cookies=NoCookieJar(),
