@@ -6,11 +6,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Published in this source: what it encrypts anyone can decrypt. Accepted in development mode only.
 PUBLISHED_SECRET_KEY = "leadflow-dev-secret-change-me"  # noqa: S105 - published on purpose
+# The key `leadflow up` generates in the data dir (workers/secret_key.py).
+SECRET_KEY_FILE = "secret.key"  # noqa: S105 - a file name
 
 
 class Settings(BaseSettings):
@@ -97,8 +99,8 @@ class Settings(BaseSettings):
         default=SecretStr(PUBLISHED_SECRET_KEY),
         description="Key material for encrypting stored credentials; several keys separated by "
         "commas for a rotation (the first encrypts, all decrypt; `leadflow secrets rotate`). "
-        "`leadflow up` generates one into <data dir>/secret.key; `leadflow api` and "
-        "`leadflow worker` refuse the published default unless dev_mode is set.",
+        "Unset: <data dir>/secret.key when it exists (`leadflow up` generates it), else the "
+        "published default, which `leadflow api` and `leadflow worker` refuse unless dev_mode.",
     )
     dev_mode: bool = Field(
         default=False,
@@ -181,6 +183,19 @@ class Settings(BaseSettings):
         "unset: spans go to the log (console exporter).",
     )
     otel_service_name: str = "leadflow"
+
+    @model_validator(mode="after")
+    def _key_of_the_data_dir(self) -> Settings:
+        """Without LEADFLOW_SECRET_KEY every command (tenant, crm, api, worker) uses the key
+        `up` generated for the same data dir: what one encrypts, the others can decrypt."""
+        if "secret_key" not in self.model_fields_set:
+            try:
+                key = (self.data_dir / SECRET_KEY_FILE).read_text().strip()
+            except OSError:  # none yet, or not ours to read
+                return self
+            if key:
+                self.secret_key = SecretStr(key)
+        return self
 
     @property
     def resolved_database_url(self) -> str:

@@ -11,9 +11,7 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from models.crypto import secret_keys
-from models.settings import PUBLISHED_SECRET_KEY, Settings
-
-KEY_FILE = "secret.key"
+from models.settings import PUBLISHED_SECRET_KEY, SECRET_KEY_FILE, Settings
 
 SET_A_KEY = (
     "set LEADFLOW_SECRET_KEY to a long random value (e.g. `python -c 'import secrets; "
@@ -36,14 +34,14 @@ def secret_key_problem(settings: Settings) -> str | None:
 def key_file_secret(data_dir: Path) -> tuple[str, bool]:
     """The key in `<data_dir>/secret.key`, generated on first use (mode 0600, written atomically:
     a crash leaves no half key); returns it and whether it was created now."""
-    path = data_dir / KEY_FILE
+    path = data_dir / SECRET_KEY_FILE
     with contextlib.suppress(FileNotFoundError):
         key = path.read_text().strip()
         if not key:
             raise ValueError(f"{path} is empty; remove it to generate a new key")
         return key, False
     key = secrets.token_urlsafe(32)
-    temporary = data_dir / f".{KEY_FILE}.{os.getpid()}.tmp"
+    temporary = data_dir / f".{SECRET_KEY_FILE}.{os.getpid()}.tmp"
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "w") as handle:
@@ -61,8 +59,9 @@ def key_file_secret(data_dir: Path) -> tuple[str, bool]:
 
 
 def with_up_secret_key(settings: Settings) -> tuple[Settings, bool]:
-    """`up`'s settings: LEADFLOW_SECRET_KEY when set, else the data dir's key file; and whether
-    that file was created now (stored secrets encrypted before it must be re-encrypted)."""
+    """`up`'s settings: LEADFLOW_SECRET_KEY when set, else the data dir's key file (read by
+    Settings when it exists, generated here when not); and whether that file was created now
+    (stored secrets encrypted before it must be re-encrypted)."""
     if "secret_key" in settings.model_fields_set:
         return settings, False
     key, created = key_file_secret(settings.data_dir.resolve())

@@ -66,6 +66,17 @@ def test_up_uses_the_environment_key_else_the_key_file(tmp_path: Path) -> None:
     assert with_up_secret_key(unset)[0].secret_key == chosen.secret_key
 
 
+def test_every_command_uses_the_data_dirs_key_unless_one_is_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("LEADFLOW_SECRET_KEY", raising=False)
+    assert Settings(data_dir=tmp_path).secret_key.get_secret_value() == PUBLISHED_SECRET_KEY
+    key, _ = key_file_secret(tmp_path)
+    assert Settings(data_dir=tmp_path).secret_key.get_secret_value() == key
+    monkeypatch.setenv("LEADFLOW_SECRET_KEY", "from-the-environment")
+    assert Settings(data_dir=tmp_path).secret_key.get_secret_value() == "from-the-environment"
+
+
 def test_the_published_key_is_a_problem_outside_dev_mode(tmp_path: Path) -> None:
     def problem(key: str, dev_mode: bool = False) -> str | None:
         return secret_key_problem(Settings(secret_key=key, dev_mode=dev_mode))
