@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import ssl
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from http.cookiejar import Cookie, CookieJar, DefaultCookiePolicy
@@ -275,7 +276,7 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
         guard: UrlGuard,
         *,
         limits: httpx.Limits,
-        verify: bool = True,
+        verify: ssl.SSLContext | bool = True,
         inner: httpcore.AsyncNetworkBackend | None = None,
     ) -> None:
         super().__init__(verify=verify, limits=limits, trust_env=False)
@@ -300,7 +301,7 @@ def guarded_client(
     resolver: Resolver = system_resolve,
     timeout: httpx.Timeout | float = httpx.Timeout(30.0, connect=10.0),
     limits: httpx.Limits = httpx.Limits(max_connections=200, max_keepalive_connections=50),
-    verify: bool = True,
+    verify: ssl.SSLContext | bool = True,
     network_backend: httpcore.AsyncNetworkBackend | None = None,
 ) -> httpx.AsyncClient:
     """The HTTP client for tenant-supplied URLs: every connection guarded, no cookies kept,
