@@ -69,7 +69,7 @@ def checked_json_text(body: bytes, *, max_depth: int = MAX_JSON_DEPTH) -> str:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise WebhookPayloadError(
-            f"the body is not valid UTF-8 (byte {exc.start}: {exc.reason}); JSON must be UTF-8"
+            f"the body is not valid JSON: it is not UTF-8 (byte {exc.start}: {exc.reason})"
         ) from None
     if json_depth_exceeds(body, max_depth):
         raise WebhookPayloadError(f"the JSON is nested more than {max_depth} levels deep; refused")
@@ -82,7 +82,7 @@ def load_json(body: bytes, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
     Every refusal is a `WebhookPayloadError` (a 422 that names the problem), never a
     RecursionError or UnicodeDecodeError (which were 500s)."""
     if not body.strip():
-        raise WebhookPayloadError("the body is empty; expected a JSON document")
+        raise WebhookPayloadError("the body is not valid JSON: it is empty")
     text = checked_json_text(body, max_depth=max_depth)
     try:
         return json.loads(text)

@@ -191,7 +191,7 @@ def test_the_depth_scanner_counts_only_brackets_outside_strings() -> None:
     [
         (DEEP, f"nested more than {MAX_JSON_DEPTH} levels"),
         (b'{"a": ' * 5000 + b"1" + b"}" * 5000, f"nested more than {MAX_JSON_DEPTH} levels"),
-        (NOT_UTF8, "not valid UTF-8"),
+        (NOT_UTF8, "not UTF-8"),
         (b"", "empty"),
         (b"   \n", "empty"),
         (b"{", "not valid JSON"),
