@@ -384,6 +384,9 @@ class Bench:
                 "LEADFLOW_API_HOST": "127.0.0.1",
                 "LEADFLOW_API_PORT": str(self.ports["leadflow-api"]),
                 "LEADFLOW_SECRET_KEY": "bench-secret",
+                # The fakes (WAHA, the LLM) listen on loopback, which tenant URLs may not reach
+                # by default.
+                "LEADFLOW_SSRF_ALLOWLIST": '["127.0.0.1"]',
                 "LEADFLOW_DEBOUNCE_SECONDS": "0",
                 "LEADFLOW_WORKER_MAX_CONCURRENT_ACTIVITIES": str(self.args.leadflow_slots),
                 "LEADFLOW_LLM_PROVIDER": "openai_compatible",

@@ -182,6 +182,8 @@ async def make_tenant(
 
 
 os.environ.setdefault("LEADFLOW_SECRET_KEY", TEST_SECRET)
+# The wire-level fakes listen on loopback, which tenant-supplied URLs may not reach by default.
+os.environ.setdefault("LEADFLOW_SSRF_ALLOWLIST", '["127.0.0.1", "::1", "localhost"]')
 
 
 @pytest.fixture(autouse=True)

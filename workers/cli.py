@@ -154,6 +154,10 @@ def up(
 
     _logging(verbose)
     private_files()
+    # `up` is leadflow on one machine: its channels (a WAHA container on localhost:3000, the
+    # simulator's fake WAHA) and CRMs may well listen on this machine, so loopback is allowed
+    # unless LEADFLOW_SSRF_ALLOWLIST says otherwise. `leadflow api` / `worker` allow nothing.
+    os.environ.setdefault("LEADFLOW_SSRF_ALLOWLIST", UP_SSRF_ALLOWLIST)
     settings = _settings(
         data_dir=data_dir,
         temporal_address=f"{host}:{temporal_port}",
@@ -183,6 +187,10 @@ def up(
         )
     except KeyboardInterrupt:
         pass
+
+
+# Loopback only: the private networks around a server stay refused also under `up`.
+UP_SSRF_ALLOWLIST = '["127.0.0.1", "::1", "localhost"]'
 
 
 # How long `up` waits for its worker processes to import, connect and poll: a cold start of

@@ -263,6 +263,9 @@ async def prepare_local_tenants(
                             **stored,
                             "playbook": playbook,
                             "playbook_yaml": None,
+                            # The eval posts its dialogues to the local stack unsigned unless
+                            # the operator gave its WAHA a webhook secret (then they are signed).
+                            "allow_unsigned_webhooks": True,
                             "llm": {
                                 **(llm if isinstance(llm, dict) else {}),
                                 "provider": llm_provider,
