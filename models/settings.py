@@ -145,8 +145,9 @@ class Settings(BaseSettings):
     fetch_cache_ttl_seconds: int = 7 * 24 * 3600
     ssrf_allowlist: list[str] = Field(
         default_factory=list,
-        description="Hosts or CIDRs the scraper may reach even though they are private "
-        "(tests, intranet sites). Empty by default.",
+        description="Hosts or CIDRs that tenant-supplied URLs (websites, CRM and channel base "
+        "URLs) may reach although they are private or loopback (intranet systems, a local WAHA). "
+        "Empty by default; `leadflow up` allows loopback unless this is set.",
     )
     search_provider: str = "duckduckgo"
     duckduckgo_url: str = "https://html.duckduckgo.com/html/"

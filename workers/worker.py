@@ -17,9 +17,9 @@ from temporalio.service import RPCError
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from activities.netguard import guarded_client
 from activities.plugin_api import PluginContext
 from models.db import Database, migrate
+from models.netguard import guarded_client
 from models.settings import Settings
 from models.task_queues import ALL as ALL_QUEUES
 from workers.client import connect, ensure_search_attributes

@@ -14,8 +14,8 @@ from typing import Any, Protocol, runtime_checkable
 import httpx
 from temporalio.exceptions import ApplicationError
 
-from activities.netguard import UrlRefused
 from models.messages import OutboundMessage
+from models.netguard import UrlRefused
 from models.tenant import TenantSettings
 
 CHANNEL_REJECTED = "ChannelRejected"
@@ -76,7 +76,7 @@ def not_configured(channel: str, missing: str) -> ApplicationError:
 
 
 def url_refused(channel: str, url: str, exc: UrlRefused) -> ApplicationError:
-    """The tenant's configured URL points where leadflow does not connect (activities.netguard):
+    """The tenant's configured URL points where leadflow does not connect (models.netguard):
     a configuration problem, final until the tenant changes it."""
     return ApplicationError(
         f"{channel}: {url.split('?')[0]} is not reachable from leadflow: {exc.reason}",

@@ -18,8 +18,8 @@ from typing import Any, ClassVar, Protocol
 import httpx
 from temporalio.exceptions import ApplicationError
 
-from activities.netguard import UrlRefused
 from models.crm import DEFAULT_FIELD_MAPPINGS, CrmConnectionView, CrmKind, LeadSnapshot
+from models.netguard import UrlRefused
 
 # Error types (ApplicationError.type) the workflow and operators see.
 VALIDATION_ERROR = "CrmValidationError"

@@ -1,4 +1,4 @@
-"""Fetching company websites safely: the client's guard (activities.netguard) on every connection,
+"""Fetching company websites safely: the client's guard (models.netguard) on every connection,
 the URL checked again before each redirect hop (which is why redirects are followed by hand, and
 why a refusal names the hop), size and time limits, a content-type check, a per-host concurrency
 cap and robots.txt."""
@@ -15,7 +15,7 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
-from activities.netguard import UrlGuard, UrlRefused, guard_of, guarded_client
+from models.netguard import UrlGuard, UrlRefused, guard_of, guarded_client
 from models.settings import Settings
 
 USER_AGENT = "leadflow-enrichment/0.1 (+https://github.com/leadflow)"
@@ -113,7 +113,7 @@ class Fetcher:
         if guard is None:
             # Company websites are tenant input: an unguarded client would let them reach
             # loopback and the cloud metadata service.
-            raise ValueError("Fetcher needs a client from activities.netguard.guarded_client")
+            raise ValueError("Fetcher needs a client from models.netguard.guarded_client")
         self.http = http
         self.guard: UrlGuard = guard
         self.timeout = timeout

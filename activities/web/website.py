@@ -9,10 +9,10 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit, urlunsplit
 
-from activities.netguard import ALLOWED_SCHEMES, LOCAL_NAME_SUFFIXES
 from activities.web.search import SearchProvider, SearchResult
 from models.csv_intake import identifying_columns
 from models.enrichment import WebsiteFound
+from models.netguard import ALLOWED_SCHEMES, LOCAL_NAME_SUFFIXES
 
 FREE_MAIL_DOMAINS = frozenset(
     {"gmail.com", "googlemail.com", "yahoo.com", "yahoo.co.uk", "yahoo.fr", "yahoo.de",

@@ -12,7 +12,6 @@ from fastapi import APIRouter, status
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from temporalio.client import WorkflowFailureError
 
-from activities.netguard import UrlGuard, UrlRefused
 from api.deps import CurrentTenant, Session, State, Temporal
 from api.errors import ApiError
 from models.crm import (
@@ -26,6 +25,7 @@ from models.crm import (
     validate_field_mapping,
 )
 from models.crm_tables import Integration
+from models.netguard import UrlGuard, UrlRefused
 from models.repo import crm as crm_repo
 from models.task_queues import CRM
 

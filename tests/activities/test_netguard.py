@@ -14,9 +14,9 @@ from temporalio.exceptions import ApplicationError
 
 from activities.channels.base import CHANNEL_NOT_CONFIGURED, get_json, post_json
 from activities.crm.base import URL_REFUSED, Connection, send
-from activities.netguard import UrlGuard, UrlRefused, forbidden_reason, guarded_client
 from activities.web.fetch import AddressRefused, Fetcher
 from models.crm import CrmConnectionView, CrmKind
+from models.netguard import UrlGuard, UrlRefused, forbidden_reason, guarded_client
 from tests.fakes.web import FakeWeb
 
 PUBLIC = "93.184.215.14"

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from activities.netguard import guarded_client
+from models.netguard import guarded_client
 
 NAME = "crm.tenant.example"
 

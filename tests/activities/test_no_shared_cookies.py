@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from activities.netguard import guarded_client
+from models.netguard import guarded_client
 from tests.fakes.http_server import LiveServer
 
 

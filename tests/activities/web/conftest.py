@@ -5,7 +5,7 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 
-from activities.netguard import guarded_client
+from models.netguard import guarded_client
 from tests.fakes.web import FakeWeb
 
 # The fixture web listens on loopback: allowed here as an operator would allow an intranet.

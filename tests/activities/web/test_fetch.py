@@ -8,8 +8,8 @@ import time
 import httpx
 import pytest
 
-from activities.netguard import UrlGuard, UrlRefused, guarded_client
 from activities.web.fetch import AddressRefused, Fetcher, FetchError
+from models.netguard import UrlGuard, UrlRefused, guarded_client
 from tests.activities.web.conftest import LOOPBACK_ALLOWED
 from tests.fakes.web import FakeWeb
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from temporalio.plugin import SimplePlugin
 
-from activities.netguard import guarded_client
 from activities.plugin_api import PluginContext, Registry
 from activities.web.search import DuckDuckGoHtml
 from models.db import Database
+from models.netguard import guarded_client
 from models.settings import Settings
 from models.task_queues import ENRICHMENT
 from workers.plugins import discover

@@ -12,7 +12,6 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.llm.agent import Agent
 from activities.llm.offline import offline_backend
-from activities.netguard import guarded_client
 from activities.web.activities import EnrichmentActivities
 from activities.web.search import duckduckgo_provider
 from models.db import Database
@@ -22,6 +21,7 @@ from models.enrichment import (
     RecordOptions,
     StoreRowsInput,
 )
+from models.netguard import guarded_client
 from models.repo import enrichment as repo
 from models.settings import Settings
 from tests.conftest import make_tenant
