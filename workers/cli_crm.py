@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated
 
-import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -25,6 +24,7 @@ from models.crm import (
     validate_field_mapping,
 )
 from models.db import Database
+from models.netguard import guarded_client
 from models.repo import crm as crm_repo
 from models.settings import Settings, get_settings
 
@@ -140,7 +140,8 @@ def list_(tenant: Annotated[str, typer.Option(help="Tenant id.")]) -> None:
 async def _test(settings: Settings, tenant: str, integration_id: str) -> ConnectionCheckResult:
     db = Database(settings.resolved_database_url)
     try:
-        async with httpx.AsyncClient(timeout=15) as http:
+        # The worker's client: a CRM URL a tenant gave is guarded here too (models/netguard.py).
+        async with guarded_client(settings.ssrf_allowlist, timeout=15) as http:
             acts = CrmActivities(
                 settings=settings, db=db, http=http, adapters=crm_plugin().crm_adapters
             )
