@@ -100,7 +100,16 @@ def install_error_handlers(app: FastAPI) -> None:
         return _render(exc.status_code, exc.error, exc.detail)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI hands a JSON route the raw bytes when the Content-Type is not JSON, and then
+        # reports that they are not an object: the request's real problem is its media type.
+        if any(
+            e.get("loc", ())[:1] == ("body",) and isinstance(e.get("input"), bytes)
+            for e in exc.errors()
+        ):
+            declared = request.headers.get("content-type")
+            given = f"Content-Type is {declared!r}" if declared else "no Content-Type was sent"
+            return _render(415, "unsupported media type", f"{given}; expected application/json")
         problems = [
             {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
             for e in exc.errors()

@@ -160,8 +160,8 @@ BAD_JSON_BODIES: list[tuple[str, bytes, str, int | None]] = [
     (f"JSON nested {MAX_JSON_DEPTH + 1} deep", b"[" * 65 + b"]" * 65, "application/json", 422),
     ("invalid UTF-8", NOT_UTF8, "application/json", 422),
     ("invalid UTF-8, charset given", NOT_UTF8, "application/json; charset=utf-8", 422),
-    ("wrong Content-Type", b'{"title": "a", "body": "b"}', "text/plain", None),
-    ("form Content-Type", b'{"title": "a"}', "application/x-www-form-urlencoded", None),
+    ("wrong Content-Type", b'{"title": "a", "body": "b"}', "text/plain", 415),
+    ("form Content-Type", b'{"title": "a"}', "application/x-www-form-urlencoded", 415),
     ("truncated JSON", b'{"title": ', "application/json", 422),
     ("JSON scalar", b"42", "application/json", 422),
 ]
