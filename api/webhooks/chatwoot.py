@@ -31,6 +31,7 @@ async def chatwoot_webhook(tenant: str, request: Request, state: State) -> JSONR
         body,
         request.headers.get("x-chatwoot-signature"),
         request.headers.get("x-chatwoot-timestamp"),
+        allow_unsigned=settings.allow_unsigned_webhooks,
     )
     # contact_created / contact_updated feed the CRM sync (api/webhooks/chatwoot_contacts.py)
     contact_answer = await handle_contact_event(state, tenant_id=row.id, body=body)

@@ -7,7 +7,6 @@ import hashlib
 import hmac
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from contextvars import ContextVar
 from typing import Any
 
 from fastapi import Request
@@ -35,13 +34,6 @@ UNSIGNED_REFUSED = (
     "set a webhook secret or allow_unsigned_webhooks"
 )
 
-# The allow_unsigned_webhooks of the tenant whose webhook is being handled, set by
-# `tenant_and_settings` (which every webhook route awaits before its verify_* call), so the
-# verify_* functions refuse unsigned webhooks without each route passing the flag. A route may
-# pass `allow_unsigned=` explicitly instead; unset means refused.
-_unsigned_allowed: ContextVar[bool] = ContextVar("unsigned_webhooks_allowed", default=False)
-
-
 # Documented answers of every webhook POST (the 2xx body is a WebhookAck).
 WEBHOOK_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"model": WebhookAck, "description": "Nothing for a conversation: every event ignored."},
@@ -49,6 +41,7 @@ WEBHOOK_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing or invalid signature."},
     404: {"description": "Unknown tenant."},
     413: {"description": "Body larger than max_webhook_bytes."},
+    415: {"description": "Content-Type is not application/json."},
     422: {"description": "Not the provider's payload: the detail says what is wrong."},
     503: {"description": "Temporal unavailable: nothing accepted, the provider should retry."},
 }
@@ -75,17 +68,13 @@ async def read_body(request: Request, limit: int) -> bytes:
 async def tenant_and_settings(state: AppState, tenant_id: str) -> tuple[Tenant, TenantSettings]:
     """The path's tenant (404 when unknown) and its decrypted settings.
 
-    Cached for a few seconds (AppState.webhook_tenant): webhooks come in bursts. Also
-    records the tenant's allow_unsigned_webhooks for the verify_* call that follows."""
-    tenant, settings = await state.webhook_tenant(tenant_id)
-    _unsigned_allowed.set(settings.allow_unsigned_webhooks)
-    return tenant, settings
+    Cached for a few seconds (AppState.webhook_tenant): webhooks come in bursts."""
+    return await state.webhook_tenant(tenant_id)
 
 
-def _refuse_unsigned_unless_allowed(allow_unsigned: bool | None, what: str) -> None:
+def _refuse_unsigned_unless_allowed(allow_unsigned: bool, what: str) -> None:
     """A channel without a secret: unsigned webhooks pass only when the tenant allows them."""
-    allowed = _unsigned_allowed.get() if allow_unsigned is None else allow_unsigned
-    if not allowed:
+    if not allow_unsigned:
         raise ApiError(401, UNSIGNED_REFUSED, f"this tenant has no {what} configured")
 
 
@@ -102,7 +91,7 @@ def verify_waha(
     signature: str | None,
     algorithm: str | None,
     *,
-    allow_unsigned: bool | None = None,
+    allow_unsigned: bool,
 ) -> None:
     """WAHA: `X-Webhook-Hmac` = hex HMAC-SHA512(key, raw body); algorithm header `sha512`."""
     if secret is None:
@@ -126,7 +115,7 @@ def verify_meta(
     body: bytes,
     header: str | None,
     *,
-    allow_unsigned: bool | None = None,
+    allow_unsigned: bool,
 ) -> None:
     """Meta: `X-Hub-Signature-256: sha256=<hex HMAC-SHA256(app secret, raw body)>`."""
     if secret is None:
@@ -149,7 +138,7 @@ def verify_chatwoot(
     timestamp: str | None,
     *,
     now: Callable[[], float] = time.time,
-    allow_unsigned: bool | None = None,
+    allow_unsigned: bool,
 ) -> None:
     """Chatwoot: `X-Chatwoot-Signature: sha256=<hex HMAC-SHA256(secret, "{timestamp}.{body}")>`
     with `X-Chatwoot-Timestamp` in unix seconds, refused when older than five minutes."""

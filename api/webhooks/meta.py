@@ -64,7 +64,12 @@ async def _receive(state: State, tenant: str, channel: Channel, request: Request
     body = await read_body(request, state.settings.max_webhook_bytes)
     row, settings = await tenant_and_settings(state, tenant)
     meta = _meta_settings(settings, channel)
-    verify_meta(meta.app_secret if meta else None, body, request.headers.get("x-hub-signature-256"))
+    verify_meta(
+        meta.app_secret if meta else None,
+        body,
+        request.headers.get("x-hub-signature-256"),
+        allow_unsigned=settings.allow_unsigned_webhooks,
+    )
     if channel is Channel.WHATSAPP:
         parsed = parse_or_422(lambda: parse_whatsapp(body, tenant_id=row.id))
     else:

@@ -31,6 +31,7 @@ async def waha_webhook(tenant: str, request: Request, state: State) -> JSONRespo
         body,
         request.headers.get("x-webhook-hmac"),
         request.headers.get("x-webhook-hmac-algorithm"),
+        allow_unsigned=settings.allow_unsigned_webhooks,
     )
     parsed = parse_or_422(
         lambda: parse_waha(body, tenant_id=row.id, group_chats_enabled=settings.group_chats_enabled)
