@@ -444,7 +444,9 @@ class Bench:
             raise SystemExit(f"tenant create failed: {created.stdout}{created.stderr}")
         settings_file = self.workdir / "tenant.yaml"
         waha = {"base_url": self.waha, "api_key": WAHA_KEY, "session": "default"}
-        settings_file.write_text(yaml.safe_dump({"waha": waha}))
+        # The load generator posts the same unsigned bodies to both systems (the peer checks no
+        # signature either), so the bench tenant accepts unsigned webhooks explicitly.
+        settings_file.write_text(yaml.safe_dump({"waha": waha, "allow_unsigned_webhooks": True}))
         configured = subprocess.run(
             [cli, "tenant", "configure", TENANT, "--file", str(settings_file)],
             env=env,
