@@ -24,8 +24,10 @@ from activities.channels.base import (
     parse_retry_after,
     rejected,
     unavailable,
+    url_refused,
 )
 from models.messages import OutboundMessage
+from models.netguard import UrlRefused
 from models.tenant import MetaSettings, TenantSettings
 
 WHATSAPP = "whatsapp"
@@ -51,6 +53,9 @@ async def graph_post(
 ) -> Any:
     try:
         response = await http.post(url, json=body, headers={"Authorization": f"Bearer {token}"})
+    except UrlRefused as exc:
+        # A graph_url the guard refuses is the tenant's configuration: final, with the reason.
+        raise url_refused(channel, url, exc) from exc
     except httpx.TransportError as exc:
         raise unavailable(channel, f"{type(exc).__name__} calling {url}: {exc}") from exc
     status = response.status_code

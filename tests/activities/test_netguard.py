@@ -13,6 +13,7 @@ import pytest
 from temporalio.exceptions import ApplicationError
 
 from activities.channels.base import CHANNEL_NOT_CONFIGURED, get_json, post_json
+from activities.channels.meta import graph_post
 from activities.crm.base import URL_REFUSED, Connection, send
 from activities.web.fetch import AddressRefused, Fetcher
 from models.crm import CrmConnectionView, CrmKind
@@ -246,6 +247,16 @@ async def test_a_channel_base_url_on_a_private_address_is_refused_for_good(
     assert "waha:" in posted.value.message and "loopback address" in posted.value.message
     assert got.value.type == CHANNEL_NOT_CONFIGURED and got.value.non_retryable
     assert "cloud metadata" in got.value.message
+
+
+async def test_a_meta_graph_url_on_a_private_address_is_refused_for_good(web: FakeWeb) -> None:
+    async with guarded_client([]) as http:
+        with pytest.raises(ApplicationError) as posted:
+            await graph_post(
+                http, "whatsapp", f"{web.base_url}/v21.0/1/messages", token="t", body={}
+            )
+    assert posted.value.type == CHANNEL_NOT_CONFIGURED and posted.value.non_retryable
+    assert "loopback address" in posted.value.message
 
 
 async def test_a_plain_client_is_what_the_guard_replaces() -> None:
