@@ -87,9 +87,13 @@ async def test_a_turn_stays_within_its_budget_of_tasks_activities_bytes_and_stat
                 what=f"reply {n}",
             )
 
+            # `turns` counts a turn when it starts, and the reply reaches the fake WAHA before
+            # the same activity records it: the turn is over when its reply is in the
+            # transcript, which the workflow appends once send-and-record has completed.
             async def settled(n: int = n) -> bool:
                 state = await handle.query("state")
-                return bool(state["turns"] >= n and state["pending_messages"] == 0)
+                replies = [e for e in state["transcript"] if e["role"] == "ai"]
+                return bool(len(replies) >= n and state["pending_messages"] == 0)
 
             await stack.wait_for(settled, what=f"turn {n} recorded")
             now = budget_of(json.loads((await handle.fetch_history()).to_json()))
@@ -110,8 +114,10 @@ async def test_a_turn_stays_within_its_budget_of_tasks_activities_bytes_and_stat
         for kind, size in budget.bytes_by_kind.most_common(6):
             print(f"  {size:>7}  {kind}")
         print(f"SQL statements per turn: {[len(turn) for turn in per_turn]}")
-        for sql in per_turn[-1]:
-            print(f"  {sql}")
+        for n, turn in enumerate(per_turn, start=1):
+            print(f" turn {n}:")
+            for sql in turn:
+                print(f"  {sql}")
         assert all(len(turn) <= TURN_STATEMENT_BUDGET for turn in per_turn), [
             (len(turn), turn) for turn in per_turn
         ]
