@@ -11,6 +11,7 @@ TABLE_MODULES = (
     "models.llm_tables",
     "models.inbox_tables",
     "models.identity_tables",
+    "models.audit_tables",
 )
 
 

@@ -23,13 +23,21 @@ class Tenant(SQLModel, table=True):
 
 
 class ApiKey(SQLModel, table=True):
+    """A tenant's API key, stored hashed (models/api_keys.py issues, rotates and revokes them)."""
+
     __tablename__ = "api_keys"
     id: int | None = Field(default=None, primary_key=True)
     tenant_id: str = Field(foreign_key="tenants.id", index=True)
+    label: str = Field(default="", max_length=100)
     prefix: str = Field(index=True, max_length=16)
     key_hash: str = Field(unique=True, max_length=128)
     created_at: datetime = Field(default_factory=utcnow)
-    revoked_at: datetime | None = None
+    last_used_at: datetime | None = Field(
+        default=None, description="Written at most once a minute per key, off the request path."
+    )
+    revoked_at: datetime | None = Field(
+        default=None, description="Refused from then on; in the future during a rotation's grace."
+    )
 
 
 class Lead(SQLModel, table=True):
