@@ -13,6 +13,7 @@ from activities.channels.chatwoot import ChatwootChannel
 from activities.channels.meta import MessengerChannel, MetaWhatsAppChannel
 from activities.channels.smtp import SmtpChannel
 from activities.channels.waha import WahaChannel
+from activities.erasure import ErasureActivities
 from activities.knowledge import KnowledgeActivities
 from activities.llm.activities import LlmActivities
 from activities.llm.model_backend import hosted_backend
@@ -25,6 +26,7 @@ from models.task_queues import CONVERSATIONS
 
 def _build(ctx: PluginContext) -> Mapping[str, SimplePlugin]:
     from workflows.conversation import ConversationWorkflow
+    from workflows.erasure import EraseContactWorkflow
 
     adapters = {name: factory(ctx.http) for name, factory in ctx.registry.channels.items()}
     agent = ctx.the_agent()
@@ -32,6 +34,7 @@ def _build(ctx: PluginContext) -> Mapping[str, SimplePlugin]:
     llm = LlmActivities(agent)
     store = StoreActivities(ctx.db, ctx.settings, agent.resolver)
     knowledge = KnowledgeActivities(ctx.db)
+    erasure = ErasureActivities(ctx.db)
     return {
         CONVERSATIONS: SimplePlugin(
             "leadflow-conversations",
@@ -46,8 +49,10 @@ def _build(ctx: PluginContext) -> Mapping[str, SimplePlugin]:
                 channels.send_and_record,
                 channels.notify_specialist,
                 knowledge.search_knowledge,
+                erasure.purge_contact_workflows,
+                erasure.erase_contact_rows,
             ],
-            workflows=[ConversationWorkflow],
+            workflows=[ConversationWorkflow, EraseContactWorkflow],
         )
     }
 

@@ -53,6 +53,7 @@ from models.crm import (
     request_crm_sync,
 )
 from models.db import Database
+from models.erasure import ContactRef, CrmErasure, CrmErasureResult, crm_created_extras
 from models.repo import crm as crm_repo
 from models.repo import leads as lead_repo
 from models.settings import Settings
@@ -341,6 +342,62 @@ class CrmActivities:
             return await crm_repo.record_sync_run(
                 session, run_key=input.run_key, outcome=input.outcome
             )
+
+    @activity.defn
+    async def erase_crm_records(self, input: ContactRef) -> CrmErasureResult:
+        """Delete the contact in every CRM the tenant connected (erasure with `crm=true`): the
+        linked record, or the one the adapter finds by e-mail or phone, and what syncs created
+        beside it. A CRM that refuses for good is reported (with the record's id, to finish by
+        hand); one that is down or rate-limited raises, so Temporal retries the activity (every
+        delete is idempotent: gone is done)."""
+        async with self._db.session() as session:
+            lead = await lead_repo.lead_snapshot(
+                session, tenant_id=input.tenant_id, lead_id=input.lead_id
+            )
+            integrations = await crm_repo.list_integrations(session, tenant_id=input.tenant_id)
+        if lead is None:
+            return CrmErasureResult()
+        records: list[CrmErasure] = []
+        for integration in integrations:
+            view = crm_repo.integration_view(integration)
+            if view.kind is CrmKind.BUILTIN:
+                continue
+            remote_id = await self._remote_id(view, input.lead_id)
+            async with self._db.session() as session:
+                extra = await crm_created_extras(
+                    session,
+                    tenant_id=input.tenant_id,
+                    lead_id=input.lead_id,
+                    integration_id=view.integration_id,
+                )
+            base = {"integration_id": view.integration_id, "kind": view.kind.value}
+            try:
+                conn = await self._connection(view)
+                deleted = await self._guarded(
+                    conn, lambda a, c=conn, r=remote_id, e=extra: a.delete(c, lead, r, e)
+                )
+            except ApplicationError as exc:
+                if not exc.non_retryable and exc.type not in NON_RETRYABLE_TYPES:
+                    raise
+                records.append(
+                    CrmErasure(
+                        **base,
+                        name=view.name,
+                        outcome="failed",
+                        remote_id=remote_id,
+                        detail=str(exc)[:500],
+                    )
+                )
+                continue
+            records.append(
+                CrmErasure(
+                    **base,
+                    name=view.name,
+                    outcome="deleted" if deleted else "not_found",
+                    remote_id=remote_id,
+                )
+            )
+        return CrmErasureResult(records=tuple(records))
 
     @activity.defn
     async def check_crm_connection(self, input: ConnectionCheckInput) -> ConnectionCheckResult:

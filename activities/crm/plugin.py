@@ -43,6 +43,7 @@ def _build(ctx: PluginContext) -> Mapping[str, SimplePlugin]:
                 crm.add_crm_note,
                 crm.record_crm_sync,
                 crm.check_crm_connection,
+                crm.erase_crm_records,
             ],
             workflows=[CrmSyncWorkflow, CrmConnectionTestWorkflow],
         ),

@@ -1,31 +1,50 @@
 """Leads: one lead with each CRM's link, last sync and outcome; edit it (an operator's change is
 synced to the CRMs like any other); set or lift its do-not-contact explicitly, with who and why
-on record (a PATCH may set it, never lift it); trigger a CRM sync by hand."""
+on record (a PATCH may set it, never lift it); trigger a CRM sync by hand; export everything held
+about it; erase it everywhere (models/erasure.py, workflows/erasure.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import unicodedata
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Query, Response, status
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, StrictBool, field_validator
 from sqlmodel.ext.asyncio.session import AsyncSession
-from temporalio.client import Client
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+)
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.service import RPCError, RPCStatusCode
 
 from api.conversations_gateway import signal_conversation
 from api.deps import CurrentTenant, Session, Temporal
 from api.errors import ApiError
+from api.responses import errors
 from models import lead_service
 from models.conversation import SIGNAL_CLOSE, CloseRequest
 from models.crm import (
     BUILTIN_INTEGRATION_ID,
     request_crm_sync,
 )
+from models.erasure import (
+    ERASE_ROUTE,
+    ERASE_WORKFLOW,
+    EraseContactInput,
+    ErasureReport,
+    erase_workflow_id,
+)
+from models.export import ContactExport, export_contact
 from models.lead_service import LIFT_ROUTE
 from models.repo import crm as crm_repo
 from models.repo import leads as lead_repo
-from models.tables import Lead
+from models.tables import Lead, utcnow
+from models.task_queues import CONVERSATIONS
 
 router = APIRouter(prefix="/api/v1/leads", tags=["leads"])
 
@@ -310,3 +329,138 @@ async def set_do_not_contact(
         sync_workflow_id=sync_id,
         conversations_closed=closed,
     )
+
+
+# ---- export and erasure --------------------------------------------------------------------
+
+# How long DELETE waits for the erasure to finish before answering 202 with its status URL. A
+# contact's erasure takes well under a second without CRMs; CRMs that are slow or down make it
+# minutes, and the workflow finishes it whatever happens to this request.
+ERASE_WAIT_SECONDS = 10.0
+
+
+@router.get("/{lead_id}/export", responses=errors(404, _404="Unknown lead."))
+async def export_lead(
+    lead_id: str, tenant: CurrentTenant, session: Session, response: Response
+) -> ContactExport:
+    """Everything leadflow holds about the contact (a data subject's access request): the lead,
+    its conversations with every message and their usage counts, scores, escalations, outbox
+    entries, enrichment records carrying its e-mail, CRM links and sync runs."""
+    document = await export_contact(session, tenant_id=tenant.id, lead_id=lead_id, now=utcnow())
+    if document is None:
+        raise ApiError(404, "unknown lead", lead_id)
+    response.headers["Content-Disposition"] = f'attachment; filename="lead-{lead_id}.json"'
+    return document
+
+
+class ErasureOut(BaseModel):
+    lead_id: str
+    status: Literal["running", "completed", "failed"]
+    status_url: str
+    report: ErasureReport | None = Field(default=None, description="Once completed.")
+    detail: str | None = Field(default=None, description="Why it failed.")
+
+
+async def _erasure_out(
+    handle: WorkflowHandle[Any, ErasureReport], lead_id: str, *, wait: float
+) -> ErasureOut:
+    """The erasure's state, waiting up to `wait` seconds for it to finish."""
+    url = ERASE_ROUTE.format(lead_id=lead_id)
+    try:
+        report = await asyncio.wait_for(handle.result(), timeout=wait)
+    except TimeoutError:
+        return ErasureOut(lead_id=lead_id, status="running", status_url=url)
+    except WorkflowFailureError as exc:
+        return ErasureOut(
+            lead_id=lead_id,
+            status="failed",
+            status_url=url,
+            detail=f"{exc.cause or exc}; erase again to finish it",
+        )
+    return ErasureOut(lead_id=lead_id, status="completed", status_url=url, report=report)
+
+
+async def _existing_erasure(temporal: Client, tenant_id: str, lead_id: str) -> ErasureOut | None:
+    """The last erasure of this lead by this tenant, or None. The id names the tenant, so
+    another tenant's erasure of the same id is never found."""
+    handle = temporal.get_workflow_handle(
+        erase_workflow_id(tenant_id, lead_id), result_type=ErasureReport
+    )
+    try:
+        described = await handle.describe()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return None
+        raise
+    running = described.status == WorkflowExecutionStatus.RUNNING
+    return await _erasure_out(handle, lead_id, wait=0.0 if running else 5.0)
+
+
+def _answer(out: ErasureOut, response: Response) -> ErasureOut:
+    if out.status == "running":
+        response.status_code = status.HTTP_202_ACCEPTED
+        response.headers["Location"] = out.status_url
+    return out
+
+
+@router.delete(
+    "/{lead_id}",
+    responses={
+        202: {"model": ErasureOut, "description": "Erasure under way: poll `status_url`."},
+        **errors(404, _404="Unknown lead (and no erasure of it)."),
+    },
+)
+async def erase_lead(
+    lead_id: str,
+    tenant: CurrentTenant,
+    session: Session,
+    temporal: Temporal,
+    response: Response,
+    crm: bool = Query(
+        default=False,
+        description="Also delete the contact in every connected CRM (HubSpot archives it, "
+        "restorable there for 90 days).",
+    ),
+) -> ErasureOut:
+    """Erase the contact everywhere: its conversation and CRM sync workflows (terminated, their
+    histories deleted), every row about it, the personal parts of its usage rows (counts stay),
+    and with `crm=true` its CRM records. Runs as a workflow with a deterministic id: 200 with
+    the report when it finishes within a few seconds, else 202 and `status_url`. Repeating it
+    is safe: a running erasure is joined; an erased lead answers its last erasure's report.
+
+    Erasure is not suppression: nothing of the contact is kept, so nothing blocks a new
+    conversation they start later (set do-not-contact instead to keep them from being written
+    to)."""
+    lead = await lead_repo.get_lead(session, tenant_id=tenant.id, lead_id=lead_id)
+    if lead is None:
+        existing = await _existing_erasure(temporal, tenant.id, lead_id)
+        if existing is None:
+            raise ApiError(404, "unknown lead", lead_id)
+        return _answer(existing, response)
+    # The request's session must not hold the rows the erasure deletes (SQLite locks).
+    await session.close()
+    handle = await temporal.start_workflow(
+        ERASE_WORKFLOW,
+        EraseContactInput(tenant_id=tenant.id, lead_id=lead_id, crm=crm),
+        id=erase_workflow_id(tenant.id, lead_id),
+        task_queue=CONVERSATIONS,
+        result_type=ErasureReport,
+        # a lead erased before and written again since (same contact) is erased again
+        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+    )
+    return _answer(await _erasure_out(handle, lead_id, wait=ERASE_WAIT_SECONDS), response)
+
+
+@router.get(
+    "/{lead_id}/erasure",
+    responses=errors(404, _404="No erasure of this lead."),
+)
+async def erasure_status(
+    lead_id: str, tenant: CurrentTenant, temporal: Temporal, response: Response
+) -> ErasureOut:
+    """The state of the lead's last erasure (`status_url` of DELETE)."""
+    existing = await _existing_erasure(temporal, tenant.id, lead_id)
+    if existing is None:
+        raise ApiError(404, "no erasure of this lead", lead_id)
+    return _answer(existing, response)
