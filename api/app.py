@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from api.audit_middleware import AuditMiddleware
 from api.deps import AppState
 from api.errors import install_error_handlers
 from api.routes import ROUTERS
@@ -37,6 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.add_middleware(AuditMiddleware)  # request ids; the audit log of API actions
     # Webhooks first: routes are matched in order, and they are most of the requests
     # (their paths, under /webhooks/, overlap with no other route).
     for router in WEBHOOK_ROUTERS:

@@ -15,6 +15,7 @@ from temporalio.client import Client
 
 from api.errors import ApiError
 from api.inbox import InboxForwarder
+from models import api_keys
 from models.db import Database
 from models.repo import tenants as tenant_repo
 from models.settings import Settings
@@ -32,6 +33,7 @@ class AppState:
     temporal: Client | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     inbox: InboxForwarder = field(init=False)
+    key_use: api_keys.UseTracker = field(default_factory=api_keys.UseTracker)
 
     _tenants: dict[str, tuple[float, Tenant, TenantSettings]] = field(default_factory=dict)
 
@@ -91,15 +93,26 @@ async def get_temporal(state: State) -> Client:
 Temporal = Annotated[Client, Depends(get_temporal)]
 
 
-async def get_current_tenant(request: Request, session: Session) -> Tenant:
+async def get_current_tenant(request: Request, session: Session, state: State) -> Tenant:
+    """The tenant of the request's API key. Every request reads the key's row (no cache): a
+    revoked key is refused at once, in every API process.
+
+    Leaves on `request.state`, for what runs after the route (audit middleware, rate limits):
+    `tenant_id`, `api_key_id` (int), `api_key` (`models.api_keys.KeyInfo`, no secret), and
+    `api_key_used` when its `last_used_at` is due to be written after the response."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise ApiError(401, "missing API key", "send `Authorization: Bearer <tenant api key>`")
-    tenant = await tenant_repo.tenant_for_key(session, key=token.strip())
-    if tenant is None:
+    found = await api_keys.authenticate(session, secret=token.strip())
+    if found is None:
         raise ApiError(401, "invalid API key", None)
-    return tenant
+    request.state.tenant_id = found.tenant.id
+    request.state.api_key_id = found.key.id
+    request.state.api_key = found.key
+    if state.key_use.due(found.key):
+        request.state.api_key_used = True
+    return found.tenant
 
 
 CurrentTenant = Annotated[Tenant, Depends(get_current_tenant)]

@@ -5,4 +5,5 @@ CLI_MODULES = (
     "workers.cli_crm",  # leadflow integrations ...
     "workers.cli_eval",  # leadflow eval
     "workers.cli_simulate",  # leadflow simulate
+    "workers.cli_keys",  # leadflow key ..., leadflow audit
 )
