@@ -125,7 +125,11 @@ async def create_key(
     return IssuedKeyView(key=KeyView.of(issued.info, request), secret=issued.secret)
 
 
-@router.delete("/{key_id}", responses={**NOT_FOUND, **REFUSED})
+@router.delete(
+    "/{key_id}",
+    responses={**NOT_FOUND, **REFUSED},
+    openapi_extra={"x-audit-action": "key.revoke"},  # the audit log's name for it
+)
 async def revoke_key(
     key_id: KeyId, request: Request, tenant: CurrentTenant, session: Session
 ) -> KeyView:
