@@ -27,7 +27,7 @@ from models import api_keys, audit
 from models.api_keys import KeyInfo
 from models.db import Database, migrate
 from models.repo import tenants as tenant_repo
-from models.settings import get_settings
+from models.settings import Settings
 
 NOT_FOUND_EXIT = 1
 REFUSED_EXIT = 3
@@ -65,7 +65,7 @@ def _fail(message: str, code: int) -> typer.Exit:
 
 def _run(tenant_id: str, work: Callable[[Any], Awaitable[T]]) -> T:
     """Run `work(session)` on the migrated database once the tenant is known to exist."""
-    settings = get_settings()
+    settings = Settings()  # read now: the environment of this command, not a cached one
     migrate(settings.resolved_database_url)
 
     async def run() -> T:
