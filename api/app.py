@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from api.audit_middleware import AuditMiddleware
 from api.deps import AppState
 from api.errors import install_error_handlers
+from api.rate_limits import RateLimitMiddleware, RateLimits
 from api.routes import ROUTERS
 from api.webhooks import WEBHOOK_ROUTERS
 from models.db import Database
@@ -39,6 +40,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(AuditMiddleware)  # request ids; the audit log of API actions
+    # Outermost: a request over a rate limit is answered before anything reads it.
+    app.add_middleware(RateLimitMiddleware, limits=RateLimits.from_settings(settings))
     # Webhooks first: routes are matched in order, and they are most of the requests
     # (their paths, under /webhooks/, overlap with no other route).
     for router in WEBHOOK_ROUTERS:

@@ -4,10 +4,35 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from limits import RateLimitItem, parse_many
+from pydantic import AfterValidator, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def rate_limit_items(value: str) -> list[RateLimitItem]:
+    """A rate limit setting in the `limits` notation, several separated by `;` or `,`
+    (`20/second;1200/minute`); empty: no limit. A ValueError says what is wrong."""
+    if not value.strip():
+        return []
+    try:
+        items = parse_many(value)
+    except ValueError as exc:
+        raise ValueError(
+            f"{exc}: expected e.g. '1200/minute' or '20/second;1200/minute' (empty: no limit)"
+        ) from None
+    if any(item.amount < 1 for item in items):
+        raise ValueError(f"{value!r}: a limit of 0 refuses everything; leave it empty for none")
+    return items
+
+
+def _valid_rate_limits(value: str) -> str:
+    rate_limit_items(value)
+    return value
+
+
+RateLimitSetting = Annotated[str, AfterValidator(_valid_rate_limits)]
 
 # Published in this source: what it encrypts anyone can decrypt. Accepted in development mode only.
 PUBLISHED_SECRET_KEY = "leadflow-dev-secret-change-me"  # noqa: S105 - published on purpose
@@ -121,6 +146,25 @@ class Settings(BaseSettings):
         description="How long a webhook answer waits for Temporal. The message is stored in the "
         "inbox before that; when Temporal takes longer (a burst, a restart), the webhook is "
         "answered 202 queued and the API delivers it in the background.",
+    )
+
+    # Rate limits (api/rate_limits.py), counted in each API process's memory.
+    rate_limit_api: RateLimitSetting = Field(
+        default="1200/minute",
+        description="Requests per API key under /api/v1/ (e.g. '20/second;1200/minute'; empty: "
+        "no limit). Over it: 429 with Retry-After. Each API process counts on its own.",
+    )
+    rate_limit_webhooks: RateLimitSetting = Field(
+        default="400/second;12000/minute",
+        description="Webhooks per tenant under /webhooks/ (all providers together; empty: no "
+        "limit). Over it: 429 with Retry-After, nothing accepted or started (the provider sends "
+        "it again). Each API process counts on its own.",
+    )
+    rate_limit_auth_failures: RateLimitSetting = Field(
+        default="30/minute",
+        description="Requests with a missing or invalid API key (401) per client address under "
+        "/api/v1/; over it, that address's requests with keys not seen working are answered "
+        "429 (empty: no limit).",
     )
 
     background_niceness: int = Field(
