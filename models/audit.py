@@ -36,6 +36,7 @@ Outcome = Literal["ok", "refused", "error"]
 DetailValue = str | int | float | bool | None
 
 MAX_PAGE = 500
+MAX_EVENT_ID = 2**31 - 1  # the id column is a 32-bit integer on PostgreSQL
 DEFAULT_PAGE = 100
 MAX_DETAIL_ITEMS = 20
 MAX_DETAIL_TEXT = 200

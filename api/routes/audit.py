@@ -12,7 +12,6 @@ from pydantic import BaseModel, Field
 from api.deps import CurrentTenant, Session
 from api.routes.usage import _parse_bound, _problem
 from models import audit
-from models.api_keys import MAX_KEY_ID
 from models.audit_tables import AuditEvent
 
 router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
@@ -60,8 +59,11 @@ async def list_audit(
         str | None, Query(max_length=64, description="ISO date or datetime, exclusive (UTC).")
     ] = None,
     before: Annotated[
-        int | None, Query(ge=1, le=MAX_KEY_ID, description="Entries older than this id.")
-    ] = None,
+        int,
+        Query(
+            ge=0, le=audit.MAX_EVENT_ID, description="Entries older than this id; 0: the newest."
+        ),
+    ] = 0,
     limit: Annotated[int, Query(ge=1, le=audit.MAX_PAGE)] = audit.DEFAULT_PAGE,
 ) -> AuditPage:
     """Newest first, one page at a time (`next_before`)."""
@@ -75,7 +77,7 @@ async def list_audit(
         action=action,
         since=start,
         until=end,
-        before=before,
+        before=before or None,
         limit=limit,
     )
     last = rows[-1].id if len(rows) == limit else None

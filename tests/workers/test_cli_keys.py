@@ -11,8 +11,7 @@ import re
 from pathlib import Path
 
 import pytest
-from click.testing import Result
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from models import api_keys
 from models.db import Database, migrate
