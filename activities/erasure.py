@@ -32,9 +32,7 @@ class ErasureActivities:
             scope = await contact_scope(session, tenant_id=input.tenant_id, lead_id=input.lead_id)
         if scope is None:
             return WorkflowsPurged()
-        return await purge_workflows(
-            activity.client(), contact_workflow_ids(scope), reason="contact erased"
-        )
+        return await purge_workflows(activity.client(), contact_workflow_ids(scope))
 
     @activity.defn
     async def erase_contact_rows(self, input: ContactRef) -> RowsErased:

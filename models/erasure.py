@@ -340,24 +340,19 @@ async def _runs_of(client: Client, workflow_id: str) -> dict[str, WorkflowExecut
     return runs
 
 
-async def purge_workflows(
-    client: Client, workflow_ids: Iterable[str], *, reason: str
-) -> WorkflowsPurged:
+async def purge_workflows(client: Client, workflow_ids: Iterable[str]) -> WorkflowsPurged:
     """Terminate every running run of these workflows and delete every run's history.
 
-    Deletion is asynchronous on the server (describe may answer for a moment longer); a run
-    already gone counts as done, so this is safe to repeat."""
+    `DeleteWorkflowExecution` terminates a running run itself, then deletes it at once. A
+    separate terminate first would make the deletion wait for the close to be processed
+    (measured on the dev server: half a minute instead of nothing). Deletion is still
+    asynchronous (describe may answer for a moment); a run already gone counts as done, so this
+    is safe to repeat."""
     ids = list(dict.fromkeys(workflow_ids))
     terminated = deleted = 0
     for workflow_id in ids:
         for run_id, status in (await _runs_of(client, workflow_id)).items():
-            if status == WorkflowExecutionStatus.RUNNING:
-                try:
-                    await client.get_workflow_handle(workflow_id, run_id=run_id).terminate(reason)
-                    terminated += 1
-                except RPCError as exc:
-                    if exc.status != RPCStatusCode.NOT_FOUND:
-                        raise
+            running = status == WorkflowExecutionStatus.RUNNING
             try:
                 await client.workflow_service.delete_workflow_execution(
                     DeleteWorkflowExecutionRequest(
@@ -368,6 +363,7 @@ async def purge_workflows(
                     )
                 )
                 deleted += 1
+                terminated += running
             except RPCError as exc:
                 if exc.status != RPCStatusCode.NOT_FOUND:
                     raise
@@ -460,7 +456,7 @@ async def delete_tenant(client: Client, session: AsyncSession, *, tenant_id: str
     Repeatable: a second call (after a crash) finishes what the first left."""
     found = await session.get(Tenant, tenant_id) is not None
     ids = await tenant_workflow_ids(client, session, tenant_id=tenant_id)
-    purged = await purge_workflows(client, ids, reason=f"tenant {tenant_id} deleted")
+    purged = await purge_workflows(client, ids)
     rows = await delete_tenant_rows(session, tenant_id=tenant_id)
     return TenantDeleted(tenant_id=tenant_id, tenant_found=found, workflows=purged, rows=rows)
 

@@ -6,4 +6,5 @@ CLI_MODULES = (
     "workers.cli_eval",  # leadflow eval
     "workers.cli_simulate",  # leadflow simulate
     "workers.cli_keys",  # leadflow key ..., leadflow audit
+    "workers.cli_tenant_delete",  # leadflow tenant delete
 )

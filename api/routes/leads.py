@@ -10,7 +10,7 @@ import unicodedata
 from datetime import datetime
 from typing import Any, Literal
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, StrictBool, field_validator
 from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio.client import (
@@ -88,7 +88,7 @@ class SyncAccepted(BaseModel):
     workflow_id: str
 
 
-@router.get("/{lead_id}")
+@router.get("/{lead_id}", responses=errors(404))
 async def get_lead(lead_id: str, tenant: CurrentTenant, session: Session) -> LeadOut:
     lead = await lead_repo.get_lead(session, tenant_id=tenant.id, lead_id=lead_id)
     if lead is None:
@@ -144,7 +144,7 @@ async def _lead_out(session: AsyncSession, lead: Lead) -> LeadOut:
     )
 
 
-@router.post("/{lead_id}/sync", status_code=status.HTTP_202_ACCEPTED)
+@router.post("/{lead_id}/sync", status_code=status.HTTP_202_ACCEPTED, responses=errors(404))
 async def sync_lead(
     lead_id: str, tenant: CurrentTenant, session: Session, temporal: Temporal
 ) -> SyncAccepted:
@@ -183,7 +183,7 @@ class LeadEdited(BaseModel):
     conversations_closed: int
 
 
-@router.patch("/{lead_id}")
+@router.patch("/{lead_id}", responses=errors(404))
 async def edit_lead(
     lead_id: str, body: LeadEdit, tenant: CurrentTenant, session: Session, temporal: Temporal
 ) -> LeadEdited:
@@ -282,7 +282,7 @@ class DoNotContactChanged(LeadOut):
     conversations_closed: int
 
 
-@router.post("/{lead_id}/do-not-contact")
+@router.post("/{lead_id}/do-not-contact", responses=errors(404))
 async def set_do_not_contact(
     lead_id: str,
     body: DoNotContactRequest,
@@ -409,12 +409,14 @@ def _answer(out: ErasureOut, response: Response) -> ErasureOut:
         202: {"model": ErasureOut, "description": "Erasure under way: poll `status_url`."},
         **errors(404, _404="Unknown lead (and no erasure of it)."),
     },
+    openapi_extra={"x-audit-action": "lead.erase"},
 )
 async def erase_lead(
     lead_id: str,
     tenant: CurrentTenant,
     session: Session,
     temporal: Temporal,
+    request: Request,
     response: Response,
     crm: bool = Query(
         default=False,
@@ -431,11 +433,14 @@ async def erase_lead(
     Erasure is not suppression: nothing of the contact is kept, so nothing blocks a new
     conversation they start later (set do-not-contact instead to keep them from being written
     to)."""
+    # The audit log's entry (api/audit_middleware.py) says what was asked; ids only.
+    request.state.audit_detail = {"crm": crm}
     lead = await lead_repo.get_lead(session, tenant_id=tenant.id, lead_id=lead_id)
     if lead is None:
         existing = await _existing_erasure(temporal, tenant.id, lead_id)
         if existing is None:
             raise ApiError(404, "unknown lead", lead_id)
+        request.state.audit_detail = {"crm": crm, "status": existing.status, "repeat": True}
         return _answer(existing, response)
     # The request's session must not hold the rows the erasure deletes (SQLite locks).
     await session.close()
@@ -449,7 +454,9 @@ async def erase_lead(
         id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
     )
-    return _answer(await _erasure_out(handle, lead_id, wait=ERASE_WAIT_SECONDS), response)
+    out = await _erasure_out(handle, lead_id, wait=ERASE_WAIT_SECONDS)
+    request.state.audit_detail = {"crm": crm, "status": out.status}
+    return _answer(out, response)
 
 
 @router.get(
