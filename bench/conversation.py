@@ -26,6 +26,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from models import search_attributes
+from models.conversation import conversation_workflow_id
 from models.settings import Settings
 from models.task_queues import CONVERSATIONS
 from models.tenant import TenantSettings
@@ -105,7 +106,7 @@ async def main(samples: int, debounce: float) -> None:
                     await asyncio.sleep(0.005)
                 done, done_wall = time.perf_counter(), time.time()
                 history = await client.get_workflow_handle(
-                    f"conv:{stack.tenant_id}:waha:{chat}"
+                    conversation_workflow_id(stack.tenant_id, "waha", chat)
                 ).fetch_history()
                 fired = next(
                     e.event_time.ToDatetime(tzinfo=UTC).timestamp()

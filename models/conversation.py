@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, model_validator
 
+from models import workflow_ids
 from models.agent import DraftTurnInput, FieldValue, KnowledgeHit, LeadScore, TurnDraft
 from models.common import Channel, Intent, Stage
 from models.messages import Frozen, InboundMessage, OutboundMessage, SendResult, TranscriptEntry
@@ -53,7 +54,10 @@ COMMAND_RESULTS_KEPT = 100  # results of recent commands, kept across continue-a
 
 
 def conversation_workflow_id(tenant_id: str, channel: Channel | str, contact: str) -> str:
-    return f"conv:{tenant_id}:{Channel(channel).value}:{contact}"
+    """The workflow id of this contact's conversation: `conv:{tenant}:{channel}:{keyed hash}`,
+    or the id of its running conversation started before hashed ids (models/workflow_ids.py).
+    Workflow code reads its id from `workflow.info()` instead (no key in the worker)."""
+    return workflow_ids.conversation_id(tenant_id, channel, contact)
 
 
 def lead_id_for(tenant_id: str, channel: Channel | str, contact: str) -> str:

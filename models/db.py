@@ -54,7 +54,11 @@ def _ensure_sqlite_dir(url: str) -> None:
 
 
 def migrate(url: str) -> None:
-    """Apply every Alembic migration (all branches) to the database at `url`."""
+    """Apply every Alembic migration (all branches) to the database at `url`, and hold its
+    workflow id key in this process (models/workflow_ids.py): who migrates computes ids next."""
+    # Imported here: the repository imports this module.
+    from models.repo.deployment_keys import load_key_sync
+
     _ensure_sqlite_dir(url)
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
@@ -65,6 +69,7 @@ def migrate(url: str) -> None:
         with engine.begin() as connection:
             cfg.attributes["connection"] = connection
             command.upgrade(cfg, "heads")
+            load_key_sync(connection)
     finally:
         engine.dispose()
 

@@ -12,6 +12,7 @@ TABLE_MODULES = (
     "models.inbox_tables",
     "models.identity_tables",
     "models.audit_tables",
+    "models.key_tables",
 )
 
 

@@ -67,7 +67,7 @@ class Conversation(SQLModel, table=True):
     tenant_id: str = Field(foreign_key="tenants.id", index=True)
     channel: str = Field(max_length=32)
     contact: str = Field(max_length=320)
-    lead_id: str | None = Field(default=None, foreign_key="leads.id")
+    lead_id: str | None = Field(default=None, foreign_key="leads.id", index=True)
     stage: str = Field(default="awaiting_response", index=True, max_length=32)
     score: int = 0
     quality: str = Field(default="COLD", index=True, max_length=16)

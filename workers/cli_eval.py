@@ -36,7 +36,6 @@ from rich.text import Text
 
 from models.agent import FieldValue
 from models.common import Intent, Role, Stage
-from models.conversation import conversation_workflow_id
 from workers.eval_metrics import (
     EvalCase,
     EvalReport,
@@ -484,7 +483,6 @@ async def run_case(
     loop = asyncio.get_running_loop()
     results: list[TurnResult] = []
     detail: dict[str, Any] | None = None
-    conversation_id = conversation_workflow_id(target.tenant_id, "waha", contact)
     for number, label in enumerate(case.turns, start=1):
         if results and results[-1].timed_out:
             # The conversation is in an unknown state: the rest of the case is not measured.

@@ -59,7 +59,6 @@ with workflow.unsafe.imports_passed_through():
         SendAndRecordInput,
         TurnContext,
         TurnContextInput,
-        conversation_workflow_id,
         lead_id_for,
     )
     from models.crm import RequestCrmSyncInput
@@ -110,7 +109,10 @@ class ConversationWorkflow:
     @workflow.init
     def __init__(self, state: ConversationInput) -> None:
         self._s = state.model_copy(deep=True)
-        self._id = conversation_workflow_id(state.tenant_id, state.channel, state.contact)
+        # Its own id as started: a keyed hash of the contact, or the contact itself for a run
+        # started before hashed ids (models/workflow_ids.py). Never recomputed here: the key is
+        # not the workflow's to hold, and both forms must run (and replay) the same code.
+        self._id = workflow.info().workflow_id
         self._lead_id = lead_id_for(state.tenant_id, state.channel, state.contact)
         self._ref = PlaybookRef(
             tenant_id=state.tenant_id,

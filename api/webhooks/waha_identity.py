@@ -30,13 +30,13 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from api.inbox import Dropped
 from models.common import Channel
-from models.conversation import conversation_workflow_id
 from models.db import Database
 from models.identity import WAHA_LID_SUFFIX, WAHA_PHONE_SUFFIX, normalise_waha_chat_id
 from models.messages import InboundMessage
 from models.repo import identities as identities_repo
 from models.tenant import WahaSettings
 from models.webhooks import ParsedWebhook
+from models.workflow_ids import contact_of
 
 log = logging.getLogger("leadflow.webhooks.waha")
 
@@ -202,10 +202,11 @@ async def learn_from_twins(
         message = copy.message
         if message.channel is not Channel.WAHA:
             continue
-        prefix = conversation_workflow_id(message.tenant_id, Channel.WAHA, "")
-        if not copy.original.workflow_id.startswith(prefix):
+        # The contact the first copy went to: named by a legacy id, else known to this process
+        # when it computed the id (the twins of a message arrive together).
+        original = contact_of(copy.original.workflow_id, message.tenant_id, Channel.WAHA)
+        if original is None:
             continue
-        original = copy.original.workflow_id.removeprefix(prefix)
         pair = {message.contact, original}
         lids = [c for c in pair if c.endswith(WAHA_LID_SUFFIX)]
         phones = [c for c in pair if _is_phone(c)]

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from pydantic import ValidationError
-from sqlalchemy import String, Table, case, literal
+from sqlalchemy import Table, case
 from sqlalchemy import select as sa_select
 from sqlalchemy import update as sa_update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -329,15 +329,18 @@ class LeadAtTurnStart(NamedTuple):
     resume: ResumeState | None
 
 
-# `conversation_workflow_id` in SQL: the conversation of a lead's own (channel, address) is found
-# by its primary key, in the statement that reads the lead (conversations.lead_id has no index).
+# The lead's conversation, in the statement that reads the lead: the one last written among the
+# lead's (by the index on conversations.lead_id). A lead has two when its conversation was
+# started under a legacy id (the contact in clear) and a later one under its hashed id
+# (models/workflow_ids.py): the run resumes from the latest, whichever its id.
+_LATEST_CONVERSATION = _CONVERSATIONS.alias("latest")
 _CONVERSATION_OF_LEAD = (
-    literal("conv:", String)
-    + _LEADS.c.tenant_id
-    + literal(":", String)
-    + _LEADS.c.channel
-    + literal(":", String)
-    + _LEADS.c.address
+    sa_select(_LATEST_CONVERSATION.c.id)
+    .where(_LATEST_CONVERSATION.c.lead_id == _LEADS.c.id)
+    .order_by(_LATEST_CONVERSATION.c.updated_at.desc(), _LATEST_CONVERSATION.c.id.desc())
+    .limit(1)
+    .correlate(_LEADS)
+    .scalar_subquery()
 )
 
 
@@ -350,7 +353,7 @@ async def lead_at_turn_start(
     Without `resume` one statement (as the plain turn's context always took); with it, the same
     one statement for a lead without history (a new lead: the first turn of every conversation)
     and a second for a lead with one: its conversation's messages. The first reads the lead,
-    its conversation (by primary key: the lead's channel and address name it) and its latest
+    its conversation (the latest of the lead's, by the lead id index) and its latest
     score (by the max id of the lead's indexed score rows) at once."""
     conn = await session.connection()
     lead = _LEADS.c

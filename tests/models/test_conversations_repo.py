@@ -11,7 +11,7 @@ from sqlmodel import func, select
 
 from models.agent import LeadScore, ScoreComponent
 from models.common import Channel, LeadQuality, Role, Stage
-from models.conversation import EscalationRecord, RecordTurnInput
+from models.conversation import EscalationRecord, RecordTurnInput, conversation_workflow_id
 from models.db import Database
 from models.messages import TranscriptEntry
 from models.repo import conversations as repo
@@ -32,7 +32,7 @@ def _score(total: int, quality: LeadQuality) -> LeadScore:
 
 
 def _turn(tenant_id: str, contact: str = "31612345678", **overrides: Any) -> RecordTurnInput:
-    conversation_id = f"conv:{tenant_id}:waha:{contact}"
+    conversation_id = conversation_workflow_id(tenant_id, "waha", contact)
     values: dict[str, Any] = {
         "conversation_id": conversation_id,
         "tenant_id": tenant_id,
@@ -233,7 +233,7 @@ async def test_list_filters_by_stage_and_quality_and_counts(db: Database) -> Non
         assert (total, list(rows)) == (0, [])
 
         # Another tenant's conversation is not found under this tenant.
-        other_conv = f"conv:{other}:waha:31612345678"
+        other_conv = conversation_workflow_id(other, "waha", "31612345678")
         assert (
             await repo.get_conversation(session, tenant_id=tid, conversation_id=other_conv)
         ) is None
@@ -259,5 +259,7 @@ async def test_transcript_is_in_recording_order(db: Database) -> None:
                 session, record=_turn(tid, turn_key=f"turn-{turn}", entries=entries, turns=turn)
             )
     async with db.session() as session:
-        messages = await repo.transcript(session, conversation_id=f"conv:{tid}:waha:31612345678")
+        messages = await repo.transcript(
+            session, conversation_id=conversation_workflow_id(tid, "waha", "31612345678")
+        )
     assert [m.text for m in messages] == texts

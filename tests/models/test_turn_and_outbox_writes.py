@@ -17,7 +17,7 @@ from sqlmodel import func, select
 
 from models.agent import LeadScore, ScoreComponent
 from models.common import Channel, LeadQuality, Role, Stage
-from models.conversation import EscalationRecord, RecordTurnInput
+from models.conversation import EscalationRecord, RecordTurnInput, conversation_workflow_id
 from models.db import Database
 from models.messages import OutboundMessage, TranscriptEntry
 from models.repo import conversations as repo
@@ -62,7 +62,7 @@ def _score(total: int, quality: LeadQuality) -> LeadScore:
 
 def _turn(tenant_id: str, **overrides: Any) -> RecordTurnInput:
     values: dict[str, Any] = {
-        "conversation_id": f"conv:{tenant_id}:waha:31600000001",
+        "conversation_id": conversation_workflow_id(tenant_id, "waha", "31600000001"),
         "tenant_id": tenant_id,
         "channel": Channel.WAHA,
         "contact": "31600000001",
@@ -310,7 +310,7 @@ async def test_the_contact_id_gives_the_lead_its_phone_or_email(
         tid,
         channel=channel,
         contact=contact,
-        conversation_id=f"conv:{tid}:{channel.value}:{contact}",
+        conversation_id=conversation_workflow_id(tid, channel, contact),
         fields={},
     )
     assert await _record(db, turn) is True
@@ -384,7 +384,7 @@ def _message(tenant_id: str, key: str = "out-1") -> OutboundMessage:
         text="Welkom!",
         idempotency_key=key,
         thread="thread-1",
-        conversation_id=f"conv:{tenant_id}:waha:31600000001",
+        conversation_id=conversation_workflow_id(tenant_id, "waha", "31600000001"),
     )
 
 

@@ -227,7 +227,9 @@ def test_up_answers_a_message_restarts_workers_stops_cleanly_and_keeps_state(
         )
         (reply,) = outbox
         assert reply["to"] == "31612345678@c.us"
-        assert reply["conversation_id"] == "conv:demo:waha:31612345678@c.us"
+        # Its workflow id holds a keyed hash of the lead, not the phone (models/workflow_ids.py).
+        assert reply["conversation_id"].startswith("conv:demo:waha:")
+        assert not any(char.isdigit() for char in reply["conversation_id"])
         assert reply["text"]
 
         # A worker process dies: `up` says so in one line and starts another one.

@@ -22,6 +22,7 @@ from models.conversation import (
     RecordTurnInput,
     SendAndRecordInput,
     SendAndRecordResult,
+    conversation_workflow_id,
     lead_id_for,
 )
 from models.db import Database
@@ -83,7 +84,7 @@ def reply(tenant_id: str, channel: Channel, to: str, key: str, **kw: object) -> 
         "to": to,
         "text": "Saturday at 10:00 works for the test drive.",
         "idempotency_key": key,
-        "conversation_id": f"conv:{tenant_id}:{channel}:{to}",
+        "conversation_id": conversation_workflow_id(tenant_id, channel, to),
     }
     values.update(kw)
     return OutboundMessage.model_validate(values)
@@ -92,7 +93,7 @@ def reply(tenant_id: str, channel: Channel, to: str, key: str, **kw: object) -> 
 def alert(tenant_id: str, via: str, key: str, **kw: object) -> NotifySpecialistInput:
     values: dict[str, object] = {
         "tenant_id": tenant_id,
-        "conversation_id": f"conv:{tenant_id}:waha:31612345678@c.us",
+        "conversation_id": conversation_workflow_id(tenant_id, "waha", "31612345678@c.us"),
         "specialist": SPECIALIST,
         "via": via,
         "text": "Jan (score 82, HOT) asks for a price on the Golf. Please take over.",
@@ -382,7 +383,7 @@ AT = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
 def reply_and_turn(tid: str, *entries: TranscriptEntry, **record: object) -> SendAndRecordInput:
     """A version-2 turn's send: the reply to CONTACT on WAHA, and the turn to record with it."""
-    conversation_id = f"conv:{tid}:waha:{CONTACT}"
+    conversation_id = conversation_workflow_id(tid, "waha", CONTACT)
     return SendAndRecordInput(
         message=reply(tid, Channel.WAHA, CONTACT, f"{conversation_id}:turn:1"),
         record=RecordTurnInput.model_validate(

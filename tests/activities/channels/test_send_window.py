@@ -18,7 +18,7 @@ from temporalio.testing import ActivityEnvironment
 from activities.channels.activities import ChannelActivities, builtin_channel_adapters
 from activities.channels.base import SENT_CHECK_MARGIN
 from models.common import Channel
-from models.conversation import NotifySpecialistInput
+from models.conversation import NotifySpecialistInput, conversation_workflow_id
 from models.db import Database
 from models.messages import OutboundMessage, SendResult
 from models.repo import outbox as outbox_repo
@@ -56,7 +56,7 @@ def reply(tenant_id: str, channel: Channel, to: str, key: str, **kw: object) -> 
         "to": to,
         "text": TEXT,
         "idempotency_key": key,
-        "conversation_id": f"conv:{tenant_id}:{channel}:{to}",
+        "conversation_id": conversation_workflow_id(tenant_id, channel, to),
     }
     values.update(kw)
     return OutboundMessage.model_validate(values)
@@ -285,7 +285,7 @@ async def test_specialist_alert_on_whatsapp_is_checked_too(
     tid, _ = await make_tenant(db, settings=settings)
     request = NotifySpecialistInput(
         tenant_id=tid,
-        conversation_id=f"conv:{tid}:waha:{CHAT}",
+        conversation_id=conversation_workflow_id(tid, "waha", CHAT),
         specialist=Specialist(name="Sanne", role="sales_manager", whatsapp="+31 6 9999 0000"),
         via="whatsapp",
         text=TEXT,

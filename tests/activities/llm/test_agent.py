@@ -23,6 +23,7 @@ from models.conversation import (
     PrepareTurnInput,
     RecordTurnInput,
     TurnContextInput,
+    conversation_workflow_id,
     lead_id_for,
 )
 from models.db import Database
@@ -86,7 +87,7 @@ def analyse(tenant: str, text: str = "Can I test drive the Audi A3? How much is 
     return AnalyseInput(
         tenant_id=tenant,
         playbook=PlaybookRef(tenant_id=tenant),
-        conversation_id=f"conv:{tenant}:waha:x",
+        conversation_id=conversation_workflow_id(tenant, "waha", "x"),
         new_messages=(text,),
         turn=1,
     )
@@ -95,7 +96,7 @@ def analyse(tenant: str, text: str = "Can I test drive the Audi A3? How much is 
 async def ledger(db: Database, tenant: str) -> list[LlmCallRecord]:
     async with db.session() as session:
         return await usage_repo.calls_for_conversation(
-            session, conversation_id=f"conv:{tenant}:waha:x"
+            session, conversation_id=conversation_workflow_id(tenant, "waha", "x")
         )
 
 
@@ -254,7 +255,7 @@ async def test_the_reply_guard_blocks_an_invented_price(
             playbook=PlaybookRef(tenant_id=tenant),
             purpose=ReplyPurpose.REPLY,
             stage=Stage.QUALIFYING,
-            conversation_id=f"conv:{tenant}:waha:x",
+            conversation_id=conversation_workflow_id(tenant, "waha", "x"),
             perception=Perception(intent=Intent.PRICING, language="en"),
             new_messages=("How much is the A3?",),
         )
@@ -420,7 +421,7 @@ async def test_prepare_turn_of_a_resumed_run_drafts_with_the_earlier_name_and_tu
 ) -> None:
     agent, tenant = await world(TenantLlmSettings(provider="openai"))
     # An earlier run talked twice with Ana, then ended; her new message starts a fresh run.
-    conversation_id = f"conv:{tenant}:waha:x"
+    conversation_id = conversation_workflow_id(tenant, "waha", "x")
     lead_id = lead_id_for(tenant, Channel.WAHA, "x")
     async with sqlite_db.session() as session:
         await conversation_repo.record_turn(

@@ -17,7 +17,7 @@ from temporalio.testing import ActivityEnvironment
 from activities.crm.activities import CrmActivities
 from activities.crm.plugin import crm_plugin
 from api.webhooks.hubspot import signature_v3
-from models.conversation import ConversationInput
+from models.conversation import ConversationInput, conversation_workflow_id
 from models.crm import CrmKind, CrmWriteInput, idempotency_key
 from models.repo import crm as crm_repo
 from models.repo import leads as lead_repo
@@ -74,7 +74,7 @@ async def setup(
         await crm_repo.save_link(
             s, tenant_id=tid, integration_id=integration.id, lead_id=lead.id, remote_id="777"
         )
-        conv_id = f"conv:{tid}:waha:4917@c.us"
+        conv_id = conversation_workflow_id(tid, "waha", "4917@c.us")
         s.add(
             Conversation(
                 id=conv_id, tenant_id=tid, channel="waha", contact="4917@c.us", lead_id=lead.id

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from datetime import UTC, datetime
 
@@ -14,10 +15,18 @@ from api.conversations_gateway import (
     inbound_request_id,
     signal_conversation,
 )
+from models import workflow_ids
 from models.common import Channel
-from models.conversation import ReleaseRequest
+from models.conversation import ReleaseRequest, conversation_workflow_id
 from models.messages import InboundMessage
 from models.settings import Settings
+
+
+@pytest.fixture(autouse=True)
+def workflow_id_key() -> None:
+    """These tests deliver without a database: hold an id key as a migrated process does."""
+    if workflow_ids.held_key() is None:
+        workflow_ids.set_key(secrets.token_bytes(workflow_ids.KEY_BYTES))
 
 
 def message(tenant: str, provider_id: str, text: str = "hello") -> InboundMessage:
@@ -65,7 +74,10 @@ async def test_deliver_start_then_signal_in_order(temporal_client: Client) -> No
 async def test_signal_conversation(temporal_client: Client) -> None:
     tenant = f"t-{uuid.uuid4().hex[:8]}"
     assert not await signal_conversation(
-        temporal_client, f"conv:{tenant}:waha:nobody", "release", ReleaseRequest()
+        temporal_client,
+        conversation_workflow_id(tenant, "waha", "nobody"),
+        "release",
+        ReleaseRequest(),
     )
     delivered = await deliver_inbound(temporal_client, Settings(), message(tenant, "m1"))
     assert await signal_conversation(
