@@ -1,7 +1,7 @@
 """One person, one id: contact ids and provider message keys normalised per channel.
 
 Every webhook parser and every API call that names a contact goes through `normalise_contact`,
-so the conversation workflow id (`conv:{tenant}:{channel}:{contact}`) and the lead id derived
+so the conversation workflow id (a keyed hash of it, models/workflow_ids.py) and the lead id derived
 from it are the same whichever form a provider used. The rules (docs/webhooks.md, "Identity"):
 
 - WAHA: `…@s.whatsapp.net` (the JID form GOWS/NOWEB use inside `_data`) becomes `…@c.us`; a
