@@ -6,11 +6,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from api.audit_middleware import AuditMiddleware
 from api.deps import AppState
 from api.errors import install_error_handlers
 from api.rate_limits import RateLimitMiddleware, RateLimits
+from api.responses import document_api
 from api.routes import ROUTERS
 from api.webhooks import WEBHOOK_ROUTERS
 from models.db import Database
@@ -34,7 +36,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await state.inbox.stop()
             await db.dispose()
 
-    app = FastAPI(
+    # /docs and /redoc with their assets served by leadflow (/static-offline-docs), no CDN.
+    app = FastAPIOffline(
         title="leadflow",
         description="Durable back office for AI sales teams: webhooks in, workflows on Temporal.",
         version="0.1.0",
@@ -50,4 +53,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     for router in ROUTERS:
         app.include_router(router)
+    document_api(app)  # every status, the error schema and the bearer scheme in OpenAPI
     return app

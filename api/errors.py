@@ -1,13 +1,17 @@
-"""One error type, rendered by one handler as {"error": ..., "detail": ...}."""
+"""One error type, rendered by one handler as {"error": ..., "detail": ...}, documented as
+`api.responses.ErrorBody`: `detail` is always there and never null."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from email.message import Message
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as AsgiMessage
@@ -17,15 +21,41 @@ from models.webhooks import WebhookPayloadError
 
 
 class ApiError(Exception):
-    def __init__(self, status_code: int, error: str, detail: Any = None) -> None:
+    def __init__(
+        self,
+        status_code: int,
+        error: str,
+        detail: Any = None,
+        *,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(error)
         self.status_code = status_code
         self.error = error
         self.detail = detail
+        self.headers = headers
 
 
-def _render(status_code: int, error: str, detail: Any = None) -> JSONResponse:
-    return JSONResponse(status_code=status_code, content={"error": error, "detail": detail})
+def _render(
+    status_code: int, error: str, detail: Any = None, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    if detail is None:
+        # One shape for every error: a detail is always there (the status's phrase at least).
+        detail = _phrase(status_code)
+    elif not isinstance(detail, str | list | dict):
+        detail = str(detail)  # a number or an id object: text, as ErrorBody documents it
+    return JSONResponse(
+        status_code=status_code,
+        content={"error": error, "detail": detail},
+        headers=dict(headers) if headers else None,
+    )
+
+
+def _phrase(status_code: int) -> str:
+    try:
+        return HTTPStatus(status_code).phrase
+    except ValueError:
+        return "error"
 
 
 def _is_json(scope: Scope) -> bool:
@@ -97,7 +127,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return _render(exc.status_code, exc.error, exc.detail)
+        return _render(exc.status_code, exc.error, exc.detail, exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -122,7 +152,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return _render(500, "server misconfigured", str(exc))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         # FastAPI answers 400 "There was an error parsing the body" for any decoding failure;
         # the cause says which one (JsonBodyGuard catches these first; this is the backstop).
         cause = exc.__cause__
@@ -130,4 +160,25 @@ def install_error_handlers(app: FastAPI) -> None:
             return _render(422, "invalid JSON body", "the body is not valid UTF-8")
         if isinstance(cause, RecursionError):
             return _render(422, "invalid JSON body", "the JSON is nested too deeply")
-        return _render(exc.status_code, str(exc.detail), None)
+        # Starlette's own answers (404 no such path, 405) keep their headers and get the same
+        # shape; a 405's Allow names every method of the path, not just the first route's.
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(_allowed_methods(request))
+        return _render(exc.status_code, str(exc.detail), None, headers)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """The methods of the resource at this path: of the routes whose template matches it, those
+    with the most specific template (`/knowledge/search` over `/knowledge/{document_id}`)."""
+    path = request.scope.get("path", "")
+    matches: dict[str, set[str]] = {}
+    for context in iter_route_contexts(request.app.routes):
+        regex = getattr(context, "path_regex", None)
+        if regex is not None and regex.match(path):
+            template = str(getattr(context, "path_format", ""))
+            matches.setdefault(template, set()).update(getattr(context, "methods", None) or ())
+    if not matches:
+        return []
+    specific = min(matches, key=lambda template: template.count("{"))
+    return sorted(matches[specific])

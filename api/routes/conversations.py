@@ -33,6 +33,7 @@ from api.deps import (
     Temporal,
 )
 from api.errors import ApiError
+from api.responses import errors
 from models import search_attributes, task_queues
 from models.common import Channel, LeadQuality, Stage
 from models.conversation import (
@@ -50,7 +51,7 @@ from models.conversation import (
     ReleaseRequest,
     conversation_workflow_id,
 )
-from models.identity import normalise_contact
+from models.identity import check_contact, normalise_contact
 from models.lead_service import do_not_contact_reason
 from models.repo import conversations as repo
 from models.repo import usage as usage_repo
@@ -150,6 +151,9 @@ class StartConversation(BaseModel):
         # The contact as the channel's webhooks name it, so the outreach and the lead's answers
         # are one conversation (models/identity.py); a bad id is a ValueError, so a 422.
         self.contact = normalise_contact(self.channel, self.contact)
+        # The channel's form can be longer (a bare phone gains `@c.us`): it must be a valid id
+        # itself, or the workflow id built from it fails later (a 500 schemathesis found).
+        check_contact(self.contact)
         return self
 
 
@@ -257,7 +261,7 @@ async def _owned(session: Any, tenant_id: str, conversation_id: str) -> Conversa
     return conv
 
 
-@router.get("/{conversation_id}")
+@router.get("/{conversation_id}", responses=errors(404))
 async def get_conversation(
     conversation_id: str, tenant: CurrentTenant, session: Session
 ) -> ConversationDetail:
@@ -293,7 +297,13 @@ async def get_conversation(
     )
 
 
-@router.post("", status_code=status.HTTP_202_ACCEPTED)
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=errors(
+        409, _409="The contact opted out (do not contact), or their conversation is running."
+    ),
+)
 async def start_conversation(
     body: StartConversation,
     tenant: CurrentTenant,

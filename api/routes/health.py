@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
@@ -23,7 +24,28 @@ async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/ready")
+# /ready answers its own body in both cases (not the error shape): what is up and what is not.
+READY_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "Ready: database, Temporal and every model chain answer."},
+    503: {
+        "description": "Not ready: `problems` names each part that is down or misconfigured.",
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["status", "problems"],
+                    "properties": {
+                        "status": {"type": "string", "enum": ["not ready"]},
+                        "problems": {"type": "object", "additionalProperties": {"type": "string"}},
+                    },
+                }
+            }
+        },
+    },
+}
+
+
+@router.get("/ready", responses=READY_RESPONSES)
 async def ready(state: State) -> JSONResponse:
     """Ready when the database and Temporal answer and every step of the agent has a runnable
     model chain; also shows the chains and the circuit breakers the workers reported."""

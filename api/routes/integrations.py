@@ -9,11 +9,12 @@ from typing import Any
 
 import httpcore
 from fastapi import APIRouter, status
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
 from temporalio.client import WorkflowFailureError
 
 from api.deps import CurrentTenant, Session, State, Temporal
 from api.errors import ApiError
+from api.responses import errors
 from models.crm import (
     CRM_CONNECTION_TEST_WORKFLOW,
     DEFAULT_FIELD_MAPPINGS,
@@ -42,7 +43,8 @@ class IntegrationCreate(BaseModel):
     base_url: str | None = Field(
         default=None, description="Defaults to the vendor's (sandboxes, EU data centres, tests)."
     )
-    credentials: dict[str, str | int] = Field(default_factory=dict, repr=False)
+    # strict: a float or a boolean is not silently turned into a number or text of a secret
+    credentials: dict[str, StrictStr | StrictInt] = Field(default_factory=dict, repr=False)
     field_mapping: dict[str, str] | None = Field(
         default=None, description="leadflow field -> CRM property; defaults per CRM kind."
     )
@@ -90,7 +92,11 @@ def _out(row: Integration, credential_names: list[str]) -> IntegrationOut:
     )
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    responses=errors(409, _409="An integration of this kind and name exists."),
+)
 async def add_integration(
     body: IntegrationCreate, tenant: CurrentTenant, session: Session, state: State
 ) -> IntegrationOut:
@@ -132,7 +138,15 @@ async def list_integrations(
     return [_out(r, list(crm_repo.integration_credentials(r, secret_key=secret))) for r in rows]
 
 
-@router.post("/{integration_id}/test")
+@router.post(
+    "/{integration_id}/test",
+    responses=errors(
+        404,
+        422,
+        504,
+        _422="The base_url is refused (private address, unsupported scheme): the detail says why.",
+    ),
+)
 async def test_integration(
     integration_id: str, tenant: CurrentTenant, session: Session, temporal: Temporal, state: State
 ) -> ConnectionTestOut:

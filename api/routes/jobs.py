@@ -39,6 +39,7 @@ from api.deps import (
     settings_of,
 )
 from api.errors import ApiError
+from api.responses import errors
 from models import search_attributes
 from models.csv_intake import CsvInvalid, CsvTooLarge, SafeCsvWriter, parse_csv
 from models.enrichment import (
@@ -117,7 +118,13 @@ def _problems(exc: CsvInvalid) -> list[dict[str, Any]]:
     return [p.model_dump() for p in exc.problems]
 
 
-@router.post("", status_code=202)
+@router.post(
+    "",
+    status_code=202,
+    responses=errors(
+        413, 422, _413="CSV larger than the upload limit.", _422="Invalid CSV or options."
+    ),
+)
 async def create_job(
     request: Request,
     state: State,
@@ -234,7 +241,7 @@ async def _job(session: Session, tenant_id: str, job_id: str) -> EnrichmentJob:
     return job
 
 
-@router.get("/{job_id}")
+@router.get("/{job_id}", responses=errors(404))
 async def get_job(job_id: str, session: Session, tenant: CurrentTenant) -> JobView:
     return await repo.job_view(session, job=await _job(session, tenant.id, job_id))
 
@@ -407,7 +414,7 @@ async def _stream_results(state: AppState, job_id: str, columns: list[str]) -> A
         after = page[-1].row_number
 
 
-@router.get("/{job_id}/results")
+@router.get("/{job_id}/results", responses=errors(404))
 async def job_results(
     job_id: str, state: State, session: Session, tenant: CurrentTenant
 ) -> StreamingResponse:
@@ -421,7 +428,7 @@ async def job_results(
     )
 
 
-@router.get("/{job_id}/records")
+@router.get("/{job_id}/records", responses=errors(404))
 async def job_records(
     job_id: str,
     session: Session,

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from api.deps import CurrentTenant, Session
 from api.errors import ApiError
+from api.responses import errors
 from models.agent import KnowledgeHit
 from models.repo import knowledge as repo
 
@@ -52,7 +53,7 @@ async def search(
     return await repo.search(session, tenant_id=tenant.id, query=q, limit=limit)
 
 
-@router.delete("/{document_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/{document_id}", status_code=status.HTTP_204_NO_CONTENT, responses=errors(404))
 async def delete_document(document_id: str, tenant: CurrentTenant, session: Session) -> None:
     if not await repo.delete_document(session, tenant_id=tenant.id, document_id=document_id):
         raise ApiError(404, "document not found", document_id)

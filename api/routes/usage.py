@@ -19,6 +19,7 @@ router = APIRouter(prefix="/api/v1/usage", tags=["usage"])
 
 DEFAULT_RANGE = timedelta(days=30)
 MAX_RANGE = timedelta(days=366)
+BOUND = "An ISO date (2026-11-01) or datetime (2026-11-01T12:00:00Z); UTC unless it says otherwise."
 
 
 class BudgetView(BaseModel):
@@ -73,8 +74,8 @@ async def get_usage(
     tenant: CurrentTenant,
     session: Session,
     state: State,
-    from_: Annotated[str | None, Query(alias="from", max_length=64)] = None,
-    to: Annotated[str | None, Query(max_length=64)] = None,
+    from_: Annotated[str | None, Query(alias="from", max_length=64, description=BOUND)] = None,
+    to: Annotated[str | None, Query(max_length=64, description=BOUND)] = None,
     group_by: GroupBy = "day",
 ) -> UsageView:
     """`from`/`to`: ISO dates or datetimes (UTC unless they say otherwise); the range is

@@ -15,13 +15,20 @@ from api.webhooks.common import (
     read_body,
     tenant_and_settings,
     verify_chatwoot,
+    webhook_body,
 )
 from api.webhooks.parsers.chatwoot import parse_chatwoot
 
 router = APIRouter(prefix="/webhooks/chatwoot", tags=["webhooks"])
 
 
-@router.post("/{tenant}", responses=WEBHOOK_RESPONSES)
+@router.post(
+    "/{tenant}",
+    responses=WEBHOOK_RESPONSES,
+    openapi_extra=webhook_body(
+        "A Chatwoot webhook event (messages, conversation and contact events)."
+    ),
+)
 async def chatwoot_webhook(tenant: str, request: Request, state: State) -> JSONResponse:
     require_json_content_type(request)
     body = await read_body(request, state.settings.max_webhook_bytes)

@@ -19,6 +19,8 @@ from api.conversations_gateway import signal_conversation
 from api.deps import AppState
 from api.errors import ApiError
 from api.inbox import Dropped
+from api.responses import errors
+from api.webhooks.body import JSON_TYPE
 from models.conversation import ReleaseRequest, conversation_workflow_id
 from models.tables import Tenant
 from models.tenant import TenantSettings
@@ -34,17 +36,70 @@ UNSIGNED_REFUSED = (
     "set a webhook secret or allow_unsigned_webhooks"
 )
 
-# Documented answers of every webhook POST (the 2xx body is a WebhookAck).
+# Documented answers of every message webhook POST (the 2xx body is a WebhookAck); 415, 422,
+# 429 and 500 are added for every webhook by api.responses.document_api.
 WEBHOOK_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"model": WebhookAck, "description": "Nothing for a conversation: every event ignored."},
     202: {"model": WebhookAck, "description": "Delivered to the conversation workflow(s)."},
-    401: {"description": "Missing or invalid signature."},
-    404: {"description": "Unknown tenant."},
-    413: {"description": "Body larger than max_webhook_bytes."},
-    415: {"description": "Content-Type is not application/json."},
-    422: {"description": "Not the provider's payload: the detail says what is wrong."},
-    503: {"description": "Temporal unavailable: nothing accepted, the provider should retry."},
+    **errors(
+        401,
+        404,
+        413,
+        422,
+        503,
+        _401="Missing or invalid signature (or unsigned, and the tenant does not allow it).",
+        _404="Unknown tenant.",
+        _413="Body larger than max_webhook_bytes.",
+        _422="Not the provider's payload (or not JSON, or nested too deeply): the detail says "
+        "what is wrong.",
+        _503="Temporal or the database unavailable: nothing accepted, the provider should retry.",
+    ),
 }
+
+# CRM webhooks (HubSpot, Pipedrive): the 200 body is the inbound report (crm_inbound.py).
+CRM_WEBHOOK_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Applied to the tenant's leads: counts of what changed and what was ignored."
+    },
+    **errors(
+        401,
+        404,
+        413,
+        422,
+        503,
+        _401="Missing or invalid signature or credentials.",
+        _404="Unknown tenant, or the tenant has no integration of this CRM.",
+        _413="Body larger than max_webhook_bytes.",
+        _422="Not the CRM's payload (or not JSON): the detail says what is wrong.",
+        _503="Temporal unavailable: the CRM should deliver it again.",
+    ),
+}
+
+# Meta's GET subscription handshake (the 200 body is hub.challenge as plain text).
+VERIFY_RESPONSES: dict[int | str, dict[str, Any]] = errors(
+    400,
+    403,
+    404,
+    _400="hub.challenge is missing.",
+    _403="Verification failed: hub.mode is not subscribe, or the verify token does not match.",
+    _404="Unknown tenant.",
+)
+
+
+def webhook_body(description: str, *, array: bool = False) -> dict[str, Any]:
+    """`openapi_extra` for a webhook: it reads its raw body itself (signatures are over the exact
+    bytes), so FastAPI does not know it takes JSON. The provider's shape is in docs/webhooks.md;
+    anything else is a 422."""
+    schema: dict[str, Any] = (
+        {"type": "array", "items": {"type": "object"}} if array else {"type": "object"}
+    )
+    return {
+        "requestBody": {
+            "required": True,
+            "description": description,
+            "content": {JSON_TYPE: {"schema": schema}},
+        }
+    }
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -178,7 +233,8 @@ def parse_or_422(parse: Callable[[], ParsedWebhook]) -> ParsedWebhook:
     try:
         return parse()
     except WebhookPayloadError as exc:
-        raise ApiError(422, exc.message, exc.problems or None) from exc
+        # detail is always the list of problems (the message when the parser named none)
+        raise ApiError(422, exc.message, exc.problems or [exc.message]) from exc
 
 
 async def dispatch(

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 
 from api.deps import State
 from api.errors import ApiError
+from api.responses import SECURITY_SCHEME
 from api.webhooks.body import require_json_content_type
 from api.webhooks.common import (
     WEBHOOK_RESPONSES,
@@ -20,6 +21,7 @@ from api.webhooks.common import (
     parse_or_422,
     read_body,
     tenant_and_settings,
+    webhook_body,
 )
 from api.webhooks.parsers.email import parse_email
 from models.repo import tenants as tenant_repo
@@ -41,7 +43,15 @@ async def _check_key(state: State, request: Request, tenant_id: str) -> None:
         raise ApiError(401, "invalid API key", f"the key is not a key of tenant {tenant_id!r}")
 
 
-@router.post("/{tenant}", responses=WEBHOOK_RESPONSES)
+# E-mail has no provider signature: the bridge sends the tenant's API key (the bearer scheme).
+@router.post(
+    "/{tenant}",
+    responses=WEBHOOK_RESPONSES,
+    openapi_extra={
+        "security": [{SECURITY_SCHEME: []}],
+        **webhook_body("An inbound e-mail in leadflow's shape (docs/webhooks.md)."),
+    },
+)
 async def email_webhook(tenant: str, request: Request, state: State) -> JSONResponse:
     require_json_content_type(request)
     body = await read_body(request, state.settings.max_webhook_bytes)

@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from api.deps import State, load_tenant
 from api.errors import ApiError
 from api.webhooks.body import require_json_content_type
-from api.webhooks.common import read_body
+from api.webhooks.common import CRM_WEBHOOK_RESPONSES, read_body, webhook_body
 from api.webhooks.crm_inbound import (
     InboundReport,
     apply_remote_changes,
@@ -75,7 +75,11 @@ def _verify(
     raise ApiError(401, "invalid signature", None)
 
 
-@router.post("/{tenant}")
+@router.post(
+    "/{tenant}",
+    responses=CRM_WEBHOOK_RESPONSES,
+    openapi_extra=webhook_body("A batch of HubSpot webhook events (v3 signature).", array=True),
+)
 async def hubspot_webhook(tenant: str, request: Request, state: State) -> JSONResponse:
     require_json_content_type(request)
     body = await read_body(request, state.settings.max_webhook_bytes)

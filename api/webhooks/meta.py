@@ -13,12 +13,14 @@ from api.deps import State
 from api.errors import ApiError
 from api.webhooks.body import require_json_content_type
 from api.webhooks.common import (
+    VERIFY_RESPONSES,
     WEBHOOK_RESPONSES,
     dispatch,
     parse_or_422,
     read_body,
     tenant_and_settings,
     verify_meta,
+    webhook_body,
 )
 from api.webhooks.parsers.meta import parse_messenger, parse_whatsapp
 from models.common import Channel
@@ -77,25 +79,35 @@ async def _receive(state: State, tenant: str, channel: Channel, request: Request
     return await dispatch(state, parsed)
 
 
-@router.get("/whatsapp/{tenant}", response_class=PlainTextResponse)
+@router.get("/whatsapp/{tenant}", response_class=PlainTextResponse, responses=VERIFY_RESPONSES)
 async def whatsapp_verify(
     tenant: str, state: State, mode: Mode = None, token: Token = None, challenge: Challenge = None
 ) -> PlainTextResponse:
     return await _verify_subscription(state, tenant, Channel.WHATSAPP, mode, token, challenge)
 
 
-@router.post("/whatsapp/{tenant}", responses=WEBHOOK_RESPONSES)
+@router.post(
+    "/whatsapp/{tenant}",
+    responses=WEBHOOK_RESPONSES,
+    openapi_extra=webhook_body(
+        "A WhatsApp Cloud API notification (`object: whatsapp_business_account`)."
+    ),
+)
 async def whatsapp_webhook(tenant: str, request: Request, state: State) -> JSONResponse:
     return await _receive(state, tenant, Channel.WHATSAPP, request)
 
 
-@router.get("/messenger/{tenant}", response_class=PlainTextResponse)
+@router.get("/messenger/{tenant}", response_class=PlainTextResponse, responses=VERIFY_RESPONSES)
 async def messenger_verify(
     tenant: str, state: State, mode: Mode = None, token: Token = None, challenge: Challenge = None
 ) -> PlainTextResponse:
     return await _verify_subscription(state, tenant, Channel.MESSENGER, mode, token, challenge)
 
 
-@router.post("/messenger/{tenant}", responses=WEBHOOK_RESPONSES)
+@router.post(
+    "/messenger/{tenant}",
+    responses=WEBHOOK_RESPONSES,
+    openapi_extra=webhook_body("A Messenger Platform notification (`object: page`)."),
+)
 async def messenger_webhook(tenant: str, request: Request, state: State) -> JSONResponse:
     return await _receive(state, tenant, Channel.MESSENGER, request)

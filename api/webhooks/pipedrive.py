@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from api.deps import State, load_tenant
 from api.errors import ApiError
 from api.webhooks.body import require_json_content_type
-from api.webhooks.common import read_body
+from api.webhooks.common import CRM_WEBHOOK_RESPONSES, read_body, webhook_body
 from api.webhooks.crm_inbound import (
     InboundReport,
     apply_remote_changes,
@@ -89,7 +89,11 @@ def _properties(person: dict[str, Any]) -> dict[str, Any]:
     return props
 
 
-@router.post("/{tenant}")
+@router.post(
+    "/{tenant}",
+    responses=CRM_WEBHOOK_RESPONSES,
+    openapi_extra=webhook_body("A Pipedrive webhook (v1 or v2, HTTP basic auth)."),
+)
 async def pipedrive_webhook(tenant: str, request: Request, state: State) -> JSONResponse:
     require_json_content_type(request)
     body = await read_body(request, state.settings.max_webhook_bytes)

@@ -14,6 +14,7 @@ from api.webhooks.common import (
     read_body,
     tenant_and_settings,
     verify_waha,
+    webhook_body,
 )
 from api.webhooks.parsers.waha import parse_waha
 from api.webhooks.waha_identity import learn_from_twins, resolve_lids
@@ -21,7 +22,13 @@ from api.webhooks.waha_identity import learn_from_twins, resolve_lids
 router = APIRouter(prefix="/webhooks/waha", tags=["webhooks"])
 
 
-@router.post("/{tenant}", responses=WEBHOOK_RESPONSES)
+@router.post(
+    "/{tenant}",
+    responses=WEBHOOK_RESPONSES,
+    openapi_extra=webhook_body(
+        "A WAHA event (`message`, `message.any`, receipts, session events)."
+    ),
+)
 async def waha_webhook(tenant: str, request: Request, state: State) -> JSONResponse:
     require_json_content_type(request)
     body = await read_body(request, state.settings.max_webhook_bytes)
