@@ -121,6 +121,8 @@ def _operation_defaults(path: str, dependant: Dependant, operation: dict[str, An
     body = operation.get("requestBody", {}).get("content", {})
     if "application/json" in body:
         add(415)
+    if "multipart/form-data" in body:
+        responses.setdefault("400", _error_response(400, "Malformed multipart body."))
     if path.startswith(RATE_LIMITED_PREFIXES):
         add(429)
         add(500)  # every tenant resource reads the tenant's encrypted settings or rows
