@@ -77,7 +77,9 @@ def _request_id(scope: Scope) -> str:
     return uuid.uuid4().hex
 
 
-def _entry(scope: Scope, state: Mapping[str, Any], status: int) -> audit.AuditRecord | None:
+def _entry(
+    scope: Scope, state: Mapping[str, Any], key: api_keys.KeyInfo, status: int
+) -> audit.AuditRecord | None:
     method = scope["method"]
     route = scope.get("route")
     if (
@@ -86,7 +88,6 @@ def _entry(scope: Scope, state: Mapping[str, Any], status: int) -> audit.AuditRe
         or not isinstance(route, APIRoute)
     ):
         return None
-    key: api_keys.KeyInfo = state["api_key"]
     resource = state.get("audit_resource_id")
     if resource is None:
         params = scope.get("path_params") or {}
@@ -162,11 +163,10 @@ class AuditMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            if "tenant_id" in state:
-                entry = _entry(scope, state, status)
-                used: api_keys.KeyInfo | None = (
-                    state["api_key"] if state.get("api_key_used") else None
-                )
+            # Only requests whose key was accepted (api.deps leaves it): they have a tenant.
+            key = state.get("api_key")
+            if isinstance(key, api_keys.KeyInfo) and "tenant_id" in state:
+                entry = _entry(scope, state, key, status)
+                used = key if state.get("api_key_used") else None
                 if entry is not None or used is not None:
-                    app_state = scope["app"].state.leadflow
-                    await _write(app_state.db, entry, used)
+                    await _write(scope["app"].state.leadflow.db, entry, used)
