@@ -15,6 +15,7 @@ from sqlmodel import col, func, select
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
+from api.routes import leads as leads_route
 from models.audit_tables import AuditEvent
 from models.common import Channel, Role, Stage
 from models.conversation import RecordTurnInput, lead_id_for
@@ -41,7 +42,7 @@ from models.tables import (
 )
 from models.tenant import TenantSettings
 from tests.conftest import make_tenant
-from tests.fakes.crm import HubSpotFake
+from tests.fakes.crm import ChatwootCrmFake, HubSpotFake, PipedriveFake, SalesforceFake
 from tests.fakes.waha import FakeWaha
 from tests.stack import LiveStack, live_stack
 
@@ -287,7 +288,7 @@ async def _recorded_lead(db: Database, tenant_id: str, contact: str = LEAD) -> t
     )
     async with db.session() as session:
         assert await conversation_repo.record_turn(session, record=record) is True
-        session.add(WahaLid(tenant_id=tenant_id, lid="123@lid", phone=contact))
+        session.add(WahaLid(tenant_id=tenant_id, lid=f"{contact[:11]}0@lid", phone=contact))
         await session.commit()
     return record.lead_id, conversation_id
 
@@ -316,3 +317,94 @@ async def test_erasing_rows_is_repeatable_and_touches_no_one_else(db: Database) 
     assert await _count(db, Message, Message.conversation_id == other_conv) == 1
     assert await _count(db, WahaLid, col(WahaLid.tenant_id) == other) == 1
     assert await _count(db, Message, Message.conversation_id == conv_id) == 0
+
+
+async def test_erasure_in_every_crm_finishes_after_a_first_attempt_was_lost(
+    temporal_client: Client,
+    settings_factory: Any,
+    sqlite_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The four CRM adapters' deletes, a CRM that refuses (reported with its record's id, the
+    local erasure done anyway), a CRM whose record is already gone (a first attempt got that
+    far), the 202 answer and its status URL, and an erasure lost halfway that a second request
+    finishes."""
+    monkeypatch.setattr(leads_route, "ERASE_WAIT_SECONDS", 1.0)
+    settings: Settings = settings_factory(sqlite_url)
+    with (
+        HubSpotFake(token="pat") as hs,
+        SalesforceFake() as sf,
+        PipedriveFake(api_token="pd") as pd,
+        ChatwootCrmFake(api_token="cw", account_id=1) as cw,
+    ):
+        async with live_stack(temporal_client, settings) as stack:
+            for kind, base, credentials in (
+                ("hubspot", hs.url, {"access_token": "pat"}),
+                (
+                    "salesforce",
+                    sf.url,
+                    {"client_id": "client-key", "client_secret": "client-secret"},
+                ),
+                ("pipedrive", pd.url, {"api_token": "pd", "create": "deal"}),
+                ("chatwoot", cw.url, {"api_token": "cw", "account_id": 1}),
+            ):
+                created = await stack.http.post(
+                    "/api/v1/integrations",
+                    headers=stack.auth,
+                    json={"kind": kind, "name": kind, "base_url": base, "credentials": credentials},
+                )
+                assert created.status_code == 201, created.text
+            lead_id, _ = await _recorded_lead(stack.db, stack.tenant_id)
+            synced = await stack.http.post(f"/api/v1/leads/{lead_id}/sync", headers=stack.auth)
+            result: Any = await temporal_client.get_workflow_handle(
+                synced.json()["workflow_id"]
+            ).result()
+            assert result["status"] == "succeeded", result
+            assert len(hs.contacts) == len(sf.leads) == len(pd.persons) == len(cw.contacts) == 1
+            assert len(pd.deals) == 1
+            (person_id,) = pd.persons
+
+            # A first attempt that no worker runs, then is lost (terminated, as a crash or an
+            # operator could leave it): 202 with where to look, then "failed".
+            await stack.stop_worker()
+            first = await stack.http.delete(f"/api/v1/leads/{lead_id}?crm=true", headers=stack.auth)
+            assert first.status_code == 202, first.text
+            status_url = first.json()["status_url"]
+            assert first.headers["location"] == status_url and first.json()["status"] == "running"
+            polled = await stack.http.get(status_url, headers=stack.auth)
+            assert (polled.status_code, polled.json()["status"]) == (202, "running")
+            await temporal_client.get_workflow_handle(
+                erase_workflow_id(stack.tenant_id, lead_id)
+            ).terminate("lost")
+            lost = await stack.http.get(status_url, headers=stack.auth)
+            assert (lost.status_code, lost.json()["status"]) == (200, "failed"), lost.text
+            assert "erase again" in lost.json()["detail"]
+            assert await _count(stack.db, Lead, Lead.id == lead_id) == 1
+
+            # Since then: HubSpot's record is gone, and Pipedrive refuses to delete people.
+            hs.contacts.clear()
+            pd.fail("DELETE", r"/api/v2/persons/", 403, {"success": False, "error": "forbidden"})
+            await stack.start_worker()
+            again = await stack.http.delete(f"/api/v1/leads/{lead_id}?crm=true", headers=stack.auth)
+            assert again.status_code in (200, 202), again.text
+
+            async def finished() -> dict[str, Any] | None:
+                answer = await stack.http.get(status_url, headers=stack.auth)
+                body: dict[str, Any] = answer.json()
+                return body if body["status"] == "completed" else None
+
+            done = await stack.wait_for(finished, what="the erasure")
+            outcomes = {c["kind"]: c for c in done["report"]["crm"]}
+            assert {k: c["outcome"] for k, c in outcomes.items()} == {
+                "hubspot": "not_found",
+                "salesforce": "deleted",
+                "pipedrive": "failed",
+                "chatwoot": "deleted",
+            }
+            assert outcomes["pipedrive"]["remote_id"] == str(person_id)
+            assert "403" in outcomes["pipedrive"]["detail"]
+            assert not sf.leads and not cw.contacts and not pd.deals
+            assert list(pd.persons) == [person_id]  # refused: left for the operator
+            # The local erasure went on regardless.
+            assert await _count(stack.db, Lead, Lead.id == lead_id) == 0
+            assert await _count(stack.db, CrmLink, CrmLink.lead_id == lead_id) == 0

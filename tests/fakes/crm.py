@@ -611,6 +611,7 @@ class PipedriveFake(FakeServer):
         self.route("POST", "/v1/leads", self._lead)
         self.route("DELETE", "/v1/leads/(?P<id>[^/]+)", self._delete_lead)
         self.route("POST", "/api/v2/deals", self._deal)
+        self.route("DELETE", r"/api/v2/deals/(?P<id>\d+)", self._delete_deal)
         self.route("POST", "/v1/notes", self._note)
         self.route("GET", "/v1/users/me", self._me)
 
@@ -719,6 +720,12 @@ class PipedriveFake(FakeServer):
         self._n += 1
         self.deals[self._n] = {"id": self._n, **body}
         return JSONResponse({"success": True, "data": self.deals[self._n]}, status_code=201)
+
+    async def _delete_deal(self, request: Request, m: re.Match[str]) -> Response:
+        # pipedrive.md "Delete": DELETE /api/v2/deals/{id} -> {"success": true, "data": {"id"}}
+        if self.deals.pop(int(m["id"]), None) is None:
+            return JSONResponse({"success": False, "error": "Deal not found"}, status_code=404)
+        return JSONResponse({"success": True, "data": {"id": int(m["id"])}})
 
     async def _note(self, request: Request, m: re.Match[str]) -> Response:
         body = await self.json(request)
