@@ -121,6 +121,12 @@ async def test_a_legacy_conversation_receives_the_next_message(
             )
             assert [m["role"] for m in detail["transcript"]] == ["lead", "ai", "lead", "ai"]
             assert detail["transcript"][2]["text"] == "Is it available as a hybrid?"
+            # Operator commands take either form of id.
+            handed = await http.post(
+                f"/api/v1/conversations/{legacy}/handoff", json={}, headers=stack.auth
+            )
+            assert handed.status_code == 200, handed.text
+            assert (handed.json()["id"], handed.json()["stage"]) == (legacy, "human_handoff")
             # Nothing started under the lead's hashed id.
             key = workflow_ids.held_key()
             assert key is not None
@@ -139,5 +145,10 @@ async def test_a_legacy_conversation_receives_the_next_message(
             )
             description = await temporal_client.get_workflow_handle(fresh).describe()
             assert description.id == fresh
+            closed = await http.post(
+                f"/api/v1/conversations/{fresh}/close", json={"reason": "done"}, headers=stack.auth
+            )
+            assert closed.status_code == 200, closed.text
+            assert (closed.json()["id"], closed.json()["stage"]) == (fresh, "closed")
             with contextlib.suppress(RPCError):
                 await temporal_client.get_workflow_handle(legacy).terminate("test over")
