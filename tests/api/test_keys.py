@@ -271,3 +271,30 @@ async def test_bad_ids_and_grace_periods_are_a_422(
     assert response.status_code == 422, response.text
     assert set(response.json()) == {"error", "detail"}
     assert await _status(api, key) == 200
+
+
+async def test_a_revocation_holds_at_once_in_another_api_process(
+    api: httpx.AsyncClient,
+    db: Database,
+    database_url: str,
+    settings_factory: Callable[..., Settings],
+) -> None:
+    """A second app on the same database (another replica) refuses a key revoked through the
+    first on its very next request: there is no key cache to wait out."""
+    _, key = await make_tenant(db)
+    other_id, other_secret = await _issue(api, key, "replica-test")
+    second = create_app(settings_factory(database_url))
+    async with second.router.lifespan_context(second):
+        transport = httpx.ASGITransport(app=second)
+        async with httpx.AsyncClient(transport=transport, base_url="http://b.test") as replica:
+            assert await _status(replica, other_secret) == 200
+            revoked = await api.delete(f"/api/v1/keys/{other_id}", headers=auth(key))
+            assert revoked.status_code == 200
+            assert await _status(replica, other_secret) == 401
+            assert await _status(replica, key) == 200
+
+
+async def _issue(api: httpx.AsyncClient, key: str, label: str) -> tuple[int, str]:
+    created = await api.post("/api/v1/keys", json={"label": label}, headers=auth(key))
+    assert created.status_code == 201, created.text
+    return created.json()["key"]["id"], created.json()["secret"]
