@@ -19,7 +19,7 @@ import httpx
 
 from activities.channels.base import get_json, json_body, not_configured, post_json, rejected
 from models.messages import OutboundMessage
-from models.tenant import ChatwootSettings, TenantSettings
+from models.tenant import ChatwootSettings, TenantSettings, channel_configured
 
 NAME = "chatwoot"
 OUTGOING = 1
@@ -42,7 +42,8 @@ class ChatwootChannel:
         self.http = http
 
     def configured(self, settings: TenantSettings) -> bool:
-        return settings.chatwoot is not None
+        # the one definition (models/tenant.py): the block is there with its required fields
+        return channel_configured(settings, NAME)
 
     async def send(self, message: OutboundMessage, settings: TenantSettings) -> str | None:
         """An outgoing reply in the conversation `message.thread` (Chatwoot delivers it)."""

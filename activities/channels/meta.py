@@ -28,7 +28,7 @@ from activities.channels.base import (
 )
 from models.messages import OutboundMessage
 from models.netguard import UrlRefused
-from models.tenant import MetaSettings, TenantSettings
+from models.tenant import MetaSettings, TenantSettings, channel_configured
 
 WHATSAPP = "whatsapp"
 MESSENGER = "messenger"
@@ -90,7 +90,8 @@ class MetaWhatsAppChannel:
         self.http = http
 
     def configured(self, settings: TenantSettings) -> bool:
-        return settings.whatsapp is not None
+        # the one definition (models/tenant.py): the block is there with its required fields
+        return channel_configured(settings, WHATSAPP)
 
     async def send(self, message: OutboundMessage, settings: TenantSettings) -> str | None:
         meta = settings.whatsapp
@@ -131,7 +132,8 @@ class MessengerChannel:
         self.http = http
 
     def configured(self, settings: TenantSettings) -> bool:
-        return settings.messenger is not None
+        # the one definition (models/tenant.py): the block is there with its required fields
+        return channel_configured(settings, MESSENGER)
 
     async def send(self, message: OutboundMessage, settings: TenantSettings) -> str | None:
         meta = settings.messenger

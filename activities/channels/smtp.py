@@ -18,7 +18,7 @@ import aiosmtplib
 
 from activities.channels.base import not_configured, rejected, unavailable
 from models.messages import OutboundMessage
-from models.tenant import SmtpSettings, TenantSettings
+from models.tenant import SmtpSettings, TenantSettings, channel_configured
 
 NAME = "email"
 SMTP_TIMEOUT_SECONDS = 30.0  # below the send activity's start-to-close timeout
@@ -76,7 +76,8 @@ class SmtpChannel:
     name = NAME
 
     def configured(self, settings: TenantSettings) -> bool:
-        return settings.smtp is not None
+        # the one definition (models/tenant.py): the block is there with its required fields
+        return channel_configured(settings, "smtp")  # the channel is e-mail, the block smtp
 
     async def send(self, message: OutboundMessage, settings: TenantSettings) -> str | None:
         smtp = settings.smtp

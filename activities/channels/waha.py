@@ -18,7 +18,7 @@ import httpx
 from activities.channels.base import get_json, json_body, not_configured, post_json, rejected
 from models.identity import normalise_waha_chat_id
 from models.messages import OutboundMessage
-from models.tenant import TenantSettings, WahaSettings
+from models.tenant import TenantSettings, WahaSettings, channel_configured
 
 NAME = "waha"
 
@@ -69,7 +69,8 @@ class WahaChannel:
         self.http = http
 
     def configured(self, settings: TenantSettings) -> bool:
-        return settings.waha is not None
+        # the one definition (models/tenant.py): the block is there with its required fields
+        return channel_configured(settings, NAME)
 
     async def send(self, message: OutboundMessage, settings: TenantSettings) -> str | None:
         waha, api_key = _credentials(settings)
