@@ -38,6 +38,10 @@ RateLimitSetting = Annotated[str, AfterValidator(_valid_rate_limits)]
 PUBLISHED_SECRET_KEY = "leadflow-dev-secret-change-me"  # noqa: S105 - published on purpose
 # The key `leadflow up` generates in the data dir (workers/secret_key.py).
 SECRET_KEY_FILE = "secret.key"  # noqa: S105 - a file name
+# What `leadflow up` generates beside it: the keys of Temporal payloads (models/payload_codec.py)
+# and the token of the codec endpoint (api/routes/codec.py).
+PAYLOAD_KEYS_FILE = "payload.keys"
+CODEC_TOKEN_FILE = "codec.token"  # noqa: S105 - a file name
 
 
 class Settings(BaseSettings):
@@ -131,6 +135,27 @@ class Settings(BaseSettings):
         default=False,
         description="Development mode: `leadflow api` and `leadflow worker` accept the "
         "published default secret key (anyone can decrypt what it encrypted).",
+    )
+
+    payload_keys: SecretStr | None = Field(
+        default=None,
+        description="Keys that encrypt every Temporal payload (AES-256-GCM): 32 bytes each in "
+        "base64 or hex, comma-separated; the first encrypts, all decrypt (rotation: "
+        "`leadflow secrets payload-rotate`). Unset: <data dir>/payload.keys when it exists "
+        "(`leadflow up` generates it); without any, `leadflow api` and `leadflow worker` refuse "
+        "to start unless dev_mode (payloads then stay plain text).",
+    )
+    codec_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token of the codec endpoint (/codec/encode, /codec/decode) through "
+        "which the Temporal UI and CLI decode payloads; it is deployment-wide, tenant API keys "
+        "are not accepted. Unset: <data dir>/codec.token when it exists (`leadflow up` "
+        "generates it); without one the endpoint answers 403.",
+    )
+    codec_cors_origins: list[str] | None = Field(
+        default=None,
+        description="Browser origins (the Temporal UI) allowed to call the codec endpoint. "
+        "Unset: http://127.0.0.1:<temporal_ui_port> and http://localhost:<temporal_ui_port>.",
     )
 
     debounce_seconds: float = Field(
@@ -241,6 +266,29 @@ class Settings(BaseSettings):
             if key:
                 self.secret_key = SecretStr(key)
         return self
+
+    @model_validator(mode="after")
+    def _payload_keys_of_the_data_dir(self) -> Settings:
+        """Without LEADFLOW_PAYLOAD_KEYS / LEADFLOW_CODEC_TOKEN every command uses what `up`
+        generated for the same data dir: the API, the workers and the CLI read each other's
+        payloads, and the Temporal UI's codec calls are answered."""
+        for field, name in (("payload_keys", PAYLOAD_KEYS_FILE), ("codec_token", CODEC_TOKEN_FILE)):
+            if field in self.model_fields_set:
+                continue
+            try:
+                value = (self.data_dir / name).read_text().strip()
+            except OSError:  # none yet, or not ours to read
+                continue
+            if value:
+                setattr(self, field, SecretStr(value))
+        return self
+
+    @property
+    def resolved_codec_cors_origins(self) -> list[str]:
+        if self.codec_cors_origins is not None:
+            return self.codec_cors_origins
+        port = self.temporal_ui_port
+        return [f"http://127.0.0.1:{port}", f"http://localhost:{port}"]
 
     @property
     def resolved_database_url(self) -> str:

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from models import search_attributes
@@ -19,6 +18,7 @@ from models.db import Database, migrate
 from models.repo import tenants as tenant_repo
 from models.settings import Settings
 from models.tenant import TenantSettings
+from workers.client import data_converter
 from workers.devserver import SINGLE_PARTITION
 
 TEST_SECRET = "test-secret-key"
@@ -38,9 +38,15 @@ def temporal_cli_path() -> str:
 
 @pytest.fixture(scope="session")
 async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
+    # Payloads are encrypted in tests as in production, with the converter of the one client
+    # factory: the API and workers of live stacks connect through it with Settings, which read
+    # this key from the environment (tests/workers/test_payload_codec.py has the key's tests).
+    keys = os.environ.setdefault(
+        "LEADFLOW_PAYLOAD_KEYS", "7ZitmTi9GtSiUxeEz1OFhX7SrA6pDxU9yaXhW6uhdlQ="
+    )
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_cli_path(),
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter(keys),
         search_attributes=search_attributes.ALL,
         dev_server_log_level="error",
         dev_server_extra_args=[

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 import uvicorn
 import yaml
+from pydantic import SecretStr
 from rich.console import Console
 from rich.table import Table
 
@@ -150,7 +151,12 @@ def up(
     The dev server and the workers run at a lower CPU priority than the API
     (--background-niceness)."""
     from workers.data_dir import private_dir, private_files
-    from workers.secret_key import secret_key_problem, with_up_secret_key
+    from workers.secret_key import (
+        payload_keys_problem,
+        secret_key_problem,
+        with_up_payload_secrets,
+        with_up_secret_key,
+    )
 
     _logging(verbose)
     private_files()
@@ -173,6 +179,15 @@ def up(
         raise _fail(f"the secret key: {exc}") from exc
     if (problem := secret_key_problem(settings)) is not None:
         raise _fail(problem)
+    try:
+        settings = with_up_payload_secrets(settings)
+    except (OSError, ValueError) as exc:
+        raise _fail(f"the payload keys: {exc}") from exc
+    if (problem := payload_keys_problem(settings)) is not None:
+        raise _fail(problem)
+    if "codec_cors_origins" not in settings.model_fields_set:  # the UI `up` starts
+        origins = sorted({f"http://{h}:{ui_port}" for h in (host, "127.0.0.1", "localhost")})
+        settings = settings.model_copy(update={"codec_cors_origins": origins})
     try:
         run_serving(
             _up(
@@ -210,6 +225,8 @@ def _worker_specs(settings: Settings, count: int, *, verbose: bool) -> list[Chil
         LEADFLOW_TEMPORAL_NAMESPACE=settings.temporal_namespace,
         # The key `up` uses, maybe generated into the data dir: workers encrypt with it too.
         LEADFLOW_SECRET_KEY=settings.secret_key.get_secret_value(),
+        # Likewise the payload keys: the workers and the API read each other's payloads.
+        LEADFLOW_PAYLOAD_KEYS=_secret_value(settings.payload_keys),
         PYTHONUNBUFFERED="1",
     )
     argv = [sys.executable, "-m", "workers.cli", "worker", *(["--verbose"] if verbose else [])]
@@ -308,6 +325,7 @@ async def _up(
             namespace=settings.temporal_namespace,
             log_file=data_dir / "temporal.log",
             niceness=settings.background_niceness,
+            codec_endpoint=_ui_codec_endpoint(settings, host),
         )
     except DevServerError as exc:
         raise _fail(str(exc)) from exc
@@ -392,6 +410,17 @@ async def _up(
         console.print("stopped; state kept in", str(data_dir))
 
 
+def _ui_codec_endpoint(settings: Settings, host: str) -> str | None:
+    """Where `up`'s Temporal UI decodes payloads: the API's codec endpoint, the token in the
+    path because the UI (without UI auth) sends no Authorization header. Whoever reaches this
+    UI reads decoded payloads, as they would without encryption; a production UI sits behind
+    its own auth and sends the token as a bearer (docs/architecture.md)."""
+    if settings.codec_token is None:
+        return None
+    token = settings.codec_token.get_secret_value()
+    return f"http://{host}:{settings.api_port}/codec/{token}"
+
+
 async def _adopt_generated_key(settings: Settings) -> None:
     """A data dir that an older `up` filled under the published key: its stored secrets are
     re-encrypted with the key generated now (a fresh one holds none)."""
@@ -451,7 +480,9 @@ def _banner(
     table = Table(show_header=False, box=None, padding=(0, 2))
     table.add_row("API", api_url + "   (docs: " + api_url + "/docs)")
     table.add_row("Web page", api_url + "/")
-    table.add_row("Temporal UI", ui_url)
+    table.add_row(
+        "Temporal UI", ui_url + "   (payloads encrypted; the UI decodes them through the API)"
+    )
     table.add_row("Temporal", temporal)
     table.add_row(
         "Workers",
@@ -476,6 +507,17 @@ def _refuse_a_public_key(settings: Settings) -> None:
         raise _fail(problem, code=2)
 
 
+def _refuse_plain_payloads(settings: Settings) -> None:
+    from workers.secret_key import payload_keys_problem
+
+    if (problem := payload_keys_problem(settings)) is not None:
+        raise _fail(problem, code=2)
+
+
+def _secret_value(secret: SecretStr | None) -> str:
+    return secret.get_secret_value() if secret is not None else ""
+
+
 @app.command()
 def worker(
     queue: Annotated[
@@ -495,6 +537,7 @@ def worker(
     private_files()
     settings = _settings()
     _refuse_a_public_key(settings)
+    _refuse_plain_payloads(settings)
     try:
         process = WorkerProcess(settings, queues=queue)
     except ValueError as exc:
@@ -524,6 +567,7 @@ def api(
     private_files()
     settings = _settings(api_host=host, api_port=port)
     _refuse_a_public_key(settings)
+    _refuse_plain_payloads(settings)
     migrate(settings.resolved_database_url)
     app_ = create_app(settings)
     # What is loaded now lives as long as the process: out of the cyclic collector's scans, so
@@ -842,6 +886,39 @@ def secrets_rotate() -> None:
     console.print(
         f"re-encrypted the settings of {done.tenants} tenant(s) and the credentials of "
         f"{done.integrations} CRM connection(s) with the first key; the others can be dropped",
+        highlight=False,
+    )
+
+
+@secrets_app.command("payload-rotate")
+def secrets_payload_rotate(data_dir: DataDir = None) -> None:
+    """Put a new key first in <data dir>/payload.keys (the keys of Temporal payloads): it
+    encrypts from the next start of the API and the workers on; the old keys stay after it and
+    decrypt the histories they wrote. With LEADFLOW_PAYLOAD_KEYS set, edit that instead."""
+    from models.settings import PAYLOAD_KEYS_FILE
+    from workers.secret_key import rotated_payload_keys
+
+    settings = _settings(data_dir=data_dir)
+    path = settings.data_dir.resolve()
+    if not path.is_dir():
+        raise _fail(f"no data dir at {path}: run `leadflow up` once, or pass --data-dir")
+    try:
+        in_file: str | None = (path / PAYLOAD_KEYS_FILE).read_text().strip()
+    except FileNotFoundError:
+        in_file = None
+    if settings.payload_keys is not None and settings.payload_keys.get_secret_value() != in_file:
+        raise _fail(
+            "LEADFLOW_PAYLOAD_KEYS is set, so the keys file is not used: put a new key "
+            "(32 random bytes, base64) first in that variable and keep the old ones after it"
+        )
+    try:
+        new_id, count = rotated_payload_keys(path)
+    except (OSError, ValueError) as exc:
+        raise _fail(f"nothing changed: {exc}") from exc
+    console.print(
+        f"new payload key {new_id} is first of {count} in {path / 'payload.keys'}; restart the "
+        "API and the workers (`leadflow up`) to encrypt with it. Keep the old keys while "
+        "histories they wrote are retained.",
         highlight=False,
     )
 

@@ -1,8 +1,12 @@
-"""The one Temporal client factory: API, workers, CLI and tests all connect through it."""
+"""The one Temporal client factory: API, workers, CLI and tests all connect through it, with
+the one data converter: pydantic payloads, encrypted by the payload codec (LEADFLOW_PAYLOAD_KEYS),
+and failures whose message and stack trace are encrypted too (they quote what leads wrote)."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
+from functools import lru_cache
 
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import (
@@ -11,14 +15,34 @@ from temporalio.api.operatorservice.v1 import (
 )
 from temporalio.client import Client, Plugin
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes
 
 from models import search_attributes
+from models.payload_codec import codec_for
 from models.settings import Settings
 from workers.telemetry import tracing_interceptors
 
 
 class TemporalUnavailable(Exception):
     """Temporal is configured but cannot be reached."""
+
+
+@lru_cache(maxsize=8)
+def data_converter(payload_keys: str) -> DataConverter:
+    """Leadflow's converter for a `LEADFLOW_PAYLOAD_KEYS` value (no keys: nothing encrypted,
+    development mode; plain payloads always decode, so histories from before keep replaying).
+    The codec is built once per value: it runs on every activation, nothing is derived per
+    payload."""
+    return dataclasses.replace(
+        pydantic_data_converter,
+        payload_codec=codec_for(payload_keys),
+        failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
+    )
+
+
+def settings_data_converter(settings: Settings) -> DataConverter:
+    keys = settings.payload_keys
+    return data_converter(keys.get_secret_value() if keys else "")
 
 
 async def connect(
@@ -33,7 +57,7 @@ async def connect(
         return await Client.connect(
             target,
             namespace=settings.temporal_namespace,
-            data_converter=pydantic_data_converter,
+            data_converter=settings_data_converter(settings),
             plugins=list(plugins),
             interceptors=tracing_interceptors(settings, role=role),
         )

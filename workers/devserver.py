@@ -69,11 +69,13 @@ def start_dev_server(
     namespace: str,
     log_file: Path,
     niceness: int = 0,
+    codec_endpoint: str | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start the dev server with its SQLite file in the data dir; returns once it accepts calls.
 
     `niceness`: steps below this process's CPU priority (Settings.background_niceness, applied
-    by workers.supervisor.lowered_priority)."""
+    by workers.supervisor.lowered_priority). `codec_endpoint`: the remote codec the UI decodes
+    payloads through (it calls `<endpoint>/decode`; api/routes/codec.py)."""
     if port_open(ip, port):
         raise DevServerError(
             f"port {ip}:{port} is already in use; is another Temporal running? "
@@ -96,6 +98,7 @@ def start_dev_server(
         *SQLITE_PRAGMAS,
         *SINGLE_PARTITION,
         *search_attributes.dev_server_flags(),
+        *(["--ui-codec-endpoint", codec_endpoint] if codec_endpoint else []),
     ]  # fmt: skip
     log = open(log_file, "ab", opener=owner_only)
     proc = subprocess.Popen(  # noqa: S603 - argv is ours
