@@ -36,6 +36,13 @@ class ErasureActivities:
 
     @activity.defn
     async def erase_contact_rows(self, input: ContactRef) -> RowsErased:
+        """Delete the rows. The workflows are purged once more first: a message that arrived
+        since the first purge (or the CRM step) may have started the conversation again, and
+        its ids are only known while the rows exist."""
+        async with self._db.session() as session:
+            scope = await contact_scope(session, tenant_id=input.tenant_id, lead_id=input.lead_id)
+        if scope is not None:
+            await purge_workflows(activity.client(), contact_workflow_ids(scope))
         async with self._db.session() as session:
             return await erase_contact_rows(
                 session, tenant_id=input.tenant_id, lead_id=input.lead_id
