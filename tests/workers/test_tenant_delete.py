@@ -35,15 +35,20 @@ def run(*args: str, input: str | None = None) -> Result:
 
 
 @pytest.fixture
-def cli_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, temporal_address: str) -> str:
+def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     url = f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"
     monkeypatch.setenv("LEADFLOW_DATABASE_URL", url)
     monkeypatch.setenv("LEADFLOW_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("LEADFLOW_SECRET_KEY", TEST_SECRET)
-    monkeypatch.setenv("LEADFLOW_TEMPORAL_ADDRESS", temporal_address)
     monkeypatch.setenv("COLUMNS", "240")
     migrate(url)
     return url
+
+
+@pytest.fixture
+def cli_db(cli_env: str, monkeypatch: pytest.MonkeyPatch, temporal_address: str) -> str:
+    monkeypatch.setenv("LEADFLOW_TEMPORAL_ADDRESS", temporal_address)
+    return cli_env
 
 
 async def _rows_per_table(db: Database, tenant_id: str) -> dict[str, int]:
@@ -175,5 +180,24 @@ async def test_tenant_delete_removes_everything_of_it_and_nothing_of_another(
 
         again = await asyncio.to_thread(run, "tenant", "delete", doomed, "--yes")
         assert again.exit_code == 1 and "unknown tenant" in again.output
+    finally:
+        await db.dispose()
+
+
+async def test_without_temporal_nothing_is_deleted(
+    cli_env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its workflows must stop before its rows go: with Temporal unreachable, nothing goes."""
+    monkeypatch.setenv("LEADFLOW_TEMPORAL_ADDRESS", "127.0.0.1:1")
+    db = Database(cli_env)
+    try:
+        tid, _ = await make_tenant(db)
+        await _recorded_lead(db, tid)
+        before = await _rows_per_table(db, tid)
+        refused = await asyncio.to_thread(run, "tenant", "delete", tid, "--yes")
+        assert refused.exit_code == 1, refused.output
+        assert "Temporal is unavailable" in refused.output
+        assert "nothing was deleted" in refused.output
+        assert await _rows_per_table(db, tid) == before
     finally:
         await db.dispose()
