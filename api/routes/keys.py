@@ -93,7 +93,8 @@ def _refused(exc: api_keys.KeyRefused) -> ApiError:
 
 
 def _not_found(key_id: int) -> ApiError:
-    return ApiError(404, "no such key", key_id)
+    # The same words for another tenant's key as for one that does not exist.
+    return ApiError(404, "no such key", f"no key {key_id} in this tenant")
 
 
 @router.get("")

@@ -187,7 +187,10 @@ async def test_another_tenants_keys_are_not_found(api: httpx.AsyncClient, db: Da
         response = await api.request(method, path, headers=auth(key_b))
         assert response.status_code == 404, (method, path, response.text)
         # the same answer as for a key that does not exist, but for the id it echoes
-        assert response.json() == {"error": "no such key", "detail": id_a}
+        assert response.json() == {
+            "error": "no such key",
+            "detail": f"no key {id_a} in this tenant",
+        }
     assert await _status(api, key_a) == 200
     # A's key is neither revoked nor rotated
     async with db.session() as session:
