@@ -16,7 +16,7 @@ from api.responses import document_api
 from api.routes import ROUTERS
 from api.webhooks import WEBHOOK_ROUTERS
 from models.db import Database
-from models.repo.deployment_keys import load as load_conversation_ids
+from models.repo.deployment_keys import load_at_start as load_conversation_ids
 from models.settings import Settings, get_settings
 
 
@@ -26,7 +26,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = Database(settings.resolved_database_url)
-        await load_conversation_ids(db)  # the id key and open legacy conversations
+        await load_conversation_ids(db)  # id key, open legacy conversations (not fatal)
         state = AppState(settings=settings, db=db)
         app.state.leadflow = state
         state.inbox.start()  # delivers what an earlier run acknowledged but did not deliver

@@ -25,6 +25,7 @@ from api.conversations_gateway import deliver_inbound
 from models.db import Database, sqlite_pragmas, sync_url
 from models.inbox_tables import InboxMessage
 from models.messages import InboundMessage
+from models.repo import deployment_keys
 from models.repo import inbox as inbox_repo
 from models.settings import Settings
 from models.tables import utcnow
@@ -136,6 +137,7 @@ class InboxForwarder:
         A message whose key (models/identity.py `message_key`) was received before is neither
         stored nor delivered: it is reported in `duplicates`. Raises what Temporal raised when
         it refused within the budget (the rows stay for the sweeper)."""
+        await deployment_keys.ensure_loaded(self.db)  # the ids of the rows (one check, loaded)
         stored = await self._store(messages)
         rows: list[Pending] = []
         kept: list[InboundMessage] = []
@@ -370,6 +372,7 @@ class InboxForwarder:
     async def _sweep_forever(self) -> None:
         while True:
             try:
+                await deployment_keys.ensure_loaded(self.db)  # deliveries compute ids
                 while await self.sweep_once() == SWEEP_BATCH:
                     pass
                 if time.monotonic() - self._pruned_at >= PRUNE_EVERY_SECONDS:

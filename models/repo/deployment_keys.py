@@ -3,10 +3,12 @@ start to compute conversation ids (models/workflow_ids.py)."""
 
 from __future__ import annotations
 
+import logging
 import secrets
 
 from sqlalchemy import Connection, Insert, String, literal, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
 
 from models import workflow_ids
 from models.common import Stage
@@ -15,6 +17,8 @@ from models.identity import ContactIdError, normalise_contact
 from models.key_tables import DeploymentKey
 from models.repo.sql import table_of
 from models.tables import Conversation, utcnow
+
+log = logging.getLogger("leadflow.workflow_ids")
 
 _KEYS = table_of(DeploymentKey)
 _CONVERSATIONS = table_of(Conversation)
@@ -94,3 +98,20 @@ async def load(db: Database, *, legacy: bool = True) -> None:
     transaction, once per process start."""
     async with db.engine.begin() as connection:
         await connection.run_sync(_load, legacy)
+
+
+async def ensure_loaded(db: Database) -> None:
+    """`load` unless this process holds the key already (one attribute check): the webhook
+    inbox asks before it computes ids, so an API that started while its database was down
+    loads the key with the first message after (or answers 503 while it is still down)."""
+    if workflow_ids.held_key() is None:
+        await load(db)
+
+
+async def load_at_start(db: Database) -> None:
+    """`load` at an API's start; a database that does not answer yet is logged, not fatal: the
+    API starts (/ready reports the database) and `ensure_loaded` loads the key later."""
+    try:
+        await load(db)
+    except SQLAlchemyError as exc:
+        log.warning("workflow id key not loaded at start (%s): loaded with the next message", exc)

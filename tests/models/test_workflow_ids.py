@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import SQLModel, select
 
 from models import workflow_ids
@@ -211,6 +212,28 @@ async def test_a_schema_without_migrations_gets_one_key_from_racing_processes(
     finally:
         for db in databases:
             await db.dispose()
+
+
+async def test_an_api_started_before_its_schema_loads_the_key_with_the_next_message(
+    ids: None, sqlite_url: str
+) -> None:
+    """The API starts on a database that has no tables yet (or does not answer): logged, not
+    fatal; the inbox's `ensure_loaded` fails (a 503) until the schema is there, then loads."""
+    import_all()
+    workflow_ids._key = None
+    db = Database(sqlite_url)
+    try:
+        await deployment_keys.load_at_start(db)
+        assert workflow_ids.held_key() is None
+        with pytest.raises(SQLAlchemyError):
+            await deployment_keys.ensure_loaded(db)
+        async with db.engine.begin() as connection:
+            await connection.run_sync(SQLModel.metadata.create_all)
+        await deployment_keys.ensure_loaded(db)
+        held = workflow_ids.held_key()
+        assert held is not None and await _stored_keys(db) == [workflow_ids.encode_key(held)]
+    finally:
+        await db.dispose()
 
 
 # ---- legacy conversations in the database ----------------------------------------------------
