@@ -73,11 +73,10 @@ def _needles(replies: list[str]) -> list[str]:
     ]
 
 
-def _leaks(document: Any, needles: list[str], *, skip: set[str]) -> list[tuple[str, str]]:
+def _leaks(document: Any, needles: list[str]) -> list[tuple[str, str]]:
+    """(path, needle) for every needle found in a string of `document` or its base64 reading."""
     found = []
     for path, text in _strings(document):
-        if path.rsplit(".", 1)[-1] in skip:
-            continue
         for readable in _readable(text):
             lowered = readable.lower()
             found += [(path, n) for n in needles if n.lower() in lowered]
@@ -145,16 +144,12 @@ async def test_raw_history_holds_no_message_name_phone_or_email(
         )  # fmt: skip
         events = history["events"]
         needles = _needles(replies)
-        # TODO(coordinator): the workflow id still holds the contact (`conv:<tenant>:waha:
-        # <phone>@c.us`) until the workflow-id helper's keyed hash lands; then drop `skip` (and
-        # the positive control below becomes: the phone is found nowhere).
-        skip = {"workflowId"}
-        assert _leaks(history, needles, skip=skip) == [], "plaintext in the raw history"
-        assert _leaks(described, needles, skip=skip) == [], "plaintext in the description"
-        # The search is not blind: unskipped, it finds the phone where it still is (the id).
-        if PHONE in workflow_id:
-            unskipped = _leaks(history, [PHONE], skip=set())
-            assert unskipped and all(p.endswith("workflowId") for p, _ in unskipped), unskipped
+        # Nothing skipped: the workflow id is a keyed hash of the contact, not the contact
+        # (models/conversation.py); every field of every event is searched, ids included.
+        assert PHONE not in workflow_id and "@c.us" not in workflow_id, workflow_id
+        assert _leaks(history, needles) == [], "plaintext in the raw history"
+        assert _leaks(described, needles) == [], "plaintext in the description"
+        # The search is not blind: the history decoded through the codec (below) holds them.
 
         # Payloads are encrypted (none is plain JSON), search attributes are not and need not
         # be: they hold the tenant, channel, stage and score, nothing about the person.
@@ -212,13 +207,13 @@ async def test_raw_history_holds_no_message_name_phone_or_email(
             "--codec-auth", f"Bearer {CODEC_TOKEN}",
         )  # fmt: skip
         # (it shows the decoded payloads' data in base64: what `_leaks` reads through)
-        readable = {needle for _, needle in _leaks(through_codec, [*MESSAGES, EMAIL], skip=set())}
-        assert readable == {*MESSAGES, EMAIL}, readable
+        readable = {needle for _, needle in _leaks(through_codec, [*MESSAGES, EMAIL, NAME, PHONE])}
+        assert readable == {*MESSAGES, EMAIL, NAME, PHONE}, readable
         # Without the token the codec refuses, and the CLI shows ciphertext or an error only.
         refused = await stack.http.post("/codec/decode", json={"payloads": signalled})
         assert refused.status_code == 401
         print(
             f"\nraw history: {len(events)} events, {len(encrypted)} encrypted payloads, "
             f"0 plain payloads; search attributes {sorted(attributes)}; "
-            f"{len(needles)} needles, 0 found (workflow id field skipped)"
+            f"{len(needles)} needles, 0 found (workflow id {workflow_id})"
         )
