@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -103,25 +105,68 @@ def _pg_url(uri: str, database: str) -> str:
 
 @pytest.fixture(scope="session")
 def postgres_url_factory(postgres_server: str) -> object:
+    """`make(template=None)`: a new database (a copy of `template` when given); its URL."""
     import psycopg
 
-    def make() -> str:
+    def make(template: str | None = None) -> str:
         name = f"t_{uuid.uuid4().hex[:12]}"
         admin = _pg_url(postgres_server, "postgres").replace("postgresql+psycopg", "postgresql")
+        copy = f' TEMPLATE "{template}"' if template else ""
         with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
+            conn.execute(f'CREATE DATABASE "{name}"{copy}')
         return _pg_url(postgres_server, name)
 
     return make
 
 
+# Migrating a database costs about a second (Alembic, every revision); a few hundred tests take a
+# migrated one. So the migrations run once per session (per xdist worker) and backend, into a
+# template, and those tests start from a copy of it: their own `migrate` then finds the schema
+# current (and still loads the process's workflow id key, as it would after migrating).
+@pytest.fixture(scope="session")
+def _migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "leadflow.db"
+    migrate(f"sqlite+aiosqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def _migrated_postgres(postgres_url_factory: Callable[..., str]) -> str:
+    from sqlalchemy.engine import make_url
+
+    url = postgres_url_factory()
+    migrate(url)  # disposes its engine: no connection is left, as CREATE DATABASE … TEMPLATE needs
+    name = make_url(url).database
+    assert name
+    return name
+
+
+def _copy_sqlite(template: Path, url: str) -> None:
+    """Fill the (not yet existing) SQLite file of `url` with the migrated template."""
+    from sqlalchemy.engine import make_url
+
+    path = Path(make_url(url).database or "")
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with closing(sqlite3.connect(template)) as source, closing(sqlite3.connect(path)) as copy:
+        source.backup(copy)
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """Parametrised: every test using it runs on SQLite and on a real PostgreSQL."""
+    """Parametrised: every test using it runs on SQLite and on a real PostgreSQL.
+
+    An empty database, unless the test takes `db`: then a copy of the migrated template."""
+    migrated = "db" in request.fixturenames
     if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'leadflow.db'}"
+        url = f"sqlite+aiosqlite:///{tmp_path / 'leadflow.db'}"
+        if migrated:
+            _copy_sqlite(request.getfixturevalue("_migrated_sqlite"), url)
+        return url
     factory = request.getfixturevalue("postgres_url_factory")
-    return factory()  # type: ignore[no-any-return]
+    template = request.getfixturevalue("_migrated_postgres") if migrated else None
+    return factory(template)  # type: ignore[no-any-return]
 
 
 @pytest.fixture
@@ -138,8 +183,9 @@ async def db(database_url: str) -> AsyncIterator[Database]:
 
 
 @pytest.fixture
-async def sqlite_db(sqlite_url: str) -> AsyncIterator[Database]:
+async def sqlite_db(sqlite_url: str, _migrated_sqlite: Path) -> AsyncIterator[Database]:
     """SQLite only, for tests whose subject is not the database."""
+    _copy_sqlite(_migrated_sqlite, sqlite_url)
     migrate(sqlite_url)
     database = Database(sqlite_url)
     yield database
@@ -205,3 +251,13 @@ async def _terminate_leftover_workflows(request: pytest.FixtureRequest) -> Async
             await client.get_workflow_handle(wf.id, run_id=wf.run_id).terminate("test over")
         except Exception:
             continue
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """`./test` runs the suite on two xdist workers (`-n 2 --dist loadgroup`). The `slow` tests
+    each start whole `leadflow up` stacks (dev server, worker processes, API): in one group they
+    run one after another on one worker, never two stacks at once starving each other on two
+    cores, while the other worker runs the rest."""
+    for item in items:
+        if item.get_closest_marker("slow") is not None:
+            item.add_marker(pytest.mark.xdist_group("whole-stacks"))
