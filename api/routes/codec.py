@@ -14,6 +14,8 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import logging
+import re
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Request, Response
@@ -26,6 +28,25 @@ from models.payload_codec import EncryptionCodec, PayloadKeyError, codec_for
 from models.settings import Settings
 
 router = APIRouter(prefix="/codec", tags=["codec"])
+
+_TOKEN_IN_PATH = re.compile(r"^/codec/[^/?]+/(encode|decode)")
+
+
+class RedactCodecToken(logging.Filter):
+    """The token in `/codec/<token>/decode` is a deployment secret: uvicorn's access log line
+    (`'%s - "%s %s HTTP/%s" %d'`, the path third) shows `/codec/***/decode` instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
+            redacted = _TOKEN_IN_PATH.sub(r"/codec/***/\1", args[2])
+            if redacted != args[2]:
+                record.args = (*args[:2], redacted, *args[3:])
+        return True
+
+
+# Installed with the route: whichever server runs the app (`leadflow api` logs every request).
+logging.getLogger("uvicorn.access").addFilter(RedactCodecToken())
 
 Action = Literal["encode", "decode"]
 ALLOWED_HEADERS = "content-type,x-namespace,authorization"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -242,3 +243,19 @@ async def test_the_allowed_origins_are_configurable(
             "/codec/decode", headers={"Origin": UI, "Access-Control-Request-Method": "POST"}
         )
         assert default_ui.status_code == 403
+
+
+def test_the_token_in_the_path_never_reaches_the_access_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """uvicorn logs every request's path (`leadflow api`); the codec route redacts its token."""
+    access = logging.getLogger("uvicorn.access")
+    with caplog.at_level(logging.INFO, logger="uvicorn.access"):
+        for path in (f"/codec/{TOKEN}/decode", f"/codec/{TOKEN}/encode?x=1", "/codec/decode"):
+            access.info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:5", "POST", path, "1.1", 200)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        '127.0.0.1:5 - "POST /codec/***/decode HTTP/1.1" 200',
+        '127.0.0.1:5 - "POST /codec/***/encode?x=1 HTTP/1.1" 200',
+        '127.0.0.1:5 - "POST /codec/decode HTTP/1.1" 200',
+    ]
