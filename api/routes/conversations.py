@@ -54,6 +54,7 @@ from models.conversation import (
 from models.identity import check_contact, normalise_contact
 from models.lead_service import do_not_contact_reason
 from models.repo import conversations as repo
+from models.repo import deployment_keys
 from models.repo import usage as usage_repo
 from models.tables import Conversation
 from models.usage import UsageTotals
@@ -312,6 +313,7 @@ async def start_conversation(
     session: Session,
 ) -> Accepted:
     """Outreach: start a conversation with a first message to a contact."""
+    await deployment_keys.ensure_loaded(state.db)  # an API started while its database was down
     workflow_id = conversation_workflow_id(tenant.id, body.channel, body.contact)
     # A lead who opted out (under this id or the same phone/e-mail elsewhere) is refused before
     # anything starts; the workflow also refuses to send an outreach to one, as a backstop.

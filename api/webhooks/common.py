@@ -22,6 +22,7 @@ from api.inbox import Dropped
 from api.responses import errors
 from api.webhooks.body import JSON_TYPE
 from models.conversation import ReleaseRequest, conversation_workflow_id
+from models.repo import deployment_keys
 from models.tables import Tenant
 from models.tenant import TenantSettings
 from models.webhooks import Delivered, ParsedWebhook, WebhookAck, WebhookPayloadError
@@ -263,6 +264,7 @@ async def dispatch(
             if duplicates and on_duplicate is not None:
                 await on_duplicate(duplicates)
         if parsed.releases:
+            await deployment_keys.ensure_loaded(state.db)  # their ids (one check once loaded)
             client = await state.temporal_client()
         for release in parsed.releases:
             workflow_id = conversation_workflow_id(
