@@ -22,10 +22,17 @@ def free_port() -> int:
 @asynccontextmanager
 async def serve_app(app: Any, *, port: int | None = None) -> AsyncIterator[str]:
     """Run `app` with uvicorn on 127.0.0.1 until the block exits; yields its base URL."""
-    port = port or free_port()
+    sockets = None
+    if port is None:
+        # Bound here and handed to uvicorn: a port picked with free_port() could be taken by
+        # another process (another xdist worker) before uvicorn binds it.
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        sockets = [sock]
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
+    task = asyncio.create_task(server.serve(sockets=sockets))
     try:
         while not server.started:
             if task.done():
