@@ -425,6 +425,9 @@ async def _spawn_worker(
         if "workers running" in log.read_text():
             return proc
         await asyncio.sleep(0.2)
+    # Not left polling the dev server's queue, where it would take the next tests' tasks.
+    proc.kill()
+    await proc.wait()
     raise AssertionError(f"worker did not start: {log.read_text()}")
 
 
