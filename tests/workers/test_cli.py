@@ -25,6 +25,8 @@ def db_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("LEADFLOW_DATABASE_URL", url)
     monkeypatch.setenv("LEADFLOW_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("LEADFLOW_SECRET_KEY", SECRET)
+    # `worker` and `api` refuse to run without a payload key (models/payload_codec.py).
+    monkeypatch.setenv("LEADFLOW_PAYLOAD_KEYS", "7ZitmTi9GtSiUxeEz1OFhX7SrA6pDxU9yaXhW6uhdlQ=")
     # Wide enough that rich neither wraps the messages nor truncates table cells.
     monkeypatch.setenv("COLUMNS", "240")
     return url

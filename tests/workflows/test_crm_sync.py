@@ -163,12 +163,14 @@ async def env(
 
 
 async def activity_summaries(handle: WorkflowHandle[Any, Any]) -> list[str]:
-    """What an operator reads in the Temporal UI: each scheduled activity's summary."""
-    converter = DataConverter.default.payload_converter
+    """What an operator reads in the Temporal UI: each scheduled activity's summary (encrypted
+    like every payload; the UI decodes it through the codec endpoint)."""
+    converter: DataConverter = handle._client.data_converter
     out: list[str] = []
     async for event in handle.fetch_history_events():
         if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
-            out.append(str(converter.from_payload(event.user_metadata.summary, str)))
+            (summary,) = await converter.decode([event.user_metadata.summary], [str])
+            out.append(str(summary))
     return out
 
 

@@ -17,7 +17,6 @@ from sqlmodel import select
 from temporalio import activity
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Replayer, Worker
@@ -251,7 +250,7 @@ async def test_small_job_completes_and_failures_are_per_record(
     assert description.typed_search_attributes.get(search_attributes.JOB_STATUS) == "completed"
     # The history replays against the current code: the workflow is deterministic.
     await Replayer(
-        workflows=[EnrichmentJobWorkflow], data_converter=pydantic_data_converter
+        workflows=[EnrichmentJobWorkflow], data_converter=temporal_client.data_converter
     ).replay_workflow(await handle.fetch_history())
 
 
@@ -533,7 +532,7 @@ async def test_pause_and_resume_updates_answer_with_the_written_status(
     ]
     assert len(accepted) == 2
     await Replayer(
-        workflows=[EnrichmentJobWorkflow], data_converter=pydantic_data_converter
+        workflows=[EnrichmentJobWorkflow], data_converter=temporal_client.data_converter
     ).replay_workflow(history)
 
 

@@ -71,7 +71,8 @@ class Harness:
         for event in history.events:
             if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED:
                 attrs = event.workflow_execution_signaled_event_attributes
-                args = [json.loads(p.data) for p in attrs.input.payloads]
+                # Payloads are encrypted: decoded by the client's converter (its codec).
+                args = await self.temporal.data_converter.decode(attrs.input.payloads)
                 found.append((attrs.signal_name, args))
         return found
 
@@ -82,7 +83,7 @@ class Harness:
         attrs = first.workflow_execution_started_event_attributes
         assert attrs.workflow_type.name == "ConversationWorkflow"
         assert attrs.task_queue.name == "leadflow-conversations"
-        return json.loads(attrs.input.payloads[0].data)
+        return (await self.temporal.data_converter.decode(attrs.input.payloads[:1]))[0]
 
     async def assert_not_started(self, workflow_id: str) -> None:
         with pytest.raises(RPCError) as info:
