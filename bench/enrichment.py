@@ -41,6 +41,7 @@ import httpx
 from bench.fakes import company_name, site_host
 from models import task_queues
 from models.db import Database, migrate
+from models.payload_codec import new_payload_key
 from models.repo import tenants as tenant_repo
 from workers.devserver import start_dev_server, stop_dev_server
 
@@ -164,6 +165,8 @@ def stack_env(
             "LEADFLOW_API_HOST": "127.0.0.1",
             "LEADFLOW_API_PORT": str(api_port),
             "LEADFLOW_SECRET_KEY": "bench-secret",
+            # Payloads encrypted as in production (a fresh key per run): part of the cost.
+            "LEADFLOW_PAYLOAD_KEYS": new_payload_key(),
             # The fixture web lives on loopback, which the scraper refuses unless allowed.
             "LEADFLOW_SSRF_ALLOWLIST": json.dumps(["127.0.0.0/8"]),
             "LEADFLOW_DUCKDUCKGO_URL": f"http://127.0.0.1:{web_port}/html/",

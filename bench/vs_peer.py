@@ -57,6 +57,7 @@ from bench.loadgen import (
     waha_message,
     wait_replies,
 )
+from models.payload_codec import new_payload_key
 from models.settings import Settings
 from workers.supervisor import lowered_priority
 
@@ -384,6 +385,8 @@ class Bench:
                 "LEADFLOW_API_HOST": "127.0.0.1",
                 "LEADFLOW_API_PORT": str(self.ports["leadflow-api"]),
                 "LEADFLOW_SECRET_KEY": "bench-secret",
+                # Payloads encrypted as in production (a fresh key per run): part of the cost.
+                "LEADFLOW_PAYLOAD_KEYS": new_payload_key(),
                 # The fakes (WAHA, the LLM) listen on loopback, which tenant URLs may not reach
                 # by default.
                 "LEADFLOW_SSRF_ALLOWLIST": '["127.0.0.1"]',
