@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, status
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 from api.deps import CurrentTenant, Session
 from api.errors import ApiError
@@ -74,7 +74,7 @@ class IssuedKeyView(BaseModel):
 
 class RotateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    grace_seconds: int = Field(
+    grace_seconds: StrictInt = Field(
         default=0,
         ge=0,
         le=int(MAX_GRACE.total_seconds()),
