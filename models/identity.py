@@ -112,13 +112,21 @@ def normalise_contact(channel: Channel | str, contact: str) -> str:
     kind = Channel(channel)
     value = check_contact(contact)
     if kind is Channel.WAHA:
-        return normalise_waha_chat_id(value)
-    if kind is Channel.WHATSAPP:
+        # A bare phone gains `@c.us`: the channel's form must fit the limit too (its row and
+        # the lead's address hold it), on every path that normalises, not per caller.
+        normal = normalise_waha_chat_id(value)
+    elif kind is Channel.WHATSAPP:
         # wa_id is digits only; accept the phone as people write it.
-        return _phone_digits(value) if _PHONE_CHARS.match(value) else value
-    if kind is Channel.EMAIL:
-        return value.lower()
-    return value  # Messenger PSID, Chatwoot contact id: opaque, trimmed
+        normal = _phone_digits(value) if _PHONE_CHARS.match(value) else value
+    elif kind is Channel.EMAIL:
+        normal = value.lower()
+    else:
+        normal = value  # Messenger PSID, Chatwoot contact id: opaque, trimmed
+    if len(normal) > MAX_CONTACT_LENGTH:
+        raise ContactIdError(
+            f"{len(normal)} characters as a {kind.value} id; at most {MAX_CONTACT_LENGTH}"
+        )
+    return normal
 
 
 def phone_e164(raw: str, region: str | None = None) -> str | None:

@@ -159,3 +159,15 @@ def test_waha_message_key(message_id: str, key: str) -> None:
 def test_other_providers_keep_their_message_id() -> None:
     assert message_key(Channel.WHATSAPP, "wamid.HBgL_x_y") == "wamid.HBgL_x_y"
     assert message_key(Channel.EMAIL, "<a_b_c@mail>") == "<a_b_c@mail>"
+
+
+def test_a_contact_whose_channel_form_is_too_long_is_refused() -> None:
+    # 320 digits fit as they came, but WAHA's form adds `@c.us`: refused on every path that
+    # normalises (a webhook, outreach), not only where one caller checked.
+    digits = "3" * MAX_CONTACT_LENGTH
+    assert check_contact(digits) == digits
+    with pytest.raises(ContactIdError) as caught:
+        normalise_contact(Channel.WAHA, digits)
+    assert f"{MAX_CONTACT_LENGTH + 5} characters as a waha id" in str(caught.value)
+    fits = "3" * (MAX_CONTACT_LENGTH - len("@c.us"))
+    assert normalise_contact(Channel.WAHA, fits) == f"{fits}@c.us"
