@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
-import secrets
 
-from sqlmodel import col, select
+from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from models import api_keys
 from models.crypto import decrypt_json, encrypt_json
 from models.tables import ApiKey, Tenant, utcnow
 from models.tenant import TenantSettings, dump_settings
 
 TENANT_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-KEY_PREFIX = "lf_"
 
 
 class TenantExists(Exception):
@@ -23,10 +21,6 @@ class TenantExists(Exception):
 
 class InvalidTenantId(ValueError):
     pass
-
-
-def hash_key(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
 
 
 def slugify(name: str) -> str:
@@ -78,23 +72,18 @@ async def save_tenant_settings(
     await session.commit()
 
 
-async def create_api_key(session: AsyncSession, *, tenant_id: str) -> str:
-    """Create a key and return it in clear text: the only time it is ever visible."""
-    key = KEY_PREFIX + secrets.token_urlsafe(32)
-    session.add(ApiKey(tenant_id=tenant_id, prefix=key[:10], key_hash=hash_key(key)))
-    await session.commit()
-    return key
+async def create_api_key(
+    session: AsyncSession, *, tenant_id: str, label: str = "default"
+) -> str:
+    """Create a key and return it in clear text: the only time it is ever visible. The rules
+    (format, hash, limits) are `models.api_keys`'; this is the shortcut setup code uses."""
+    return (await api_keys.create(session, tenant_id=tenant_id, label=label)).secret
 
 
 async def tenant_for_key(session: AsyncSession, *, key: str) -> Tenant | None:
-    row = (
-        await session.exec(
-            select(ApiKey).where(ApiKey.key_hash == hash_key(key), col(ApiKey.revoked_at).is_(None))
-        )
-    ).first()
-    if row is None:
-        return None
-    return await session.get(Tenant, row.tenant_id)
+    """The tenant of an active key (one in a rotation's grace period included)."""
+    found = await api_keys.authenticate(session, secret=key)
+    return found.tenant if found is not None else None
 
 
 async def revoke_api_keys(session: AsyncSession, *, tenant_id: str) -> int:
