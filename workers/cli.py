@@ -790,9 +790,13 @@ def tenant_configure(
             help="FIELD.PATH=VALUE, e.g. --set waha.session=sales (repeatable; after --file).",
         ),
     ] = None,
+    by: Annotated[
+        str | None, typer.Option("--by", help="Who, for the audit log (default: the OS user).")
+    ] = None,
 ) -> None:
     """Set channel credentials, webhook secrets, specialists and the playbook of a tenant: the
-    same merge as PATCH /api/v1/settings."""
+    same merge as PATCH /api/v1/settings, recorded in the tenant's audit log."""
+    from models import audit
     from models.tenant_settings_merge import SettingsRejected, merge_settings
 
     if file is None and not assignments:
@@ -817,6 +821,7 @@ def tenant_configure(
         except SettingsRejected as exc:
             raise _fail(f"invalid settings in {source}:\n{exc.describe()}") from exc
         _check_playbook(new, settings)
+        changed = sorted({key for update in updates for key in update})
 
         async def save() -> None:
             db2 = Database(settings.resolved_database_url)
@@ -824,6 +829,15 @@ def tenant_configure(
                 async with db2.session() as session:
                     tenant = await tenant_repo.get_tenant(session, tenant_id=tenant_id)
                     assert tenant is not None
+                    # In the settings' own transaction: saved and recorded, or neither.
+                    await audit.record(
+                        session,
+                        tenant_id=tenant_id,
+                        actor=audit.cli_actor(by),
+                        action="settings.update",
+                        detail={"fields": ", ".join(changed), "source": "cli"},
+                        commit=False,
+                    )
                     await tenant_repo.save_tenant_settings(
                         session,
                         tenant=tenant,
@@ -834,7 +848,6 @@ def tenant_configure(
                 await db2.dispose()
 
         asyncio.run(save())
-    changed = sorted({key for update in updates for key in update})
     console.print(f"settings of {tenant_id} saved: {', '.join(changed)}")
 
 

@@ -128,3 +128,22 @@ def test_configure_refuses_bad_values_and_bad_flags(db_url: str, tmp_path: Path)
         assert "Traceback" not in result.output
         assert expected in text(result), (args, result.output)
     assert run("tenant", "show", "acme-cars").stdout == before
+
+
+def test_configure_is_in_the_audit_log_without_its_secrets(
+    db_url: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    _tenant_with_waha(tmp_path)
+    result = run("tenant", "configure", "acme-cars", "--set", "waha.session=sales", "--by", "Anna")
+    assert result.exit_code == 0, result.output
+    logged = run("audit", "--tenant", "acme-cars", "--action", "settings.update", "--json")
+    assert logged.exit_code == 0, logged.output
+    entries = json.loads(logged.stdout)
+    # Newest first: Anna's --set, then the first configure under the OS user's name.
+    assert [(e["actor_kind"], e["action"]) for e in entries] == [
+        ("cli", "settings.update"),
+        ("cli", "settings.update"),
+    ]
+    assert entries[0]["actor"] == "Anna" and entries[0]["detail"]["fields"] == "waha"
+    assert "s3cret" not in logged.output
