@@ -6,6 +6,7 @@ new version (never overwrite one) only for a deliberate, versioned change:
     uv run python -m tests.histories.record conversation_<version>.json
     uv run python -m tests.histories.record_enrichment enrichment_<version> [--signals]
     uv run python -m tests.histories.record_crm crm_sync_<version>
+    uv run python -m tests.histories.record_erasure erase_contact_<version>
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from workers.worker import SandboxMode, workflow_runner
 from workflows.conversation import ConversationWorkflow
 from workflows.crm_sync import CrmSyncWorkflow
 from workflows.enrichment import EnrichmentJobWorkflow
+from workflows.erasure import EraseContactWorkflow
 
 HISTORY_DIR = Path(__file__).parent.parent / "histories"
 
@@ -28,12 +30,13 @@ WORKFLOW_BY_PREFIX: dict[str, type] = {
     "conversation_": ConversationWorkflow,
     "enrichment_": EnrichmentJobWorkflow,
     "crm_sync_": CrmSyncWorkflow,
+    "erase_contact_": EraseContactWorkflow,
 }
 """File-name prefix -> the workflow class its histories replay against."""
 
-MIN_EVENTS = {"conversation_": 50, "enrichment_": 20, "crm_sync_": 20}
+MIN_EVENTS = {"conversation_": 50, "enrichment_": 20, "crm_sync_": 20, "erase_contact_": 15}
 """A meaningful recording has many events (an enrichment run that ends in continue-as-new
-after three records has about 25)."""
+after three records has about 25; an erasure is three activities, about 17)."""
 
 HISTORIES = sorted(HISTORY_DIR.glob("*.json"))
 
