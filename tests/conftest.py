@@ -236,6 +236,12 @@ async def make_tenant(
 os.environ.setdefault("LEADFLOW_SECRET_KEY", TEST_SECRET)
 # The wire-level fakes listen on loopback, which tenant-supplied URLs may not reach by default.
 os.environ.setdefault("LEADFLOW_SSRF_ALLOWLIST", '["127.0.0.1", "::1", "localhost"]')
+# An xdist worker process starts with COLUMNS=80 in its environment; the CLI's rich consoles,
+# made when a test module imports workers.cli, would keep that width for good, and the CLI tests
+# that widen the terminal per test (monkeypatch COLUMNS) would see truncated tables. Without it
+# the consoles read COLUMNS when they print, as in a run without xdist.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.pop("COLUMNS", None)
 
 
 @pytest.fixture(autouse=True)
