@@ -18,7 +18,7 @@ Rules of an update:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -27,6 +27,7 @@ from email_validator import EmailNotValidError, validate_email
 from pydantic import ValidationError
 
 from models.identity import phone_e164
+from models.netguard import UrlGuard, UrlRefused
 from models.tenant import SmtpSettings, TenantSettings, dump_settings
 
 MASK = "**********"
@@ -51,9 +52,15 @@ class SettingsRejected(ValueError):
 
 
 def merge_settings(
-    current: TenantSettings, update: Mapping[str, Any], *, replace: bool = False
+    current: TenantSettings,
+    update: Mapping[str, Any],
+    *,
+    replace: bool = False,
+    allowlist: Iterable[str] = (),
 ) -> TenantSettings:
-    """`update` applied to `current` (see the module doc), validated; SettingsRejected if not."""
+    """`update` applied to `current` (see the module doc), validated; SettingsRejected if not.
+    `allowlist` is the deployment's `LEADFLOW_SSRF_ALLOWLIST`: a URL the connection guard would
+    refuse anyway (a private literal address, a local name) is refused here with its reason."""
     stored = dump_settings(current)
     raw = _keep_masked(dict(update), stored) if replace else _deep_merge(stored, update)
     try:
@@ -63,7 +70,7 @@ def merge_settings(
             "invalid settings",
             [{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()],
         ) from exc
-    problems = value_problems(new)
+    problems = value_problems(new, UrlGuard(allowlist))
     if problems:
         raise SettingsRejected("invalid settings", problems)
     return new
@@ -107,9 +114,10 @@ def _keep_masked(new: Any, current: Any) -> Any:
 _DROP: Any = object()
 
 
-def value_problems(settings: TenantSettings) -> list[Problem]:
-    """What pydantic's types do not say: real time zones, e-mail addresses, http(s) URLs and
-    phone numbers. Applied to updates only: stored settings always load."""
+def value_problems(settings: TenantSettings, guard: UrlGuard | None = None) -> list[Problem]:
+    """What pydantic's types do not say: real time zones, e-mail addresses, http(s) URLs (and,
+    with a guard, ones it does not refuse) and phone numbers. Applied to updates only: stored
+    settings always load."""
     problems: list[Problem] = []
 
     def add(loc: list[str | int], msg: str) -> None:
@@ -131,7 +139,7 @@ def value_problems(settings: TenantSettings) -> list[Problem]:
             (["llm", "openai_compatible_base_url"], settings.llm.openai_compatible_base_url)
         )
     for loc, url in urls:
-        problem = url_problem(url)
+        problem = url_problem(url, guard)
         if problem:
             add(loc, problem)
     if settings.smtp is not None:
@@ -164,7 +172,9 @@ def _is_zone(name: str) -> bool:
     return True
 
 
-def url_problem(url: str | None) -> str | None:
+def url_problem(url: str | None, guard: UrlGuard | None = None) -> str | None:
+    """Why `url` cannot be a tenant's endpoint, or None. With a guard, what it can judge
+    without DNS too (names are resolved and checked when connecting)."""
     if url is None:
         return None
     try:
@@ -176,6 +186,11 @@ def url_problem(url: str | None) -> str | None:
         return f"{url!r} must be an http:// or https:// URL"
     if not host:
         return f"{url!r} has no host"
+    if guard is not None:
+        try:
+            guard.check_url(url)
+        except UrlRefused as exc:
+            return f"{url!r}: {exc.reason}; the operator can allow it (LEADFLOW_SSRF_ALLOWLIST)"
     return None
 
 

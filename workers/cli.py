@@ -817,7 +817,7 @@ def tenant_configure(
         new = _load_tenant_settings(db, settings, tenant_id)
         try:
             for update in updates:
-                new = merge_settings(new, update)
+                new = merge_settings(new, update, allowlist=settings.ssrf_allowlist)
         except SettingsRejected as exc:
             raise _fail(f"invalid settings in {source}:\n{exc.describe()}") from exc
         _check_playbook(new, settings)

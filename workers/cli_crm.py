@@ -20,9 +20,8 @@ from models.crm import (
     ConnectionCheckResult,
     CrmKind,
     SyncMode,
-    missing_credentials,
-    validate_field_mapping,
 )
+from models.crm_rules import integration_problems
 from models.db import Database
 from models.netguard import guarded_client
 from models.repo import crm as crm_repo
@@ -90,8 +89,14 @@ def add(
     """Add a CRM connection (credentials stored encrypted)."""
     creds = _pairs(credential, "--credential")
     field_mapping = _pairs(mapping, "--map") or DEFAULT_FIELD_MAPPINGS[kind]
-    problems = [f"{p.field}: {p.problem}" for p in validate_field_mapping(kind, field_mapping)]
-    problems += [f"credential {n}: required" for n in missing_credentials(kind, creds)]
+    found = integration_problems(
+        kind,
+        mapping=field_mapping,
+        credentials=creds,
+        base_url=base_url,
+        allowlist=get_settings().ssrf_allowlist,
+    )
+    problems = [f"{p.field}: {p.problem}" for p in found]
     if problems:
         for problem in problems:
             console.print(f"[red]✗[/red] {problem}")

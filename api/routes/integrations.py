@@ -22,9 +22,8 @@ from models.crm import (
     ConnectionCheckResult,
     CrmKind,
     SyncMode,
-    missing_credentials,
-    validate_field_mapping,
 )
+from models.crm_rules import integration_problems
 from models.crm_tables import Integration
 from models.netguard import UrlGuard, UrlRefused
 from models.repo import crm as crm_repo
@@ -104,11 +103,14 @@ async def add_integration(
         body.field_mapping if body.field_mapping is not None else DEFAULT_FIELD_MAPPINGS[body.kind]
     )
     problems: list[dict[str, Any]] = [
-        p.model_dump() for p in validate_field_mapping(body.kind, mapping)
-    ]
-    problems += [
-        {"field": f"credentials.{name}", "problem": "required"}
-        for name in missing_credentials(body.kind, body.credentials)
+        p.model_dump()
+        for p in integration_problems(
+            body.kind,
+            mapping=mapping,
+            credentials=body.credentials,
+            base_url=body.base_url,
+            allowlist=state.settings.ssrf_allowlist,
+        )
     ]
     if problems:
         raise ApiError(422, "invalid integration", problems)

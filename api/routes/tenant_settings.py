@@ -31,7 +31,12 @@ def _merged(
     """The one merge (models/tenant_settings_merge.py), then the checks that need the process:
     the playbook compiles and every model chain can run."""
     try:
-        new = merge_settings(settings_of(state, tenant), update, replace=replace)
+        new = merge_settings(
+            settings_of(state, tenant),
+            update,
+            replace=replace,
+            allowlist=state.settings.ssrf_allowlist,
+        )
     except SettingsRejected as exc:
         raise ApiError(422, exc.message, exc.problems) from exc
     try:

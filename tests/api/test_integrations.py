@@ -98,6 +98,26 @@ async def test_add_list_validate_and_never_return_credentials(
         {"field": "credentials.client_secret", "problem": "required"}
     ]
 
+    # A base URL the connection guard would refuse is refused when added, with its reason
+    # (the metadata address; loopback is allowlisted in the tests, private ranges are not).
+    for url, reason in (
+        ("http://169.254.169.254/", "cloud metadata"),
+        ("http://192.168.1.20:8080", "private"),
+    ):
+        refused = await http.post(
+            "/api/v1/integrations",
+            headers=auth(key),
+            json={
+                "kind": "hubspot",
+                "name": "hs",
+                "base_url": url,
+                "credentials": {"access_token": "pat-very-secret"},
+            },
+        )
+        assert refused.status_code == 422, refused.text
+        (problem,) = refused.json()["detail"]
+        assert problem["field"] == "base_url" and reason in problem["problem"], problem
+
     created = await http.post(
         "/api/v1/integrations",
         headers=auth(key),

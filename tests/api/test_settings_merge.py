@@ -156,6 +156,14 @@ async def test_masks_nulls_and_put(api: httpx.AsyncClient, sqlite_db: Database) 
             {"llm": {"openai_compatible_base_url": "gopher://x"}},
             ["llm", "openai_compatible_base_url"],
         ),
+        # What the connection guard would refuse anyway is refused when saved, with its reason.
+        ({"waha": {"base_url": "http://169.254.169.254/"}}, ["waha", "base_url"]),
+        ({"chatwoot": {"base_url": "http://10.0.0.7:3000"}}, ["chatwoot", "base_url"]),
+        ({"waha": {"base_url": "http://[::ffff:169.254.169.254]/"}}, ["waha", "base_url"]),
+        (
+            {"whatsapp": {"graph_url": "http://metadata.google.internal/"}},
+            ["whatsapp", "graph_url"],
+        ),
         ({"smtp": {"from_address": "sales at acme"}}, ["smtp", "from_address"]),
         ({"specialists": [{"name": "S", "role": "r", "email": "s@"}]}, ["specialists", 0, "email"]),
         (
@@ -170,6 +178,10 @@ async def test_masks_nulls_and_put(api: httpx.AsyncClient, sqlite_db: Database) 
         "no-host",
         "no-scheme",
         "llm-url",
+        "metadata-address",
+        "private-address",
+        "ipv4-mapped-ipv6",
+        "internal-name",
         "smtp-from",
         "specialist-email",
         "specialist-phone",
