@@ -263,7 +263,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """`./test` runs the suite on two xdist workers (`-n 2 --dist loadgroup`). The `slow` tests
     each start whole `leadflow up` stacks (dev server, worker processes, API): in one group they
     run one after another on one worker, never two stacks at once starving each other on two
-    cores, while the other worker runs the rest."""
-    for item in items:
-        if item.get_closest_marker("slow") is not None:
-            item.add_marker(pytest.mark.xdist_group("whole-stacks"))
+    cores, while the other worker runs the rest. They come first: the longest unit of work
+    starts at once instead of being the last one left."""
+    slow = [item for item in items if item.get_closest_marker("slow") is not None]
+    for item in slow:
+        item.add_marker(pytest.mark.xdist_group("whole-stacks"))
+    items[:] = slow + [item for item in items if item.get_closest_marker("slow") is None]
