@@ -338,7 +338,13 @@ async def test_outreach_and_operator_message_go_to_the_outbox_without_a_channel(
             rows: list[dict[str, Any]] = r.json()
             return rows
 
-        rows = await stack.wait_for(outbox, what="outreach in the outbox")
+        async def settled() -> list[dict[str, Any]] | None:
+            # The send claims its row ('pending') before it marks it: wait for the final state
+            # (a loaded machine shows the claimed row long enough to be read).
+            rows = await outbox()
+            return rows if rows and rows[0]["status"] != "pending" else None
+
+        rows = await stack.wait_for(settled, what="outreach in the outbox")
         assert rows[0]["text"] == "Hi Jan, your Golf is in!" and rows[0]["status"] == "stored"
 
         sent = await stack.http.post(
