@@ -45,6 +45,9 @@ from models.payload_codec import new_payload_key
 from models.repo import tenants as tenant_repo
 from workers.devserver import start_dev_server, stop_dev_server
 
+# One payload key per benchmark run, shared by every leadflow process it starts.
+RUN_PAYLOAD_KEY = new_payload_key()
+
 ROOT = Path(__file__).resolve().parent.parent
 TERMINAL = {"completed", "failed", "cancelled"}
 
@@ -165,8 +168,8 @@ def stack_env(
             "LEADFLOW_API_HOST": "127.0.0.1",
             "LEADFLOW_API_PORT": str(api_port),
             "LEADFLOW_SECRET_KEY": "bench-secret",
-            # Payloads encrypted as in production (a fresh key per run): part of the cost.
-            "LEADFLOW_PAYLOAD_KEYS": new_payload_key(),
+            # Payloads encrypted as in production: part of the cost.
+            "LEADFLOW_PAYLOAD_KEYS": RUN_PAYLOAD_KEY,
             # The fixture web lives on loopback, which the scraper refuses unless allowed.
             "LEADFLOW_SSRF_ALLOWLIST": json.dumps(["127.0.0.0/8"]),
             "LEADFLOW_DUCKDUCKGO_URL": f"http://127.0.0.1:{web_port}/html/",

@@ -61,6 +61,9 @@ from models.payload_codec import new_payload_key
 from models.settings import Settings
 from workers.supervisor import lowered_priority
 
+# One payload key per benchmark run, shared by every leadflow process it starts.
+RUN_PAYLOAD_KEY = new_payload_key()
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PEERS = ROOT.parent / "shared" / "peers"
 WAHA_KEY = "peer-secret"
@@ -385,8 +388,8 @@ class Bench:
                 "LEADFLOW_API_HOST": "127.0.0.1",
                 "LEADFLOW_API_PORT": str(self.ports["leadflow-api"]),
                 "LEADFLOW_SECRET_KEY": "bench-secret",
-                # Payloads encrypted as in production (a fresh key per run): part of the cost.
-                "LEADFLOW_PAYLOAD_KEYS": new_payload_key(),
+                # Payloads encrypted as in production: part of the cost.
+                "LEADFLOW_PAYLOAD_KEYS": RUN_PAYLOAD_KEY,
                 # The fakes (WAHA, the LLM) listen on loopback, which tenant URLs may not reach
                 # by default.
                 "LEADFLOW_SSRF_ALLOWLIST": '["127.0.0.1"]',
