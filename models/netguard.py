@@ -11,7 +11,10 @@ is needed. Every new connection passes through it, so each redirect hop to anoth
 checked too; a kept-alive connection is reused only for the origin it was checked for.
 
 The client also keeps no cookies (`NoCookieJar`): one worker client serves every tenant, and a
-cookie one tenant's endpoint sets must never ride along on another tenant's request."""
+cookie one tenant's endpoint sets must never ride along on another tenant's request.
+
+`models.netguard_httpx2` is the same client for httpx2 (the OpenAI SDK's HTTP library, for a
+tenant's own LLM endpoint): both backends connect through `connect_checked`."""
 
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ import ssl
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from http.cookiejar import Cookie, CookieJar, DefaultCookiePolicy
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 from urllib.request import Request
 
@@ -32,6 +35,7 @@ import httpx
 Resolver = Callable[[str, int], Awaitable[Sequence[str]]]
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+Stream = TypeVar("Stream")
 
 ALLOWED_SCHEMES = ("http", "https")
 LOCAL_NAME_SUFFIXES = (".localhost", ".internal", ".local", ".localdomain", ".home.arpa")
@@ -202,6 +206,40 @@ class UrlGuard:
             raise UrlRefused(url, exc.reason) from exc
 
 
+async def connect_checked(
+    guard: UrlGuard,
+    host: str,
+    port: int,
+    timeout: float | None,  # noqa: ASYNC109 (the network backends' interface)
+    connect: Callable[[str], Awaitable[Stream]],
+    *,
+    connect_error: type[Exception] = httpcore.ConnectError,
+    connect_timeout: type[Exception] = httpcore.ConnectTimeout,
+) -> Stream:
+    """The one connection rule of every guarded backend (httpcore's here, httpcore2's in
+    `models.netguard_httpx2`): resolve once through the guard, then `connect` to the checked
+    addresses in order. `connect_error`/`connect_timeout` are the calling library's own
+    exception classes, so its client maps them to its transport errors (retryable), while a
+    `UrlRefused` passes through untouched (final)."""
+    try:
+        async with asyncio.timeout(timeout):
+            addresses = await guard.resolve(host, port)
+    except TimeoutError as exc:
+        raise connect_timeout(f"resolving {host} timed out") from exc
+    except httpcore.ConnectError as exc:  # the guard's "cannot resolve"
+        if connect_error is httpcore.ConnectError:
+            raise
+        raise connect_error(str(exc)) from exc
+    last: Exception | None = None
+    for ip in addresses:
+        try:
+            return await connect(str(ip))
+        except (connect_error, connect_timeout) as exc:
+            last = exc
+    assert last is not None
+    raise last
+
+
 class GuardedBackend(httpcore.AsyncNetworkBackend):
     """httpcore's TCP connector with `UrlGuard.resolve` in front: connects to a checked address."""
 
@@ -217,25 +255,16 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.AsyncNetworkStream:
-        try:
-            async with asyncio.timeout(timeout):
-                addresses = await self.guard.resolve(host, port)
-        except TimeoutError as exc:
-            raise httpcore.ConnectTimeout(f"resolving {host} timed out") from exc
-        last: Exception | None = None
-        for ip in addresses:
-            try:
-                return await self.inner.connect_tcp(
-                    str(ip),
-                    port,
-                    timeout=timeout,
-                    local_address=local_address,
-                    socket_options=socket_options,
-                )
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
-                last = exc
-        assert last is not None
-        raise last
+        def connect(ip: str) -> Awaitable[httpcore.AsyncNetworkStream]:
+            return self.inner.connect_tcp(
+                ip,
+                port,
+                timeout=timeout,
+                local_address=local_address,
+                socket_options=socket_options,
+            )
+
+        return await connect_checked(self.guard, host, port, timeout, connect)
 
     async def connect_unix_socket(
         self,

@@ -38,6 +38,7 @@ from activities.llm.model_client import (
     ModelResponse,
 )
 from models.agent import SUMMARY_MAX, Perception
+from models.netguard_httpx2 import guarded_client_httpx2
 from models.pricing import reports_cached_in_input
 from models.settings import Settings
 
@@ -278,7 +279,11 @@ def _clean_text(text: str, assistant_name: str | None) -> str:
 
 
 def hosted_backend(spec: BackendSpec, settings: Settings) -> ModelBackend:
-    """The `BackendFactory` of anthropic, openai and openai_compatible."""
+    """The `BackendFactory` of anthropic, openai and openai_compatible. A tenant's own
+    OpenAI-compatible endpoint is reached through the SSRF-guarded client; the operator's (often
+    a local Ollama) is not guarded."""
+    if not spec.model:
+        raise ValueError(f"{spec.provider} needs a model")
     client = build_client(
         spec.provider,
         api_key=spec.api_key,
@@ -286,7 +291,21 @@ def hosted_backend(spec: BackendSpec, settings: Settings) -> ModelBackend:
         structured_mode=settings.openai_compatible_structured
         if spec.provider == "openai_compatible"
         else "json_schema",
+        http_client=guarded_client_httpx2(settings.ssrf_allowlist)
+        if is_tenant_endpoint(spec, settings)
+        else None,
     )
-    if not spec.model:
-        raise ValueError(f"{spec.provider} needs a model")
     return ModelBackend(client, spec.model, settings)
+
+
+def is_tenant_endpoint(spec: BackendSpec, settings: Settings) -> bool:
+    """Whether the spec's base URL is one the operator did not configure: only openai_compatible
+    takes a tenant's URL (`models.llm_config`); anthropic and openai use the process's."""
+    if spec.provider != "openai_compatible" or not spec.base_url:
+        return False
+    return _normal_url(spec.base_url) != _normal_url(settings.openai_compatible_base_url)
+
+
+def _normal_url(url: str | None) -> str:
+    # As build_client normalises it: the same endpoint spelt with a trailing slash is the same.
+    return (url or "").strip().rstrip("/")

@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 from typing import Literal, cast
 
+import httpx2
+
 from activities.llm.clients.anthropic import DEFAULT_BASE_URL as ANTHROPIC_BASE_URL
 from activities.llm.clients.anthropic import AnthropicClient
 from activities.llm.clients.openai_chat import DEFAULT_BASE_URL as OPENAI_BASE_URL
@@ -41,9 +43,13 @@ def build_client(
     api_key: str | None,
     base_url: str | None,
     structured_mode: str = "json_schema",
+    http_client: httpx2.AsyncClient | None = None,
 ) -> ModelClient:
     """A client for `provider`. Raises ValueError for an unknown provider or structured mode, a
-    missing key (anthropic, openai) or a missing base URL (openai_compatible)."""
+    missing key (anthropic, openai) or a missing base URL (openai_compatible).
+
+    `http_client` (openai, openai_compatible): the httpx2 client the SDK sends through, e.g.
+    `models.netguard_httpx2.guarded_client_httpx2(...)` for a tenant-supplied endpoint."""
     if structured_mode not in STRUCTURED_MODES:
         raise ValueError(
             f"unknown structured_mode {structured_mode!r}: expected one of "
@@ -53,6 +59,9 @@ def build_client(
     key = api_key or None  # an empty string from a form or an env file is no key
     url = base_url.strip().rstrip("/") if base_url and base_url.strip() else None
     if provider == "anthropic":
+        if http_client is not None:
+            # Refused rather than ignored: a caller asking for a guard must not get none.
+            raise ValueError("provider 'anthropic' takes no http_client")
         key = _required_key(provider, key)
         url = url or ANTHROPIC_BASE_URL
         return AnthropicClient(
@@ -74,6 +83,7 @@ def build_client(
             credential_id=credential_fingerprint(provider, url, key),
             provider=name,
             structured_mode=mode,
+            http_client=http_client,
         )
     raise ValueError(f"unknown model provider {provider!r}: expected one of {', '.join(PROVIDERS)}")
 

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from activities.llm.model_client import ModelCallError
+from models.netguard import UrlRefused
 
 MAX_VENDOR_MESSAGE = 300
 
@@ -100,12 +101,26 @@ def timeout_error(provider: str, timeout_seconds: float) -> ModelCallError:
 def connection_error(provider: str, exc: BaseException) -> ModelCallError:
     # The SDK's own message is generic ("Connection error."); the cause says refused/DNS/TLS.
     cause = exc.__cause__ or exc.__context__
+    if isinstance(cause, UrlRefused):
+        return refused_error(provider, cause)
     detail = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)
     return ModelCallError(
         f"{provider} connection error: {_truncate(detail)}",
         provider=provider,
         retryable=True,
         kind="connection",
+    )
+
+
+def refused_error(provider: str, exc: UrlRefused) -> ModelCallError:
+    """The connection guard refused the endpoint (a tenant's base URL that is or resolves to a
+    private, loopback, metadata... address): the same call is refused again, so it is final, and
+    the reason names the address so the tenant can fix the URL."""
+    return ModelCallError(
+        f"{provider} endpoint refused: {_truncate(exc.reason)} (LEADFLOW_SSRF_ALLOWLIST)",
+        provider=provider,
+        retryable=False,
+        kind="url_refused",
     )
 
 
@@ -184,6 +199,8 @@ def classified(provider: str, timeout_seconds: float, sdk: Any) -> Iterator[None
     serves both: pass the SDK module."""
     try:
         yield
+    except UrlRefused as exc:  # the guarded client's refusal: not an SDK error, never retried
+        raise refused_error(provider, exc) from exc
     except sdk.APITimeoutError as exc:
         raise timeout_error(provider, timeout_seconds) from exc
     except sdk.APIConnectionError as exc:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 from typing import Any, Literal, get_args
 
+import httpx2
 import openai
 from openai.types.chat import (
     ChatCompletion,
@@ -50,16 +51,20 @@ class OpenAIChatClient:
         credential_id: str,
         provider: Literal["openai", "openai_compatible"] = "openai",
         structured_mode: StructuredMode = "json_schema",
+        http_client: httpx2.AsyncClient | None = None,
     ) -> None:
         self.provider: str = provider
         self.credential_id = credential_id
         self.structured_mode = structured_mode
         # One SDK client (one connection pool) per instance. An explicit base URL keeps the SDK
         # from reading OPENAI_BASE_URL: configuration comes from our Settings only.
+        # `http_client`: e.g. the SSRF-guarded client for a tenant's own endpoint
+        # (`models.netguard_httpx2`); the SDK then owns it and closes it in `aclose`.
         self._sdk = openai.AsyncOpenAI(
             api_key=api_key,
             base_url=base_url or DEFAULT_BASE_URL,
             max_retries=0,  # Temporal owns retries.
+            http_client=http_client,
         )
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
