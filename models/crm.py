@@ -13,7 +13,9 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
+from temporalio.service import RPCError, RPCStatusCode
 
+from models import workflow_ids
 from models.messages import Frozen
 from models.task_queues import CRM
 
@@ -29,7 +31,14 @@ ECHO_WINDOW_SECONDS = 15 * 60
 
 
 def crm_sync_workflow_id(tenant_id: str, lead_id: str) -> str:
-    return f"crm:{tenant_id}:{lead_id}"
+    """`crm:{tenant}:{keyed hash of the lead id}` (models/workflow_ids.py: the lead id is as
+    guessable as the contact, so it is not in the id)."""
+    return workflow_ids.lead_workflow_id(workflow_ids.CRM_SYNC_PREFIX, tenant_id, lead_id)
+
+
+def legacy_crm_sync_workflow_id(tenant_id: str, lead_id: str) -> str:
+    """`crm:{tenant}:{lead}`, the id syncs had before: only to reach one still running."""
+    return workflow_ids.legacy_lead_workflow_id(workflow_ids.CRM_SYNC_PREFIX, tenant_id, lead_id)
 
 
 def idempotency_key(tenant_id: str, lead_id: str, version: int, integration_id: str) -> str:
@@ -443,7 +452,23 @@ async def request_crm_sync(
     """Signal-with-start the lead's CrmSyncWorkflow (one per lead; it coalesces requests).
 
     The one way in for the API, the conversation's requester activity and enrichment. The
-    workflow is addressed by name: callers never import workflow code."""
+    workflow is addressed by name: callers never import workflow code. Returns the id of the
+    workflow that got the request.
+
+    A sync started before hashed ids runs under its legacy id until it ends (it coalesces, runs
+    its sagas and ends once no request is pending, but a saga waiting out a CRM that is down can
+    take hours). While it runs it gets the request, so two sagas of one lead never write to a
+    CRM at once; it ends only with no request pending (a signal racing its end is seen by it),
+    and no one starts a legacy id again, so once it is gone it stays gone and every request
+    after goes to the hashed id. The price is one signal call answered NOT_FOUND per request."""
+    request = SyncRequest(reason=reason, version=version)
+    legacy_id = legacy_crm_sync_workflow_id(tenant_id, lead_id)
+    try:
+        await client.get_workflow_handle(legacy_id).signal(SYNC_SIGNAL, request)
+        return legacy_id
+    except RPCError as exc:
+        if exc.status != RPCStatusCode.NOT_FOUND:
+            raise
     workflow_id = crm_sync_workflow_id(tenant_id, lead_id)
     await client.start_workflow(
         CRM_SYNC_WORKFLOW,
@@ -451,6 +476,6 @@ async def request_crm_sync(
         id=workflow_id,
         task_queue=task_queue,
         start_signal=SYNC_SIGNAL,
-        start_signal_args=[SyncRequest(reason=reason, version=version)],
+        start_signal_args=[request],
     )
     return workflow_id

@@ -41,7 +41,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from models import search_attributes
-from models.crm import crm_sync_workflow_id
+from models.crm import crm_sync_workflow_id, legacy_crm_sync_workflow_id
 from models.crm_tables import CrmIdempotencyRecord, CrmLink, CrmSyncRun, CrmWriteMarker
 from models.enrichment import workflow_id as enrichment_workflow_id
 from models.enrichment_tables import EnrichmentJob, EnrichmentRecord
@@ -60,15 +60,28 @@ from models.tables import (
     OutboxMessage,
     Tenant,
 )
+from models.workflow_ids import (
+    CRM_SYNC_PREFIX,
+    ERASE_PREFIX,
+    lead_workflow_id,
+    lead_workflow_prefix,
+    legacy_lead_workflow_id,
+)
 
 ERASE_WORKFLOW = "EraseContactWorkflow"
 ERASE_ROUTE = "/api/v1/leads/{lead_id}/erasure"
 
 
 def erase_workflow_id(tenant_id: str, lead_id: str) -> str:
-    """One erasure per (tenant, lead): a second request joins the running one. The lead id is
-    an opaque id, so the erasure's own id and history carry nothing personal."""
-    return f"erase:{tenant_id}:{lead_id}"
+    """One erasure per (tenant, lead): a second request joins the running one. The id holds a
+    keyed hash of the lead id, not the lead id (models/workflow_ids.py: a lead id is uuid5 of
+    the contact with no key, so it could be confirmed from a guessed phone number)."""
+    return lead_workflow_id(ERASE_PREFIX, tenant_id, lead_id)
+
+
+def legacy_erase_workflow_id(tenant_id: str, lead_id: str) -> str:
+    """`erase:{tenant}:{lead}`, the id erasures had before: to find one started under it."""
+    return legacy_lead_workflow_id(ERASE_PREFIX, tenant_id, lead_id)
 
 
 # ---- contracts of the erasure workflow --------------------------------------------------------
@@ -189,10 +202,12 @@ async def contact_scope(
 
 def contact_workflow_ids(scope: ContactScope) -> list[str]:
     """The contact's workflows: its conversations (the conversation row's id is the workflow
-    id) and its CRM sync."""
+    id) and its CRM sync, under its hashed id and the legacy one (the lead id in clear, which
+    is the reason its history must go too)."""
     return [
         *scope.conversation_ids,
         crm_sync_workflow_id(scope.lead.tenant_id, scope.lead.id),
+        legacy_crm_sync_workflow_id(scope.lead.tenant_id, scope.lead.id),
     ]
 
 
@@ -381,9 +396,9 @@ async def tenant_workflow_ids(
     ids: dict[str, None] = {}
     for query in (
         f"{search_attributes.TENANT.name} = {_quoted(tenant_id)}",
-        f"WorkflowId STARTS_WITH {_quoted(f'crm:{tenant_id}:')}",
+        f"WorkflowId STARTS_WITH {_quoted(lead_workflow_prefix(CRM_SYNC_PREFIX, tenant_id))}",
         f"WorkflowId STARTS_WITH {_quoted(f'enrich:{tenant_id}:')}",
-        f"WorkflowId STARTS_WITH {_quoted(erase_workflow_id(tenant_id, ''))}",
+        f"WorkflowId STARTS_WITH {_quoted(lead_workflow_prefix(ERASE_PREFIX, tenant_id))}",
     ):
         with contextlib.suppress(RPCError):
             async for execution in client.list_workflows(query):
@@ -394,6 +409,7 @@ async def tenant_workflow_ids(
         ids[conversation_id] = None
     for lead_id in (await session.exec(select(Lead.id).where(Lead.tenant_id == tenant_id))).all():
         ids[crm_sync_workflow_id(tenant_id, lead_id)] = None
+        ids[legacy_crm_sync_workflow_id(tenant_id, lead_id)] = None
     for job_id in (
         await session.exec(select(EnrichmentJob.id).where(EnrichmentJob.tenant_id == tenant_id))
     ).all():

@@ -1,4 +1,5 @@
-"""Conversation workflow ids without contact details.
+"""Workflow ids without contact details: conversations here, and lead workflows (CRM sync,
+erasure) at the end of the module.
 
 A conversation's workflow id names its tenant and channel and a keyed hash of its contact:
 `conv:{tenant}:{channel}:{digest}`, the digest being HMAC-SHA256 under the deployment's id key
@@ -155,3 +156,48 @@ def contact_of(workflow_id: str, tenant_id: str, channel: Channel | str) -> str 
     if is_hashed(workflow_id, tenant_id, channel):
         return _recent.get(workflow_id)
     return workflow_id[len(prefix) :] or None
+
+
+# ---- lead workflow ids (CRM sync, erasure) ---------------------------------------------------
+# A lead id is uuid5 of tenant, channel and contact with no key (models/conversation.py
+# `lead_id_for`), so it is as guessable as the contact: a workflow id holding it would let anyone
+# who reads workflow ids confirm a phone number offline. These ids hold a keyed hash of the lead
+# id instead, with the key and letters of conversation ids: `{kind}:{tenant}:{digest}`.
+
+CRM_SYNC_PREFIX = "crm"
+ERASE_PREFIX = "erase"
+_LEAD_MARK = "lead"
+"""First field of a lead id's hashed message: a conversation's message starts with a tenant
+id, so the two kinds of message never coincide."""
+
+
+def lead_digest(tenant_id: str, lead_id: str, key: bytes | None = None) -> str:
+    """The keyed hash of a tenant's lead id: DIGEST_CHARS letters a-p, under `key` (default:
+    the key this process holds; `WorkflowIdKeyMissing` before it loaded one)."""
+    if key is None:
+        key = _key
+        if key is None:
+            raise WorkflowIdKeyMissing()
+    message = "\x1f".join((_LEAD_MARK, tenant_id, lead_id)).encode()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()[:DIGEST_CHARS].translate(_LETTERS)
+
+
+def lead_workflow_prefix(kind: str, tenant_id: str) -> str:
+    """`{kind}:{tenant}:`, what every id of this kind and tenant starts with (both forms)."""
+    return f"{kind}:{tenant_id}:"
+
+
+def lead_workflow_id(kind: str, tenant_id: str, lead_id: str) -> str:
+    """The id of a new lead workflow of `kind` (CRM_SYNC_PREFIX, ERASE_PREFIX)."""
+    return lead_workflow_prefix(kind, tenant_id) + lead_digest(tenant_id, lead_id)
+
+
+def legacy_lead_workflow_id(kind: str, tenant_id: str, lead_id: str) -> str:
+    """The id these workflows had before (the lead id in clear): only to reach one started
+    under it, never for a new workflow."""
+    return lead_workflow_prefix(kind, tenant_id) + lead_id
+
+
+def is_hashed_lead_workflow_id(workflow_id: str, kind: str, tenant_id: str) -> bool:
+    prefix = lead_workflow_prefix(kind, tenant_id)
+    return workflow_id.startswith(prefix) and bool(_DIGEST.match(workflow_id[len(prefix) :]))

@@ -1,4 +1,6 @@
-"""CrmSyncWorkflow: one per lead (id `crm:{tenant}:{lead}`), signalled on every change.
+"""CrmSyncWorkflow: one per lead (id `crm:{tenant}:{keyed hash of the lead id}`, see
+models/workflow_ids.py; older runs `crm:{tenant}:{lead}`), signalled on every change. It reads
+its tenant and lead from its input, never from its id, so both id forms run the same code.
 
 Changes are coalesced (a burst becomes one sync of the latest state). Each sync is a saga over
 the tenant's connections in order: read what the CRM holds -> register the compensation
@@ -115,6 +117,10 @@ class _Compensation:
 class CrmSyncWorkflow:
     @workflow.init
     def __init__(self, input: CrmSyncInput) -> None:
+        # A query is not recorded in the history, so reading these from the input instead of
+        # the id (as before) changes no replay and needs no patch.
+        self._tenant_id = input.tenant_id
+        self._lead_id = input.lead_id
         self._reasons: list[str] = list(input.pending_reasons)
         self._signals = 0
         self._syncing = False
@@ -128,11 +134,9 @@ class CrmSyncWorkflow:
 
     @workflow.query(name="state")
     def state(self) -> CrmSyncState:
-        info = workflow.info()
-        tenant, _, lead = info.workflow_id.removeprefix("crm:").partition(":")
         return CrmSyncState(
-            tenant_id=tenant,
-            lead_id=lead,
+            tenant_id=self._tenant_id,
+            lead_id=self._lead_id,
             pending_reasons=tuple(self._reasons),
             syncing=self._syncing,
             syncs_done=self._syncs_done,

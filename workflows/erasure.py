@@ -1,4 +1,5 @@
-"""EraseContactWorkflow: erase one contact everywhere (id `erase:{tenant}:{lead}`).
+"""EraseContactWorkflow: erase one contact everywhere (id `erase:{tenant}:{keyed hash of the
+lead id}`, models/workflow_ids.py; older runs `erase:{tenant}:{lead}`).
 
 Order matters, and each step repeats safely, so a crash anywhere and a retry (or a second
 request, which joins the running erasure or runs it again) finishes the job:

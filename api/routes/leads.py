@@ -10,7 +10,7 @@ import unicodedata
 from datetime import datetime
 from typing import Any, Literal
 
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, StrictBool, field_validator
 from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio.client import (
@@ -23,7 +23,7 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.conversations_gateway import signal_conversation
-from api.deps import CurrentTenant, Session, Temporal
+from api.deps import CurrentTenant, Session, State, Temporal
 from api.errors import ApiError
 from api.responses import errors
 from models import lead_service
@@ -38,15 +38,24 @@ from models.erasure import (
     EraseContactInput,
     ErasureReport,
     erase_workflow_id,
+    legacy_erase_workflow_id,
 )
 from models.export import ContactExport, export_contact
 from models.lead_service import LIFT_ROUTE
 from models.repo import crm as crm_repo
+from models.repo import deployment_keys
 from models.repo import leads as lead_repo
 from models.tables import Lead, utcnow
 from models.task_queues import CONVERSATIONS
 
-router = APIRouter(prefix="/api/v1/leads", tags=["leads"])
+
+async def _workflow_id_key(state: State) -> None:
+    """CRM sync and erasure ids are keyed (models/workflow_ids.py): an API started while its
+    database was down loads the key with its first request here (an attribute check after)."""
+    await deployment_keys.ensure_loaded(state.db)
+
+
+router = APIRouter(prefix="/api/v1/leads", tags=["leads"], dependencies=[Depends(_workflow_id_key)])
 
 
 class CrmLinkOut(BaseModel):
@@ -380,20 +389,34 @@ async def _erasure_out(
     return ErasureOut(lead_id=lead_id, status="completed", status_url=url, report=report)
 
 
-async def _existing_erasure(temporal: Client, tenant_id: str, lead_id: str) -> ErasureOut | None:
-    """The last erasure of this lead by this tenant, or None. The id names the tenant, so
-    another tenant's erasure of the same id is never found."""
-    handle = temporal.get_workflow_handle(
-        erase_workflow_id(tenant_id, lead_id), result_type=ErasureReport
-    )
+async def _erasure_handle(
+    temporal: Client, workflow_id: str
+) -> tuple[WorkflowHandle[Any, ErasureReport], bool] | None:
+    """The erasure under this id and whether it runs, or None when Temporal has none."""
+    handle = temporal.get_workflow_handle(workflow_id, result_type=ErasureReport)
     try:
         described = await handle.describe()
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             return None
         raise
-    running = described.status == WorkflowExecutionStatus.RUNNING
-    return await _erasure_out(handle, lead_id, wait=0.0 if running else 5.0)
+    return handle, described.status == WorkflowExecutionStatus.RUNNING
+
+
+async def _existing_erasure(temporal: Client, tenant_id: str, lead_id: str) -> ErasureOut | None:
+    """The last erasure of this lead by this tenant, or None: under its hashed id, else under
+    the legacy one (an erasure from before hashed ids; none is started under it any more, so
+    the hashed id's is the later). The id names the tenant, so another tenant's erasure of the
+    same id is never found."""
+    for workflow_id in (
+        erase_workflow_id(tenant_id, lead_id),
+        legacy_erase_workflow_id(tenant_id, lead_id),
+    ):
+        found = await _erasure_handle(temporal, workflow_id)
+        if found is not None:
+            handle, running = found
+            return await _erasure_out(handle, lead_id, wait=0.0 if running else 5.0)
+    return None
 
 
 def _answer(out: ErasureOut, response: Response) -> ErasureOut:
@@ -444,6 +467,13 @@ async def erase_lead(
         return _answer(existing, response)
     # The request's session must not hold the rows the erasure deletes (SQLite locks).
     await session.close()
+    # An erasure started before hashed ids, still running, is joined as one under the hashed
+    # id would be (USE_EXISTING): two erasures of one lead at once would race on its rows.
+    legacy = await _erasure_handle(temporal, legacy_erase_workflow_id(tenant.id, lead_id))
+    if legacy is not None and legacy[1]:
+        out = await _erasure_out(legacy[0], lead_id, wait=ERASE_WAIT_SECONDS)
+        request.state.audit_detail = {"crm": crm, "status": out.status, "repeat": True}
+        return _answer(out, response)
     handle = await temporal.start_workflow(
         ERASE_WORKFLOW,
         EraseContactInput(tenant_id=tenant.id, lead_id=lead_id, crm=crm),

@@ -19,18 +19,29 @@ from api.routes import leads as leads_route
 from models.audit_tables import AuditEvent
 from models.common import Channel, Role, Stage
 from models.conversation import RecordTurnInput, lead_id_for
-from models.crm import crm_sync_workflow_id
+from models.crm import (
+    CRM_SYNC_WORKFLOW,
+    SYNC_SIGNAL,
+    CrmSyncInput,
+    SyncRequest,
+    crm_sync_workflow_id,
+    legacy_crm_sync_workflow_id,
+)
 from models.crm_tables import CrmLink
 from models.db import Database
 from models.erasure import (
+    ERASE_WORKFLOW,
+    EraseContactInput,
     contact_scope,
     erase_contact_rows,
     erase_workflow_id,
+    legacy_erase_workflow_id,
 )
 from models.identity_tables import WahaLid
 from models.llm_tables import LlmCall
 from models.messages import TranscriptEntry
 from models.repo import conversations as conversation_repo
+from models.repo import leads as lead_repo
 from models.settings import Settings
 from models.tables import (
     Conversation,
@@ -40,6 +51,7 @@ from models.tables import (
     Message,
     OutboxMessage,
 )
+from models.task_queues import CONVERSATIONS, CRM
 from models.tenant import TenantSettings
 from tests.conftest import make_tenant
 from tests.fakes.crm import ChatwootCrmFake, HubSpotFake, PipedriveFake, SalesforceFake
@@ -408,3 +420,60 @@ async def test_erasure_in_every_crm_finishes_after_a_first_attempt_was_lost(
             # The local erasure went on regardless.
             assert await _count(stack.db, Lead, Lead.id == lead_id) == 0
             assert await _count(stack.db, CrmLink, CrmLink.lead_id == lead_id) == 0
+
+
+async def test_an_erasure_started_before_hashed_ids_is_joined_and_purges_the_legacy_sync(
+    temporal_client: Client, settings_factory: Any, sqlite_url: str
+) -> None:
+    """Upgrading with an erasure running under the legacy id `erase:{tenant}:{lead}`: a DELETE
+    joins it (two erasures of one lead at once would race on its rows), its status is found
+    under that id, and the lead's legacy CRM sync `crm:{tenant}:{lead}` is purged like the
+    hashed one."""
+    settings: Settings = settings_factory(sqlite_url)
+    async with live_stack(temporal_client, settings, start_worker=False) as stack:
+        async with stack.db.session() as session:
+            lead = await lead_repo.create_lead(
+                session, tenant_id=stack.tenant_id, channel="waha", address=LEAD, name="Jan"
+            )
+            lead_id = lead.id
+        legacy_sync = legacy_crm_sync_workflow_id(stack.tenant_id, lead_id)
+        await temporal_client.start_workflow(
+            CRM_SYNC_WORKFLOW,
+            CrmSyncInput(tenant_id=stack.tenant_id, lead_id=lead_id, coalesce_seconds=60),
+            id=legacy_sync,
+            task_queue=CRM,
+            start_signal=SYNC_SIGNAL,
+            start_signal_args=[SyncRequest(reason="before the upgrade")],
+        )
+        legacy_erase = legacy_erase_workflow_id(stack.tenant_id, lead_id)
+        assert legacy_erase == f"erase:{stack.tenant_id}:{lead_id}"
+        await temporal_client.start_workflow(
+            ERASE_WORKFLOW,
+            EraseContactInput(tenant_id=stack.tenant_id, lead_id=lead_id),
+            id=legacy_erase,
+            task_queue=CONVERSATIONS,
+        )
+        stack.started.append(legacy_erase)
+
+        joined = await stack.http.delete(f"/api/v1/leads/{lead_id}", headers=stack.auth)
+        assert joined.status_code == 202, joined.text
+        assert joined.json()["status"] == "running"
+        assert await _gone(temporal_client, erase_workflow_id(stack.tenant_id, lead_id))
+        polled = await stack.http.get(joined.json()["status_url"], headers=stack.auth)
+        assert (polled.status_code, polled.json()["status"]) == (202, "running")
+
+        await stack.start_worker()
+
+        async def finished() -> dict[str, Any] | None:
+            answer = await stack.http.get(joined.json()["status_url"], headers=stack.auth)
+            body: dict[str, Any] = answer.json()
+            return body if body["status"] == "completed" else None
+
+        done = await stack.wait_for(finished, what="the legacy erasure")
+        assert done["report"]["lead_found"] is True
+        assert await _count(stack.db, Lead, Lead.id == lead_id) == 0
+        await stack.wait_for(lambda: _gone(temporal_client, legacy_sync), what="the legacy sync")
+        # Erased: a repeat answers the legacy erasure's report, and no new erasure was started.
+        again = await stack.http.delete(f"/api/v1/leads/{lead_id}", headers=stack.auth)
+        assert (again.status_code, again.json()["status"]) == (200, "completed"), again.text
+        assert await _gone(temporal_client, erase_workflow_id(stack.tenant_id, lead_id))

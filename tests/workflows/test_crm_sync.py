@@ -14,6 +14,7 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
 from temporalio.converter import DataConverter
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import ActivityEnvironment
 from temporalio.worker import Worker
 
@@ -22,6 +23,7 @@ from activities.crm.plugin import crm_plugin
 from models.crm import (
     CrmKind,
     CrmSyncInput,
+    CrmSyncState,
     RequestCrmSyncInput,
     StepStatus,
     SyncMode,
@@ -29,6 +31,8 @@ from models.crm import (
     SyncRequest,
     SyncStatus,
     crm_sync_workflow_id,
+    legacy_crm_sync_workflow_id,
+    request_crm_sync,
 )
 from models.crm_tables import CrmSyncRun
 from models.db import Database
@@ -443,3 +447,71 @@ async def test_request_crm_sync_activity_signal_with_starts_one_workflow(env: En
         ).result()
     assert outcome.reasons == ("turn 1", "turn 2")
     assert time.monotonic() - started < 30
+
+
+async def test_a_sync_under_its_hashed_id_knows_its_lead_from_its_input(env: Env) -> None:
+    """The id holds a keyed hash of the lead id, not the lead id; the `state` query names the
+    lead all the same (from the input: nothing parses the id)."""
+    lead_id = await env.lead(name="Ana", email="ana@example.com")
+    async with env.worker():
+        workflow_id = await request_crm_sync(
+            env.client,
+            tenant_id=env.tenant_id,
+            lead_id=lead_id,
+            reason="hashed",
+            coalesce_seconds=0.2,
+            task_queue=env.task_queue,
+        )
+        handle = env.client.get_workflow_handle(workflow_id, result_type=SyncOutcome)
+        outcome = await handle.result()
+        state = await handle.query("state", result_type=CrmSyncState)
+    assert workflow_id == crm_sync_workflow_id(env.tenant_id, lead_id)
+    assert lead_id not in workflow_id and lead_id.split("-")[0] not in workflow_id
+    assert outcome.status is SyncStatus.SUCCEEDED and outcome.lead_id == lead_id
+    assert (state.tenant_id, state.lead_id, state.syncs_done) == (env.tenant_id, lead_id, 1)
+
+
+async def test_a_running_legacy_sync_gets_the_requests_until_it_ends(env: Env) -> None:
+    """A sync started before hashed ids (`crm:{tenant}:{lead}`) is signalled while it runs, so
+    two sagas of one lead never run at once; once it ended, requests go to the hashed id."""
+    lead_id = await env.lead(name="Jo", email="jo@example.com")
+    legacy_id = legacy_crm_sync_workflow_id(env.tenant_id, lead_id)
+    assert legacy_id == f"crm:{env.tenant_id}:{lead_id}"
+    # No worker yet: the legacy run stays open, as one waiting out a CRM would.
+    legacy = await env.client.start_workflow(
+        CrmSyncWorkflow.run,
+        CrmSyncInput(tenant_id=env.tenant_id, lead_id=lead_id, coalesce_seconds=0.2),
+        id=legacy_id,
+        task_queue=env.task_queue,
+        start_signal="request_sync",
+        start_signal_args=[SyncRequest(reason="before the upgrade")],
+    )
+    joined = await request_crm_sync(
+        env.client,
+        tenant_id=env.tenant_id,
+        lead_id=lead_id,
+        reason="after the upgrade",
+        task_queue=env.task_queue,
+    )
+    assert joined == legacy_id
+    hashed = env.client.get_workflow_handle(crm_sync_workflow_id(env.tenant_id, lead_id))
+    with pytest.raises(RPCError) as missing:
+        await hashed.describe()
+    assert missing.value.status == RPCStatusCode.NOT_FOUND
+    async with env.worker():
+        first = await legacy.result()
+        assert first is not None and first.reasons == ("before the upgrade", "after the upgrade")
+        state = await legacy.query("state", result_type=CrmSyncState)
+        assert (state.tenant_id, state.lead_id) == (env.tenant_id, lead_id)
+        later = await request_crm_sync(
+            env.client,
+            tenant_id=env.tenant_id,
+            lead_id=lead_id,
+            reason="later",
+            coalesce_seconds=0.2,
+            task_queue=env.task_queue,
+        )
+        assert later == crm_sync_workflow_id(env.tenant_id, lead_id)
+        second = await env.client.get_workflow_handle(later, result_type=SyncOutcome).result()
+    assert second.reasons == ("later",) and second.status is SyncStatus.SUCCEEDED
+    assert [run.status for run in await env.runs(lead_id)] == [SyncStatus.SUCCEEDED] * 2
