@@ -72,9 +72,7 @@ async def save_tenant_settings(
     await session.commit()
 
 
-async def create_api_key(
-    session: AsyncSession, *, tenant_id: str, label: str = "default"
-) -> str:
+async def create_api_key(session: AsyncSession, *, tenant_id: str, label: str = "default") -> str:
     """Create a key and return it in clear text: the only time it is ever visible. The rules
     (format, hash, limits) are `models.api_keys`'; this is the shortcut setup code uses."""
     return (await api_keys.create(session, tenant_id=tenant_id, label=label)).secret
