@@ -1,5 +1,6 @@
-""" "Test connection" of a CRM whose base_url points inside the network: a 4xx with the reason,
-never a probe (whose "refused" versus "HTTP 404" would map internal ports for the tenant)."""
+"""A CRM whose base_url points inside the network: refused when added (422 with the reason), and
+"test connection" of one stored before that rule is a 4xx with the reason too, never a probe
+(whose "refused" versus "HTTP 404" would map internal ports for the tenant)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ import pytest
 from temporalio.client import Client
 
 from api.app import create_app
+from models.crm import CrmKind
 from models.db import Database
+from models.repo import crm as crm_repo
 from models.settings import Settings
-from tests.conftest import make_tenant
+from tests.conftest import TEST_SECRET, make_tenant
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -45,9 +48,9 @@ async def api(
 async def test_testing_a_crm_on_an_internal_address_is_a_422_with_the_reason(
     api: httpx.AsyncClient, sqlite_db: Database, base_url: str, reason: str
 ) -> None:
-    _, key = await make_tenant(sqlite_db)
+    tid, key = await make_tenant(sqlite_db)
     headers = {"Authorization": f"Bearer {key}"}
-    created = await api.post(
+    refused = await api.post(
         "/api/v1/integrations",
         headers=headers,
         json={
@@ -57,9 +60,25 @@ async def test_testing_a_crm_on_an_internal_address_is_a_422_with_the_reason(
             "credentials": {"access_token": "pat"},
         },
     )
-    assert created.status_code == 201, created.text
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["error"] == "invalid integration"
+    (problem,) = refused.json()["detail"]
+    assert problem["field"] == "base_url" and reason in problem["problem"], problem
+    listed = await api.get("/api/v1/integrations", headers=headers)
+    assert listed.json() == []
+    # One stored before the rule (or written past the API): testing it probes nothing either.
+    async with sqlite_db.session() as session:
+        stored = await crm_repo.create_integration(
+            session,
+            tenant_id=tid,
+            kind=CrmKind.HUBSPOT,
+            name="probe",
+            base_url=base_url,
+            credentials={"access_token": "pat"},
+            secret_key=TEST_SECRET,
+        )
     # No CRM worker runs in this test: an answer at all shows nothing was started or probed.
-    tested = await api.post(f"/api/v1/integrations/{created.json()['id']}/test", headers=headers)
+    tested = await api.post(f"/api/v1/integrations/{stored.id}/test", headers=headers)
     assert tested.status_code == 422, tested.text
     body = tested.json()
     assert body["error"] == "integration base_url refused"
