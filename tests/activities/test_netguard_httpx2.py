@@ -20,10 +20,9 @@ from activities.llm.model_client import ModelCallError, ModelMessage, ModelReque
 from models.netguard import NoCookieJar, UrlGuard, UrlRefused
 from models.netguard_httpx2 import guard_of_httpx2, guarded_client_httpx2
 from models.settings import Settings
+from tests.activities.test_netguard import PUBLIC, RebindingResolver
 from tests.conftest import TEST_SECRET
 from tests.fakes.llm import FakeOpenAI
-
-PUBLIC = "93.184.215.14"
 
 
 @pytest.fixture
@@ -56,17 +55,6 @@ class RecordingBackend2(httpcore2.AsyncNetworkBackend):
 
     async def sleep(self, seconds: float) -> None:
         await self.inner.sleep(seconds)
-
-
-class RebindingResolver:
-    """The attacker's DNS: a public address for the first question, loopback afterwards."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    async def __call__(self, host: str, port: int) -> list[str]:
-        self.calls += 1
-        return [PUBLIC] if self.calls == 1 else ["127.0.0.1"]
 
 
 def request() -> ModelRequest:
