@@ -91,18 +91,38 @@ CONNECTION_TEST_TIMEOUT = timedelta(seconds=20)
 CONNECTION_TEST_RETRY = RetryPolicy(maximum_attempts=1)
 
 
-def _reason(exc: BaseException) -> str:
-    """The root cause's message, which names the CRM, the call and the vendor's words."""
-    cause: BaseException | None = exc
+def _root(exc: BaseException) -> BaseException:
+    cause: BaseException = exc
     while isinstance(cause, ActivityError) and cause.cause is not None:
         cause = cause.cause
+    return cause
+
+
+def _reason(exc: BaseException) -> str:
+    """The root cause's message, which names the CRM, the call and the vendor's words."""
+    cause = _root(exc)
     if isinstance(cause, ApplicationError) and cause.type:
         return f"{cause.type}: {cause.message}"
-    return str(cause or exc)
+    return str(cause)
 
 
 def _label(conn: CrmConnectionView) -> str:
     return f"{conn.kind.value} {conn.name!r}"
+
+
+def _kind_of_failure(exc: BaseException) -> str:
+    """The failure's type without the vendor's words, which may quote the lead's values (an
+    e-mail address a CRM refused): what the run's details and summaries may show."""
+    cause = _root(exc)
+    if isinstance(cause, ApplicationError) and cause.type:
+        return cause.type
+    return type(cause).__name__
+
+
+RETRIES_NOTE = (
+    "a rate limit (429, Retry-After), an open breaker or a 5xx is retried by Temporal: "
+    "the attempt and last failure show under Pending Activities"
+)
 
 
 class _Compensation:
@@ -126,11 +146,18 @@ class CrmSyncWorkflow:
         self._syncing = False
         self._syncs_done = input.syncs_done
         self._last: SyncOutcome | None = None
+        # For people reading the run (current details): what it waits for, the CRM steps of the
+        # sync in progress and how each went. CRM kinds, connection names and statuses only,
+        # never a lead's values (docs/security.md).
+        self._waiting = "the first request"
+        self._plan: list[str] = []
+        self._done_steps: list[str] = []
 
     @workflow.signal(name=SYNC_SIGNAL)
     def request_sync(self, request: SyncRequest) -> None:
         self._reasons.append(request.reason)
         self._signals += 1
+        self._show()
 
     @workflow.query(name="state")
     def state(self) -> CrmSyncState:
@@ -156,6 +183,8 @@ class CrmSyncWorkflow:
             self._last = await self._sync(input, reasons)
             self._syncing = False
             self._syncs_done += 1
+            self._waiting = "nothing: ends unless another change arrives"
+            self._show()
             runs_here += 1
             if self._reasons and (
                 runs_here >= input.max_syncs_per_run
@@ -181,6 +210,12 @@ class CrmSyncWorkflow:
         """Wait until the lead has been quiet for `coalesce_seconds` (at most `max_...`)."""
         started = workflow.now()
         cap = timedelta(seconds=input.max_coalesce_seconds)
+        until = started + cap
+        self._waiting = (
+            f"the lead to be quiet for {input.coalesce_seconds:g} s (changes are coalesced; "
+            f"the sync starts by {until:%H:%M:%S} UTC at the latest)"
+        )
+        self._show()
         while True:
             left = cap - (workflow.now() - started)
             if left <= timedelta(0):
@@ -197,14 +232,17 @@ class CrmSyncWorkflow:
 
     async def _sync(self, input: CrmSyncInput, reasons: tuple[str, ...]) -> SyncOutcome:
         sync_no = self._syncs_done + 1
+        self._plan, self._done_steps = [], []
+        self._step("loading the lead and the CRM connections")
         plan = await workflow.execute_activity_method(
             CrmActivities.load_crm_sync_plan,
             LoadSyncPlanInput(tenant_id=input.tenant_id, lead_id=input.lead_id),
             start_to_close_timeout=LOCAL_STEP_TIMEOUT,
             retry_policy=LOCAL_STEP_RETRY,
-            summary=f"load lead {input.lead_id} and CRM connections (sync #{sync_no})",
+            summary=f"load lead and CRM connections (sync #{sync_no})",
         )
         lead = plan.lead
+        self._plan = [_label(conn) for conn in plan.connections]
         if lead is None:
             outcome = SyncOutcome(
                 tenant_id=input.tenant_id,
@@ -216,13 +254,21 @@ class CrmSyncWorkflow:
             )
         else:
             outcome = await self._saga(lead, plan.connections, reasons)
+        failed = [
+            f"{step.kind.value} {step.name!r}"
+            for step in outcome.steps
+            if step.status in (StepStatus.FAILED, StepStatus.COMPENSATION_FAILED)
+        ]
+        # The outcome's reason quotes the CRM's words (it is stored for the tenant); the summary
+        # names the CRMs that failed only.
+        self._step(f"recording the outcome ({outcome.status.value})")
         await workflow.execute_activity_method(
             CrmActivities.record_crm_sync,
             RecordSyncInput(run_key=f"{workflow.info().run_id}:{sync_no}", outcome=outcome),
             start_to_close_timeout=LOCAL_STEP_TIMEOUT,
             retry_policy=LOCAL_STEP_RETRY,
             summary=f"record outcome: {outcome.status.value}"
-            + (f" ({outcome.reason})" if outcome.reason else ""),
+            + (f" (failed: {', '.join(failed)})" if failed else ""),
         )
         return outcome
 
@@ -240,6 +286,7 @@ class CrmSyncWorkflow:
         for conn in connections:
             key = idempotency_key(lead.tenant_id, lead.lead_id, lead.version, conn.integration_id)
             saga_step = conn.mode is SyncMode.SAGA
+            self._step(f"{_label(conn)}: read the current record; {RETRIES_NOTE}")
             try:
                 before = await workflow.execute_activity_method(
                     CrmActivities.read_crm_record,
@@ -247,9 +294,10 @@ class CrmSyncWorkflow:
                     start_to_close_timeout=CRM_CALL_TIMEOUT,
                     schedule_to_close_timeout=CRM_STEP_DEADLINE,
                     retry_policy=CRM_RETRY,
-                    summary=f"read {_label(conn)}: current values of lead {lead.lead_id}",
+                    summary=f"read {_label(conn)}: the lead's current record",
                 )
             except ActivityError as exc:
+                self._done_steps.append(f"{_label(conn)}: read failed ({_kind_of_failure(exc)})")
                 steps.append(self._failed(conn, exc))
                 if saga_step:
                     failure = f"{_label(conn)} read failed: {_reason(exc)}"
@@ -276,6 +324,7 @@ class CrmSyncWorkflow:
                 compensations.append(compensation)
 
             action = "update" if before.exists else "create"
+            self._step(f"{_label(conn)}: {action} the record; {RETRIES_NOTE}")
             try:
                 written = await workflow.execute_activity_method(
                     CrmActivities.write_crm_record,
@@ -285,9 +334,12 @@ class CrmSyncWorkflow:
                     start_to_close_timeout=CRM_CALL_TIMEOUT,
                     schedule_to_close_timeout=CRM_STEP_DEADLINE,
                     retry_policy=CRM_RETRY,
-                    summary=f"write {_label(conn)}: {action} lead {lead.lead_id} v{lead.version}",
+                    summary=f"write {_label(conn)}: {action} lead v{lead.version}",
                 )
             except ActivityError as exc:
+                self._done_steps.append(
+                    f"{_label(conn)}: {action} failed ({_kind_of_failure(exc)})"
+                )
                 steps.append(self._failed(conn, exc))
                 if saga_step:
                     failure = f"{_label(conn)} write failed: {_reason(exc)}"
@@ -303,6 +355,9 @@ class CrmSyncWorkflow:
                         "created_extra": written.extra,
                     }
                 )
+            self._done_steps.append(
+                f"{_label(conn)}: {'created' if written.created else 'updated'}"
+            )
             steps.append(
                 SagaStepOutcome(
                     integration_id=conn.integration_id,
@@ -338,6 +393,33 @@ class CrmSyncWorkflow:
             reasons=reasons,
         )
 
+    # ---- what the Temporal UI shows -----------------------------------------------------
+
+    def _step(self, waiting: str) -> None:
+        self._waiting = waiting
+        self._show()
+
+    def _show(self) -> None:
+        """The run's current details (markdown): not a command, so replays are unchanged."""
+        if self._syncing:
+            headline = f"Syncing to {len(self._plan)} CRM(s)" if self._plan else "Syncing"
+            headline += f" (sync #{self._syncs_done + 1})"
+        elif self._reasons:
+            headline = f"{len(self._reasons)} change(s) waiting to be synced"
+        else:
+            headline = f"Idle after {self._syncs_done} sync(s)"
+        lines = [f"**{headline}**", f"- waiting on: {self._waiting}"]
+        if self._syncing and self._plan:
+            lines.append(f"- CRMs in order: {', '.join(self._plan)}")
+        lines += [f"- {step}" for step in self._done_steps]
+        if self._reasons:
+            reasons = list(dict.fromkeys(self._reasons))
+            more = f" and {len(reasons) - 5} more" if len(reasons) > 5 else ""
+            lines.append(f"- requested by: {', '.join(reasons[:5])}{more}")
+        if self._last is not None:
+            lines.append(f"- last outcome: {self._last.status.value} (sync #{self._syncs_done})")
+        workflow.set_current_details("\n".join(lines))
+
     def _failed(self, conn: CrmConnectionView, exc: BaseException) -> SagaStepOutcome:
         return SagaStepOutcome(
             integration_id=conn.integration_id,
@@ -360,6 +442,7 @@ class CrmSyncWorkflow:
                 if request.action is CompensationAction.RESTORE
                 else "delete the created record"
             )
+            self._step(f"{_label(conn)}: undo ({what}); {RETRIES_NOTE}")
             try:
                 await workflow.execute_activity_method(
                     CrmActivities.compensate_crm_record,
@@ -367,14 +450,16 @@ class CrmSyncWorkflow:
                     start_to_close_timeout=CRM_CALL_TIMEOUT,
                     schedule_to_close_timeout=COMPENSATION_DEADLINE,
                     retry_policy=COMPENSATION_RETRY,
-                    summary=f"compensate {_label(conn)}: {what} of lead {request.lead.lead_id}",
+                    summary=f"compensate {_label(conn)}: {what}",
                 )
                 new_status = StepStatus.COMPENSATED
                 error: str | None = None
+                self._done_steps.append(f"{_label(conn)}: undone ({what})")
             except ActivityError as exc:
                 any_failed = True
                 new_status = StepStatus.COMPENSATION_FAILED
                 error = _reason(exc)
+                self._done_steps.append(f"{_label(conn)}: undo failed ({_kind_of_failure(exc)})")
             step = steps[compensation.step]
             if step.status is StepStatus.FAILED:
                 # the failing step keeps its own error; a failed undo is appended to it
@@ -400,6 +485,7 @@ class CrmSyncWorkflow:
                 continue
             conn = by_id[step.integration_id]
             key = idempotency_key(lead.tenant_id, lead.lead_id, lead.version, conn.integration_id)
+            self._step(f"{_label(conn)}: add the conversation summary as a note")
             try:
                 await workflow.execute_activity_method(
                     CrmActivities.add_crm_note,

@@ -73,6 +73,10 @@ RECORD_RETRY = RetryPolicy(
 )
 
 
+DETAIL_ROWS_SHOWN = 8
+"""Rows in flight named in the current details; a window of 200 is summarised after these."""
+
+
 def _reason(error: ActivityError) -> str:
     """The readable cause of a record's last failed attempt."""
     cause = error.cause
@@ -100,6 +104,13 @@ class EnrichmentJobWorkflow:
         self._persisted = self._reported
         self._finished_status: JobStatus | None = None
         self._control_ids = list(job.control_ids)
+        # For people reading the run (current details): what this run finished, since when,
+        # which record failed last and what the workflow waits for besides its records.
+        self._run_started = workflow.now()
+        self._finished_here = 0
+        self._in_flight_since: dict[int, str] = {}
+        self._last_failure: str | None = None
+        self._step: str | None = None
 
     # -- updates ---------------------------------------------------------------------------
 
@@ -108,6 +119,7 @@ class EnrichmentJobWorkflow:
         """No new records start; those in flight finish."""
         if self._first_time():
             self._paused = True
+        self._show()
         return await self._settled()
 
     @pause_job.validator
@@ -118,6 +130,7 @@ class EnrichmentJobWorkflow:
     async def resume_job(self, _: ResumeJob) -> JobControlResult:
         if self._first_time():
             self._paused = False
+        self._show()
         return await self._settled()
 
     @resume_job.validator
@@ -129,6 +142,7 @@ class EnrichmentJobWorkflow:
         """No new records start, records in flight are cancelled, finished records are kept."""
         if self._first_time():
             self._cancelled = True
+        self._show()
         return await self._settled()
 
     @cancel_job.validator
@@ -171,14 +185,17 @@ class EnrichmentJobWorkflow:
     @workflow.signal(name=SIGNAL_PAUSE)
     def pause(self, _: PauseJob) -> None:
         self._paused = True
+        self._show()
 
     @workflow.signal(name=SIGNAL_RESUME)
     def resume(self, _: ResumeJob) -> None:
         self._paused = False
+        self._show()
 
     @workflow.signal(name=SIGNAL_CANCEL)
     def cancel(self, _: CancelJob) -> None:
         self._cancelled = True
+        self._show()
 
     @workflow.query(name=QUERY_PROGRESS)
     def progress(self) -> JobProgress:
@@ -204,15 +221,19 @@ class EnrichmentJobWorkflow:
     @workflow.run
     async def run(self, job: EnrichmentJobInput) -> JobProgress:
         if not job.rows_stored:
+            self._step = f"storing the {job.total} rows of the CSV"
+            self._show()
             try:
                 await workflow.execute_activity_method(
                     EnrichmentActivities.store_rows,
                     StoreRowsInput(tenant_id=job.tenant_id, job_id=job.job_id),
                     start_to_close_timeout=STORE_ROWS_TIMEOUT,
                     retry_policy=DATABASE_RETRY,
+                    summary=f"store the {job.total} rows of job {job.job_id}",
                 )
             except ActivityError as err:
                 return await self._finish(JobStatus.FAILED, f"storing the rows: {_reason(err)}")
+            self._step = None
 
         run_end = min(job.total, job.next_row + job.records_per_run - 1)
 
@@ -233,6 +254,7 @@ class EnrichmentJobWorkflow:
             )
 
         while True:
+            self._show()
             await workflow.wait_condition(
                 lambda: (
                     self._cancelled
@@ -252,6 +274,7 @@ class EnrichmentJobWorkflow:
                 continue
             row = self._next_row
             self._next_row += 1
+            self._in_flight_since[row] = f"{workflow.now():%H:%M:%S}"
             self._in_flight[row] = asyncio.create_task(self._process(job, row))
 
         if self._cancelled:
@@ -261,6 +284,7 @@ class EnrichmentJobWorkflow:
                 # they have stopped puts the unfinished ones back to pending.
                 await self._report(JobStatus.CANCELLED)
             tasks = list(self._in_flight.values())
+            self._show()
             for task in tasks:
                 task.cancel()
             # Wait for the cancellations to land, so no record is still being written when the
@@ -286,6 +310,7 @@ class EnrichmentJobWorkflow:
 
     async def _process(self, job: EnrichmentJobInput, row: int) -> None:
         status = RecordStatus.FAILED
+        steps = ", ".join(step.value for step in job.options.steps)
         try:
             result = await workflow.execute_activity_method(
                 EnrichmentActivities.process_record,
@@ -297,27 +322,30 @@ class EnrichmentJobWorkflow:
                 heartbeat_timeout=timedelta(seconds=job.record_heartbeat_timeout_seconds),
                 retry_policy=RECORD_RETRY,
                 cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+                summary=f"enrich row {row} of {job.total}: {steps}",
             )
             status = result.status
+            if status != RecordStatus.DONE:
+                self._last_failure = f"row {row}: {result.error or status.value}"
         except (asyncio.CancelledError, CancelledError):
-            self._in_flight.pop(row, None)
+            self._forget(row)
             raise
         except ActivityError as err:
             if self._cancelled and isinstance(err.cause, CancelledError):
-                self._in_flight.pop(row, None)
+                self._forget(row)
                 return
             attempts = RECORD_RETRY.maximum_attempts
+            error = f"{_reason(err)} (gave up after {attempts} attempts)"
+            self._last_failure = f"row {row}: {error}"
             try:
                 await workflow.execute_activity_method(
                     EnrichmentActivities.mark_record_failed,
                     MarkRecordFailedInput(
-                        tenant_id=job.tenant_id,
-                        job_id=job.job_id,
-                        row_number=row,
-                        error=f"{_reason(err)} (gave up after {attempts} attempts)",
+                        tenant_id=job.tenant_id, job_id=job.job_id, row_number=row, error=error
                     ),
                     start_to_close_timeout=STATUS_TIMEOUT,
                     retry_policy=DATABASE_RETRY,
+                    summary=f"mark row {row} failed after {attempts} attempts",
                 )
             except ActivityError:
                 # The database stayed unreachable: the record is counted failed here and shows
@@ -327,12 +355,20 @@ class EnrichmentJobWorkflow:
             self._done += 1
         else:
             self._failed += 1
+        self._finished_here += 1
+        self._forget(row)
+
+    def _forget(self, row: int) -> None:
         self._in_flight.pop(row, None)
+        self._in_flight_since.pop(row, None)
+        self._show()
 
     async def _report(self, status: JobStatus, error: str | None = None) -> None:
         """The one writer of the job's status (database and search attribute)."""
         self._reported = status
         workflow.upsert_search_attributes([search_attributes.JOB_STATUS.value_set(status.value)])
+        self._step = f"writing the job's status ({status.value}) to the database"
+        self._show()
         await workflow.execute_activity_method(
             EnrichmentActivities.set_job_status,
             JobStatusUpdate(
@@ -340,11 +376,75 @@ class EnrichmentJobWorkflow:
             ),
             start_to_close_timeout=STATUS_TIMEOUT,
             retry_policy=DATABASE_RETRY,
+            summary=f"job {self._job.job_id} status: {status.value}",
         )
+        self._step = None
         self._persisted = status
+        self._show()
 
     async def _finish(self, status: JobStatus, error: str | None) -> JobProgress:
         self._finished_status = status
         await self._report(status, error)
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self.progress()
+
+    # -- what the Temporal UI shows ---------------------------------------------------------
+
+    def _show(self) -> None:
+        """The run's current details (markdown in the Temporal UI): progress, rate and what the
+        job waits for. Row numbers, counts and failure causes only: no cell of the CSV, so no
+        contact detail (docs/security.md). Not a command: replays are unchanged."""
+        total = self._job.total
+        finished = self._done + self._failed
+        status = self._status()
+        headline = {
+            JobStatus.RUNNING: "Enriching",
+            JobStatus.PAUSED: "Paused",
+            JobStatus.CANCELLED: "Cancelled" if self._finished_status else "Cancelling",
+            JobStatus.COMPLETED: "Completed",
+            JobStatus.FAILED: "Failed",
+        }[status]
+        lines = [
+            f"**{headline}: {finished}/{total} rows** "
+            f"(job {self._job.job_id}, run {self._job.run})",
+            f"- done {self._done}, failed {self._failed}, in flight {len(self._in_flight)}"
+            + (f", next row {self._next_row}" if self._next_row <= total else ""),
+        ]
+        minutes = (workflow.now() - self._run_started).total_seconds() / 60
+        if self._finished_here and minutes > 0:
+            rate = self._finished_here / minutes
+            line = f"- rate: {rate:.1f} rows/min in this run"
+            left = (total - finished) / rate
+            if total > finished and status is JobStatus.RUNNING:
+                line += "; under a minute left" if left < 1 else f"; about {left:.0f} min left"
+            lines.append(line)
+        lines.append(f"- waiting on: {self._waiting_on(status)}")
+        if self._last_failure is not None:
+            lines.append(f"- last failure: {self._last_failure[:200]}")
+        workflow.set_current_details("\n".join(lines))
+
+    def _waiting_on(self, status: JobStatus) -> str:
+        rows = sorted(self._in_flight_since)
+        named = ", ".join(str(r) for r in rows[:DETAIL_ROWS_SHOWN])
+        if len(rows) > DETAIL_ROWS_SHOWN:
+            named += f" and {len(rows) - DETAIL_ROWS_SHOWN} more"
+        in_flight = (
+            f"rows {named} (oldest since {self._in_flight_since[rows[0]]} UTC; a row being "
+            "retried shows its attempt and last failure under Pending Activities)"
+            if rows
+            else ""
+        )
+        if self._step is not None:
+            return self._step + (f"; {in_flight}" if in_flight else "")
+        if status is JobStatus.PAUSED:
+            return "a resume (no new row starts)" + (
+                f"; finishing {in_flight}" if in_flight else ""
+            )
+        if status is JobStatus.CANCELLED and self._finished_status is None:
+            return f"the cancel of {in_flight}" if in_flight else "the cancel"
+        if self._finished_status is not None:
+            return "nothing: the job is over"
+        if not rows:
+            return "the next row"
+        full = len(rows) >= self._job.concurrency
+        return (f"window full ({len(rows)}/{self._job.concurrency}): " if full else "") + in_flight

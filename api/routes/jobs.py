@@ -211,6 +211,13 @@ async def create_job(
                     SearchAttributePair(search_attributes.JOB_STATUS, JobStatus.RUNNING.value),
                 ]
             ),
+            # What the Temporal UI shows for the run; not the file name, which may name a person.
+            static_summary=f"Enrichment job {job_id}: {job.total} rows",
+            static_details=(
+                f"- rows: {job.total}, {width} at a time\n"
+                f"- steps: {', '.join(s.value for s in chosen_steps)}\n"
+                f"- playbook: {playbook or 'the tenant default'}"
+            ),
         )
     except Exception as exc:
         # Nothing was accepted: say so, and leave a failed job rather than a phantom running one.
