@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -44,11 +45,20 @@ PAYLOAD_KEYS_FILE = "payload.keys"
 CODEC_TOKEN_FILE = "codec.token"  # noqa: S105 - a file name
 
 
+# Where `.env` and the default data dir `.leadflow/` are: LEADFLOW_HOME, which `./leadflow` sets
+# to its checkout (it runs every command in the caller's directory, so that file arguments are
+# where the user is, and keeps the checkout's configuration and state); unset, the current
+# directory (the installed `leadflow`, containers). Read once, before any Settings exists.
+LEADFLOW_HOME = Path(os.environ.get("LEADFLOW_HOME") or ".")
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="LEADFLOW_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="LEADFLOW_", env_file=LEADFLOW_HOME / ".env", extra="ignore"
+    )
 
     data_dir: Path = Field(
-        default=Path(".leadflow"),
+        default=LEADFLOW_HOME / ".leadflow",
         description="Where the embedded defaults keep their files (SQLite, Temporal dev server).",
     )
     database_url: str | None = Field(
