@@ -252,6 +252,17 @@ class Settings(BaseSettings):
         "non-deterministic call). The test suite replays every recorded history under strict. "
         "Measured costs are in bench/README.md.",
     )
+    worker_metrics_port: int = Field(
+        default=9464,
+        ge=0,
+        le=65535,
+        description="Port of a worker process's Prometheus `/metrics` (leadflow's series and "
+        "the Temporal SDK's); 0: none. `leadflow up` gives worker i this port + i - 1.",
+    )
+    worker_metrics_host: str = Field(
+        default="127.0.0.1",
+        description="Address the worker's `/metrics` listens on (0.0.0.0 in a container).",
+    )
     otel_enabled: bool = Field(
         default=False,
         description="Trace API calls, workflows and activities with OpenTelemetry "

@@ -240,11 +240,16 @@ def _worker_specs(settings: Settings, count: int, *, verbose: bool) -> list[Chil
         PYTHONUNBUFFERED="1",
     )
     argv = [sys.executable, "-m", "workers.cli", "worker", *(["--verbose"] if verbose else [])]
+    # Each worker process its own /metrics port: worker i on LEADFLOW_WORKER_METRICS_PORT + i - 1.
+    metrics_port = settings.worker_metrics_port
     return [
         ChildSpec(
             name=f"worker {i}",
             argv=argv,
-            env=env,
+            env={
+                **env,
+                "LEADFLOW_WORKER_METRICS_PORT": str(metrics_port + i - 1 if metrics_port else 0),
+            },
             log_path=data_dir / "logs" / f"worker-{i}.log",
             niceness=settings.background_niceness,
         )
