@@ -11,7 +11,6 @@ from fastapi_offline import FastAPIOffline
 from api.audit_middleware import AuditMiddleware
 from api.deps import AppState
 from api.errors import install_error_handlers
-from api.metrics_middleware import WebhookMetricsMiddleware
 from api.rate_limits import RateLimitMiddleware, RateLimits
 from api.responses import document_api
 from api.routes import ROUTERS
@@ -19,7 +18,6 @@ from api.webhooks import WEBHOOK_ROUTERS
 from models.db import Database
 from models.repo.deployment_keys import load_at_start as load_conversation_ids
 from models.settings import Settings, get_settings
-from workers.telemetry import instrument_app
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -49,8 +47,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(AuditMiddleware)  # request ids; the audit log of API actions
     # Outermost: a request over a rate limit is answered before anything reads it.
     app.add_middleware(RateLimitMiddleware, limits=RateLimits.from_settings(settings))
-    # Around the rate limiter: its 429s are webhook answers too (leadflow_webhook_acks).
-    app.add_middleware(WebhookMetricsMiddleware)
     # Webhooks first: routes are matched in order, and they are most of the requests
     # (their paths, under /webhooks/, overlap with no other route).
     for router in WEBHOOK_ROUTERS:
@@ -58,5 +54,4 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in ROUTERS:
         app.include_router(router)
     document_api(app)  # every status, the error schema and the bearer scheme in OpenAPI
-    instrument_app(app, settings)  # LEADFLOW_OTEL_ENABLED: a server span per request (root)
     return app

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -45,20 +44,11 @@ PAYLOAD_KEYS_FILE = "payload.keys"
 CODEC_TOKEN_FILE = "codec.token"  # noqa: S105 - a file name
 
 
-# Where `.env` and the default data dir `.leadflow/` are: LEADFLOW_HOME, which `./leadflow` sets
-# to its checkout (it runs every command in the caller's directory, so that file arguments are
-# where the user is, and keeps the checkout's configuration and state); unset, the current
-# directory (the installed `leadflow`, containers). Read once, before any Settings exists.
-LEADFLOW_HOME = Path(os.environ.get("LEADFLOW_HOME") or ".")
-
-
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="LEADFLOW_", env_file=LEADFLOW_HOME / ".env", extra="ignore"
-    )
+    model_config = SettingsConfigDict(env_prefix="LEADFLOW_", env_file=".env", extra="ignore")
 
     data_dir: Path = Field(
-        default=LEADFLOW_HOME / ".leadflow",
+        default=Path(".leadflow"),
         description="Where the embedded defaults keep their files (SQLite, Temporal dev server).",
     )
     database_url: str | None = Field(
@@ -252,17 +242,6 @@ class Settings(BaseSettings):
         "non-deterministic call). The test suite replays every recorded history under strict. "
         "Measured costs are in bench/README.md.",
     )
-    worker_metrics_port: int = Field(
-        default=9464,
-        ge=0,
-        le=65535,
-        description="Port of a worker process's Prometheus `/metrics` (leadflow's series and "
-        "the Temporal SDK's); 0: none. `leadflow up` gives worker i this port + i - 1.",
-    )
-    worker_metrics_host: str = Field(
-        default="127.0.0.1",
-        description="Address the worker's `/metrics` listens on (0.0.0.0 in a container).",
-    )
     otel_enabled: bool = Field(
         default=False,
         description="Trace API calls, workflows and activities with OpenTelemetry "
@@ -274,6 +253,12 @@ class Settings(BaseSettings):
         "unset: spans go to the log (console exporter).",
     )
     otel_service_name: str = "leadflow"
+    log_format: Literal["json", "text"] | None = Field(
+        default=None,
+        description="json: one JSON object per log line (for log shippers); text: readable "
+        "lines. Unset: text for `leadflow up` and the workers it starts, json for `leadflow "
+        "api` and `leadflow worker` (workers/logs.py).",
+    )
 
     @model_validator(mode="after")
     def _key_of_the_data_dir(self) -> Settings:

@@ -8,7 +8,6 @@ import functools
 import gc
 import importlib
 import json
-import logging
 import os
 import signal
 import sys
@@ -35,6 +34,8 @@ from workers.supervisor import ChildExit, ChildFailed, ChildSpec, Supervisor
 if TYPE_CHECKING:
     from fastapi import FastAPI
     from temporalio.client import Client
+
+    from workers.logs import LogFormat
 
 app = typer.Typer(
     help="leadflow: the durable back office for AI sales teams, on Temporal.\n\n"
@@ -67,12 +68,21 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+def _logging(verbose: bool, *, default_format: LogFormat = "json") -> None:
+    """This process's logs in LEADFLOW_LOG_FORMAT, else `default_format` (text for `up`, json
+    for `api` and `worker`): workers/logs.py. The format chosen is exported to the environment,
+    so the processes this one starts (`up`'s workers) log the same way."""
+    from pydantic import ValidationError
+    from rich.markup import escape
+
+    from workers import logs
+
+    try:
+        fmt = _settings().log_format or default_format
+    except ValidationError as exc:  # the first Settings a command builds: say what is wrong
+        raise _fail(f"invalid settings: {escape(str(exc))}", code=2) from exc
+    os.environ["LEADFLOW_LOG_FORMAT"] = fmt
+    logs.configure(fmt, verbose=verbose)
 
 
 def run_serving(main: Coroutine[Any, Any, None]) -> None:
@@ -157,9 +167,8 @@ def up(
         with_up_payload_secrets,
         with_up_secret_key,
     )
-    from workers.up_lock import DataDirInUse, hold_up_lock
 
-    _logging(verbose)
+    _logging(verbose, default_format="text")
     private_files()
     # `up` is leadflow on one machine: its channels (a WAHA container on localhost:3000, the
     # simulator's fake WAHA) and CRMs may well listen on this machine, so loopback is allowed
@@ -173,45 +182,36 @@ def up(
         temporal_ui_port=ui_port,
         background_niceness=background_niceness,
     )
-    data_dir = private_dir(settings.data_dir.resolve())
-    # One `up` per data dir, held until it exits: taken before the keys are generated into the
-    # data dir and before its Temporal dev server is looked for (workers/up_lock.py).
-    with contextlib.ExitStack() as held:
-        try:
-            held.enter_context(hold_up_lock(data_dir))
-        except DataDirInUse as exc:
-            raise _fail(str(exc)) from exc
-        except OSError as exc:
-            raise _fail(f"cannot lock the data dir {data_dir}: {exc}") from exc
-        try:
-            settings, new_key = with_up_secret_key(settings)
-        except (OSError, ValueError) as exc:
-            raise _fail(f"the secret key: {exc}") from exc
-        if (problem := secret_key_problem(settings)) is not None:
-            raise _fail(problem)
-        try:
-            settings = with_up_payload_secrets(settings)
-        except (OSError, ValueError) as exc:
-            raise _fail(f"the payload keys: {exc}") from exc
-        if (problem := payload_keys_problem(settings)) is not None:
-            raise _fail(problem)
-        if "codec_cors_origins" not in settings.model_fields_set:  # the UI `up` starts
-            origins = sorted({f"http://{h}:{ui_port}" for h in (host, "127.0.0.1", "localhost")})
-            settings = settings.model_copy(update={"codec_cors_origins": origins})
-        try:
-            run_serving(
-                _up(
-                    settings,
-                    new_key=new_key,
-                    host=host,
-                    temporal_port=temporal_port,
-                    ui_port=ui_port,
-                    workers=workers or _default_workers(),
-                    verbose=verbose,
-                )
+    private_dir(settings.data_dir.resolve())
+    try:
+        settings, new_key = with_up_secret_key(settings)
+    except (OSError, ValueError) as exc:
+        raise _fail(f"the secret key: {exc}") from exc
+    if (problem := secret_key_problem(settings)) is not None:
+        raise _fail(problem)
+    try:
+        settings = with_up_payload_secrets(settings)
+    except (OSError, ValueError) as exc:
+        raise _fail(f"the payload keys: {exc}") from exc
+    if (problem := payload_keys_problem(settings)) is not None:
+        raise _fail(problem)
+    if "codec_cors_origins" not in settings.model_fields_set:  # the UI `up` starts
+        origins = sorted({f"http://{h}:{ui_port}" for h in (host, "127.0.0.1", "localhost")})
+        settings = settings.model_copy(update={"codec_cors_origins": origins})
+    try:
+        run_serving(
+            _up(
+                settings,
+                new_key=new_key,
+                host=host,
+                temporal_port=temporal_port,
+                ui_port=ui_port,
+                workers=workers or _default_workers(),
+                verbose=verbose,
             )
-        except KeyboardInterrupt:
-            pass
+        )
+    except KeyboardInterrupt:
+        pass
 
 
 # Loopback only: the private networks around a server stay refused also under `up`.
@@ -240,16 +240,11 @@ def _worker_specs(settings: Settings, count: int, *, verbose: bool) -> list[Chil
         PYTHONUNBUFFERED="1",
     )
     argv = [sys.executable, "-m", "workers.cli", "worker", *(["--verbose"] if verbose else [])]
-    # Each worker process its own /metrics port: worker i on LEADFLOW_WORKER_METRICS_PORT + i - 1.
-    metrics_port = settings.worker_metrics_port
     return [
         ChildSpec(
             name=f"worker {i}",
             argv=argv,
-            env={
-                **env,
-                "LEADFLOW_WORKER_METRICS_PORT": str(metrics_port + i - 1 if metrics_port else 0),
-            },
+            env=env,
             log_path=data_dir / "logs" / f"worker-{i}.log",
             niceness=settings.background_niceness,
         )
@@ -316,68 +311,38 @@ async def _up(
     verbose: bool,
     new_key: bool = False,
 ) -> None:
-    from workers import procfs
     from workers.client import TemporalUnavailable, connect
-    from workers.devserver import (
-        DevServerError,
-        leftover_dev_servers,
-        port_problem,
-        spawn_dev_server,
-        stop_dev_server,
-        stop_leftover,
-        until_serving,
-    )
+    from workers.devserver import DevServerError, port_open, start_dev_server, stop_dev_server
     from workers.plugins import known_llm_providers
 
     data_dir = settings.data_dir.resolve()
-    # We hold the data dir's lock, so a dev server on its SQLite file belongs to no running
-    # `up`: one that outlived a crashed one. Stopped before ports are checked (it holds ours).
-    for pid in leftover_dev_servers(data_dir):
-        console.print(
-            f"stopping a Temporal dev server left running on this data dir: {procfs.describe(pid)}",
-            style="yellow",
-            markup=False,
-            highlight=False,
-            soft_wrap=True,
-        )
-        try:
-            await asyncio.to_thread(stop_leftover, pid)
-        except DevServerError as exc:
-            raise _fail(str(exc)) from exc
     for port, what, option in (
         (settings.api_port, "the API", "--api-port"),
         (ui_port, "the Temporal UI", "--ui-port"),
-        (temporal_port, "Temporal", "--temporal-port"),
     ):
-        if (problem := port_problem(host, port, what=what, option=option)) is not None:
-            raise _fail(problem)
+        if port_open(host, port):
+            raise _fail(
+                f"port {host}:{port} for {what} is already in use; pick another with {option}"
+            )
     console.print(f"[bold]leadflow[/bold] starting; data in {data_dir}")
-    log_file = data_dir / "temporal.log"
-    # Forked from this thread, the event loop's, which lives as long as `up`: the kernel sends
-    # the dev server SIGTERM when it ends, also on `kill -9` (workers/supervisor.py on why not
-    # from an executor thread).
     try:
-        proc = spawn_dev_server(
+        proc = await asyncio.to_thread(
+            start_dev_server,
             data_dir=data_dir,
             ip=host,
             port=temporal_port,
             ui_port=ui_port,
             namespace=settings.temporal_namespace,
-            log_file=log_file,
+            log_file=data_dir / "temporal.log",
             niceness=settings.background_niceness,
             codec_endpoint=_ui_codec_endpoint(settings, host),
-            with_parent=True,
         )
-    except (DevServerError, OSError) as exc:
-        raise _fail(f"the Temporal dev server: {exc}") from exc
+    except DevServerError as exc:
+        raise _fail(str(exc)) from exc
     supervisor: Supervisor | None = None
     server: _QuietServer | None = None
     serving: asyncio.Task[None] | None = None
     try:
-        try:
-            await until_serving(proc, ip=host, port=temporal_port, log_file=log_file)
-        except DevServerError as exc:
-            raise _fail(str(exc)) from exc
         await asyncio.to_thread(migrate, settings.resolved_database_url)
         if new_key:
             await _adopt_generated_key(settings)
@@ -609,6 +574,7 @@ def api(
     from api.app import create_app
     from workers.data_dir import private_files
 
+    _logging(False)
     private_files()
     settings = _settings(api_host=host, api_port=port)
     _refuse_a_public_key(settings)
@@ -624,6 +590,7 @@ def api(
         host=settings.api_host,
         port=settings.api_port,
         timeout_keep_alive=API_KEEP_ALIVE_SECONDS,
+        log_config=None,  # uvicorn's access and error logs go through _logging's handler
     )
 
 

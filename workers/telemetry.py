@@ -1,40 +1,21 @@
 """OpenTelemetry tracing: one TracerProvider per process, Temporal's TracingInterceptor on the
-client (and so on every worker built from it), FastAPI and httpx instrumentation, so one inbound
-message is one trace: webhook → signal-with-start → workflow → activities → outgoing HTTP and
-model calls (README.md, "Tracing").
-
-Everything here is inert unless `LEADFLOW_OTEL_ENABLED` is set: no provider, no instrumentation,
-no interceptor, and the webhook's raw signal-with-start adds nothing (`client_tracing` is None).
-"""
+client (and so on every worker built from it), so a webhook's span continues into the workflow
+and its activities."""
 
 from __future__ import annotations
 
 import logging
-import weakref
-from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, TypeVar
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
-from temporalio.api.common.v1 import Header, Payload
-from temporalio.client import Client, HeaderCodecBehavior, Interceptor
-from temporalio.client._helpers import _apply_headers
+from temporalio.client import Interceptor
 from temporalio.contrib.opentelemetry import TracingInterceptor
 
 from models.settings import Settings
 
-if TYPE_CHECKING:
-    from fastapi import FastAPI
-
 log = logging.getLogger("leadflow.telemetry")
-
-T = TypeVar("T")
-
-# Paths probed every few seconds by orchestrators and Prometheus: a span each would drown the
-# traces people look for.
-UNTRACED_PATHS = "/health,/ready,/metrics"
 
 
 def _exporter(settings: Settings) -> SpanExporter:
@@ -46,17 +27,12 @@ def _exporter(settings: Settings) -> SpanExporter:
     return ConsoleSpanExporter()
 
 
-def install_tracing(settings: Settings, *, role: str) -> bool:
-    """Set up the process's tracing once (idempotent); False when tracing is off.
-
-    The TracerProvider exports to the OTLP endpoint (else the console); an SDK provider
-    installed earlier (by the embedding process or a test) is kept. Outgoing httpx requests
-    (channels, CRMs, the scraper, Anthropic's SDK) get client spans and carry `traceparent`.
-    The OpenAI SDK 3.x speaks httpx2, which this instrumentation does not see: model calls have
-    their own span (activities/llm/agent.py, `observe_model_calls`)."""
+def tracing_interceptors(settings: Settings, *, role: str) -> list[Interceptor]:
+    """Interceptors for `Client.connect`; empty unless `LEADFLOW_OTEL_ENABLED` is set."""
     if not settings.otel_enabled:
-        return False
+        return []
     if not isinstance(trace.get_tracer_provider(), TracerProvider):
+        # An SDK provider installed earlier (by the embedding process or a test) is kept.
         provider = TracerProvider(
             resource=Resource.create({SERVICE_NAME: f"{settings.otel_service_name}-{role}"})
         )
@@ -66,88 +42,4 @@ def install_tracing(settings: Settings, *, role: str) -> bool:
             "tracing to %s",
             settings.otel_exporter_otlp_endpoint or "the console (no OTLP endpoint)",
         )
-    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
-
-    instrumentor = HTTPXClientInstrumentor()
-    if not instrumentor.is_instrumented_by_opentelemetry:
-        instrumentor.instrument()
-    return True
-
-
-def tracing_interceptors(settings: Settings, *, role: str) -> list[Interceptor]:
-    """Interceptors for `Client.connect`; empty unless `LEADFLOW_OTEL_ENABLED` is set."""
-    if not install_tracing(settings, role=role):
-        return []
     return [TracingInterceptor()]
-
-
-def instrument_app(app: FastAPI, settings: Settings) -> None:
-    """A server span per API request (the root of a webhook's trace); nothing when tracing is
-    off. The ASGI receive/send sub-spans are left out: two more spans per request, no news."""
-    if not install_tracing(settings, role="api"):
-        return
-    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
-
-    FastAPIInstrumentor.instrument_app(
-        app, excluded_urls=UNTRACED_PATHS, exclude_spans=["receive", "send"]
-    )
-
-
-# ---- the webhook's raw signal-with-start --------------------------------------------------
-
-_TRACING: weakref.WeakKeyDictionary[Client, TracingInterceptor | None] = weakref.WeakKeyDictionary()
-
-
-def client_tracing(client: Client) -> TracingInterceptor | None:
-    """The TracingInterceptor `client` was connected with (None: the client is not traced).
-    Looked up once per client: the webhook's path asks on every message."""
-    try:
-        return _TRACING[client]
-    except KeyError:
-        pass
-    found = next(
-        (i for i in client.config()["interceptors"] if isinstance(i, TracingInterceptor)), None
-    )
-    _TRACING[client] = found
-    return found
-
-
-class _Headers:
-    """What TracingInterceptor writes its header into (an SDK input has `headers` too)."""
-
-    def __init__(self) -> None:
-        self.headers: Mapping[str, Payload] = {}
-
-
-async def traced_start(
-    client: Client,
-    tracing: TracingInterceptor,
-    *,
-    workflow: str,
-    workflow_id: str,
-    start_signal: bool,
-    header: Header,
-    send: Callable[[], Awaitable[T]],
-) -> T:
-    """Run `send` (a raw start or signal-with-start RPC of `header`'s request) as the SDK's
-    client interceptor runs `client.start_workflow`: the same client span
-    (`StartWorkflow:`/`SignalWithStartWorkflow:<type>`, kind CLIENT, `temporalWorkflowID`,
-    error status on failure) and the same header (`_tracer-data`: the W3C trace context as a
-    JSON payload, through the codec when the client encodes headers), so the worker's
-    TracingInterceptor continues the trace. Built from the interceptor's own helpers:
-    tests/tracing/test_signal_with_start_header.py compares it with the SDK's start."""
-    prefix = "SignalWithStartWorkflow" if start_signal else "StartWorkflow"
-    holder = _Headers()
-    with tracing._start_as_current_span(
-        f"{prefix}:{workflow}",
-        attributes={"temporalWorkflowID": workflow_id},
-        input_with_headers=holder,
-        kind=trace.SpanKind.CLIENT,
-    ):
-        await _apply_headers(
-            holder.headers,
-            header.fields,
-            client.config()["header_codec_behavior"] == HeaderCodecBehavior.CODEC,
-            client.data_converter,
-        )
-        return await send()

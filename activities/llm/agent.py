@@ -47,7 +47,6 @@ from activities.llm.base import (
 )
 from activities.llm.guard import check_reply
 from activities.llm.model_backend import ModelCallFailed
-from activities.llm.observe import observe_model_call
 from models.agent import (
     SUMMARY_MAX,
     AnalyseInput,
@@ -66,7 +65,6 @@ from models.common import ReplyPurpose, Role
 from models.db import Database
 from models.llm_config import ResolvedLink, Step, resolve_chain
 from models.messages import TranscriptEntry
-from models.metrics_breakers import BreakerGauge
 from models.playbook import Playbook
 from models.playbook_service import PlaybookResolver, TenantProfile, UnknownTenantError
 from models.policy import PlaybookRef
@@ -114,8 +112,7 @@ class BreakerBoard:
                 fail_max=self._fail_max,
                 reset_timeout=self._reset,
                 exclude=[_not_the_providers_fault],
-                # The key is `provider:credential`: the gauge groups by provider.
-                listeners=[_HealthListener(self), BreakerGauge(f"llm:{key.partition(':')[0]}")],
+                listeners=[_HealthListener(self)],
                 name=key,
                 throw_new_error_on_trip=False,
             )
@@ -232,7 +229,6 @@ class Agent:
         self.prices = prices or PriceTable.from_settings(settings)
         self.breakers = breakers or BreakerBoard(settings, db)
         self._backends: dict[tuple[str, str, str | None, str | None], AgentBackend] = {}
-        self._traced = settings.otel_enabled  # a span per model call (observe_model_call)
 
     # ------------------------------------------------------------------ steps
 
@@ -575,8 +571,7 @@ class Agent:
         *,
         error: str | None = None,
     ) -> TokenUsage:
-        """One ledger row per model call; returns the step's usage. Every model call passes here
-        once, priced: it is also where its metrics and its span are made."""
+        """One ledger row per model call; returns the step's usage."""
         rows: list[LlmCallRecord] = []
         total_cost = 0.0
         for index, call in enumerate(calls):
@@ -594,9 +589,6 @@ class Agent:
                 else 0.0
             )
             total_cost += cost
-            observe_model_call(
-                call, step=scope.step, purpose=scope.purpose, cost_usd=cost, traced=self._traced
-            )
             last = index == len(calls) - 1
             row_output = dict(output) if (output is not None and last) else None
             if row_output is not None and scope.turn is not None:
