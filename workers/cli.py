@@ -68,10 +68,12 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _logging(verbose: bool, *, default_format: LogFormat = "json") -> None:
+def _logging(
+    verbose: bool, *, default_format: LogFormat = "json", children_inherit: bool = False
+) -> None:
     """This process's logs in LEADFLOW_LOG_FORMAT, else `default_format` (text for `up`, json
-    for `api` and `worker`): workers/logs.py. The format chosen is exported to the environment,
-    so the processes this one starts (`up`'s workers) log the same way."""
+    for `api` and `worker`): workers/logs.py. `children_inherit` puts the format chosen in the
+    environment, so the processes this one starts (`up`'s workers) log the same way."""
     from pydantic import ValidationError
     from rich.markup import escape
 
@@ -81,7 +83,8 @@ def _logging(verbose: bool, *, default_format: LogFormat = "json") -> None:
         fmt = _settings().log_format or default_format
     except ValidationError as exc:  # the first Settings a command builds: say what is wrong
         raise _fail(f"invalid settings: {escape(str(exc))}", code=2) from exc
-    os.environ["LEADFLOW_LOG_FORMAT"] = fmt
+    if children_inherit:
+        os.environ["LEADFLOW_LOG_FORMAT"] = fmt
     logs.configure(fmt, verbose=verbose)
 
 
@@ -168,7 +171,7 @@ def up(
         with_up_secret_key,
     )
 
-    _logging(verbose, default_format="text")
+    _logging(verbose, default_format="text", children_inherit=True)
     private_files()
     # `up` is leadflow on one machine: its channels (a WAHA container on localhost:3000, the
     # simulator's fake WAHA) and CRMs may well listen on this machine, so loopback is allowed

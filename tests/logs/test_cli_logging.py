@@ -35,7 +35,7 @@ def test_up_logs_text_and_its_workers_inherit_it(
 ) -> None:
     monkeypatch.setenv("LEADFLOW_LOG_FORMAT", "json")
     monkeypatch.delenv("LEADFLOW_LOG_FORMAT")  # restored (removed) after the test
-    cli._logging(False, default_format="text")
+    cli._logging(False, default_format="text", children_inherit=True)
     assert isinstance(_our_formatter(), logs.TextFormatter)
     # `up` starts its workers with its own environment: they log text as well.
     assert os.environ["LEADFLOW_LOG_FORMAT"] == "text"
@@ -48,7 +48,7 @@ def test_api_and_worker_default_to_json(
     monkeypatch.delenv("LEADFLOW_LOG_FORMAT")
     cli._logging(False)
     assert isinstance(_our_formatter(), logs.JsonLineFormatter)
-    assert os.environ["LEADFLOW_LOG_FORMAT"] == "json"
+    assert "LEADFLOW_LOG_FORMAT" not in os.environ  # nothing to pass on: they start no process
 
 
 def test_the_setting_wins_over_the_default(
