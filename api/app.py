@@ -18,6 +18,7 @@ from api.webhooks import WEBHOOK_ROUTERS
 from models.db import Database
 from models.repo.deployment_keys import load_at_start as load_conversation_ids
 from models.settings import Settings, get_settings
+from workers.telemetry import instrument_app
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -54,4 +55,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in ROUTERS:
         app.include_router(router)
     document_api(app)  # every status, the error schema and the bearer scheme in OpenAPI
+    instrument_app(app, settings)  # LEADFLOW_OTEL_ENABLED: a server span per request (root)
     return app

@@ -35,6 +35,7 @@ from models.conversation import (
 from models.messages import InboundMessage
 from models.settings import Settings
 from models.webhooks import Delivered
+from workers.telemetry import client_tracing, traced_start
 
 CONVERSATION_WORKFLOW = "ConversationWorkflow"
 INBOUND_SIGNAL = "inbound"
@@ -82,8 +83,11 @@ async def deliver_inbound(client: Client, settings: Settings, msg: InboundMessag
     This is the SDK's `client.start_workflow(..., start_signal="inbound")` sent as the raw
     SignalWithStartWorkflowExecution RPC, because the SDK always uses a random request id and
     we need a deterministic one (see `inbound_request_id`). Client interceptors are therefore
-    not applied to this call. Raises `temporalio.service.RPCError` when Temporal refuses or is
-    unreachable: the caller must then answer 5xx so the provider retries."""
+    not applied to this call; when the client is traced, the trace context goes into the
+    request's header and the client span is made as the SDK's TracingInterceptor would
+    (`workers.telemetry.traced_start`), so the workflow continues the webhook's trace. Raises
+    `temporalio.service.RPCError` when Temporal refuses or is unreachable: the caller must then
+    answer 5xx so the provider retries."""
     workflow_id = conversation_workflow_id(msg.tenant_id, msg.channel, msg.contact)
     converter = client.data_converter
     req = SignalWithStartWorkflowExecutionRequest(
@@ -103,7 +107,21 @@ async def deliver_inbound(client: Client, settings: Settings, msg: InboundMessag
     temporalio.converter.encode_search_attributes(
         conversation_search_attributes(msg), req.search_attributes
     )
-    resp = await client.workflow_service.signal_with_start_workflow_execution(req, retry=True)
+    tracing = client_tracing(client)
+    if tracing is None:
+        resp = await client.workflow_service.signal_with_start_workflow_execution(req, retry=True)
+    else:
+        resp = await traced_start(
+            client,
+            tracing,
+            workflow=CONVERSATION_WORKFLOW,
+            workflow_id=workflow_id,
+            start_signal=True,
+            header=req.header,
+            send=lambda: client.workflow_service.signal_with_start_workflow_execution(
+                req, retry=True
+            ),
+        )
     return Delivered(
         workflow_id=workflow_id,
         provider_message_id=msg.provider_message_id,

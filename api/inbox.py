@@ -4,12 +4,18 @@ A webhook stores its messages, then gives Temporal `webhook_ack_budget_seconds` 
 in time, the answer says what was delivered; too slow (a burst, a restart), the answer is
 "queued" and the delivery goes on here. Rows whose delivery failed (or whose API process died)
 are swept up again by any API process once their lease runs out. Delivering twice is harmless:
-the signal-with-start request id is deterministic and the workflow drops message ids it saw."""
+the signal-with-start request id is deterministic and the workflow drops message ids it saw.
+
+Tracing (LEADFLOW_OTEL_ENABLED): a row keeps the trace context of the webhook that stored it, in
+memory, so a delivery in the background or a retry by this process's sweeper still continues the
+webhook's trace. Rows swept after their API process died lost it: their workflow starts a trace
+of its own."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 import weakref
@@ -18,6 +24,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, NamedTuple
 
+from opentelemetry import context as otel_context
 from sqlalchemy import Engine, create_engine, event, make_url
 from temporalio.client import Client
 
@@ -52,6 +59,10 @@ KEY_RETENTION = timedelta(days=7)
 PRUNE_EVERY_SECONDS = 600.0
 PRUNE_BATCH = 5000
 
+# Trace contexts of rows waiting for a retry (tracing on only); beyond this many the oldest are
+# dropped (their delivery still happens, in a trace of its own).
+MAX_HELD_CONTEXTS = 10_000
+
 
 @dataclass(frozen=True, slots=True)
 class Dropped:
@@ -85,11 +96,16 @@ class Pending:
     workflow_id: str
     message: InboundMessage | str
     attempts: int = 0
+    trace: otel_context.Context | None = None  # the webhook's trace context (tracing on)
 
     @classmethod
-    def of(cls, row: InboxMessage) -> Pending:
+    def of(cls, row: InboxMessage, trace: otel_context.Context | None = None) -> Pending:
         return cls(
-            id=row.id or 0, workflow_id=row.workflow_id, message=row.message, attempts=row.attempts
+            id=row.id or 0,
+            workflow_id=row.workflow_id,
+            message=row.message,
+            attempts=row.attempts,
+            trace=trace,
         )
 
     def inbound(self) -> InboundMessage:
@@ -120,6 +136,9 @@ class InboxForwarder:
         self._writer: asyncio.Task[None] | None = None
         self._delivered_ids: list[int] = []
         self._delete_timer: asyncio.TimerHandle | None = None
+        self._tracing = settings.otel_enabled
+        # Row id -> the trace context of its webhook, for rows waiting for a retry.
+        self._contexts: dict[int, otel_context.Context] = {}
         # SQLite: each statement through aiosqlite is several hops to its thread and back (most
         # of an acknowledgement's CPU); the inbox's writes go to a synchronous engine on the same
         # file instead, one thread hop per transaction.
@@ -150,6 +169,9 @@ class InboxForwarder:
                 kept.append(message)
         if not rows:
             return Accepted(True, [], duplicates)
+        if self._tracing:
+            current = otel_context.get_current()
+            rows = [dataclasses.replace(row, trace=current) for row in rows]
         loop = asyncio.get_running_loop()
         started = loop.time()
         task: asyncio.Task[list[Delivered]] = asyncio.create_task(self.deliver(rows))
@@ -300,7 +322,14 @@ class InboxForwarder:
                     client = await self._client()
                     message = row.inbound()
                     async with self._slots:
-                        done.append(await deliver_inbound(client, self.settings, message))
+                        if row.trace is None:
+                            done.append(await deliver_inbound(client, self.settings, message))
+                        else:  # in its webhook's trace (a sweeper's retry runs outside it)
+                            token = otel_context.attach(row.trace)
+                            try:
+                                done.append(await deliver_inbound(client, self.settings, message))
+                            finally:
+                                otel_context.detach(token)
                 except Exception as exc:
                     await self._later(rows[index:], exc)
                     raise
@@ -309,6 +338,7 @@ class InboxForwarder:
 
     async def _later(self, rows: Sequence[Pending], exc: BaseException) -> None:
         """Not delivered now: any API process tries again once the backoff has passed."""
+        self._hold_contexts(rows)
         async with self.db.session() as session:
             for row in rows:
                 backoff = min(MAX_BACKOFF_SECONDS, 2.0 ** min(row.attempts + 1, 6))
@@ -318,6 +348,14 @@ class InboxForwarder:
                     after=timedelta(seconds=backoff),
                     error=f"{type(exc).__name__}: {exc}",
                 )
+
+    def _hold_contexts(self, rows: Sequence[Pending]) -> None:
+        """Keep the trace context of rows left for the sweeper (in this process's memory)."""
+        for row in rows:
+            if row.trace is not None:
+                self._contexts[row.id] = row.trace
+        while len(self._contexts) > MAX_HELD_CONTEXTS:
+            del self._contexts[next(iter(self._contexts))]
 
     # ---- the sweeper -----------------------------------------------------------------------
 
@@ -349,7 +387,8 @@ class InboxForwarder:
         if not rows:
             return 0
         try:
-            return len(await self.deliver([Pending.of(row) for row in rows]))
+            pending = [Pending.of(row, self._contexts.pop(row.id or 0, None)) for row in rows]
+            return len(await self.deliver(pending))
         except Exception as exc:  # recorded on the rows; logged once per sweep
             log.warning("inbox: %d message(s) wait for Temporal: %s", len(rows), exc)
             return 0

@@ -47,6 +47,7 @@ from activities.llm.base import (
 )
 from activities.llm.guard import check_reply
 from activities.llm.model_backend import ModelCallFailed
+from activities.llm.observe import observe_model_call
 from models.agent import (
     SUMMARY_MAX,
     AnalyseInput,
@@ -229,6 +230,7 @@ class Agent:
         self.prices = prices or PriceTable.from_settings(settings)
         self.breakers = breakers or BreakerBoard(settings, db)
         self._backends: dict[tuple[str, str, str | None, str | None], AgentBackend] = {}
+        self._traced = settings.otel_enabled  # a span per model call (observe_model_call)
 
     # ------------------------------------------------------------------ steps
 
@@ -571,7 +573,8 @@ class Agent:
         *,
         error: str | None = None,
     ) -> TokenUsage:
-        """One ledger row per model call; returns the step's usage."""
+        """One ledger row per model call; returns the step's usage. Every model call passes here
+        once, priced: it is also where its metrics and its span are made."""
         rows: list[LlmCallRecord] = []
         total_cost = 0.0
         for index, call in enumerate(calls):
@@ -589,6 +592,9 @@ class Agent:
                 else 0.0
             )
             total_cost += cost
+            observe_model_call(
+                call, step=scope.step, purpose=scope.purpose, cost_usd=cost, traced=self._traced
+            )
             last = index == len(calls) - 1
             row_output = dict(output) if (output is not None and last) else None
             if row_output is not None and scope.turn is not None:

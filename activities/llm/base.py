@@ -37,6 +37,8 @@ class CallRecord:
     outcome: str = "ok"  # ok | repaired | invalid_output | error
     error: str | None = None
     cached_included_in_input: bool = False  # OpenAI counts cached tokens inside input_tokens
+    # When the call started (time.time_ns()), for its span; 0: unknown (ended just now).
+    started_ns: int = 0
 
 
 @dataclass(frozen=True)

@@ -72,6 +72,7 @@ class ModelBackend:
 
     async def _call(self, request: ModelRequest) -> tuple[ModelResponse, CallRecord]:
         started = time.perf_counter()
+        started_ns = time.time_ns()
         try:
             response = await self.client.complete(request)
         except ModelCallError as exc:
@@ -81,6 +82,7 @@ class ModelBackend:
                 latency_ms=round((time.perf_counter() - started) * 1000),
                 outcome="error",
                 error=exc.message[:500],
+                started_ns=started_ns,
             )
             raise ModelCallFailed(exc, (record,)) from exc
         record = CallRecord(
@@ -92,6 +94,7 @@ class ModelBackend:
             cache_write_tokens=response.cache_write_tokens,
             latency_ms=round((time.perf_counter() - started) * 1000),
             cached_included_in_input=reports_cached_in_input(self.provider),
+            started_ns=started_ns,
         )
         return response, record
 
@@ -265,6 +268,7 @@ def _with_outcome(record: CallRecord, outcome: str, error: str | None) -> CallRe
         outcome=outcome,
         error=error,
         cached_included_in_input=record.cached_included_in_input,
+        started_ns=record.started_ns,
     )
 
 

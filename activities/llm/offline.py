@@ -106,6 +106,7 @@ def call_record(inputs: Sequence[str], output: str, started: float) -> CallRecor
         input_tokens=estimate_tokens(*inputs),
         output_tokens=estimate_tokens(output),
         latency_ms=round((time.perf_counter() - started) * 1000),
+        started_ns=time.time_ns() - round((time.perf_counter() - started) * 1e9),
     )
 
 
