@@ -26,6 +26,7 @@ import contextvars
 import logging
 import sys
 import traceback
+from asyncio import _get_running_loop
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -117,7 +118,9 @@ def _add_context(record: logging.LogRecord) -> None:
             "activity_type": info.activity_type,
             "attempt": info.attempt,
         }
-    elif workflow.in_workflow():  # a plain logger in workflow code: reading info() is safe
+    elif _get_running_loop() is not None and workflow.in_workflow():
+        # A plain logger in workflow code: reading info() is safe. (in_workflow() alone raises
+        # and catches an exception per record outside any event loop: threads.)
         winfo = workflow.info()
         found = {
             "workflow_id": winfo.workflow_id,

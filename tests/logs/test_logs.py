@@ -73,6 +73,8 @@ class LogProbeWorkflow:
     @workflow.run
     async def run(self, kind: str) -> str:
         workflow.logger.info("workflow started")
+        if kind == "ok":
+            plain.info("plain logger in a workflow")
         try:
             return await workflow.execute_activity(
                 probe,
@@ -131,6 +133,10 @@ async def test_json_records_carry_tenant_workflow_run_and_activity(
     assert (started["tenant"], started["run_id"]) == (TENANT, run_id)
     assert started["workflow_type"] == "LogProbeWorkflow"
     assert "activity_type" not in started
+
+    in_workflow = by_message["plain logger in a workflow"]
+    assert (in_workflow["tenant"], in_workflow["run_id"]) == (TENANT, run_id)
+    assert in_workflow["workflow_type"] == "LogProbeWorkflow"
 
     for message in ("probe ran", "plain logger in an activity"):
         record = by_message[message]  # the SDK's activity logger and a plain one alike
