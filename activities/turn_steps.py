@@ -8,11 +8,15 @@ a turn two local activities — two activations in the worker and two marker eve
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from temporalio.exceptions import ApplicationError
 
 from models.agent import KnowledgeHit
+from models.common import Role
 from models.conversation import RecordTurnInput, TurnContext, TurnContextInput
 from models.db import Database
+from models.metrics import ESCALATIONS, FAILURE_RULES, TURN_SECONDS, TURNS
 from models.playbook_service import PlaybookError, PlaybookResolver, UnknownTenantError
 from models.policy import PlaybookRef, policy_of
 from models.repo import conversations as conversation_repo
@@ -71,4 +75,41 @@ async def record_turn(db: Database, record: RecordTurnInput) -> bool:
     the turn set or lifted do-not-contact (`record.do_not_contact`), or gave the lead the phone
     or e-mail its contact id carries."""
     async with db.session() as session:
-        return await conversation_repo.record_turn(session, record=record)
+        changed = await conversation_repo.record_turn(session, record=record)
+    count_recorded_turn(record)
+    return changed
+
+
+# Turn metrics (models/metrics.py). Counted by the activities that end a turn, which run once
+# per attempt that succeeded; a workflow replay runs none of this.
+
+
+def count_recorded_turn(record: RecordTurnInput) -> None:
+    """A turn that ends in its record: escalated or failed (with the escalation), or silent
+    (the lead's messages recorded, nothing answered). A replied turn was counted when its reply
+    went out (`count_replied_turn`), so a record with our reply counts nothing here."""
+    channel = record.channel.value
+    if record.escalation is not None:
+        rule = record.escalation.rule
+        ESCALATIONS.labels(rule=rule).inc()
+        outcome = "failed" if rule in FAILURE_RULES else "escalated"
+        TURNS.labels(channel=channel, outcome=outcome).inc()
+    elif any(e.role == Role.LEAD for e in record.entries) and not any(
+        e.role == Role.AI for e in record.entries
+    ):
+        TURNS.labels(channel=channel, outcome="silent").inc()
+
+
+def count_replied_turn(record: RecordTurnInput, *, now: datetime | None = None) -> None:
+    """The turn's reply went out: a replied turn, and the time from the lead's first message of
+    the turn (its provider timestamp) to now."""
+    channel = record.channel.value
+    TURNS.labels(channel=channel, outcome="replied").inc()
+    asked = [e.at for e in record.entries if e.role == Role.LEAD]
+    if not asked:  # an outreach or follow-up: nobody waited for it
+        return
+    first = min(at if at.tzinfo else at.replace(tzinfo=UTC) for at in asked)
+    waited = ((now or datetime.now(UTC)) - first).total_seconds()
+    TURN_SECONDS.labels(channel=channel, first="true" if record.turns == 1 else "false").observe(
+        max(0.0, waited)  # a provider clock ahead of ours is not a negative wait
+    )

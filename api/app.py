@@ -11,6 +11,7 @@ from fastapi_offline import FastAPIOffline
 from api.audit_middleware import AuditMiddleware
 from api.deps import AppState
 from api.errors import install_error_handlers
+from api.metrics_middleware import WebhookMetricsMiddleware
 from api.rate_limits import RateLimitMiddleware, RateLimits
 from api.responses import document_api
 from api.routes import ROUTERS
@@ -48,6 +49,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(AuditMiddleware)  # request ids; the audit log of API actions
     # Outermost: a request over a rate limit is answered before anything reads it.
     app.add_middleware(RateLimitMiddleware, limits=RateLimits.from_settings(settings))
+    # Around the rate limiter: its 429s are webhook answers too (leadflow_webhook_acks).
+    app.add_middleware(WebhookMetricsMiddleware)
     # Webhooks first: routes are matched in order, and they are most of the requests
     # (their paths, under /webhooks/, overlap with no other route).
     for router in WEBHOOK_ROUTERS:

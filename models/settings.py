@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -44,11 +45,20 @@ PAYLOAD_KEYS_FILE = "payload.keys"
 CODEC_TOKEN_FILE = "codec.token"  # noqa: S105 - a file name
 
 
+# Where `.env` and the default data dir `.leadflow/` are: LEADFLOW_HOME, which `./leadflow` sets
+# to its checkout (it runs every command in the caller's directory, so that file arguments are
+# where the user is, and keeps the checkout's configuration and state); unset, the current
+# directory (the installed `leadflow`, containers). Read once, before any Settings exists.
+LEADFLOW_HOME = Path(os.environ.get("LEADFLOW_HOME") or ".")
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="LEADFLOW_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="LEADFLOW_", env_file=LEADFLOW_HOME / ".env", extra="ignore"
+    )
 
     data_dir: Path = Field(
-        default=Path(".leadflow"),
+        default=LEADFLOW_HOME / ".leadflow",
         description="Where the embedded defaults keep their files (SQLite, Temporal dev server).",
     )
     database_url: str | None = Field(
@@ -233,6 +243,16 @@ class Settings(BaseSettings):
         "sticky cache); the others are replayed from history on their next turn. Bounds the "
         "worker's memory however many conversations are open.",
     )
+    worker_deployment_name: str | None = Field(
+        default=None,
+        description="Temporal Worker Deployment the workers poll as (with "
+        "LEADFLOW_WORKER_BUILD_ID); unset: unversioned workers. workers/versioning.py, "
+        "docs/upgrades.md.",
+    )
+    worker_build_id: str | None = Field(
+        default=None,
+        description="This build's id in the Worker Deployment (e.g. the image tag or git sha).",
+    )
     workflow_sandbox: Literal["strict", "passthrough", "off"] = Field(
         default="passthrough",
         description="How workflow code is sandboxed. strict: every module a workflow imports "
@@ -241,6 +261,17 @@ class Settings(BaseSettings):
         "random, I/O) at run time; off: no sandbox (fastest; nothing stops a "
         "non-deterministic call). The test suite replays every recorded history under strict. "
         "Measured costs are in bench/README.md.",
+    )
+    worker_metrics_port: int = Field(
+        default=9464,
+        ge=0,
+        le=65535,
+        description="Port of a worker process's Prometheus `/metrics` (leadflow's series and "
+        "the Temporal SDK's); 0: none. `leadflow up` gives worker i this port + i - 1.",
+    )
+    worker_metrics_host: str = Field(
+        default="127.0.0.1",
+        description="Address the worker's `/metrics` listens on (0.0.0.0 in a container).",
     )
     otel_enabled: bool = Field(
         default=False,

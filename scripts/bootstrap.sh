@@ -32,10 +32,11 @@ ensure_uv() {
   UV="$tools/bin/uv"
 }
 
-# sync_env [uv sync options]: find or install uv, then sync the locked environment.
+# sync_env [uv sync options]: find or install uv, then sync the locked environment. In a
+# subshell: the caller stays in its directory (`./leadflow enrich leads.csv` means the
+# leads.csv where the user is).
 sync_env() {
   ensure_uv
   export UV_PYTHON="${UV_PYTHON:-$(find_python)}"
-  cd "$ROOT"
-  "$UV" sync --frozen --quiet "$@"
+  (cd "$ROOT" && "$UV" sync --frozen --quiet "$@")
 }

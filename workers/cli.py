@@ -80,12 +80,13 @@ def _logging(
     from workers import logs
 
     try:
-        fmt = _settings().log_format or default_format
+        settings = _settings()
     except ValidationError as exc:  # the first Settings a command builds: say what is wrong
         raise _fail(f"invalid settings: {escape(str(exc))}", code=2) from exc
+    fmt = settings.log_format or default_format
     if children_inherit:
         os.environ["LEADFLOW_LOG_FORMAT"] = fmt
-    logs.configure(fmt, verbose=verbose)
+    logs.configure(fmt, verbose=verbose, traces=settings.otel_enabled)
 
 
 def run_serving(main: Coroutine[Any, Any, None]) -> None:
@@ -159,7 +160,9 @@ def up(
 ) -> None:
     """Start Temporal (dev server + UI), the worker processes and the API; Ctrl-C stops all of it.
 
-    State (SQLite database, Temporal history) lives in the data dir and survives restarts.
+    State (SQLite database, Temporal history) lives in the data dir and survives restarts; one
+    `up` per data dir (a second is refused), and a Temporal dev server a crashed one left
+    running on it is stopped first. Nothing `up` starts outlives it, also on `kill -9` (Linux).
     Each worker process logs to <data dir>/logs/worker-<i>.log; one that dies is restarted.
     The dev server and the workers run at a lower CPU priority than the API
     (--background-niceness)."""
@@ -170,6 +173,7 @@ def up(
         with_up_payload_secrets,
         with_up_secret_key,
     )
+    from workers.up_lock import DataDirInUse, hold_up_lock
 
     _logging(verbose, default_format="text", children_inherit=True)
     private_files()
@@ -185,36 +189,45 @@ def up(
         temporal_ui_port=ui_port,
         background_niceness=background_niceness,
     )
-    private_dir(settings.data_dir.resolve())
-    try:
-        settings, new_key = with_up_secret_key(settings)
-    except (OSError, ValueError) as exc:
-        raise _fail(f"the secret key: {exc}") from exc
-    if (problem := secret_key_problem(settings)) is not None:
-        raise _fail(problem)
-    try:
-        settings = with_up_payload_secrets(settings)
-    except (OSError, ValueError) as exc:
-        raise _fail(f"the payload keys: {exc}") from exc
-    if (problem := payload_keys_problem(settings)) is not None:
-        raise _fail(problem)
-    if "codec_cors_origins" not in settings.model_fields_set:  # the UI `up` starts
-        origins = sorted({f"http://{h}:{ui_port}" for h in (host, "127.0.0.1", "localhost")})
-        settings = settings.model_copy(update={"codec_cors_origins": origins})
-    try:
-        run_serving(
-            _up(
-                settings,
-                new_key=new_key,
-                host=host,
-                temporal_port=temporal_port,
-                ui_port=ui_port,
-                workers=workers or _default_workers(),
-                verbose=verbose,
+    data_dir = private_dir(settings.data_dir.resolve())
+    # One `up` per data dir, held until it exits: taken before the keys are generated into the
+    # data dir and before its Temporal dev server is looked for (workers/up_lock.py).
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(hold_up_lock(data_dir))
+        except DataDirInUse as exc:
+            raise _fail(str(exc)) from exc
+        except OSError as exc:
+            raise _fail(f"cannot lock the data dir {data_dir}: {exc}") from exc
+        try:
+            settings, new_key = with_up_secret_key(settings)
+        except (OSError, ValueError) as exc:
+            raise _fail(f"the secret key: {exc}") from exc
+        if (problem := secret_key_problem(settings)) is not None:
+            raise _fail(problem)
+        try:
+            settings = with_up_payload_secrets(settings)
+        except (OSError, ValueError) as exc:
+            raise _fail(f"the payload keys: {exc}") from exc
+        if (problem := payload_keys_problem(settings)) is not None:
+            raise _fail(problem)
+        if "codec_cors_origins" not in settings.model_fields_set:  # the UI `up` starts
+            origins = sorted({f"http://{h}:{ui_port}" for h in (host, "127.0.0.1", "localhost")})
+            settings = settings.model_copy(update={"codec_cors_origins": origins})
+        try:
+            run_serving(
+                _up(
+                    settings,
+                    new_key=new_key,
+                    host=host,
+                    temporal_port=temporal_port,
+                    ui_port=ui_port,
+                    workers=workers or _default_workers(),
+                    verbose=verbose,
+                )
             )
-        )
-    except KeyboardInterrupt:
-        pass
+        except KeyboardInterrupt:
+            pass
 
 
 # Loopback only: the private networks around a server stay refused also under `up`.
@@ -223,7 +236,9 @@ UP_SSRF_ALLOWLIST = '["127.0.0.1", "::1", "localhost"]'
 
 # How long `up` waits for its worker processes to import, connect and poll: a cold start of
 # one takes ~7 s of CPU here, and N of them start at once on a machine that may have 2 cores.
-WORKERS_READY_TIMEOUT = 120.0
+# Generous: a worker that cannot start fails at once (ChildFailed); this only bounds a slow one
+# (seen: 2 minutes on 2 cores shared with other test runs).
+WORKERS_READY_TIMEOUT = 300.0
 
 
 def _worker_specs(settings: Settings, count: int, *, verbose: bool) -> list[ChildSpec]:
@@ -243,11 +258,16 @@ def _worker_specs(settings: Settings, count: int, *, verbose: bool) -> list[Chil
         PYTHONUNBUFFERED="1",
     )
     argv = [sys.executable, "-m", "workers.cli", "worker", *(["--verbose"] if verbose else [])]
+    # Each worker process its own /metrics port: worker i on LEADFLOW_WORKER_METRICS_PORT + i - 1.
+    metrics_port = settings.worker_metrics_port
     return [
         ChildSpec(
             name=f"worker {i}",
             argv=argv,
-            env=env,
+            env={
+                **env,
+                "LEADFLOW_WORKER_METRICS_PORT": str(metrics_port + i - 1 if metrics_port else 0),
+            },
             log_path=data_dir / "logs" / f"worker-{i}.log",
             niceness=settings.background_niceness,
         )
@@ -314,38 +334,68 @@ async def _up(
     verbose: bool,
     new_key: bool = False,
 ) -> None:
+    from workers import procfs
     from workers.client import TemporalUnavailable, connect
-    from workers.devserver import DevServerError, port_open, start_dev_server, stop_dev_server
+    from workers.devserver import (
+        DevServerError,
+        leftover_dev_servers,
+        port_problem,
+        spawn_dev_server,
+        stop_dev_server,
+        stop_leftover,
+        until_serving,
+    )
     from workers.plugins import known_llm_providers
 
     data_dir = settings.data_dir.resolve()
+    # We hold the data dir's lock, so a dev server on its SQLite file belongs to no running
+    # `up`: one that outlived a crashed one. Stopped before ports are checked (it holds ours).
+    for pid in leftover_dev_servers(data_dir):
+        console.print(
+            f"stopping a Temporal dev server left running on this data dir: {procfs.describe(pid)}",
+            style="yellow",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        try:
+            await asyncio.to_thread(stop_leftover, pid)
+        except DevServerError as exc:
+            raise _fail(str(exc)) from exc
     for port, what, option in (
         (settings.api_port, "the API", "--api-port"),
         (ui_port, "the Temporal UI", "--ui-port"),
+        (temporal_port, "Temporal", "--temporal-port"),
     ):
-        if port_open(host, port):
-            raise _fail(
-                f"port {host}:{port} for {what} is already in use; pick another with {option}"
-            )
+        if (problem := port_problem(host, port, what=what, option=option)) is not None:
+            raise _fail(problem)
     console.print(f"[bold]leadflow[/bold] starting; data in {data_dir}")
+    log_file = data_dir / "temporal.log"
+    # Forked from this thread, the event loop's, which lives as long as `up`: the kernel sends
+    # the dev server SIGTERM when it ends, also on `kill -9` (workers/supervisor.py on why not
+    # from an executor thread).
     try:
-        proc = await asyncio.to_thread(
-            start_dev_server,
+        proc = spawn_dev_server(
             data_dir=data_dir,
             ip=host,
             port=temporal_port,
             ui_port=ui_port,
             namespace=settings.temporal_namespace,
-            log_file=data_dir / "temporal.log",
+            log_file=log_file,
             niceness=settings.background_niceness,
             codec_endpoint=_ui_codec_endpoint(settings, host),
+            with_parent=True,
         )
-    except DevServerError as exc:
-        raise _fail(str(exc)) from exc
+    except (DevServerError, OSError) as exc:
+        raise _fail(f"the Temporal dev server: {exc}") from exc
     supervisor: Supervisor | None = None
     server: _QuietServer | None = None
     serving: asyncio.Task[None] | None = None
     try:
+        try:
+            await until_serving(proc, ip=host, port=temporal_port, log_file=log_file)
+        except DevServerError as exc:
+            raise _fail(str(exc)) from exc
         await asyncio.to_thread(migrate, settings.resolved_database_url)
         if new_key:
             await _adopt_generated_key(settings)
@@ -508,9 +558,21 @@ def _banner(
     console.print(
         "Try: curl -X POST "
         f"{api_url}/webhooks/waha/{DEMO_TENANT} -H 'content-type: application/json' "
-        "-d @docs/examples/waha-message.json\n"
+        f"-d @{_example('waha-message.json')}\n"
         "Press Ctrl-C to stop."
     )
+
+
+def _example(name: str) -> str:
+    """The checkout's docs/examples/<name> as a path valid where `up` runs (`./leadflow` runs in
+    the caller's directory): relative inside the checkout, absolute elsewhere."""
+    path = Path(__file__).resolve().parents[1] / "docs" / "examples" / name
+    if not path.exists():  # installed without the docs
+        return f"docs/examples/{name}"
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def _refuse_a_public_key(settings: Settings) -> None:

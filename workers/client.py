@@ -21,6 +21,7 @@ from models import search_attributes
 from models.payload_codec import codec_for
 from models.settings import Settings
 from workers.telemetry import tracing_interceptors
+from workers.temporal_metrics import temporal_runtime
 
 
 class TemporalUnavailable(Exception):
@@ -53,6 +54,8 @@ async def connect(
     role: str = "client",
 ) -> Client:
     target = address or settings.temporal_address
+    # One runtime per process: the SDK's metrics on this process's /metrics.
+    runtime = temporal_runtime()
     try:
         return await Client.connect(
             target,
@@ -60,6 +63,7 @@ async def connect(
             data_converter=settings_data_converter(settings),
             plugins=list(plugins),
             interceptors=tracing_interceptors(settings, role=role),
+            runtime=runtime,
         )
     except RuntimeError as exc:
         raise TemporalUnavailable(

@@ -118,9 +118,12 @@ class _Child:
     exits: list[ChildExit] = field(default_factory=list)
 
 
-def _pdeathsig_preexec() -> Callable[[], None] | None:
+def die_with_parent() -> Callable[[], None] | None:
     """A preexec function that asks Linux to SIGTERM the child when its parent dies, so a
-    `kill -9` of the supervisor leaves no child behind. None where prctl does not exist."""
+    `kill -9` of the supervisor leaves no child behind. None where prctl does not exist.
+
+    "Its parent" is the *thread* that forks it: call `subprocess.Popen` with it from a thread
+    that lives as long as the child should (the event loop's), never from an executor's."""
     if not sys.platform.startswith("linux"):
         return None
     # Resolved before fork (from the symbols already loaded: libc's), so that between fork and
@@ -153,7 +156,7 @@ def lowered_priority(niceness: int) -> Callable[[], None] | None:
     return preexec
 
 
-def _chain(*steps: Callable[[], None] | None) -> Callable[[], None] | None:
+def chain(*steps: Callable[[], None] | None) -> Callable[[], None] | None:
     """One preexec function running the given ones in order (None when there is none)."""
     run = [step for step in steps if step is not None]
     if not run:
@@ -198,7 +201,7 @@ class Supervisor:
         self.stop_timeout = stop_timeout
         self._clock = clock
         self._stopping = False
-        self._preexec = _pdeathsig_preexec()
+        self._preexec = die_with_parent()
 
     # ---- state ------------------------------------------------------------------------------
 
@@ -247,7 +250,7 @@ class Supervisor:
                 # Own process group: a terminal's Ctrl-C reaches the supervisor only, which
                 # then stops the children in order.
                 process_group=0,
-                preexec_fn=_chain(self._preexec, lowered_priority(spec.niceness)),
+                preexec_fn=chain(self._preexec, lowered_priority(spec.niceness)),
             )
         child.started_at = self._clock()
         child.restart_at = None

@@ -23,7 +23,9 @@ from models.netguard import guarded_client
 from models.settings import Settings
 from models.task_queues import ALL as ALL_QUEUES
 from workers.client import connect, ensure_search_attributes
+from workers.metrics_http import serve_worker_metrics
 from workers.plugins import discover, registry_of, worker_plugins
+from workers.versioning import deployment_config
 
 log = logging.getLogger("leadflow.worker")
 
@@ -101,6 +103,10 @@ class WorkerProcess:
         self.ctx = ctx
         per_queue = worker_plugins(plugins, ctx)
         client = self._client or await connect(self.settings, role="worker")
+        if self._client is None:
+            # The process is this worker (`leadflow worker`): it serves its own /metrics. One
+            # given a client lives inside another program (tests, recorders) that owns the port.
+            serve_worker_metrics(self.settings)
         try:
             await ensure_search_attributes(client)
         except RPCError as exc:
@@ -122,6 +128,7 @@ class WorkerProcess:
                     max_concurrent_local_activities=self.settings.worker_max_concurrent_activities,
                     max_cached_workflows=self.settings.worker_max_cached_workflows,
                     graceful_shutdown_timeout=timedelta(seconds=10),
+                    deployment_config=deployment_config(self.settings),
                 )
             )
         if not self.workers:

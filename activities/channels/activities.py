@@ -36,6 +36,7 @@ from models.conversation import (
 )
 from models.db import Database
 from models.messages import OutboundMessage, SendResult, TranscriptEntry
+from models.metrics import OUTBOX_SENDS
 from models.playbook_service import PlaybookResolver, UnknownTenantError
 from models.repo import outbox as outbox_repo
 from models.settings import Settings
@@ -66,6 +67,10 @@ def _result_of(row: OutboxMessage, *, duplicate: bool) -> SendResult:
         delivered_via=row.delivered_via or "outbox",
         duplicate=duplicate,
     )
+
+
+def _count_send(message: OutboundMessage, outcome: str) -> None:
+    OUTBOX_SENDS.labels(channel=message.channel.value, outcome=outcome).inc()
 
 
 class ChannelActivities:
@@ -198,16 +203,22 @@ class ChannelActivities:
                 message, adapter, settings, claimed_at=claim.row.created_at
             )
             if found is not None:
+                _count_send(message, "already_sent")
                 return found, True
         try:
             provider_id = await adapter.send(message, settings)
         except ApplicationError as exc:
+            _count_send(message, "failed" if exc.non_retryable else "retrying")
             if exc.non_retryable:
                 async with self.db.session() as session:
                     await outbox_repo.mark_failed(
                         session, idempotency_key=message.idempotency_key, delivered_via=adapter.name
                     )
             raise
+        except Exception:
+            _count_send(message, "retrying")
+            raise
+        _count_send(message, "stored" if adapter is self.outbox else "sent")
         async with self.db.session() as session:
             if adapter is self.outbox:
                 row = await outbox_repo.mark_stored(
@@ -235,6 +246,7 @@ class ChannelActivities:
             activity.logger.info(
                 "send %s is a duplicate (%s)", message.idempotency_key, claim.row.status
             )
+            _count_send(message, "already_sent")
             return _result_of(claim.row, duplicate=True)
         adapter = self.adapters.get(str(message.channel))
         if adapter is None or not adapter.configured(settings):
@@ -253,6 +265,8 @@ class ChannelActivities:
         for the channel) are the send's, and the send is done. The result says so, and the
         workflow records the turn on its own, with the record step's unbounded retries."""
         sent = await self.send_message(request.message)
+        if not sent.duplicate:  # this attempt sent it: the turn is replied (once)
+            turn_steps.count_replied_turn(request.record)
         entry = TranscriptEntry(
             role=Role.AI,
             text=request.message.text,
@@ -321,6 +335,7 @@ class ChannelActivities:
 
         claim = await self._claim(message)
         if claim.row.status in outbox_repo.FINAL_STATUSES:
+            _count_send(message, "already_sent")
             return self._notify_result(result, claim.row, duplicate=True)
         found = False
         try:
@@ -346,6 +361,7 @@ class ChannelActivities:
             await chatwoot.assign(message.thread, agent_id, settings=settings)
             note_id = await chatwoot.private_note(message.thread, message.text, settings=settings)
         except ApplicationError as exc:
+            _count_send(message, "failed" if exc.non_retryable else "retrying")
             if exc.non_retryable:
                 async with self.db.session() as session:
                     await outbox_repo.mark_failed(
@@ -354,6 +370,10 @@ class ChannelActivities:
                         delivered_via=chatwoot.name,
                     )
             raise
+        except Exception:
+            _count_send(message, "retrying")
+            raise
+        _count_send(message, "sent")
         async with self.db.session() as session:
             row = await outbox_repo.mark_sent(
                 session,

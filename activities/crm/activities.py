@@ -54,6 +54,8 @@ from models.crm import (
 )
 from models.db import Database
 from models.erasure import ContactRef, CrmErasure, CrmErasureResult, crm_created_extras
+from models.metrics import CRM_SYNCS
+from models.metrics_breakers import BreakerGauge
 from models.repo import crm as crm_repo
 from models.repo import leads as lead_repo
 from models.settings import Settings
@@ -134,13 +136,14 @@ class CrmActivities:
             )
         return adapter
 
-    def breaker(self, integration_id: str) -> pybreaker.CircuitBreaker:
+    def breaker(self, integration_id: str, kind: str = "crm") -> pybreaker.CircuitBreaker:
         breaker = self._breakers.get(integration_id)
         if breaker is None:
             breaker = pybreaker.CircuitBreaker(
                 fail_max=BREAKER_FAIL_MAX,
                 reset_timeout=BREAKER_RESET_SECONDS,
                 exclude=[_is_business_error],
+                listeners=[BreakerGauge(f"crm:{kind}")],
                 name=f"crm:{integration_id}",
             )
             self._breakers[integration_id] = breaker
@@ -168,7 +171,7 @@ class CrmActivities:
         adapter = self._adapter(conn.view.kind)
         pacer = self._pacers.setdefault(conn.integration_id, _Pacer(adapter.min_interval_seconds))
         await pacer.wait()
-        breaker = self.breaker(conn.integration_id)
+        breaker = self.breaker(conn.integration_id, conn.view.kind.value)
         try:
             with breaker.calling():
                 return await call(adapter)
@@ -339,9 +342,13 @@ class CrmActivities:
     async def record_crm_sync(self, input: RecordSyncInput) -> bool:
         """Store the saga's outcome and each CRM's link, last sync and outcome."""
         async with self._db.session() as session:
-            return await crm_repo.record_sync_run(
+            stored = await crm_repo.record_sync_run(
                 session, run_key=input.run_key, outcome=input.outcome
             )
+        if stored:  # once per sync: a retry that finds it stored counts nothing
+            for step in input.outcome.steps:
+                CRM_SYNCS.labels(crm=step.kind.value, outcome=step.status.value).inc()
+        return stored
 
     @activity.defn
     async def erase_crm_records(self, input: ContactRef) -> CrmErasureResult:

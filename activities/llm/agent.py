@@ -66,6 +66,7 @@ from models.common import ReplyPurpose, Role
 from models.db import Database
 from models.llm_config import ResolvedLink, Step, resolve_chain
 from models.messages import TranscriptEntry
+from models.metrics_breakers import BreakerGauge
 from models.playbook import Playbook
 from models.playbook_service import PlaybookResolver, TenantProfile, UnknownTenantError
 from models.policy import PlaybookRef
@@ -113,7 +114,8 @@ class BreakerBoard:
                 fail_max=self._fail_max,
                 reset_timeout=self._reset,
                 exclude=[_not_the_providers_fault],
-                listeners=[_HealthListener(self)],
+                # The key is `provider:credential`: the gauge groups by provider.
+                listeners=[_HealthListener(self), BreakerGauge(f"llm:{key.partition(':')[0]}")],
                 name=key,
                 throw_new_error_on_trip=False,
             )

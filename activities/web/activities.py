@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Mapping
 from datetime import timedelta
 from typing import Any
@@ -45,6 +46,7 @@ from models.enrichment import (
     WebsiteFound,
 )
 from models.enrichment_tables import EnrichmentRecord
+from models.metrics import ENRICHMENT_RECORD_SECONDS, ENRICHMENT_RECORDS
 from models.policy import PlaybookRef
 from models.repo import enrichment as repo
 from models.repo import leads as lead_repo
@@ -140,11 +142,14 @@ class EnrichmentActivities:
                 status=RecordStatus.FAILED,
                 error=request.error,
             )
+        if record.status != RecordStatus.FAILED:  # counted once, not per retry of this step
+            ENRICHMENT_RECORDS.labels(outcome="gave_up").inc()
 
     # -- one record ------------------------------------------------------------------------
 
     @activity.defn(name="enrichment_process_record")
     async def process_record(self, request: ProcessRecordInput) -> ProcessRecordResult:
+        started = time.monotonic()
         async with self._heartbeats():
             async with self.db.session() as session:
                 record = await repo.start_record(
@@ -168,23 +173,29 @@ class EnrichmentActivities:
                 outcome = await self._enrich(request, record, outcome)
             except RecordFailure as failure:
                 return await self._finish(
-                    request, RecordStatus.FAILED, failure.outcome, str(failure)
+                    request, RecordStatus.FAILED, failure.outcome, str(failure), started=started
                 )
             except FetchError as exc:
                 if exc.retryable:
                     raise _retryable(f"fetching {exc.url}: {exc.reason}", "FetchError") from exc
                 return await self._finish(
-                    request, RecordStatus.FAILED, outcome, f"fetching {exc.url}: {exc.reason}"
+                    request,
+                    RecordStatus.FAILED,
+                    outcome,
+                    f"fetching {exc.url}: {exc.reason}",
+                    started=started,
                 )
             except SearchError as exc:
                 if exc.retryable:
                     raise _retryable(
                         str(exc), "SearchError", delay=exc.retry_after or SEARCH_RETRY_DELAY_SECONDS
                     ) from exc
-                return await self._finish(request, RecordStatus.FAILED, outcome, str(exc))
+                return await self._finish(
+                    request, RecordStatus.FAILED, outcome, str(exc), started=started
+                )
             # Before the record is marked done: a retry after a crash repeats this, harmlessly.
             await self._update_known_lead(request, record, outcome)
-            return await self._finish(request, RecordStatus.DONE, outcome, None)
+            return await self._finish(request, RecordStatus.DONE, outcome, None, started=started)
 
     async def _update_known_lead(
         self, request: ProcessRecordInput, record: EnrichmentRecord, outcome: RecordOutcome
@@ -230,6 +241,8 @@ class EnrichmentActivities:
         status: RecordStatus,
         outcome: RecordOutcome | None,
         error: str | None,
+        *,
+        started: float,
     ) -> ProcessRecordResult:
         async with self.db.session() as session:
             await repo.finish_record(
@@ -240,6 +253,9 @@ class EnrichmentActivities:
                 outcome=outcome,
                 error=error,
             )
+        label = "enriched" if status == RecordStatus.DONE else "failed"
+        ENRICHMENT_RECORDS.labels(outcome=label).inc()
+        ENRICHMENT_RECORD_SECONDS.labels(outcome=label).observe(time.monotonic() - started)
         return ProcessRecordResult(row_number=request.row_number, status=status, error=error)
 
     async def _enrich(

@@ -2,8 +2,9 @@
 script in a subprocess, on free ports and a fresh data dir. It must become ready with the
 worker processes asked for, answer a WhatsApp message through the whole stack, restart a worker
 process that is killed (and still answer), stop cleanly on Ctrl-C (taking the Temporal dev
-server and the workers with it), find everything again on the next start, and leave no worker
-behind when it is itself killed with SIGKILL."""
+server and the workers with it) and find everything again on the next start. `up` killed with
+SIGKILL, a second `up` on one data dir and a dev server left running are
+tests/workers/test_up_supervised.py."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ import pytest
 from tests.live_stack import free_port
 from workers.devserver import port_open
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(280)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 ROOT = Path(__file__).resolve().parents[2]
 LEADFLOW = Path(sys.executable).parent / "leadflow"
@@ -114,29 +115,51 @@ def _wait(predicate: Callable[[], Any], *, timeout: float, what: str, up: Up) ->
     raise AssertionError(f"timed out after {timeout}s waiting for {what}:\n{up.output()}")
 
 
-@contextmanager
-def leadflow_up(data_dir: Path, log: Path, *, args: list[str], **extra_env: str) -> Iterator[Up]:
-    api_port, temporal_port, ui_port = free_port(), free_port(), free_port()
+def up_env(**extra_env: str) -> dict[str, str]:
+    """This environment without LEADFLOW_* (the test's own settings), plus `extra_env`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEADFLOW_")}
-    env.update(COLUMNS="200", PYTHONUNBUFFERED="1", **extra_env)
-    argv = [
+    env.update({"COLUMNS": "200", "PYTHONUNBUFFERED": "1", **extra_env})
+    return env
+
+
+def up_argv(data_dir: Path | None, ports: tuple[int, int, int], args: list[str]) -> list[str]:
+    """`leadflow up` on `ports` (API, Temporal, UI); without a data dir: the default one."""
+    api_port, temporal_port, ui_port = ports
+    return [
         str(LEADFLOW), "up",
-        "--data-dir", str(data_dir),
+        *(["--data-dir", str(data_dir)] if data_dir is not None else []),
         "--api-port", str(api_port),
         "--temporal-port", str(temporal_port),
         "--ui-port", str(ui_port),
         *args,
     ]  # fmt: skip
+
+
+@contextmanager
+def leadflow_up(
+    data_dir: Path | None,
+    log: Path,
+    *,
+    args: list[str],
+    ports: tuple[int, int, int] | None = None,
+    cwd: Path | None = None,
+    **extra_env: str,
+) -> Iterator[Up]:
+    """`leadflow up` running (banner printed, /ready ready) while the block runs; run from
+    `cwd` (default: the data dir's parent) on `ports` (default: free ones)."""
+    api_port, temporal_port, ui_port = ports or (free_port(), free_port(), free_port())
+    argv = up_argv(data_dir, (api_port, temporal_port, ui_port), args)
+    where = cwd or (data_dir.parent if data_dir is not None else None)
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=data_dir.parent
+            argv, stdout=out, stderr=subprocess.STDOUT, env=up_env(**extra_env), cwd=where
         )
     up = Up(proc, f"http://127.0.0.1:{api_port}", temporal_port, ui_port, log)
     try:
         # The banner comes once every worker process polls Temporal.
         _wait(
             lambda: "Press Ctrl-C to stop." in up.output(),
-            timeout=150,
+            timeout=360,  # `up` itself gives its workers 300 s (WORKERS_READY_TIMEOUT)
             what="the banner",
             up=up,
         )
@@ -292,19 +315,4 @@ def test_up_answers_a_message_restarts_workers_stops_cleanly_and_keeps_state(
         ).json()
         assert detail["transcript"][0]["text"].startswith("Hoi! Ik zoek een Volkswagen Golf")
         assert httpx.get(f"{again.api}/api/v1/outbox", headers=auth).json() == outbox
-
-        # `kill -9` of `up`: the kernel tells its worker processes (PR_SET_PDEATHSIG).
-        (worker,) = _workers(again)
-        children = _children(again.proc.pid)
-        again.proc.kill()
-        again.proc.wait()
-        try:
-            deadline = time.monotonic() + 20
-            while _alive(worker) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            assert not _alive(worker), "a worker process outlived a SIGKILLed `leadflow up`"
-        finally:
-            # The dev server runs in its own session (workers/devserver.py); not ours to test.
-            for pid in children:
-                if _alive(pid):
-                    os.kill(pid, signal.SIGKILL)
+        _stop(again)

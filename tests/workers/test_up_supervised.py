@@ -1,0 +1,224 @@
+"""A supervised `leadflow up` (issue 11), run as a user runs it — the installed console script
+and the checkout's `./leadflow` in subprocesses — in one `up` lifecycle and the next:
+
+- a Temporal dev server an older `up` left running on the data dir (in its own session, no pid
+  file, on the very ports) is found and stopped by the next `up`, which then starts cleanly;
+- a second `up` on the same data dir is refused, naming the first (pid, start, command), and
+  the first keeps answering;
+- paths on the command line are the user's: `./leadflow tenant configure demo --file acme.yaml`
+  run from another directory reads the acme.yaml there;
+- `up` killed with SIGKILL leaves no process behind (its dev server with the UI, its workers:
+  by pid, and no process at all whose command line or environment names the data dir), and the
+  next `up` on the same data dir and ports starts cleanly and goes on with the conversation.
+
+A worker process killed under `up`, restarted, and the conversation completing is
+tests/workers/test_up.py."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.live_stack import free_port
+from tests.workers.test_up import (
+    ROOT,
+    Up,
+    _alive,
+    _children,
+    _printed_key,
+    _send,
+    _stop,
+    _wait,
+    _workers,
+    leadflow_up,
+    up_argv,
+    up_env,
+)
+from workers.devserver import PID_FILE, port_open, temporal_cli
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+
+def _naming(data_dir: Path) -> set[int]:
+    """Running processes whose command line or environment names the data dir (zombies and
+    this test process aside)."""
+    needle = str(data_dir).encode()
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            named = needle in (entry / "cmdline").read_bytes()
+            named = named or needle in (entry / "environ").read_bytes()
+        except OSError:  # gone meanwhile
+            continue
+        if named and _alive(int(entry.name)):
+            found.add(int(entry.name))
+    return found
+
+
+def _outbox(up: Up, key: str) -> list[dict[str, object]]:
+    box: list[dict[str, object]] = httpx.get(
+        f"{up.api}/api/v1/outbox", headers={"Authorization": f"Bearer {key}"}
+    ).json()
+    return box
+
+
+def _leadflow(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """The checkout's `./leadflow` (bootstrap and all), run from `cwd`."""
+    return subprocess.run(
+        [str(ROOT / "leadflow"), *args],
+        cwd=cwd,
+        env=up_env(COLUMNS="500", **env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_up_owns_its_data_dir_and_leaves_nothing_behind_when_killed(tmp_path: Path) -> None:
+    # LEADFLOW_HOME is what `./leadflow` sets to its checkout: the data dir is <home>/.leadflow
+    # wherever `up` runs from.
+    home = tmp_path / "checkout"
+    data_dir = home / ".leadflow"
+    data_dir.mkdir(parents=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    ports = (free_port(), free_port(), free_port())
+    _, temporal_port, ui_port = ports
+
+    # What an older `up` killed with SIGKILL left: its dev server, in its own session, on the
+    # data dir's SQLite file and the ports the next `up` is given; no pid file.
+    with (tmp_path / "stale-temporal.log").open("wb") as log:
+        stale = subprocess.Popen(
+            [
+                temporal_cli(),
+                "server",
+                "start-dev",
+                "--ip",
+                "127.0.0.1",
+                "--port",
+                str(temporal_port),
+                "--ui-port",
+                str(ui_port),
+                "--db-filename",
+                str(data_dir / "temporal.sqlite"),
+                "--log-level",
+                "warn",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while not (port_open("127.0.0.1", temporal_port) and port_open("127.0.0.1", ui_port)):
+            assert stale.poll() is None, (tmp_path / "stale-temporal.log").read_text()
+            assert time.monotonic() < deadline, "the stale dev server did not start"
+            time.sleep(0.2)
+        assert not (data_dir / PID_FILE).exists()
+
+        with leadflow_up(
+            None,
+            tmp_path / "up-1.log",
+            args=["--workers", "1"],
+            ports=ports,
+            cwd=elsewhere,
+            LEADFLOW_HOME=str(home),
+        ) as up:
+            # The leftover was stopped (SIGTERM: it closed its SQLite file) before ours started.
+            assert (
+                f"stopping a Temporal dev server left running on this data dir: pid {stale.pid} ("
+                in up.output()
+            )
+            assert stale.wait(timeout=5) is not None
+            assert f"data in {data_dir}" in up.output()
+            assert not (elsewhere / ".leadflow").exists()
+            # The banner's example works from here too.
+            assert f"-d @{ROOT / 'docs' / 'examples' / 'waha-message.json'}\n" in up.output()
+            children = {pid for pid in _children(up.proc.pid) if _alive(pid)}
+            workers = _workers(up)
+            (devserver,) = children - workers
+            assert (data_dir / PID_FILE).read_text().strip() == str(devserver)
+            key = _printed_key(up)
+            _send(up, "false_31612345678@c.us_SUP0001", "Hoi! Ik zoek een Volkswagen Golf")
+            _wait(lambda: len(_outbox(up, key)) == 1, timeout=60, what="the reply", up=up)
+
+            # A second `up` on the same data dir (other ports) is refused, naming the first.
+            second = subprocess.run(
+                up_argv(data_dir, (free_port(), free_port(), free_port()), []),
+                env=up_env(COLUMNS="500"),
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            refusal = second.stdout + second.stderr
+            assert second.returncode == 1, refusal
+            assert (
+                f"the data dir {data_dir} is in use by another `leadflow up` "
+                f"(pid {up.proc.pid}, started " in refusal
+            )
+            assert "leadflow up --api-port" in refusal  # the holder's command line
+            assert "starting" not in refusal  # it started nothing
+            # ...and the first goes on: ready, its dev server untouched, answering.
+            assert httpx.get(f"{up.api}/ready", timeout=10).json()["status"] == "ready"
+            assert _alive(devserver)
+            _send(up, "false_31612345678@c.us_SUP0002", "Heeft u ook een automaat?")
+            _wait(lambda: len(_outbox(up, key)) == 2, timeout=60, what="reply 2", up=up)
+
+            # Paths are the user's: acme.yaml is in `elsewhere`, not in the checkout.
+            (elsewhere / "acme.yaml").write_text("timezone: Europe/Lisbon\n")
+            configured = _leadflow(
+                "tenant", "configure", "demo", "--file", "acme.yaml",
+                cwd=elsewhere, LEADFLOW_DATA_DIR=str(data_dir),
+            )  # fmt: skip
+            assert configured.returncode == 0, configured.stdout + configured.stderr
+            shown = httpx.get(
+                f"{up.api}/api/v1/settings", headers={"Authorization": f"Bearer {key}"}
+            )
+            assert shown.json()["timezone"] == "Europe/Lisbon", shown.text
+            missing = _leadflow(
+                "tenant", "configure", "demo", "--file", "acme.yaml",
+                cwd=tmp_path, LEADFLOW_DATA_DIR=str(data_dir),
+            )  # fmt: skip
+            assert missing.returncode == 2 and "acme.yaml" in missing.stderr
+
+            # `kill -9`: the kernel sends the dev server (and its UI, the same process) and
+            # the workers SIGTERM; nothing that names the data dir survives.
+            everything = children | _naming(data_dir)
+            assert devserver in everything and workers <= everything
+            up.proc.kill()
+            up.proc.wait()
+            deadline = time.monotonic() + 45
+            while (_naming(data_dir) or any(map(_alive, everything))) and (
+                time.monotonic() < deadline
+            ):
+                time.sleep(0.2)
+            assert not any(map(_alive, everything)), [p for p in everything if _alive(p)]
+            assert not _naming(data_dir)
+            assert not port_open("127.0.0.1", temporal_port)
+            assert not port_open("127.0.0.1", ui_port)
+
+        # The next `up` on the same data dir and ports starts cleanly (nothing to stop, no port
+        # taken) and goes on with the conversation.
+        with leadflow_up(
+            data_dir, tmp_path / "up-2.log", args=["--workers", "1"], ports=ports, cwd=elsewhere
+        ) as again:
+            assert "left running" not in again.output()
+            assert _printed_key(again) == key
+            _send(again, "false_31612345678@c.us_SUP0003", "Wat kost hij?")
+            _wait(lambda: len(_outbox(again, key)) == 3, timeout=60, what="reply 3", up=again)
+            _stop(again)
+        assert not (data_dir / PID_FILE).exists()  # a clean stop takes its pid file along
+        assert not _naming(data_dir)
+    finally:
+        if stale.poll() is None:
+            os.kill(stale.pid, signal.SIGKILL)
+            stale.wait()
