@@ -244,14 +244,31 @@ def _shape_activity_failure(record: logging.LogRecord) -> None:
     fields.setdefault("retrying", False)
 
 
+def _trace_fields(record: logging.LogRecord) -> None:
+    """The OpenTelemetry trace and span the record was logged in: a log line leads to its trace
+    (README, "Tracing"). Only installed when tracing is on."""
+    from opentelemetry import trace
+
+    span = trace.get_current_span().get_span_context()
+    if span.is_valid:
+        record.__dict__.setdefault("trace_id", format(span.trace_id, "032x"))
+        record.__dict__.setdefault("span_id", format(span.span_id, "016x"))
+
+
 class ContextFilter(logging.Filter):
     """Adds the context fields and shapes activity failures; on the handler, so it sees every
     record the handler writes (a logger's filter only sees records logged on that logger)."""
+
+    def __init__(self, *, traces: bool = False) -> None:
+        super().__init__()
+        self._traces = traces
 
     def filter(self, record: logging.LogRecord) -> bool:
         if "_leadflow_seen" not in record.__dict__:  # shaped once, however many handlers
             record.__dict__["_leadflow_seen"] = True
             _add_context(record)
+            if self._traces:
+                _trace_fields(record)
             if record.exc_info and record.__dict__.get(_SDK_ERROR_ID) == _ACTIVITY_FAILURE:
                 _shape_activity_failure(record)
         return True
@@ -307,17 +324,22 @@ def formatter(fmt: LogFormat) -> logging.Formatter:
 
 
 def configure(
-    fmt: LogFormat, *, verbose: bool = False, stream: IO[str] | None = None
+    fmt: LogFormat,
+    *,
+    verbose: bool = False,
+    traces: bool = False,
+    stream: IO[str] | None = None,
 ) -> logging.Handler:
     """Route every record of this process through one handler in `fmt` (on stderr unless
-    `stream`), replacing the handler an earlier call installed; returns the handler."""
+    `stream`), replacing the handler an earlier call installed; returns the handler. `traces`
+    (LEADFLOW_OTEL_ENABLED) adds the current `trace_id` and `span_id` to each record."""
     root = logging.getLogger()
     for old in [h for h in root.handlers if getattr(h, "_leadflow", False)]:
         root.removeHandler(old)
         old.close()
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler._leadflow = True  # type: ignore[attr-defined]
-    handler.addFilter(ContextFilter())
+    handler.addFilter(ContextFilter(traces=traces))
     handler.setFormatter(formatter(fmt))
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)

@@ -326,3 +326,22 @@ async def test_uvicorn_access_lines_are_records_with_fields(captured: Captured) 
     assert access["status"] == 202
     assert access["tenant"] == "acme"
     assert "color_message" not in access
+
+
+def test_records_in_a_span_carry_its_trace_when_tracing_is_on(captured: Captured) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    tracer = TracerProvider().get_tracer("tests.logs")
+    logs.configure("json", traces=True, stream=captured.stream)
+    with tracer.start_as_current_span("webhook") as span:
+        plain.info("in a span")
+    plain.info("after it")
+    logs.configure("json", stream=captured.stream)  # tracing off: nothing looked up
+    with tracer.start_as_current_span("another"):
+        plain.info("tracing off")
+    records = {r["message"]: r for r in captured.json_lines()}
+    context = span.get_span_context()
+    assert records["in a span"]["trace_id"] == format(context.trace_id, "032x")
+    assert records["in a span"]["span_id"] == format(context.span_id, "016x")
+    assert "trace_id" not in records["after it"]
+    assert "trace_id" not in records["tracing off"]
