@@ -38,6 +38,39 @@ def test_every_leadflow_variable_named_in_deploy_is_a_setting(path: Path) -> Non
     assert names - SETTINGS == set(), f"not settings of models/settings.py: {names - SETTINGS}"
 
 
+def _secret_settings() -> set[str]:
+    """The settings that hold secrets: every SecretStr field, and the database URL (it carries
+    the password)."""
+    secret = {
+        f"LEADFLOW_{name.upper()}"
+        for name, info in Settings.model_fields.items()
+        if "SecretStr" in str(info.annotation)
+    }
+    return secret | {"LEADFLOW_DATABASE_URL"}
+
+
+def test_secrets_come_from_the_secret_and_the_shell_never_from_a_literal() -> None:
+    secret = _secret_settings()
+    assert {"LEADFLOW_SECRET_KEY", "LEADFLOW_PAYLOAD_KEYS", "LEADFLOW_CODEC_TOKEN"} <= secret
+    (example,) = of_kind("Secret")
+    assert set(example.body["stringData"]) == secret & {
+        "LEADFLOW_DATABASE_URL",
+        "LEADFLOW_SECRET_KEY",
+        "LEADFLOW_PAYLOAD_KEYS",
+        "LEADFLOW_CODEC_TOKEN",
+    }
+    assert not secret & set(config_map()), "a secret in the ConfigMap"
+    for name, service in compose_services().items():
+        for key, value in compose_environment(service).items():
+            if key in secret - {"LEADFLOW_DATABASE_URL"}:
+                assert value.startswith("${") and ":?" in value, f"{name}: {key} is a literal"
+    # Every pod that reads settings reads the Secret.
+    for doc in of_kind("Deployment") + of_kind("Job"):
+        for container in doc.body["spec"]["template"]["spec"]["containers"]:
+            refs = [e.get("secretRef", {}).get("name") for e in container["envFrom"]]
+            assert example.name in refs, doc.name
+
+
 def test_the_name_check_catches_a_misspelt_setting() -> None:
     assert set(ENV_NAME.findall("LEADFLOW_TEMPORAL_ADDRES: x")) - SETTINGS
 
