@@ -18,7 +18,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, RetryState
 
 with workflow.unsafe.imports_passed_through():
     from activities.web.activities import EnrichmentActivities
@@ -85,6 +85,15 @@ def _reason(error: ActivityError) -> str:
     if cause is not None:
         return str(cause) or type(cause).__name__
     return str(error)
+
+
+def _gave_up(error: ActivityError, attempts: int | None) -> str:
+    """Why Temporal stopped retrying a record, in words (for the activity summary)."""
+    if error.retry_state == RetryState.NON_RETRYABLE_FAILURE:
+        return "not retryable"
+    if error.retry_state == RetryState.TIMEOUT:
+        return "out of time"
+    return f"after {attempts} attempts"
 
 
 @workflow.defn(name=WORKFLOW_NAME)
@@ -345,7 +354,7 @@ class EnrichmentJobWorkflow:
                     ),
                     start_to_close_timeout=STATUS_TIMEOUT,
                     retry_policy=DATABASE_RETRY,
-                    summary=f"mark row {row} failed after {attempts} attempts",
+                    summary=f"mark row {row} failed ({_gave_up(err, attempts)})",
                 )
             except ActivityError:
                 # The database stayed unreachable: the record is counted failed here and shows
@@ -425,11 +434,13 @@ class EnrichmentJobWorkflow:
 
     def _waiting_on(self, status: JobStatus) -> str:
         rows = sorted(self._in_flight_since)
-        named = ", ".join(str(r) for r in rows[:DETAIL_ROWS_SHOWN])
+        named = ("row " if len(rows) == 1 else "rows ") + ", ".join(
+            str(r) for r in rows[:DETAIL_ROWS_SHOWN]
+        )
         if len(rows) > DETAIL_ROWS_SHOWN:
             named += f" and {len(rows) - DETAIL_ROWS_SHOWN} more"
         in_flight = (
-            f"rows {named} (oldest since {self._in_flight_since[rows[0]]} UTC; a row being "
+            f"{named} (oldest since {self._in_flight_since[rows[0]]} UTC; a row being "
             "retried shows its attempt and last failure under Pending Activities)"
             if rows
             else ""

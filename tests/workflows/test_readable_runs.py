@@ -115,11 +115,11 @@ async def until(check: Callable[[], Awaitable[bool]], what: str) -> None:
 
 
 class StubEnrichment:
-    """Row 2 fails for good, row 3 waits for `release`, every other row is done."""
+    """Row 2 fails for good at once, row 4 on every attempt, row 3 waits for `release`, row 1
+    is done."""
 
     def __init__(self) -> None:
         self.release = asyncio.Event()
-        self.row_3_started = asyncio.Event()
 
     @activity.defn(name="enrichment_store_rows")
     async def store_rows(self, request: StoreRowsInput) -> StoreRowsResult:
@@ -137,8 +137,9 @@ class StubEnrichment:
                 type="RecordNotFound",
                 non_retryable=True,
             )
+        if request.row_number == 4:
+            raise ApplicationError("fetching https://slow.example/: timed out", type="FetchError")
         if request.row_number == 3:
-            self.row_3_started.set()
             await self.release.wait()
         return ProcessRecordResult(row_number=request.row_number, status=RecordStatus.DONE)
 
@@ -176,18 +177,19 @@ async def test_enrichment_run_shows_progress_waiting_rows_and_row_summaries(
             id=workflow_id("t-readable", job_id),
             task_queue=task_queue,
         )
-        # Rows 1, 2 and 4 are over, row 3 is held by its activity: the job waits on it alone.
+        # Rows 1, 2 and 4 are over (4 after three attempts), row 3 is held by its activity: the
+        # job waits on it alone.
         running = await details_until(handle, lambda d: "3/4 rows" in d, "three rows finished")
         lines = running.splitlines()
         assert lines[:2] == [
             f"**Enriching: 3/4 rows** (job {job_id}, run 1)",
-            "- done 2, failed 1, in flight 1",
+            "- done 1, failed 2, in flight 1",
         ]
         assert lines[2].startswith("- rate: ") and " rows/min in this run; " in lines[2]
-        assert lines[3].startswith("- waiting on: rows 3 (oldest since ")
+        assert lines[3].startswith("- waiting on: row 3 (oldest since ")
         assert "a row being retried shows its attempt and last failure" in lines[3]
         assert lines[4:] == [
-            "- last failure: row 2: fetching https://gone.example/: HTTP 404 "
+            "- last failure: row 4: fetching https://slow.example/: timed out "
             "(gave up after 3 attempts)"
         ]
 
@@ -197,12 +199,12 @@ async def test_enrichment_run_shows_progress_waiting_rows_and_row_summaries(
         assert paused.status is JobStatus.PAUSED
         details = await details_until(handle, lambda d: d.startswith("**Paused"), "the pause")
         assert details.startswith(f"**Paused: 3/4 rows** (job {job_id}, run 1)")
-        assert "- waiting on: a resume (no new row starts); finishing rows 3 (oldest" in details
+        assert "- waiting on: a resume (no new row starts); finishing row 3 (oldest" in details
 
         await handle.execute_update(UPDATE_RESUME, ResumeJob(), result_type=JobControlResult)
         stubs.release.set()
         progress: JobProgress = await handle.result()
-        assert (progress.done, progress.failed) == (3, 1)
+        assert (progress.done, progress.failed) == (2, 2)
         done = await current_details(handle)
         assert done.splitlines()[0] == f"**Completed: 4/4 rows** (job {job_id}, run 1)"
         assert "- waiting on: nothing: the job is over" in done.splitlines()
@@ -213,7 +215,8 @@ async def test_enrichment_run_shows_progress_waiting_rows_and_row_summaries(
     assert sorted(s for s in summaries if s.startswith("enrich row")) == [
         f"enrich row {n} of 4: {steps}" for n in (1, 2, 3, 4)
     ]
-    assert "mark row 2 failed after 3 attempts" in summaries
+    assert "mark row 2 failed (not retryable)" in summaries
+    assert "mark row 4 failed (after 3 attempts)" in summaries
     statuses = [s for s in summaries if s.startswith(f"job {job_id} status: ")]
     assert statuses == [f"job {job_id} status: {s}" for s in ("paused", "running", "completed")]
 
