@@ -50,8 +50,13 @@ def _lookalike(
     name: str = "temporal",
 ) -> subprocess.Popen[bytes]:
     """A process whose command line is `temporal server start-dev --db-filename <db> …`: a
-    shell (run under that name) that loops until killed."""
-    script = ("trap '' TERM; " if ignore_term else "") + "while :; do sleep 0.1; done"
+    shell (run under that name) blocked until killed, on a FIFO nobody writes to (a builtin:
+    a shell that forked a `sleep` would show a second process with the same command line for
+    a moment, which a real dev server never does)."""
+    never = cwd / "never.fifo"
+    if not never.exists():
+        os.mkfifo(never)
+    script = ("trap '' TERM; " if ignore_term else "") + f"read line < {never}"
     proc = subprocess.Popen(
         [name, "-c", script, "server", "start-dev", "--ip", "127.0.0.1", "--db-filename", db],
         executable="/bin/sh",
