@@ -340,6 +340,7 @@ async def _up(
         DevServerError,
         leftover_dev_servers,
         port_problem,
+        running_up,
         spawn_dev_server,
         stop_dev_server,
         stop_leftover,
@@ -351,6 +352,12 @@ async def _up(
     # We hold the data dir's lock, so a dev server on its SQLite file belongs to no running
     # `up`: one that outlived a crashed one. Stopped before ports are checked (it holds ours).
     for pid in leftover_dev_servers(data_dir):
+        if (up := running_up(pid)) is not None:
+            raise _fail(
+                f"the data dir {data_dir} is in use by {procfs.describe(up)}, a `leadflow up` "
+                f"of a version without the data dir lock (its Temporal: pid {pid}); stop that "
+                "one first, or give this one another --data-dir"
+            )
         console.print(
             f"stopping a Temporal dev server left running on this data dir: {procfs.describe(pid)}",
             style="yellow",

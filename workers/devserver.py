@@ -287,6 +287,19 @@ def leftover_dev_servers(data_dir: Path) -> list[int]:
     return found
 
 
+def running_up(pid: int) -> int | None:
+    """The `leadflow up` still running this dev server, if its parent is one: an older leadflow
+    took no data dir lock, so holding the lock does not prove that no `up` runs on it. A server
+    left by a crashed `up` has been handed to init (or a subreaper) instead."""
+    up = procfs.parent(pid)
+    args = procfs.cmdline(up) if up is not None and up > 1 else None
+    if not args or "up" not in args:
+        return None
+    if any(Path(arg).name == "leadflow" or arg == "workers.cli" for arg in args):
+        return up
+    return None
+
+
 def stop_leftover(pid: int, *, grace: float = 15.0) -> None:
     """Stop a dev server that is not our child: SIGTERM (it closes its SQLite file cleanly),
     SIGKILL after `grace` seconds; returns once it is gone. DevServerError if it cannot be."""

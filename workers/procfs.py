@@ -53,6 +53,15 @@ def running(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
+def parent(pid: int) -> int | None:
+    """The process's parent pid, None if it is gone."""
+    try:
+        stat = (PROC / str(pid) / "stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
 def describe(pid: int) -> str:
     """`pid 123 (temporal server start-dev …)`, or just `pid 123` when its command is unknown."""
     args = cmdline(pid)

@@ -21,6 +21,7 @@ from workers.devserver import (
     DevServerError,
     leftover_dev_servers,
     port_problem,
+    running_up,
     serves_data_dir,
     stop_leftover,
 )
@@ -147,3 +148,40 @@ def test_a_busy_port_is_named_with_its_holder() -> None:
         assert f"by pid {os.getpid()} (" in problem  # this very process, with its command
         assert problem.endswith("; pick another with --temporal-port")
     assert port_problem("127.0.0.1", port, what="Temporal") is None
+
+
+def test_a_leftover_whose_parent_is_a_running_older_up_is_named_not_stopped(
+    tmp_path: Path, started: list[subprocess.Popen[bytes]]
+) -> None:
+    """An older `up` took no lock: its dev server is on the data dir while it still runs. The
+    parent's command line is that of the console script (`python …/leadflow up`)."""
+    db = tmp_path / "temporal.sqlite"
+    never = tmp_path / "never.fifo"
+    os.mkfifo(never)
+    older_up = tmp_path / "leadflow"
+    older_up.write_text(
+        "import subprocess, sys, time\n"
+        "child = subprocess.Popen(\n"
+        f"    ['temporal', '-c', 'read line < {never}', 'server', 'start-dev',\n"
+        f"     '--db-filename', {str(db)!r}],\n"
+        "    executable='/bin/sh')\n"
+        "print(child.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    up = subprocess.Popen(
+        [sys.executable, str(older_up), "up", "--data-dir", str(tmp_path)], stdout=subprocess.PIPE
+    )
+    started.append(up)
+    assert up.stdout is not None
+    server = int(up.stdout.readline())
+    try:
+        while (procfs.cmdline(server) or [""])[0] != "temporal":
+            assert up.poll() is None
+        assert leftover_dev_servers(tmp_path) == [server]
+        assert running_up(server) == up.pid
+        assert f"pid {up.pid} (" in procfs.describe(up.pid)
+    finally:
+        os.kill(server, signal.SIGKILL)
+    # Orphaned (a crashed `up`): no `up` runs it any more.
+    lone = _lookalike(started, str(db), cwd=tmp_path)
+    assert running_up(lone.pid) is None  # its parent is this test, not an `up`
