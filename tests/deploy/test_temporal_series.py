@@ -18,7 +18,6 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterable
 
-import pytest
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from temporalio.client import Client
@@ -68,7 +67,6 @@ async def _until(condition: Callable[[], object], within: float, what: str) -> N
     assert condition(), what
 
 
-@pytest.mark.slow
 async def test_server_reports_the_backlog_the_dashboard_reads() -> None:
     metrics_port = _free_port()
     env = await WorkflowEnvironment.start_local(
