@@ -79,6 +79,9 @@ class WorkerProcess:
                 f"unknown task queue(s) {sorted(unknown)}; choose from {', '.join(ALL_QUEUES)}"
             )
         self._client = client
+        # Here, not in start(): a half-configured version is refused like an unknown queue
+        # (`leadflow worker` prints the ValueError and exits), before anything connects.
+        self._deployment = deployment_config(settings)
         self._stop = asyncio.Event()
         self.workers: list[Worker] = []
         self.db: Database | None = None
@@ -128,7 +131,7 @@ class WorkerProcess:
                     max_concurrent_local_activities=self.settings.worker_max_concurrent_activities,
                     max_cached_workflows=self.settings.worker_max_cached_workflows,
                     graceful_shutdown_timeout=timedelta(seconds=10),
-                    deployment_config=deployment_config(self.settings),
+                    deployment_config=self._deployment,
                 )
             )
         if not self.workers:

@@ -7,10 +7,12 @@ other test polls with unversioned workers) must never get one."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,6 +28,7 @@ from temporalio.common import VersioningBehavior
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+from typer.testing import CliRunner
 
 from models import search_attributes
 from models.conversation import conversation_workflow_id
@@ -48,6 +51,7 @@ from models.tenant import TenantSettings
 from tests.conftest import make_tenant, temporal_cli_path
 from tests.fakes.waha import FakeWaha
 from tests.stack import live_stack
+from workers.cli import app
 from workers.client import data_converter
 from workers.devserver import SINGLE_PARTITION
 from workers.versioning import VersioningMisconfigured, deployment_config
@@ -108,6 +112,36 @@ def test_settings_read_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LEADFLOW_WORKER_BUILD_ID", "sha-1f2e3d")
     settings = Settings()
     assert (settings.worker_deployment_name, settings.worker_build_id) == ("leadflow", "sha-1f2e3d")
+
+
+@pytest.fixture
+def root_logging() -> Iterator[None]:
+    """`leadflow worker` routes the root logger to the CliRunner's stream, which closes when the
+    command ends: later tests' records would hit a closed file. Put the root logger back."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in [h for h in root.handlers if h not in handlers]:
+        root.removeHandler(handler)
+    root.setLevel(level)
+
+
+@pytest.mark.usefixtures("root_logging")
+def test_leadflow_worker_refuses_half_a_version_before_connecting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LEADFLOW_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'w.db'}")
+    monkeypatch.setenv("LEADFLOW_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("LEADFLOW_SECRET_KEY", "versioning-test-secret")
+    monkeypatch.setenv("LEADFLOW_PAYLOAD_KEYS", "7ZitmTi9GtSiUxeEz1OFhX7SrA6pDxU9yaXhW6uhdlQ=")
+    monkeypatch.setenv("LEADFLOW_TEMPORAL_ADDRESS", "127.0.0.1:9")  # never reached
+    monkeypatch.setenv("LEADFLOW_WORKER_BUILD_ID", "sha-1f2e3d")
+    monkeypatch.setenv("COLUMNS", "240")
+    result = CliRunner().invoke(app, ["worker"])
+    assert result.exit_code != 0
+    said = " ".join(result.output.split())
+    assert "LEADFLOW_WORKER_DEPLOYMENT_NAME is not set" in said, result.output
+    assert "Traceback" not in result.output
 
 
 # ---- a rollout on a real dev server ------------------------------------------------------------
