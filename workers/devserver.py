@@ -149,7 +149,8 @@ def _serving(proc: subprocess.Popen[bytes], ip: str, port: int, log_file: Path) 
     return port_open(ip, port)
 
 
-STARTUP_TIMEOUT = 60.0
+# Generous: one that cannot start exits at once; this bounds a slow start on a busy machine.
+STARTUP_TIMEOUT = 120.0
 
 
 async def until_serving(
