@@ -117,7 +117,7 @@ def test_up_owns_its_data_dir_and_leaves_nothing_behind_when_killed(tmp_path: Pa
             start_new_session=True,
         )
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while not (port_open("127.0.0.1", temporal_port) and port_open("127.0.0.1", ui_port)):
             assert stale.poll() is None, (tmp_path / "stale-temporal.log").read_text()
             assert time.monotonic() < deadline, "the stale dev server did not start"
