@@ -65,10 +65,21 @@ def _lookalike(
         start_new_session=True,
     )
     procs.append(proc)
-    # Until the shell has exec'd: before that the child's command line is still ours.
-    while (procfs.cmdline(proc.pid) or [""])[0] != name:
+    # Until the shell has exec'd (before that the child's command line is still ours) and, if
+    # asked, ignores SIGTERM.
+    while (procfs.cmdline(proc.pid) or [""])[0] != name or (
+        ignore_term and not _ignores(proc.pid, signal.SIGTERM)
+    ):
         assert proc.poll() is None
     return proc
+
+
+def _ignores(pid: int, sig: signal.Signals) -> bool:
+    """Whether the process ignores `sig` (the SigIgn mask of /proc/<pid>/status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigIgn:"):
+            return bool(int(line.split()[1], 16) >> (sig - 1) & 1)
+    return False
 
 
 def test_a_dev_server_named_by_the_pid_file_or_found_in_proc_is_a_leftover(
