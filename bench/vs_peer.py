@@ -492,6 +492,8 @@ class Bench:
                 env["LEADFLOW_LLM_PROVIDER"] = "offline"
             env.pop("LEADFLOW_LLM_MODEL", None)
         for name in self.worker_names():
+            # Each worker serves its /metrics as in production (`up` gives each its own port).
+            env = {**env, "LEADFLOW_WORKER_METRICS_PORT": str(free_port())}
             self.procs.start(name, argv, env=env, cwd=ROOT, niceness=self.background_niceness)
         self.leadflow_worker = (variant, llm_ms)
         await self.warm_up("leadflow", 16)  # enough for every worker process to see turns
