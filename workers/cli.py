@@ -437,6 +437,9 @@ async def _up(
                 host=host,
                 port=settings.api_port,
                 log_level="warning",
+                # uvicorn's own warnings and errors go through workers/logs.py's handler, in
+                # up's readable format, like every other line of the console.
+                log_config=None,
                 timeout_keep_alive=API_KEEP_ALIVE_SECONDS,
             )
         )
