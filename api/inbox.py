@@ -32,6 +32,7 @@ from api.conversations_gateway import deliver_inbound
 from models.db import Database, sqlite_pragmas, sync_url
 from models.inbox_tables import InboxMessage
 from models.messages import InboundMessage
+from models.metrics import MESSAGES_RECEIVED
 from models.repo import deployment_keys
 from models.repo import inbox as inbox_repo
 from models.settings import Settings
@@ -167,6 +168,7 @@ class InboxForwarder:
             else:
                 rows.append(row)
                 kept.append(message)
+                MESSAGES_RECEIVED.labels(message.channel.value, message.role.value).inc()
         if not rows:
             return Accepted(True, [], duplicates)
         if self._tracing:

@@ -29,6 +29,12 @@ WEBHOOK_ACK_SECONDS = Histogram(
 )
 # Read from the database when the API's /metrics is scraped (at most every 5 s): every API
 # process reports the same number, so aggregate with max(), not sum().
+MESSAGES_RECEIVED = Counter(
+    "leadflow_messages_received",
+    "Inbound messages stored for delivery (duplicates and status events not counted), by "
+    "channel and role (lead, human).",
+    ["channel", "role"],
+)
 INBOX_BACKLOG = Gauge(
     "leadflow_inbox_backlog",
     "Acknowledged inbound messages that still wait to be delivered to Temporal.",

@@ -150,6 +150,9 @@ async def test_metrics_after_one_conversation_and_one_job(
         timed_before = REGISTRY.get_sample_value(
             "leadflow_webhook_ack_seconds_count", {"provider": "waha"}
         )
+        received_before = REGISTRY.get_sample_value(
+            "leadflow_messages_received_total", {"channel": "waha", "role": "lead"}
+        )
         worker = await spawn_worker(settings, temporal_address, metrics_port, tmp_path / "w.log")
         try:
             await run_one_conversation(stack, fake_waha)
@@ -214,6 +217,8 @@ async def test_metrics_after_one_conversation_and_one_job(
     assert acks - (acks_before or 0) == 1
     timed = value(api, "leadflow_webhook_ack_seconds_count", provider="waha")
     assert timed - (timed_before or 0) == 1
+    received = value(api, "leadflow_messages_received_total", channel="waha", role="lead")
+    assert received - (received_before or 0) == 1
     assert value(api, "leadflow_inbox_backlog") == 0  # delivered: nothing waits
     assert value(api, "leadflow_leads_by_quality") >= 1  # the lead of the conversation
     assert value(api, "temporal_request_total", operation="SignalWithStartWorkflowExecution") >= 1
