@@ -193,6 +193,11 @@ class ProcessRecordResult(Frozen):
     row_number: int
     status: RecordStatus
     error: str | None = None
+    website: str | None = Field(
+        default=None,
+        description="Host of the company website found for the row (for the run's details in "
+        "the Temporal UI), the host only; None when none was found.",
+    )
 
 
 class MarkRecordFailedInput(Frozen):

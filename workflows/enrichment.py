@@ -119,6 +119,7 @@ class EnrichmentJobWorkflow:
         self._finished_here = 0
         self._in_flight_since: dict[int, str] = {}
         self._last_failure: str | None = None
+        self._recent: list[str] = []  # the last rows finished, newest first, with their company
         self._step: str | None = None
 
     # -- updates ---------------------------------------------------------------------------
@@ -336,6 +337,7 @@ class EnrichmentJobWorkflow:
             status = result.status
             if status != RecordStatus.DONE:
                 self._last_failure = f"row {row}: {result.error or status.value}"
+            self._finished_row(row, result.website, status.value)
         except (asyncio.CancelledError, CancelledError):
             self._forget(row)
             raise
@@ -346,6 +348,7 @@ class EnrichmentJobWorkflow:
             attempts = RECORD_RETRY.maximum_attempts
             error = f"{_reason(err)} (gave up after {attempts} attempts)"
             self._last_failure = f"row {row}: {error}"
+            self._finished_row(row, None, RecordStatus.FAILED.value)
             try:
                 await workflow.execute_activity_method(
                     EnrichmentActivities.mark_record_failed,
@@ -428,9 +431,17 @@ class EnrichmentJobWorkflow:
                 line += "; under a minute left" if left < 1 else f"; about {left:.0f} min left"
             lines.append(line)
         lines.append(f"- waiting on: {self._waiting_on(status)}")
+        if self._recent:
+            lines.append(f"- latest: {', '.join(self._recent)}")
         if self._last_failure is not None:
             lines.append(f"- last failure: {self._last_failure[:200]}")
         workflow.set_current_details("\n".join(lines))
+
+    def _finished_row(self, row: int, website: str | None, outcome: str) -> None:
+        """Remember a finished row for the details: its number, the company website's host
+        the activity reported, and how it ended."""
+        finished = f"row {row}" + (f" {website}" if website else "")
+        self._recent = [f"{finished} ({outcome})", *self._recent][:DETAIL_ROWS_SHOWN]
 
     def _waiting_on(self, status: JobStatus) -> str:
         rows = sorted(self._in_flight_since)

@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from temporalio import activity
@@ -256,7 +257,10 @@ class EnrichmentActivities:
         label = "enriched" if status == RecordStatus.DONE else "failed"
         ENRICHMENT_RECORDS.labels(outcome=label).inc()
         ENRICHMENT_RECORD_SECONDS.labels(outcome=label).observe(time.monotonic() - started)
-        return ProcessRecordResult(row_number=request.row_number, status=status, error=error)
+        website = urlsplit(outcome.website).hostname if outcome and outcome.website else None
+        return ProcessRecordResult(
+            row_number=request.row_number, status=status, error=error, website=website
+        )
 
     async def _enrich(
         self, request: ProcessRecordInput, record: EnrichmentRecord, outcome: RecordOutcome

@@ -141,7 +141,10 @@ class StubEnrichment:
             raise ApplicationError("fetching https://slow.example/: timed out", type="FetchError")
         if request.row_number == 3:
             await self.release.wait()
-        return ProcessRecordResult(row_number=request.row_number, status=RecordStatus.DONE)
+        website = "acme.example" if request.row_number == 1 else None
+        return ProcessRecordResult(
+            row_number=request.row_number, status=RecordStatus.DONE, website=website
+        )
 
     @activity.defn(name="enrichment_mark_record_failed")
     async def mark_record_failed(self, request: MarkRecordFailedInput) -> None:
@@ -188,7 +191,14 @@ async def test_enrichment_run_shows_progress_waiting_rows_and_row_summaries(
         assert lines[2].startswith("- rate: ") and " rows/min in this run; " in lines[2]
         assert lines[3].startswith("- waiting on: row 3 (oldest since ")
         assert "a row being retried shows its attempt and last failure" in lines[3]
-        assert lines[4:] == [
+        # The finished rows, newest first, with the company website the activity reported
+        # (rows 2 and 4 finish in either order: two run at a time).
+        assert lines[4].startswith("- latest: ") and lines[4].endswith("row 1 acme.example (done)")
+        assert sorted(lines[4].removeprefix("- latest: ").split(", ")[:2]) == [
+            "row 2 (failed)",
+            "row 4 (failed)",
+        ]
+        assert lines[5:] == [
             "- last failure: row 4: fetching https://slow.example/: timed out "
             "(gave up after 3 attempts)"
         ]
