@@ -466,6 +466,7 @@ async def _up(
                 key,
                 workers=workers,
                 logs=data_dir / "logs",
+                metrics=_metrics_where(api_url, settings, workers),
             )
             supervising = asyncio.create_task(supervisor.run())
             await asyncio.wait({stopped, serving, supervising}, return_when=asyncio.FIRST_COMPLETED)
@@ -547,8 +548,25 @@ async def _demo_tenant(settings: Settings) -> str:
     return key
 
 
+def _metrics_where(api_url: str, settings: Settings, workers: int) -> str:
+    """Where up's processes serve Prometheus metrics (ports as _worker_specs gives them)."""
+    where = f"{api_url}/metrics"
+    if port := settings.worker_metrics_port:
+        host = settings.worker_metrics_host
+        last = f"…{port + workers - 1}" if workers > 1 else ""
+        where += f"; workers http://{host}:{port}{last}/metrics"
+    return where
+
+
 def _banner(
-    api_url: str, ui_url: str, temporal: str, key: str, *, workers: int, logs: Path
+    api_url: str,
+    ui_url: str,
+    temporal: str,
+    key: str,
+    *,
+    workers: int,
+    logs: Path,
+    metrics: str,
 ) -> None:
     table = Table(show_header=False, box=None, padding=(0, 2))
     table.add_row("API", api_url + "   (docs: " + api_url + "/docs)")
@@ -561,6 +579,7 @@ def _banner(
         "Workers",
         f"{workers} worker process{'es' if workers != 1 else ''} (logs: {logs}/worker-<i>.log)",
     )
+    table.add_row("Metrics", metrics)
     table.add_row("Demo tenant", DEMO_TENANT)
     table.add_row("Demo API key", key)
     table.add_row("WAHA webhook", f"{api_url}/webhooks/waha/{DEMO_TENANT}")

@@ -300,8 +300,16 @@ def test_describe_names_the_innermost_cause_once() -> None:
     assert len(long) == 50 and "\n" not in long and long.endswith("…")
 
 
-async def test_uvicorn_access_lines_are_records_with_fields(captured: Captured) -> None:
+async def test_uvicorn_access_lines_are_records_with_fields(
+    captured: Captured, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """What `leadflow api` runs: uvicorn with log_config=None, its records through our handler."""
+    # Other tests of this process ran uvicorn with its default log_config, whose dictConfig
+    # gives the module-wide "uvicorn" loggers their own handlers and propagate=False;
+    # `leadflow api` and `up` (log_config=None) never apply it.
+    for name in ("uvicorn", "uvicorn.access", "uvicorn.error"):
+        monkeypatch.setattr(logging.getLogger(name), "propagate", True)
+        monkeypatch.setattr(logging.getLogger(name), "handlers", [])
     captured.configure("json")
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -312,7 +320,10 @@ async def test_uvicorn_access_lines_are_records_with_fields(captured: Captured) 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         sock.listen()  # listening before the request: it waits in the backlog, no retries
-        server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="off"))
+        # log_level: other tests of this process ran uvicorn at "warning", which uvicorn sets on
+        # its module-wide loggers; `leadflow api` runs at the root's INFO.
+        config = uvicorn.Config(app, log_config=None, log_level="info", lifespan="off")
+        server = uvicorn.Server(config)
         serving = asyncio.create_task(server.serve(sockets=[sock]))
         port = sock.getsockname()[1]
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:

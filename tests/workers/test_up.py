@@ -219,7 +219,13 @@ def test_up_answers_a_message_restarts_workers_stops_cleanly_and_keeps_state(
     tmp_path: Path,
 ) -> None:
     data_dir = tmp_path / "state"
-    with leadflow_up(data_dir, tmp_path / "up-1.log", args=["--workers", "2"]) as up:
+    metrics_port = free_port()  # worker i serves /metrics on this port + i - 1
+    with leadflow_up(
+        data_dir,
+        tmp_path / "up-1.log",
+        args=["--workers", "2"],
+        LEADFLOW_WORKER_METRICS_PORT=str(metrics_port),
+    ) as up:
         key = (data_dir / "demo-api-key").read_text().strip()
         assert _printed_key(up) == key
         assert (data_dir / "demo-api-key").stat().st_mode & 0o077 == 0
@@ -254,6 +260,20 @@ def test_up_answers_a_message_restarts_workers_stops_cleanly_and_keeps_state(
         assert reply["conversation_id"].startswith("conv:demo:waha:")
         assert not any(char.isdigit() for char in reply["conversation_id"])
         assert reply["text"]
+
+        # Every process serves its metrics where the banner says: the API and each worker
+        # (one of them counted the turn; both carry the Temporal SDK's series).
+        workers_metrics = f"http://127.0.0.1:{metrics_port}…{metrics_port + 1}/metrics"
+        assert f"{up.api}/metrics; workers {workers_metrics}" in up.output(), up.output()
+        assert "leadflow_webhook_acks_total" in httpx.get(f"{up.api}/metrics").text
+        scraped = [
+            httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+            for port in (metrics_port, metrics_port + 1)
+        ]
+        assert all("temporal_num_pollers" in text for text in scraped)
+        assert any(
+            'leadflow_turns_total{channel="waha",outcome="replied"} 1.0' in text for text in scraped
+        )
 
         # A worker process dies: `up` says so in one line and starts another one.
         victim = min(workers)
