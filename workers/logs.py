@@ -323,6 +323,20 @@ def formatter(fmt: LogFormat) -> logging.Formatter:
     return JsonLineFormatter() if fmt == "json" else TextFormatter()
 
 
+class _Stderr(logging.StreamHandler[IO[str]]):
+    """Writes to whatever `sys.stderr` is when a record is emitted (as logging's last-resort
+    handler does), not the stream it was when configured: a process that swaps stderr (a test
+    runner invoking commands in-process) never writes to a stream closed since."""
+
+    @property
+    def stream(self) -> IO[str]:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: IO[str]) -> None:
+        """StreamHandler's __init__ assigns it; the property above always wins."""
+
+
 def configure(
     fmt: LogFormat,
     *,
@@ -337,7 +351,7 @@ def configure(
     for old in [h for h in root.handlers if getattr(h, "_leadflow", False)]:
         root.removeHandler(old)
         old.close()
-    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler: logging.Handler = logging.StreamHandler(stream) if stream is not None else _Stderr()
     handler._leadflow = True  # type: ignore[attr-defined]
     handler.addFilter(ContextFilter(traces=traces))
     handler.setFormatter(formatter(fmt))
