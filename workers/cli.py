@@ -189,6 +189,13 @@ def up(
         temporal_ui_port=ui_port,
         background_niceness=background_niceness,
     )
+    if settings.worker_deployment_name or settings.worker_build_id:
+        # Versioned workers get tasks only once their version is made current, which nothing
+        # does on one machine: up's workers would sit idle (docs/upgrades.md).
+        raise _fail(
+            "leadflow up runs unversioned workers: unset LEADFLOW_WORKER_DEPLOYMENT_NAME and "
+            "LEADFLOW_WORKER_BUILD_ID (worker versioning is for deployments, docs/upgrades.md)"
+        )
     data_dir = private_dir(settings.data_dir.resolve())
     # One `up` per data dir, held until it exits: taken before the keys are generated into the
     # data dir and before its Temporal dev server is looked for (workers/up_lock.py).

@@ -30,6 +30,25 @@ def test_fewer_than_one_worker_is_refused_before_anything_starts(
     assert not (tmp_path / "d").exists()
 
 
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"LEADFLOW_WORKER_BUILD_ID": "b1"},
+        {"LEADFLOW_WORKER_DEPLOYMENT_NAME": "leadflow", "LEADFLOW_WORKER_BUILD_ID": "b1"},
+    ],
+)
+def test_worker_versioning_is_refused_before_anything_starts(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """Nothing under `up` would make the version current: its workers would get no task."""
+    result = CliRunner().invoke(
+        app, ["up", "--data-dir", str(tmp_path / "d")], env={"COLUMNS": "300", **env}
+    )
+    assert result.exit_code == 1, result.output
+    assert "leadflow up runs unversioned workers" in result.output
+    assert not (tmp_path / "d").exists()
+
+
 def test_not_a_number_is_refused() -> None:
     result = CliRunner().invoke(app, ["up"], env={"COLUMNS": "300", "LEADFLOW_UP_WORKERS": "many"})
     assert result.exit_code == 2
