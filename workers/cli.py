@@ -160,12 +160,15 @@ def up(
 ) -> None:
     """Start Temporal (dev server + UI), the worker processes and the API; Ctrl-C stops all of it.
 
-    State (SQLite database, Temporal history) lives in the data dir and survives restarts; one
-    `up` per data dir (a second is refused), and a Temporal dev server a crashed one left
-    running on it is stopped first. Nothing `up` starts outlives it, also on `kill -9` (Linux).
+    State (SQLite database, Temporal history) lives in the data dir and survives restarts.
+
+    One `up` per data dir: a second is refused; a dev server a crashed one left is stopped.
+
+    Nothing `up` starts outlives it, also on `kill -9` (Linux).
+
     Each worker process logs to <data dir>/logs/worker-<i>.log; one that dies is restarted.
-    The dev server and the workers run at a lower CPU priority than the API
-    (--background-niceness)."""
+
+    The dev server and workers run at a lower CPU priority than the API (--background-niceness)."""
     from workers.data_dir import private_dir, private_files
     from workers.secret_key import (
         payload_keys_problem,
