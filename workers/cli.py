@@ -344,7 +344,7 @@ async def _up(
     verbose: bool,
     new_key: bool = False,
 ) -> None:
-    from workers import procfs
+    from workers import processes
     from workers.client import TemporalUnavailable, connect
     from workers.devserver import (
         DevServerError,
@@ -364,12 +364,13 @@ async def _up(
     for pid in leftover_dev_servers(data_dir):
         if (up := running_up(pid)) is not None:
             raise _fail(
-                f"the data dir {data_dir} is in use by {procfs.describe(up)}, a `leadflow up` "
+                f"the data dir {data_dir} is in use by {processes.describe(up)}, a `leadflow up` "
                 f"of a version without the data dir lock (its Temporal: pid {pid}); stop that "
                 "one first, or give this one another --data-dir"
             )
         console.print(
-            f"stopping a Temporal dev server left running on this data dir: {procfs.describe(pid)}",
+            "stopping a Temporal dev server left running on this data dir: "
+            + processes.describe(pid),
             style="yellow",
             markup=False,
             highlight=False,

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from models import search_attributes
-from workers import procfs
+from workers import processes
 from workers.data_dir import owner_only
 from workers.supervisor import chain, die_with_parent, lowered_priority
 
@@ -43,8 +43,8 @@ def port_problem(host: str, port: int, *, what: str, option: str | None = None) 
     see it) and the option that picks another port."""
     if not port_open(host, port):
         return None
-    holder = procfs.listener(port)
-    by = f" by {procfs.describe(holder)}" if holder is not None else ""
+    holder = processes.listener(port)
+    by = f" by {processes.describe(holder)}" if holder is not None else ""
     advice = f"; pick another with {option}" if option else ""
     return f"port {host}:{port} for {what} is already in use{by}{advice}"
 
@@ -256,13 +256,13 @@ def _db_filename(args: list[str]) -> str | None:
 def serves_data_dir(pid: int, data_dir: Path) -> bool:
     """Whether `pid` is a running Temporal dev server on this data dir's SQLite file (read from
     its command line, a relative path taken from its working directory)."""
-    args = procfs.cmdline(pid)
+    args = processes.cmdline(pid)
     db = _db_filename(args) if args else None
-    if db is None or not procfs.running(pid):
+    if db is None or not processes.running(pid):
         return False
     path = Path(db)
     if not path.is_absolute():
-        where = procfs.cwd(pid)
+        where = processes.cwd(pid)
         if where is None:
             return False
         path = where / path
@@ -282,7 +282,7 @@ def leftover_dev_servers(data_dir: Path) -> list[int]:
         found.append(named)
     found.extend(
         pid
-        for pid in procfs.pids()
+        for pid in processes.pids()
         if pid != named and pid != os.getpid() and serves_data_dir(pid, data_dir)
     )
     return found
@@ -292,8 +292,8 @@ def running_up(pid: int) -> int | None:
     """The `leadflow up` still running this dev server, if its parent is one: an older leadflow
     took no data dir lock, so holding the lock does not prove that no `up` runs on it. A server
     left by a crashed `up` has been handed to init (or a subreaper) instead."""
-    up = procfs.parent(pid)
-    args = procfs.cmdline(up) if up is not None and up > 1 else None
+    up = processes.parent(pid)
+    args = processes.cmdline(up) if up is not None and up > 1 else None
     if not args or "up" not in args:
         return None
     if any(Path(arg).name == "leadflow" or arg == "workers.cli" for arg in args):
@@ -311,14 +311,14 @@ def stop_leftover(pid: int, *, grace: float = 15.0) -> None:
             return
         except PermissionError as exc:
             raise DevServerError(
-                f"cannot stop {procfs.describe(pid)}, a Temporal dev server on this data dir "
+                f"cannot stop {processes.describe(pid)}, a Temporal dev server on this data dir "
                 f"that another user runs: {exc}"
             ) from exc
         deadline = time.monotonic() + within
-        while procfs.running(pid):
+        while processes.running(pid):
             if time.monotonic() >= deadline:
                 break
             time.sleep(0.05)
         else:
             return
-    raise DevServerError(f"{procfs.describe(pid)} did not stop, even after SIGKILL")
+    raise DevServerError(f"{processes.describe(pid)} did not stop, even after SIGKILL")

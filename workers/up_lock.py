@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from workers import procfs
+from workers import processes
 
 LOCK_FILE = "up.lock"
 
@@ -38,7 +38,7 @@ def _holder(lock_file: Path) -> str:
     except (OSError, ValueError, KeyError, TypeError):
         # Between its flock() and its write: it has not said who it is yet.
         return "another process (it has not written its pid yet)"
-    command = info.get("command") or procfs.describe(pid)
+    command = info.get("command") or processes.describe(pid)
     return f"pid {pid}, started {info.get('started', '?')}: {command}"
 
 

@@ -1,5 +1,5 @@
 """Finding and stopping a Temporal dev server left running on a data dir, and naming what holds
-a port (workers/devserver.py, workers/procfs.py). The processes here only *look* like dev
+a port (workers/devserver.py, workers/processes.py). The processes here only *look* like dev
 servers — their command line is what `up` reads — so these run in a second; the real dev server
 left behind by an older `up` is tests/workers/test_up_supervised.py."""
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from workers import procfs
+from workers import processes
 from workers.devserver import (
     PID_FILE,
     DevServerError,
@@ -67,7 +67,7 @@ def _lookalike(
     procs.append(proc)
     # Until the shell has exec'd (before that the child's command line is still ours) and, if
     # asked, ignores SIGTERM.
-    while (procfs.cmdline(proc.pid) or [""])[0] != name or (
+    while (processes.cmdline(proc.pid) or [""])[0] != name or (
         ignore_term and not _ignores(proc.pid, signal.SIGTERM)
     ):
         assert proc.poll() is None
@@ -186,11 +186,11 @@ def test_a_leftover_whose_parent_is_a_running_older_up_is_named_not_stopped(
     assert up.stdout is not None
     server = int(up.stdout.readline())
     try:
-        while (procfs.cmdline(server) or [""])[0] != "temporal":
+        while (processes.cmdline(server) or [""])[0] != "temporal":
             assert up.poll() is None
         assert leftover_dev_servers(tmp_path) == [server]
         assert running_up(server) == up.pid
-        assert f"pid {up.pid} (" in procfs.describe(up.pid)
+        assert f"pid {up.pid} (" in processes.describe(up.pid)
     finally:
         os.kill(server, signal.SIGKILL)
     # Orphaned (a crashed `up`): no `up` runs it any more.
