@@ -306,7 +306,20 @@ def test_up_answers_a_message_restarts_workers_stops_cleanly_and_keeps_state(
             up=up,
         )
 
-        conversations = httpx.get(f"{up.api}/api/v1/conversations", headers=auth).json()
+        # The reply reaches the outbox before the same activity records the turn: wait for the
+        # record (two turns) before taking the state the next `up` must show.
+        conversations = _wait(
+            lambda: (
+                (listed := httpx.get(f"{up.api}/api/v1/conversations", headers=auth).json())[
+                    "conversations"
+                ][0]["turns"]
+                == 2
+                and listed
+            ),
+            timeout=30,
+            what="the second turn recorded",
+            up=up,
+        )
         assert conversations["total"] == 1
         conversation = conversations["conversations"][0]
 
