@@ -231,6 +231,49 @@ class Settings(BaseSettings):
     search_provider: str = "duckduckgo"
     duckduckgo_url: str = "https://html.duckduckgo.com/html/"
 
+    # Knowledge and inventory (issue 12): the database by default; Weaviate when a URL is set.
+    weaviate_url: str | None = Field(
+        default=None,
+        description="Weaviate's REST URL (http://weaviate:8080). Set: documents and inventory "
+        "are searched there (hybrid BM25 + vectors, one multi-tenant collection); an "
+        "unreachable Weaviate is an error, never a fallback to the database. Unset: the "
+        "database's full-text search and SQL filters.",
+    )
+    weaviate_api_key: SecretStr | None = Field(default=None, description="Weaviate API key.")
+    weaviate_grpc_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Weaviate's gRPC port on the same host (default 50051).",
+    )
+    weaviate_collection: str = Field(
+        default="LeadflowKnowledge",
+        pattern=r"^[A-Z][A-Za-z0-9_]{0,99}$",
+        description="The one collection all tenants share (one Weaviate tenant each).",
+    )
+    weaviate_vectors: Literal["provider", "module", "none"] = Field(
+        default="provider",
+        description="provider: leadflow embeds with the tenant's model provider's embeddings "
+        "API (OpenAI-compatible; tenants whose provider has none are searched by BM25 alone); "
+        "module: Weaviate's vectorizer module (LEADFLOW_WEAVIATE_VECTORIZER) embeds; none: BM25.",
+    )
+    weaviate_vectorizer: str = Field(
+        default="text2vec-openai",
+        description="The vectorizer module when LEADFLOW_WEAVIATE_VECTORS=module.",
+    )
+    weaviate_alpha: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="Hybrid search weight: 0 = BM25 only, 1 = vectors only.",
+    )
+    inventory_every_minutes: int = Field(
+        default=10,
+        ge=1,
+        le=7 * 24 * 60,
+        description="How often a new inventory source is fetched unless it says otherwise.",
+    )
+
     # Workers
     # Per worker process (bench/README.md has the measurements). Model calls wait on the network,
     # so activity slots are many; workflow tasks are CPU, a few in flight keep one core busy.

@@ -13,6 +13,7 @@ TABLE_MODULES = (
     "models.identity_tables",
     "models.audit_tables",
     "models.key_tables",
+    "models.knowledge_tables",
 )
 
 
