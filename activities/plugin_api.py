@@ -20,6 +20,7 @@ from models.settings import Settings
 
 if TYPE_CHECKING:
     from activities.llm.agent import Agent
+    from models.knowledge.service import KnowledgeService
 
 
 @dataclass
@@ -42,6 +43,17 @@ class PluginContext:
     agent: Agent | None = None
     """The process's one agent (every model call: conversations, enrichment), built by the
     worker from the registry's LLM providers; plugins that call models use it."""
+
+    knowledge: KnowledgeService | None = None
+    """The process's one knowledge service (documents, inventory, search through the backend
+    the settings choose), built on first use."""
+
+    def the_knowledge(self) -> KnowledgeService:
+        if self.knowledge is None:
+            from models.knowledge.service import KnowledgeService, build_index
+
+            self.knowledge = KnowledgeService(self.db, build_index(self.settings, self.db))
+        return self.knowledge
 
     def the_agent(self) -> Agent:
         if self.agent is None:

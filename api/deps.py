@@ -17,6 +17,7 @@ from api.errors import ApiError
 from api.inbox import InboxForwarder
 from models import api_keys
 from models.db import Database
+from models.knowledge.service import KnowledgeService, build_index
 from models.repo import tenants as tenant_repo
 from models.settings import Settings
 from models.tables import Tenant
@@ -55,6 +56,16 @@ class AppState:
             self._tenants.clear()
         self._tenants[tenant_id] = (now, tenant, settings)
         return tenant, settings
+
+    _knowledge: KnowledgeService | None = None
+
+    @property
+    def knowledge(self) -> KnowledgeService:
+        """The process's knowledge service, built on first use (a Weaviate deployment's client
+        connects when first asked, so the API starts and /ready explains while it is down)."""
+        if self._knowledge is None:
+            self._knowledge = KnowledgeService(self.db, build_index(self.settings, self.db))
+        return self._knowledge
 
     async def temporal_client(self) -> Client:
         """Connect on first use: the API starts (and /ready explains) while Temporal is down."""
@@ -147,3 +158,10 @@ IdempotencyKey = Annotated[
         "same. Without one every call is a new command.",
     ),
 ]
+
+
+async def get_knowledge(state: State) -> KnowledgeService:
+    return state.knowledge
+
+
+Knowledge = Annotated[KnowledgeService, Depends(get_knowledge)]
