@@ -8,7 +8,9 @@
         assert fake.requests[0].headers["x-api-key"] == fake.api_key
 
 `FakeAnthropic` answers POST /v1/messages, `FakeOpenAI` POST /v1/chat/completions (also as an
-OpenAI-compatible server: `FakeOpenAI(api_key=None)` accepts any or no key). Both:
+OpenAI-compatible server: `FakeOpenAI(api_key=None)` accepts any or no key) and POST /v1/embeddings
+(deterministic `hashed_embedding` vectors, recorded apart in `embedding_requests` so the chat
+script and `requests` stay as they were). Both:
 - consume one scripted behaviour per request (`ok_text`, `ok_structured`, `ok_structured_raw`,
   `error`, `stall`), each with optional usage overrides in the vendor's own terms;
 - with an empty script ask `brain(request_json)`, which returns the structured data (dict), a
@@ -24,7 +26,10 @@ A structured request is recognised as the clients send it: Anthropic a forced to
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import math
+import re
 import secrets
 import threading
 import time
@@ -357,14 +362,77 @@ def _anthropic_request_id() -> str:
     return f"req_011C{secrets.token_urlsafe(16)[:20]}"
 
 
+EMBEDDING_DIMENSIONS = 64
+
+
+def hashed_embedding(text: str, dimensions: int = EMBEDDING_DIMENSIONS) -> list[float]:
+    """A deterministic stand-in for an embedding model: each lower-cased word adds +-1 to a
+    dimension picked by its hash, then the vector is L2-normalised. Texts sharing words are
+    near in cosine distance, which is all a fake needs for ranking to mean something. An empty
+    text gets a fixed unit vector (a zero vector has no direction)."""
+    vector = [0.0] * dimensions
+    for word in re.findall(r"[a-z0-9]+", text.lower()):
+        digest = hashlib.sha256(word.encode()).digest()
+        index = int.from_bytes(digest[:4], "big") % dimensions
+        vector[index] += 1.0 if digest[4] % 2 == 0 else -1.0
+    norm = math.sqrt(sum(v * v for v in vector))
+    if norm == 0.0:
+        return [1.0] + [0.0] * (dimensions - 1)
+    return [v / norm for v in vector]
+
+
 class FakeOpenAI(_FakeModelServer):
     """POST /v1/chat/completions. With `api_key=None` it plays an OpenAI-compatible server that
-    ignores the Authorization header (e.g. Ollama); otherwise it checks the bearer key."""
+    ignores the Authorization header (e.g. Ollama); otherwise it checks the bearer key.
+
+    POST /v1/embeddings answers in OpenAI's shape with `hashed_embedding` vectors (the same key
+    check); its requests go to `embedding_requests`, not `requests`."""
 
     path = "/v1/chat/completions"
 
     def __init__(self, *, api_key: str | None = "sk-test-key", brain: Brain | None = None) -> None:
         super().__init__(api_key=api_key, brain=brain)
+        self.embedding_requests: list[RecordedRequest] = []
+        self.app.router.routes.append(Route("/v1/embeddings", self._embeddings, methods=["POST"]))
+
+    async def _embeddings(self, request: Request) -> Response:
+        recorded = await RecordedRequest.of(request)
+        self.embedding_requests.append(recorded)
+        if self.api_key is not None:
+            auth = recorded.headers.get("authorization", "")
+            if auth != f"Bearer {self.api_key}":
+                return self._error_json(
+                    401,
+                    "invalid_request_error",
+                    "Incorrect API key provided. You can find your API key at "
+                    "https://platform.openai.com/account/api-keys.",
+                    code="invalid_api_key",
+                )
+        body = recorded.json
+        if not isinstance(body, dict) or "model" not in body or "input" not in body:
+            return self._error_json(
+                400,
+                "invalid_request_error",
+                "Missing required parameter: 'model' or 'input'.",
+            )
+        inputs = body["input"]
+        texts: list[str] = [inputs] if isinstance(inputs, str) else list(inputs)
+        if not texts or not all(isinstance(t, str) for t in texts):
+            return self._error_json(
+                400, "invalid_request_error", "'input' : input must be a string or an array"
+            )
+        dimensions = body.get("dimensions") or EMBEDDING_DIMENSIONS
+        tokens = sum(_estimate_tokens(t) for t in texts)
+        payload = {
+            "object": "list",
+            "data": [
+                {"object": "embedding", "index": i, "embedding": hashed_embedding(t, dimensions)}
+                for i, t in enumerate(texts)
+            ],
+            "model": body["model"],
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+        return JSONResponse(payload, headers=self._headers())
 
     def __enter__(self) -> FakeOpenAI:
         self.start()
