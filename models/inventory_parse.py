@@ -275,10 +275,8 @@ def parse_price(value: Any) -> tuple[Decimal | None, str | None]:
 
 
 def _canonical_money(amount: Decimal) -> Decimal:
-    # One form per amount (cents, and whole amounts without them), so 24950, "24.950,-" and
-    # "24.950,00" are the same price and the same content hash whichever source wrote them.
-    cents = amount.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
-    return cents.quantize(Decimal(1)) if cents == cents.to_integral_value() else cents
+    # Money keeps cents; a feed's "24950.499" is rounded as a till would, not refused.
+    return amount.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
 
 
 def parse_mileage(value: Any, *, unit: str | None = None) -> int | None:
