@@ -33,7 +33,7 @@ def _build(ctx: PluginContext) -> Mapping[str, SimplePlugin]:
     channels = ChannelActivities(ctx.db, ctx.settings, ctx.http, adapters, agent.resolver)
     llm = LlmActivities(agent)
     store = StoreActivities(ctx.db, ctx.settings, agent.resolver)
-    knowledge = KnowledgeActivities(ctx.db)
+    knowledge = KnowledgeActivities(ctx.the_knowledge())
     erasure = ErasureActivities(ctx.db)
     return {
         CONVERSATIONS: SimplePlugin(

@@ -135,10 +135,12 @@ async def test_search_knowledge_activity_returns_the_tenants_hits(db: Database) 
 
     from activities.knowledge import KnowledgeActivities
     from models.agent import SearchKnowledgeInput
+    from models.knowledge.database_index import DatabaseIndex
+    from models.knowledge.service import KnowledgeService
 
     tid, _ = await make_tenant(db)
     ids = await _seed(db, tid)
-    acts = KnowledgeActivities(db)
+    acts = KnowledgeActivities(KnowledgeService(db, DatabaseIndex(db)))
     env = ActivityEnvironment()
     hits = await env.run(
         acts.search_knowledge, SearchKnowledgeInput(tenant_id=tid, query="inruil", limit=2)
