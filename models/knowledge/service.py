@@ -22,13 +22,30 @@ from models.inventory import (
     relaxations,
 )
 from models.knowledge.database_index import DatabaseIndex
-from models.knowledge.index import IndexedDocument, KnowledgeIndex
+from models.knowledge.index import (
+    IndexedDocument,
+    KnowledgeBackendError,
+    KnowledgeBackendUnavailable,
+    KnowledgeIndex,
+)
 from models.repo import inventory as inventory_repo
 from models.repo import knowledge as knowledge_repo
 from models.settings import Settings
 from models.tables import KnowledgeDocument
 
 SYNC_BATCH = 200
+
+
+class IndexPending(KnowledgeBackendUnavailable):
+    """The database took the write (`diff`) but the search backend did not: the rows stay
+    pending and are pushed on the next write or `sync_index`. Callers that can report the diff
+    with the backend's `reason` (the API's 202) catch this; to the others it is the backend
+    being unavailable, as before."""
+
+    def __init__(self, diff: IngestDiff, reason: KnowledgeBackendError) -> None:
+        super().__init__(f"stored; the search index is pending: {reason}")
+        self.diff = diff
+        self.reason = str(reason)
 
 
 def mirrors(index: KnowledgeIndex) -> bool:
@@ -130,7 +147,10 @@ class KnowledgeService:
             )
             await session.commit()
         if not direct:
-            await self.sync_index(tenant_id=tenant_id)
+            try:
+                await self.sync_index(tenant_id=tenant_id)
+            except KnowledgeBackendError as exc:
+                raise IndexPending(diff, exc) from exc
         return diff
 
     async def remove_item(self, *, tenant_id: str, key: str) -> bool:
@@ -141,7 +161,10 @@ class KnowledgeService:
             )
             await session.commit()
         if removed and not direct:
-            await self.sync_index(tenant_id=tenant_id)
+            try:
+                await self.sync_index(tenant_id=tenant_id)
+            except KnowledgeBackendError as exc:
+                raise IndexPending(IngestDiff(removed=1, removed_keys=(key,)), exc) from exc
         return removed
 
     async def sync_index(self, *, tenant_id: str) -> int:
