@@ -26,7 +26,7 @@ async def health() -> dict[str, str]:
 
 # /ready answers its own body in both cases (not the error shape): what is up and what is not.
 READY_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"description": "Ready: database, Temporal and every model chain answer."},
+    200: {"description": "Ready: database, Temporal, the knowledge backend and every model chain answer."},
     503: {
         "description": "Not ready: `problems` names each part that is down or misconfigured.",
         "content": {
@@ -59,6 +59,14 @@ async def ready(state: State) -> JSONResponse:
         await asyncio.wait_for(client.service_client.check_health(), timeout=5)
     except Exception as exc:
         problems["temporal"] = f"unreachable at {state.settings.temporal_address}: {exc}"
+    # The knowledge backend: the database itself, or a configured Weaviate that must answer
+    # (never a silent fallback: a reply without the inventory would quote nothing).
+    knowledge = state.knowledge.backend
+    if knowledge != "database":
+        try:
+            await asyncio.wait_for(state.knowledge.index.check(), timeout=5)
+        except Exception as exc:
+            problems["knowledge"] = str(exc) or f"{knowledge} did not answer"
     llm_problems = llm_config.config_problems(state.settings, known_llm_providers())
     if llm_problems:
         problems["llm"] = "; ".join(llm_problems)
@@ -93,6 +101,7 @@ async def ready(state: State) -> JSONResponse:
             content={
                 "status": "not ready",
                 "problems": problems,
+                "knowledge": knowledge,
                 "llm": llm,
                 "inbox": inbox,
                 "warnings": warnings,
@@ -103,6 +112,7 @@ async def ready(state: State) -> JSONResponse:
             "status": "ready",
             "database": "ok",
             "temporal": "ok",
+            "knowledge": knowledge,
             "llm": llm,
             "inbox": inbox,
             "warnings": warnings,
