@@ -261,6 +261,12 @@ class Settings(BaseSettings):
         default="text2vec-openai",
         description="The vectorizer module when LEADFLOW_WEAVIATE_VECTORS=module.",
     )
+    weaviate_embedding_model: str = Field(
+        default="text-embedding-3-small",
+        description="The embeddings model asked of the tenant's provider when "
+        "LEADFLOW_WEAVIATE_VECTORS=provider (an OpenAI-compatible server's own model name, "
+        "e.g. nomic-embed-text on Ollama).",
+    )
     weaviate_alpha: float = Field(
         default=0.5,
         ge=0,
