@@ -14,6 +14,7 @@ from activities.channels.meta import MessengerChannel, MetaWhatsAppChannel
 from activities.channels.smtp import SmtpChannel
 from activities.channels.waha import WahaChannel
 from activities.erasure import ErasureActivities
+from activities.ingestion import IngestionActivities
 from activities.knowledge import KnowledgeActivities
 from activities.llm.activities import LlmActivities
 from activities.llm.model_backend import hosted_backend
@@ -21,12 +22,13 @@ from activities.llm.offline import offline_backend
 from activities.plugin_api import LeadflowPlugin, PluginContext
 from activities.store import StoreActivities
 from models.common import Channel
-from models.task_queues import CONVERSATIONS
+from models.task_queues import CONVERSATIONS, ENRICHMENT
 
 
 def _build(ctx: PluginContext) -> Mapping[str, SimplePlugin]:
     from workflows.conversation import ConversationWorkflow
     from workflows.erasure import EraseContactWorkflow
+    from workflows.ingestion import InventoryIngestionWorkflow
 
     adapters = {name: factory(ctx.http) for name, factory in ctx.registry.channels.items()}
     agent = ctx.the_agent()
@@ -35,6 +37,7 @@ def _build(ctx: PluginContext) -> Mapping[str, SimplePlugin]:
     store = StoreActivities(ctx.db, ctx.settings, agent.resolver)
     knowledge = KnowledgeActivities(ctx.the_knowledge())
     erasure = ErasureActivities(ctx.db)
+    ingestion = IngestionActivities(ctx.db, ctx.http, ctx.the_knowledge())
     return {
         CONVERSATIONS: SimplePlugin(
             "leadflow-conversations",
@@ -53,7 +56,14 @@ def _build(ctx: PluginContext) -> Mapping[str, SimplePlugin]:
                 erasure.erase_contact_rows,
             ],
             workflows=[ConversationWorkflow, EraseContactWorkflow],
-        )
+        ),
+        # Inventory ingestion fetches dealers' pages and feeds: web work, on the queue (and
+        # workers) that fetch company websites, away from the conversations' latency.
+        ENRICHMENT: SimplePlugin(
+            "leadflow-inventory-ingestion",
+            activities=[ingestion.ingest_inventory_source, ingestion.record_ingestion_failure],
+            workflows=[InventoryIngestionWorkflow],
+        ),
     }
 
 
