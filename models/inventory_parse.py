@@ -221,11 +221,11 @@ def _number_text(text: str) -> Decimal | None:
     elif dots or commas:
         mark = "." if dots else ","
         parts = text.split(mark)
-        if len(parts) > 2 or len(parts[-1]) == 3:
+        if len(parts) > 2 or (len(parts[-1]) == 3 and _well_grouped(text, mark)):
             if not _well_grouped(text, mark):
                 return None
             text = text.replace(mark, "")
-        else:
+        else:  # "24,95", "24950.499": a decimal mark
             text = text.replace(mark, ".")
     try:
         return Decimal(text)
@@ -291,6 +291,8 @@ def parse_mileage(value: Any, *, unit: str | None = None) -> int | None:
     if isinstance(value, int | float | Decimal):
         amount: Decimal | None = Decimal(str(value))
     elif isinstance(value, str):
+        if re.match(r"^\s*[-\u2212]\s*\d", value):
+            raise ValueError(f"mileage {_show(value)} is negative")
         words |= set(re.findall(r"[a-z]+", value.lower()))
         digits = re.sub(r"[^\d.,\s'\u2019]", " ", value).strip(" .,\u00a0")
         amount = _number_text(digits) if digits else None
@@ -316,7 +318,10 @@ def parse_year(value: Any) -> int | None:
     if isinstance(value, str):
         found = _YEAR_RE.search(value)
         if found and not re.search(r"\d{5}", value):
-            return int(found.group(1))
+            year = int(found.group(1))
+            if 1900 <= year <= 2100:
+                return year
+            raise ValueError(f"year {_show(value)} is not between 1900 and 2100")
     raise ValueError(f"year {_show(value)} is not a year")
 
 
@@ -400,8 +405,8 @@ def _build(raw: _Raw, *, default_currency: str, base: str) -> InventoryItem:
     except ValueError as error:
         raise _Skip(str(error)) from None
     currency = _CURRENCY_SYMBOLS.get(currency, currency) or price_currency or default_currency
-    fuel = normalize_fuel(fuel_text)
-    transmission = normalize_transmission(transmission_text)
+    fuel = normalize_fuel(_uncamel(fuel_text))
+    transmission = normalize_transmission(_uncamel(transmission_text))
     try:
         return NewInventoryItem(
             key=key or None,
@@ -421,6 +426,12 @@ def _build(raw: _Raw, *, default_currency: str, base: str) -> InventoryItem:
         ).keyed()
     except ValidationError as error:
         raise _Skip(_validation_reason(error)) from None
+
+
+def _uncamel(text: str) -> str:
+    # schema.org-style values run words together ("https://schema.org/AutomaticTransmission",
+    # "BlueHDi"); the normalisers match whole words.
+    return re.sub(r"(?<=[a-z])(?=[A-Z])", " ", text)
 
 
 def _validation_reason(error: ValidationError) -> str:
