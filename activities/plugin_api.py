@@ -60,7 +60,10 @@ class PluginContext:
             from activities.llm.agent import Agent
 
             self.agent = Agent(
-                settings=self.settings, db=self.db, factories=self.registry.llm_providers
+                settings=self.settings,
+                db=self.db,
+                factories=self.registry.llm_providers,
+                knowledge=self.the_knowledge(),  # replies cite the inventory through it
             )
         return self.agent
 

@@ -9,6 +9,7 @@ a turn two local activities — two activations in the worker and two marker eve
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from temporalio.exceptions import ApplicationError
 
@@ -16,23 +17,35 @@ from models.agent import KnowledgeHit
 from models.common import Role
 from models.conversation import RecordTurnInput, TurnContext, TurnContextInput
 from models.db import Database
+from models.knowledge.index import KnowledgeBackendError
 from models.metrics import ESCALATIONS, FAILURE_RULES, TURN_SECONDS, TURNS
 from models.playbook_service import PlaybookError, PlaybookResolver, UnknownTenantError
 from models.policy import PlaybookRef, policy_of
 from models.repo import conversations as conversation_repo
 from models.repo import knowledge as knowledge_repo
 
+if TYPE_CHECKING:
+    from models.knowledge.service import KnowledgeService
+
 CHANNEL_SETTINGS = ("waha", "whatsapp", "messenger", "chatwoot", "smtp")
 
 
 async def load_turn_context(
-    db: Database, resolver: PlaybookResolver, request: TurnContextInput
+    db: Database,
+    resolver: PlaybookResolver,
+    request: TurnContextInput,
+    *,
+    knowledge: KnowledgeService | None = None,
 ) -> TurnContext:
     """A reference to the tenant's playbook (and its policy when it changed), specialists,
     do-not-contact and the knowledge hits (ids and titles) for the new messages; with
     `request.resume` (a run's first turn) also what the database holds of the lead's earlier
     runs (`TurnContext.resume`, None when it has none): one more statement only for a lead with
-    history."""
+    history.
+
+    With `knowledge` the documents are searched through the configured backend (Weaviate's
+    hybrid search when set); without it (the local activity of runs before version 2) by the
+    database's full text, as those runs always did."""
     try:
         profile = await resolver.tenant(request.tenant_id)
     except UnknownTenantError as exc:
@@ -47,9 +60,20 @@ async def load_turn_context(
             await knowledge_repo.search(
                 session, tenant_id=request.tenant_id, query=request.query, limit=3
             )
-            if request.query.strip()
+            if request.query.strip() and knowledge is None
             else []
         )
+    if knowledge is not None and request.query.strip() and not lead.do_not_contact:
+        try:
+            hits = await knowledge.search_documents(
+                tenant_id=request.tenant_id, query=request.query, limit=3
+            )
+        except KnowledgeBackendError as exc:
+            # Named and retried (the activity's retry policy), never answered without it.
+            raise ApplicationError(
+                f"the {knowledge.backend} knowledge backend could not search: {exc}",
+                type="KnowledgeUnavailable",
+            ) from exc
     settings = profile.settings
     changed = request.policy_hash != profile.playbook_hash
     return TurnContext(

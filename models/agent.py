@@ -144,6 +144,11 @@ class GeneratedReply(Frozen):
         default=None, description="Set when the guard blocked `text`: it must not be sent."
     )
     knowledge_ids: tuple[str, ...] = Field(default=(), description="Knowledge the reply used.")
+    inventory_keys: tuple[str, ...] = Field(
+        default=(),
+        description="Keys of the inventory items the reply cites (their prices are the ones "
+        "the reply guard accepted).",
+    )
 
 
 class DraftTurnInput(AnalyseInput):

@@ -92,7 +92,7 @@ class LlmActivities:
         perceive and draft as `draft_turn` does. One activity where runs before version 2 took
         a local activity and this one: a do-not-contact lead is not perceived at all."""
         context = await turn_steps.load_turn_context(
-            self._agent.db, self._agent.resolver, request.context
+            self._agent.db, self._agent.resolver, request.context, knowledge=self._agent.knowledge
         )
         if context.do_not_contact:
             return PreparedTurn(context=context)

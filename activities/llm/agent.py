@@ -27,7 +27,7 @@ from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pybreaker
 from temporalio.exceptions import ApplicationError
@@ -45,6 +45,7 @@ from activities.llm.base import (
     WritingContext,
     Written,
 )
+from activities.llm.citations import MAX_CITED, wants_inventory
 from activities.llm.guard import check_reply
 from activities.llm.model_backend import ModelCallFailed
 from activities.llm.observe import observe_model_call
@@ -64,6 +65,8 @@ from models.agent import (
 from models.budget import DailyBudget, daily_budget_limit, utc_today
 from models.common import ReplyPurpose, Role
 from models.db import Database
+from models.inventory import InventoryAnswer, InventoryQuery, query_from_fields
+from models.knowledge.index import KnowledgeBackendError
 from models.llm_config import ResolvedLink, Step, resolve_chain
 from models.messages import TranscriptEntry
 from models.metrics_breakers import BreakerGauge
@@ -77,6 +80,9 @@ from models.repo import usage as usage_repo
 from models.repo.playbooks import PlaybookError
 from models.settings import Settings
 from models.usage import BreakerState, CallOutcome, LlmCallRecord, worker_identity
+
+if TYPE_CHECKING:
+    from models.knowledge.service import KnowledgeService
 
 # A turn's reads by reference: earlier messages, knowledge documents, the lead's known fields.
 Reading = tuple[tuple[TranscriptEntry, ...], tuple[KnowledgeHit, ...], dict[str, FieldValue]]
@@ -223,9 +229,12 @@ class Agent:
         budget: DailyBudget | None = None,
         prices: PriceTable | None = None,
         breakers: BreakerBoard | None = None,
+        knowledge: KnowledgeService | None = None,
     ) -> None:
         self.settings = settings
         self.db = db
+        # Where a reply looks a lead's wish up (the inventory); None: replies cite no stock.
+        self.knowledge = knowledge
         self.factories = dict(factories)
         self.resolver = resolver or PlaybookResolver(db, settings.secret_key.get_secret_value())
         self.budget = budget or DailyBudget()
@@ -290,6 +299,7 @@ class Agent:
             for text in request.new_messages
         )
         language = request.language or (request.perception.language if request.perception else None)
+        inventory = await self._inventory(request, known)
         context = WritingContext(
             playbook=playbook,
             purpose=request.purpose,
@@ -303,7 +313,15 @@ class Agent:
             follow_up_number=request.follow_up_number,
             instruction=request.instruction,
             escalation_rule=request.escalation_rule,
+            inventory=inventory,
         )
+        # The prices of the items the writer was given to cite, and no others: a price of a
+        # car it was not shown is as invented as any other amount.
+        cited_prices = [
+            item.price
+            for item in (inventory.cited() if inventory else ())
+            if item.price is not None
+        ]
         lead_texts = [e.text for e in transcript if e.role == Role.LEAD]
         if request.instruction:
             lead_texts.append(request.instruction)  # the operator's brief may name amounts
@@ -319,6 +337,7 @@ class Agent:
                 protected_texts=prompts.protected_texts(playbook),
                 public_texts=prompts.public_texts(playbook),
                 forbidden_promises=playbook.forbidden_promises,
+                cited_prices=cited_prices,
             )
             return written, (
                 None
@@ -342,13 +361,57 @@ class Agent:
                 "purpose": request.purpose.value,
                 "chars": len(result[0].text),
                 "guard": result[1].model_dump() if result[1] else None,
+                **(
+                    {"inventory": list(result[0].inventory_keys)}
+                    if result[0].inventory_keys
+                    else {}
+                ),
             },
         )
         if guard is not None:
             log.warning("reply guard blocked a %s: %s", request.purpose.value, guard.reason)
         return GeneratedReply(
-            text=written.text, usage=usage, guard=guard, knowledge_ids=written.knowledge_ids
+            text=written.text,
+            usage=usage,
+            guard=guard,
+            knowledge_ids=written.knowledge_ids,
+            inventory_keys=written.inventory_keys,
         )
+
+    async def _inventory(
+        self, request: GenerateReplyInput, known: Mapping[str, FieldValue]
+    ) -> InventoryAnswer | None:
+        """What the inventory holds for the lead's wish (what they told before merged with this
+        turn's fields), looked up when this turn is about buying, a price or availability.
+        Perception of the world, like reading the knowledge: the workflow decides nothing on
+        it, so it stays inside the activity and out of the history."""
+        if (
+            self.knowledge is None
+            or request.purpose != ReplyPurpose.REPLY
+            or not wants_inventory(request.perception)
+        ):
+            return None
+        wish = query_from_fields(dict(known), limit=MAX_CITED)
+        if wish is None:
+            return None
+        try:
+            answer = await self.knowledge.answer_wish(tenant_id=request.tenant_id, wish=wish)
+            if answer.matches or answer.alternatives:
+                return answer
+            # Nothing near the wish. Only a business with cars in stock may say "not in stock":
+            # a tenant that keeps no inventory here (yet) answers as it did without one.
+            anything = await self.knowledge.search_items(
+                tenant_id=request.tenant_id, query=InventoryQuery(limit=1)
+            )
+            return answer if anything else None
+        except KnowledgeBackendError as exc:
+            # Retryable: a configured backend that is down delays the reply (the workflow asks
+            # again with the reply step's retries), it never makes the reply skip the stock.
+            raise ApplicationError(
+                f"the {self.knowledge.backend} knowledge backend could not look up the "
+                f"lead's wish: {exc}",
+                type="KnowledgeUnavailable",
+            ) from exc
 
     async def write_email(self, request: WriteEmailInput) -> WrittenEmail:
         profile = await self._profile(request.tenant_id)

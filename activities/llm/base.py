@@ -18,6 +18,7 @@ from typing import Protocol
 
 from models.agent import CompanyFacts, FieldValue, KnowledgeHit, Perception
 from models.common import ReplyPurpose, Stage
+from models.inventory import InventoryAnswer
 from models.messages import TranscriptEntry
 from models.playbook import Playbook
 from models.settings import Settings
@@ -64,6 +65,9 @@ class WritingContext:
     follow_up_number: int = 0
     instruction: str | None = None
     escalation_rule: str | None = None
+    # What the inventory holds for the lead's wish (matches, or the nearest alternatives, or
+    # nothing): set only for a reply to a lead asking about buying, a price or availability.
+    inventory: InventoryAnswer | None = None
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,7 @@ class Written:
     text: str
     calls: tuple[CallRecord, ...]
     knowledge_ids: tuple[str, ...] = ()
+    inventory_keys: tuple[str, ...] = ()  # the inventory items the text cites
 
 
 @dataclass(frozen=True)

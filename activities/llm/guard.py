@@ -10,7 +10,9 @@ Rules, in order, first failure wins:
   leak                the reply shows one of our prompt markers, or repeats a run of >= 8 words
                       of a protected text (system prompt, persona rules) that is not also in
                       what the lead, the knowledge hits or the business's public facts say
-  unsupported_amount  the reply names an amount of money nobody gave it
+  unsupported_amount  the reply names an amount of money nobody gave it (the lead, a knowledge
+                      hit, the published facts, or the price of an inventory item the writer
+                      was given to cite)
   forbidden_promise   a configured forbidden-promise pattern matches
   wrong_language      the reply is confidently in another allowed language than the lead's
 """
@@ -20,7 +22,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from functools import lru_cache
 from typing import Literal
 
@@ -60,8 +62,13 @@ def check_reply(
     protected_texts: Sequence[str],
     public_texts: Sequence[str] = (),
     forbidden_promises: Sequence[ForbiddenPromise] = (),
+    cited_prices: Sequence[Decimal] = (),
 ) -> GuardVerdict:
-    """Whether `reply` may be sent to the lead, and if not, which rule stopped it and why."""
+    """Whether `reply` may be sent to the lead, and if not, which rule stopped it and why.
+
+    `cited_prices` are the prices of the inventory items the writer was given to cite: each is
+    an accepted amount however the writer formats it ("€ 18.950", "€18,950", "EUR 18950"),
+    because the guard compares values, not spellings. A price of any other item is not."""
     if not reply.strip():
         return GuardVerdict(ok=False, rule="empty", reason="the reply is empty")
     sources = (*lead_texts, *knowledge_texts, *public_texts)
@@ -69,7 +76,7 @@ def check_reply(
     return (
         _check_markers(reply)
         or _check_leak(reply, protected_texts, sources)
-        or _check_amounts(reply, sources)
+        or _check_amounts(reply, sources, cited_prices)
         or _check_promises(reply, forbidden_promises)
         or _check_language(reply, lead_language, allowed_languages)
         or _PASS
@@ -81,7 +88,7 @@ def check_reply(
 # The delimiter tags our prompts wrap lead messages, knowledge and system text in, and talk about
 # the prompt itself: a reply that shows them is echoing its instructions, whatever else it says.
 _MARKER_RE = re.compile(
-    r"</?\s*(?:lead_message|knowledge|system)\b|\bsyste(?:m|em)[\s\-_]?prompts?\b",
+    r"</?\s*(?:lead_message|knowledge|inventory|system)\b|\bsyste(?:m|em)[\s\-_]?prompts?\b",
     re.IGNORECASE,
 )
 
@@ -163,11 +170,24 @@ def _amounts_of(text: str) -> tuple[Amount, ...]:
     return tuple(find_amounts(text))
 
 
-def _check_amounts(reply: str, sources: Sequence[str]) -> GuardVerdict | None:
+def _price_amount(price: Decimal) -> Amount:
+    return Amount(
+        value=int(price.quantize(Decimal(1), rounding=ROUND_HALF_UP)),
+        exact=price,
+        text=str(price),
+        start=0,
+        end=0,
+    )
+
+
+def _check_amounts(
+    reply: str, sources: Sequence[str], cited_prices: Sequence[Decimal] = ()
+) -> GuardVerdict | None:
     mentioned = find_amounts(reply)
     if not mentioned:
         return None
     known = [amount for text in sources for amount in _amounts_of(text)]
+    known += [_price_amount(price) for price in cited_prices]
     known_values = {amount.value for amount in known}
     for amount in mentioned:
         if amount.value in known_values or _within_rounding(amount.exact, known):
@@ -176,8 +196,8 @@ def _check_amounts(reply: str, sources: Sequence[str]) -> GuardVerdict | None:
             ok=False,
             rule="unsupported_amount",
             reason=(
-                f"amount {amount.text} is not in the knowledge hits, the lead's messages "
-                "or the business's published facts"
+                f"amount {amount.text} is not in the knowledge hits, the cited inventory, "
+                "the lead's messages or the business's published facts"
             ),
         )
     return None

@@ -29,6 +29,7 @@ from activities.llm.base import (
     Written,
     WrittenEmailDraft,
 )
+from activities.llm.citations import MAX_CITED
 from activities.llm.clients import build_client
 from activities.llm.model_client import (
     ModelCallError,
@@ -223,6 +224,7 @@ class ModelBackend:
             text=text,
             calls=(record,),
             knowledge_ids=tuple(hit.document_id for hit in context.knowledge),
+            inventory_keys=_cited_in(text, context),
         )
 
     async def write_email(self, context: EmailContext) -> WrittenEmailDraft:
@@ -246,6 +248,19 @@ class ModelBackend:
         return WrittenEmailDraft(
             subject=email.subject.strip(), body=email.body.strip(), calls=calls
         )
+
+
+def _cited_in(text: str, context: WritingContext) -> tuple[str, ...]:
+    """The keys of the inventory items the model's text names, by link or by title: what the
+    reply cites, of what the `<inventory>` block offered."""
+    if context.inventory is None:
+        return ()
+    lowered = text.lower()
+    return tuple(
+        item.key
+        for item in context.inventory.cited()[:MAX_CITED]
+        if (item.url and item.url.lower() in lowered) or item.title().lower() in lowered
+    )
 
 
 def _problem(error: Exception) -> str:

@@ -38,10 +38,12 @@ from activities.llm.offline_extract import (
     extract_company,
     extract_contact,
     extract_fuel,
+    extract_max_mileage,
     extract_money,
     extract_team_size,
     extract_time,
     extract_timeline,
+    extract_year,
     has_phrase,
     is_urgent,
     sentiment,
@@ -88,7 +90,18 @@ INTENT_PRECEDENCE: tuple[Intent, ...] = (
 # Fields that say what the lead wants to buy: a message with only these answers a
 # qualification question about the product.
 _PRODUCT_FIELDS = frozenset(
-    {"make", "model", "budget", "fuel_type", "timeline", "team_size", "company", "urgency"}
+    {
+        "make",
+        "model",
+        "budget",
+        "fuel_type",
+        "year",
+        "max_mileage",
+        "timeline",
+        "team_size",
+        "company",
+        "urgency",
+    }
 )
 _CONTACT_FIELDS = frozenset({"name", "email", "phone"})
 
@@ -311,6 +324,12 @@ class OfflinePerceiver:
         fuel = extract_fuel(text)
         if fuel:
             fields["fuel_type"] = fuel
+        year = extract_year(text)
+        if year is not None:
+            fields["year"] = year
+        mileage = extract_max_mileage(text)
+        if mileage is not None:
+            fields["max_mileage"] = mileage
         slot = extract_time(text, meeting_context=meeting_context)
         timeline = extract_timeline(text)
         if (
@@ -397,14 +416,18 @@ class OfflineBackend:
         own outreach text.
         """
         started = time.perf_counter()
-        text, knowledge_ids = OfflineWriter(context.playbook).write(context)
+        writer = OfflineWriter(context.playbook)
+        text, knowledge_ids = writer.write(context)
         inputs = [e.text for e in context.transcript] + [h.snippet for h in context.knowledge]
         if context.instruction:
             inputs.append(context.instruction)
+        if context.inventory is not None:
+            inputs += [item.describe() for item in context.inventory.cited()]
         return Written(
             text=text,
             calls=(call_record(inputs, text, started),),
             knowledge_ids=knowledge_ids,
+            inventory_keys=writer.cited,
         )
 
     async def write_email(self, context: EmailContext) -> WrittenEmailDraft:

@@ -266,6 +266,82 @@ def extract_fuel(text: str) -> str | None:
     return None
 
 
+# ---------------------------------------------------------------- build year and mileage
+
+_YEAR = r"(19[89]\d|20[0-4]\d)"
+# Words that make the year a floor: "vanaf 2018", "bouwjaar 2020", "2019 or newer", "2018+".
+_MIN_YEAR_RES = (
+    re.compile(
+        r"(?<!\w)(?:vanaf|from|since|sinds|minimaal|minstens|at least|niet ouder dan"
+        r"|not older than|no older than)\s+(?:bouwjaar\s+|build year\s+|model year\s+)?"
+        + _YEAR
+        + r"(?![\d.,]\d|\s*(?:euro|eur|€|k\b))",
+        re.IGNORECASE,
+    ),
+    re.compile(
+        r"(?<!\w)(?:bouwjaar|build year|model year|year)\s*:?\s*(?:vanaf\s+|from\s+)?"
+        + _YEAR
+        + r"(?!\d)",
+        re.IGNORECASE,
+    ),
+    re.compile(
+        r"(?<![\w.,])"
+        + _YEAR
+        + r"\s*(?:\+|of nieuwer|of jonger|of later|en nieuwer|en jonger|or newer|or later"
+        r"|and newer|and later|onwards)(?!\w)",
+        re.IGNORECASE,
+    ),
+)
+_NEWER_THAN_RE = re.compile(
+    r"(?<!\w)(?:nieuwer dan|jonger dan|newer than|later than)\s+" + _YEAR + r"(?!\d)",
+    re.IGNORECASE,
+)
+# A year or mileage right after these is the lead's own car ("mijn Corsa, bouwjaar 2012").
+_OWN_CAR_BEFORE_RE = re.compile(
+    r"(?<!\w)(?:mijn|my|mn|m'n|huidige|current|inruil\w*|trade[- ]?in|trading in)(?!\w)",
+    re.IGNORECASE,
+)
+_MAX_MILEAGE_RE = re.compile(
+    r"(?<!\w)(?:max(?:imaal|imum)?\.?|under|onder|minder dan|less than|below|up to|tot"
+    r"|niet meer dan|no more than|hooguit|at most|<)\s*(?:de\s+|the\s+)?"
+    r"(\d{1,3}(?:[.,]\d{3})+|\d+(?:[.,]\d+)?)\s*(k|dzd|duizend|thousand)?\s*"
+    r"(?:km|kilometers?|kilometres?|kilometer)(?!\w)",
+    re.IGNORECASE,
+)
+
+
+def _own_car(text: str, start: int) -> bool:
+    return _OWN_CAR_BEFORE_RE.search(text[max(0, start - 40) : start]) is not None
+
+
+def extract_year(text: str) -> int | None:
+    """The oldest build year the lead wants ("vanaf 2018", "2019 or newer", "bouwjaar 2020");
+    None when no year reads as a wish, or the year is their own car's."""
+    for pattern in _MIN_YEAR_RES:
+        for match in pattern.finditer(text):
+            if not _own_car(text, match.start()):
+                return int(match.group(1))
+    newer = _NEWER_THAN_RE.search(text)
+    if newer and not _own_car(text, newer.start()):
+        return int(newer.group(1)) + 1
+    return None
+
+
+def extract_max_mileage(text: str) -> int | None:
+    """The most kilometres the lead accepts ("max 100.000 km", "under 80k km", "minder dan
+    60.000 km"), in km; None when none is said or it is their own car's."""
+    for match in _MAX_MILEAGE_RE.finditer(text):
+        if _own_car(text, match.start()):
+            continue
+        value = parse_number(match.group(1))
+        if match.group(2):
+            value *= 1000
+        km = round(value)
+        if 1000 <= km <= 1_000_000:
+            return km
+    return None
+
+
 # ---------------------------------------------------------------- time
 
 _DAYS = (

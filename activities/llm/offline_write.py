@@ -1,24 +1,34 @@
 """How the offline provider writes: templates from its pack, filled with what is known.
 
 It never states a fact it was not given. Prices, stock and specifications only appear when a
-knowledge hit carries them (quoted as written); opening hours, the address and the warranty
-only when the playbook's persona (business_description, products) says them. Amounts in a
-reply therefore always come from a knowledge hit or the lead's own messages, which is what the
-reply guard checks. It never repeats the playbook's `rules` either: those are instructions for a
-model, not text for the lead.
+knowledge hit carries them (quoted as written) or the inventory answer cites the car (its
+title, fuel, mileage, price and link, as activities/llm/citations.py writes them); opening
+hours, the address and the warranty only when the playbook's persona (business_description,
+products) says them. Amounts in a reply therefore always come from a knowledge hit, a cited
+car or the lead's own messages, which is what the reply guard checks. It never repeats the
+playbook's `rules` either: those are instructions for a model, not text for the lead.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 from activities.llm.amounts import amounts_in
 from activities.llm.base import EmailContext, WritingContext
+from activities.llm.citations import (
+    MAX_CITED,
+    WISH_FIELDS,
+    item_facts,
+    relaxed_text,
+    wish_text,
+)
 from activities.llm.offline_extract import detect_language, extract_time, has_phrase, phrases_in
 from activities.llm.offline_pack import OfflinePack, Topic, pack_for
 from models.agent import FieldValue, KnowledgeHit
 from models.common import Intent, ReplyPurpose, Role
+from models.inventory import InventoryAnswer, InventoryItem
 from models.messages import TranscriptEntry
 from models.playbook import Playbook
 
@@ -28,6 +38,11 @@ NO_QUESTION_INTENTS = frozenset({Intent.COMPLAINT, Intent.HUMAN_REQUEST, Intent.
 UNDISPLAYED_FIELDS = frozenset({"model", "urgency", "name", "opt_out", "preferred_time"})
 # Below this the rules did not understand the message (matches the playbooks' low_confidence).
 CLARIFY_BELOW = 0.3
+# Intents a reply answers with the cars in stock when the inventory was looked up; the others
+# (a meeting, financing, a trade-in) keep their own answer.
+INVENTORY_INTENTS = frozenset(
+    {Intent.PRODUCT_INQUIRY, Intent.PRICING, Intent.OTHER, Intent.GREETING}
+)
 
 _FUEL_DISPLAY: dict[str, dict[str, str]] = {
     "nl": {"petrol": "benzine", "electric": "elektrisch", "hybrid": "hybride"},
@@ -75,6 +90,8 @@ def _display(name: str, value: FieldValue, lang: str, money: frozenset[int]) -> 
         return format_euros(amount, lang).lstrip("€")
     if name == "fuel_type" and isinstance(value, str):
         return _FUEL_DISPLAY.get(lang, {}).get(value, value)
+    if name == "max_mileage" and isinstance(value, int | float):
+        return format_euros(round(value), lang).lstrip("€") + " km"  # grouped like a price
     return str(value)
 
 
@@ -202,6 +219,15 @@ def known_time(
     return None
 
 
+@dataclass(frozen=True)
+class _Stock:
+    """The inventory part of a reply: its text, the cited item keys, the question after it."""
+
+    text: str
+    keys: tuple[str, ...]
+    question: str
+
+
 class OfflineWriter:
     """Writes every purpose for one playbook; see the module docstring."""
 
@@ -209,6 +235,7 @@ class OfflineWriter:
         self.playbook = playbook
         self.pack = pack_for(playbook)
         self.money: frozenset[int] = frozenset()  # amounts the lead wrote as money
+        self.cited: tuple[str, ...] = ()  # keys of the inventory items the last text cites
 
     def _given_money(self, context: WritingContext) -> frozenset[int]:
         found: set[int] = set()
@@ -262,6 +289,7 @@ class OfflineWriter:
         lang = self.language(context)
         fields = self.fields(context)
         self.money = self._given_money(context)
+        self.cited = ()
         ctx = self.base_context(fields, lang, context.contact_name)
         purpose = context.purpose
         if purpose == ReplyPurpose.SPECIALIST_ALERT:
@@ -371,9 +399,17 @@ class OfflineWriter:
         else:
             key = intent.value
         asked_topics = [] if intent in NO_QUESTION_INTENTS or injection else topics_in(text, pack)
+        stock = self._stock(context, lang, ctx, key, injection, asked_topics)
 
         parts: list[str] = []
-        if not (asked_topics and intent in (Intent.PRODUCT_INQUIRY, Intent.OTHER)):
+        trailing_question = ""
+        if stock is not None:
+            # The cars answer the wish, availability, mileage and price at once: they replace
+            # the intent's opening, the "I've noted" line and the per-car look-up promises.
+            parts.append(stock.text)
+            self.cited = stock.keys
+            asked_topics = [(n, t) for n, t in asked_topics if not t.per_item]
+        elif not (asked_topics and intent in (Intent.PRODUCT_INQUIRY, Intent.OTHER)):
             opening = render(pack, [key, "other"], lang, ctx)
             # A question at the end of the opening moves to the end of the whole reply, after
             # what was noted and quoted, so the lead's next step is the last thing they read.
@@ -387,7 +423,7 @@ class OfflineWriter:
             return " ".join(p for p in parts if p), ()
 
         shown = {k: v for k, v in new_fields.items() if k not in UNDISPLAYED_FIELDS or k == "model"}
-        if shown and not injection:
+        if shown and not injection and stock is None:
             details = describe_fields(playbook, pack, shown, lang, self.money)
             if details:
                 parts.append(render(pack, ["noted"], lang, {**ctx, "details": details}))
@@ -420,7 +456,13 @@ class OfflineWriter:
                 parts.append(render(pack, ["look_up"], lang, topic_ctx))
             else:
                 parts.append(render(pack, ["ask_colleague"], lang, topic_ctx))
-        if not asked_topics and context.knowledge and not injection and intent != Intent.GREETING:
+        if (
+            not asked_topics
+            and context.knowledge
+            and not injection
+            and intent != Intent.GREETING
+            and stock is None
+        ):
             hit = context.knowledge[0]
             quoted = " ".join(sentences(hit.snippet)[:2])
             if quoted:
@@ -440,6 +482,8 @@ class OfflineWriter:
             parts.append(render(pack, ["meeting_time_noted"], lang, {**ctx, "time": time}))
         elif wants_meeting and question is None:
             question = render(pack, ["meeting_time_question"], lang, ctx)
+        if question is None and stock is not None:
+            question = stock.question or None
         if question is None and not asked_topics and not any("?" in p for p in parts):
             question = next_question(
                 pack, playbook, fields, lang, context.transcript, skip=("preferred_time",)
@@ -448,7 +492,83 @@ class OfflineWriter:
                 question = render(pack, ["next_step"], lang, ctx)
         if question:
             parts.append(question)
-        return " ".join(p for p in parts if p), tuple(dict.fromkeys(used))
+        reply = " ".join(p for p in parts if p)
+        if stock is not None:
+            reply = reply.replace("\n ", "\n")  # the lines of the car list start flush
+        return reply, tuple(dict.fromkeys(used))
+
+    def _stock(
+        self,
+        context: WritingContext,
+        lang: str,
+        ctx: Mapping[str, str],
+        key: str,
+        injection: bool,
+        asked_topics: Sequence[tuple[str, Topic]],
+    ) -> _Stock | None:
+        """The inventory's answer to the lead's wish as WhatsApp lines, when this reply should
+        give it: the lead asks about a car, a price or availability, or tells a new wish, and
+        is not negotiating, complaining or steering the assistant."""
+        answer = context.inventory
+        perception = context.perception
+        if answer is None or perception is None or injection:
+            return None
+        if perception.intent not in INVENTORY_INTENTS or key in {"negotiation", "objection"}:
+            return None
+        new_wish = bool(WISH_FIELDS & set(perception.fields))
+        if (
+            asked_topics
+            and not new_wish
+            and perception.intent != Intent.PRICING
+            and not any(topic.per_item for _, topic in asked_topics)
+        ):
+            return None  # "what are your opening hours?": answered, not a car list again
+        return self.stock_text(answer, lang, ctx)
+
+    def stock_text(self, answer: InventoryAnswer, lang: str, ctx: Mapping[str, str]) -> _Stock:
+        """Matches: the cars; none: says so plainly, then the nearest alternatives and what
+        they give up; nothing near at all: says so and offers to keep an eye out."""
+        pack = self.pack
+        wish = wish_text(
+            answer.query,
+            lang,
+            budget_as_money=answer.query.max_price is not None
+            and round(answer.query.max_price) in self.money,
+        )
+        wctx = {**ctx, "wish": wish}
+        cited = answer.cited()[:MAX_CITED]
+        lines = [self._car_line(item, lang) for item in cited]
+        listing = "\n" + "\n".join(lines) if lines else ""
+        if answer.matches:
+            intro = render(pack, ["stock_matches"], lang, wctx)
+            return _Stock(
+                f"{intro}{listing}\n",
+                tuple(item.key for item in cited),
+                render(pack, ["stock_matches_question", "next_step"], lang, wctx),
+            )
+        if answer.alternatives:
+            gives_up = relaxed_text(answer.relaxed, lang)
+            keys = ["stock_alternatives"] if gives_up else ["stock_alternatives_plain"]
+            intro = render(pack, keys, lang, {**wctx, "relaxed": gives_up})
+            return _Stock(
+                f"{intro}{listing}\n",
+                tuple(item.key for item in cited),
+                render(pack, ["stock_alternatives_question"], lang, wctx),
+            )
+        return _Stock(
+            render(pack, ["stock_none"], lang, wctx),
+            (),
+            render(pack, ["stock_none_question"], lang, wctx),
+        )
+
+    def _car_line(self, item: InventoryItem, lang: str) -> str:
+        # Title, then fuel, mileage and price ("• 2019 Volkswagen Golf 1.6 TDI, diesel,
+        # 45.000 km, € 18.950"), the link on its own line so WhatsApp previews it. Commas,
+        # never dashes, between the numbers: "45.000 km - € 18.950" could read as a range.
+        line = "• " + ", ".join([item.title(), *item_facts(item, lang)])
+        if item.price is None:
+            line += ", " + render(self.pack, ["price_on_request"], lang, {})
+        return f"{line}\n{item.url}" if item.url else line
 
     def _in_language(self, lang: str) -> Callable[[str], bool]:
         allowed = self.playbook.languages or (self.playbook.default_language,)
