@@ -7,4 +7,5 @@ CLI_MODULES = (
     "workers.cli_simulate",  # leadflow simulate
     "workers.cli_keys",  # leadflow key ..., leadflow audit
     "workers.cli_tenant_delete",  # leadflow tenant delete
+    "workers.cli_inventory",  # leadflow inventory ...
 )
