@@ -36,6 +36,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await state.inbox.stop()
+            if state._knowledge is not None:
+                await state._knowledge.index.close()  # Weaviate's client and gRPC channel
             await db.dispose()
 
     # /docs and /redoc with their assets served by leadflow (/static-offline-docs), no CDN.

@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as AsgiMessage
 
 from models.crypto import CredentialsError
+from models.knowledge.index import KnowledgeBackendError, KnowledgeBackendUnavailable
 from models.webhooks import WebhookPayloadError
 
 
@@ -150,6 +151,14 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _credentials(_: Request, exc: CredentialsError) -> JSONResponse:
         # The operator's configuration is wrong, not the request: say so instead of a bare 500.
         return _render(500, "server misconfigured", str(exc))
+
+    @app.exception_handler(KnowledgeBackendError)
+    async def _knowledge_backend(_: Request, exc: KnowledgeBackendError) -> JSONResponse:
+        # A configured search backend (Weaviate) that does not answer, or refuses: the message
+        # names it; never a 500, never a silent fallback to the database.
+        if isinstance(exc, KnowledgeBackendUnavailable):
+            return _render(503, "knowledge backend unavailable", str(exc))
+        return _render(502, "knowledge backend error", str(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -13,8 +13,9 @@ CLI:
   error text, never their tokens or cost (the tenant's bill and budget stay right).
 - *Workflows* (`purge_workflows`): every run of the contact's conversation and CRM sync
   workflows is terminated and its history deleted (`DeleteWorkflowExecution`).
-- *Tenant deletion* (`tenant_workflow_ids`, `delete_tenant_rows`): every workflow of the tenant
-  and every row of it in every table, API keys and the tenant row last.
+- *Tenant deletion* (`tenant_workflow_ids`, `delete_tenant_rows`): the schedules of its
+  inventory sources, every workflow of the tenant and every row of it in every table (its
+  inventory items and sources included), API keys and the tenant row last.
 
 Everything here is idempotent: a second run finds nothing and deletes nothing, so a crash
 halfway and a retry finishes the job. Erasure is not suppression: afterwards nothing says the
@@ -47,6 +48,9 @@ from models.enrichment import workflow_id as enrichment_workflow_id
 from models.enrichment_tables import EnrichmentJob, EnrichmentRecord
 from models.identity_tables import InboundKey, WahaLid
 from models.inbox_tables import InboxMessage
+from models.knowledge.ingestion import ingestion_workflow_prefix
+from models.knowledge.schedules import delete_tenant_schedules
+from models.knowledge_tables import KnowledgeSourceRow
 from models.llm_tables import LlmCall
 from models.messages import Frozen
 from models.repo.sql import table_of
@@ -399,6 +403,7 @@ async def tenant_workflow_ids(
         f"WorkflowId STARTS_WITH {_quoted(lead_workflow_prefix(CRM_SYNC_PREFIX, tenant_id))}",
         f"WorkflowId STARTS_WITH {_quoted(f'enrich:{tenant_id}:')}",
         f"WorkflowId STARTS_WITH {_quoted(lead_workflow_prefix(ERASE_PREFIX, tenant_id))}",
+        f"WorkflowId STARTS_WITH {_quoted(ingestion_workflow_prefix(tenant_id))}",
     ):
         with contextlib.suppress(RPCError):
             async for execution in client.list_workflows(query):
@@ -465,16 +470,26 @@ class TenantDeleted(Frozen):
     tenant_found: bool
     workflows: WorkflowsPurged
     rows: dict[str, int]
+    schedules: int = Field(default=0, description="Inventory source schedules deleted.")
 
 
 async def delete_tenant(client: Client, session: AsyncSession, *, tenant_id: str) -> TenantDeleted:
     """Delete a tenant for good: its workflows first (so none writes a row back), then its rows.
     Repeatable: a second call (after a crash) finishes what the first left."""
     found = await session.get(Tenant, tenant_id) is not None
+    # Schedules first: one firing later would start an ingestion writing items back.
+    source_ids = (
+        await session.exec(
+            select(KnowledgeSourceRow.id).where(KnowledgeSourceRow.tenant_id == tenant_id)
+        )
+    ).all()
+    schedules = await delete_tenant_schedules(client, tenant_id=tenant_id, source_ids=source_ids)
     ids = await tenant_workflow_ids(client, session, tenant_id=tenant_id)
     purged = await purge_workflows(client, ids)
     rows = await delete_tenant_rows(session, tenant_id=tenant_id)
-    return TenantDeleted(tenant_id=tenant_id, tenant_found=found, workflows=purged, rows=rows)
+    return TenantDeleted(
+        tenant_id=tenant_id, tenant_found=found, workflows=purged, rows=rows, schedules=schedules
+    )
 
 
 async def crm_created_extras(

@@ -1,4 +1,6 @@
-"""The tenant's knowledge base, searched by every conversation turn."""
+"""The tenant's knowledge base, searched by every conversation turn: documents through the
+knowledge service, so they are searched by the configured backend (the database's full text,
+or Weaviate) and the search here answers what the agent would find, with scores."""
 
 from __future__ import annotations
 
@@ -8,11 +10,10 @@ from typing import Annotated
 from fastapi import APIRouter, Query, status
 from pydantic import BaseModel, Field
 
-from api.deps import CurrentTenant, Session
+from api.deps import CurrentTenant, Knowledge
 from api.errors import ApiError
 from api.responses import errors
 from models.agent import KnowledgeHit
-from models.repo import knowledge as repo
 
 router = APIRouter(prefix="/api/v1/knowledge", tags=["knowledge"])
 
@@ -29,31 +30,41 @@ class DocumentView(BaseModel):
     chars: int
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
-async def add_document(body: NewDocument, tenant: CurrentTenant, session: Session) -> DocumentView:
-    doc = await repo.add_document(session, tenant_id=tenant.id, title=body.title, body=body.body)
+BACKEND_DOWN = errors(503, _503="The configured search backend is unreachable.")
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, responses=BACKEND_DOWN)
+async def add_document(
+    body: NewDocument, tenant: CurrentTenant, knowledge: Knowledge
+) -> DocumentView:
+    """Stored and indexed, or neither (a backend that refuses it leaves nothing behind)."""
+    doc = await knowledge.add_document(tenant_id=tenant.id, title=body.title, body=body.body)
     return DocumentView(id=doc.id, title=doc.title, created_at=doc.created_at, chars=len(doc.body))
 
 
 @router.get("")
-async def list_documents(tenant: CurrentTenant, session: Session) -> list[DocumentView]:
+async def list_documents(tenant: CurrentTenant, knowledge: Knowledge) -> list[DocumentView]:
     return [
         DocumentView(id=d.id, title=d.title, created_at=d.created_at, chars=len(d.body))
-        for d in await repo.list_documents(session, tenant_id=tenant.id)
+        for d in await knowledge.list_documents(tenant_id=tenant.id)
     ]
 
 
-@router.get("/search")
+@router.get("/search", responses=BACKEND_DOWN)
 async def search(
     tenant: CurrentTenant,
-    session: Session,
+    knowledge: Knowledge,
     q: Annotated[str, Query(min_length=1, max_length=500)],
     limit: Annotated[int, Query(ge=1, le=20)] = 5,
 ) -> list[KnowledgeHit]:
-    return await repo.search(session, tenant_id=tenant.id, query=q, limit=limit)
+    """What the agent would find: documents best first, each with its best passage and score
+    (comparable within one answer)."""
+    return await knowledge.search_documents(tenant_id=tenant.id, query=q, limit=limit)
 
 
-@router.delete("/{document_id}", status_code=status.HTTP_204_NO_CONTENT, responses=errors(404))
-async def delete_document(document_id: str, tenant: CurrentTenant, session: Session) -> None:
-    if not await repo.delete_document(session, tenant_id=tenant.id, document_id=document_id):
+@router.delete(
+    "/{document_id}", status_code=status.HTTP_204_NO_CONTENT, responses={**errors(404, 503)}
+)
+async def delete_document(document_id: str, tenant: CurrentTenant, knowledge: Knowledge) -> None:
+    if not await knowledge.delete_document(tenant_id=tenant.id, document_id=document_id):
         raise ApiError(404, "document not found", document_id)
