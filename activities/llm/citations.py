@@ -115,7 +115,7 @@ _WISH_WORDS = {
 
 
 def wish_text(query: InventoryQuery, lang: str, *, budget_as_money: bool) -> str:
-    """'Volkswagen Golf diesel tot € 25.000' / 'Volkswagen Golf diesel up to 25,000': what the
+    """'Volkswagen Golf diesel tot € 25.000' / 'diesel Volkswagen Golf up to 25,000': what the
     lead asked for, in their words' order. The budget carries the currency only when the lead
     wrote it as money (the guard accepts no amount the lead did not give)."""
     words = _WISH_WORDS.get(lang, _WISH_WORDS["en"])
@@ -123,7 +123,9 @@ def wish_text(query: InventoryQuery, lang: str, *, budget_as_money: bool) -> str
     parts = [car or words["car"]]
     fuel = fuel_text(query.fuel, lang)
     if fuel:
-        parts.append(fuel)
+        # Dealers' Dutch names the fuel after the car ("Golf diesel"); English before it
+        # ("electric Volkswagen Golf").
+        parts = [*parts, fuel] if lang == "nl" else [fuel, *parts]
     if query.min_year is not None:
         parts.append(f"{words['from']} {query.min_year}")
     if query.max_mileage is not None:
