@@ -13,6 +13,7 @@ import csv
 import io
 import json
 import re
+import reprlib
 import unicodedata
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -196,9 +197,15 @@ def parse_source(
 # --- values -------------------------------------------------------------------------------
 
 
+_SHORT = reprlib.Repr()  # keyword arguments only from Python 3.12
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict = 2, 3, 3
+_SHORT.maxstring = _SHORT.maxother = 40
+
+
 def _show(value: Any) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
-    text = " ".join(str(text).split())
+    """A value as a reason quotes it: short, and safe on any nesting a hostile feed has."""
+    text = value if isinstance(value, str) else _SHORT.repr(value)
+    text = " ".join(text.split())
     return repr(text if len(text) <= 40 else text[:37] + "...")
 
 
@@ -343,15 +350,18 @@ def parse_available(value: Any) -> bool | None:
 
 
 def _text(name: str, value: Any) -> str:
+    # Objects (schema.org Brand, Organization, QualitativeValue) give their name; lists their
+    # first element. A loop, not recursion: a hostile feed may nest a thousand lists deep.
+    for _ in range(MAX_JSON_DEPTH):
+        if isinstance(value, Mapping):
+            value = value.get("name") or value.get("@value") or value.get("value")
+        elif isinstance(value, list):
+            value = value[0] if value else None
+        else:
+            break
     if value is None:
         return ""
-    if isinstance(value, Mapping):  # schema.org Brand / Organization / QualitativeValue
-        return _text(name, value.get("name") or value.get("@value") or value.get("value"))
-    if isinstance(value, list):
-        return _text(name, value[0]) if value else ""
-    if isinstance(value, bool):
-        raise ValueError(f"{name} {_show(value)} is not text")
-    if isinstance(value, int | float | Decimal):
+    if isinstance(value, int | float | Decimal) and not isinstance(value, bool):
         return str(value)  # a Mazda "3", a model year given as a number
     if isinstance(value, str):
         return " ".join(value.split())
@@ -361,11 +371,13 @@ def _text(name: str, value: Any) -> str:
 def _link(value: Any, base: str) -> str:
     """An absolute http(s) URL, or "" when there is none: a lazy-loading `data:` placeholder or
     a `javascript:` link should not cost a car its place in the inventory."""
-    if isinstance(value, Mapping):
-        value = value.get("url") or value.get("contentUrl") or value.get("@id")
-    if isinstance(value, list):
-        value = next((v for v in value if v), None)
-        return _link(value, base)
+    for _ in range(MAX_JSON_DEPTH):
+        if isinstance(value, Mapping):
+            value = value.get("url") or value.get("contentUrl") or value.get("@id")
+        elif isinstance(value, list):
+            value = next((v for v in value if v), None)
+        else:
+            break
     if not isinstance(value, str) or not value.strip():
         return ""
     resolved = urljoin(base, value.strip())
@@ -383,16 +395,10 @@ class _Raw:
 
 def _build(raw: _Raw, *, default_currency: str, base: str) -> InventoryItem:
     values = raw.values
-    make = _text("make", values.get("make"))
-    if not make:
-        raise _Skip("no make")
-    model = _text("model", values.get("model"))
-    variant = _text("variant", values.get("variant"))
-    if raw.name and not model:
-        model, variant = _model_from_name(raw.name, make, variant)
-    elif raw.name and not variant:
-        variant = _rest_of_name(raw.name, make, model)
     try:
+        make = _text("make", values.get("make"))
+        model = _text("model", values.get("model"))
+        variant = _text("variant", values.get("variant"))
         price, price_currency = parse_price(values.get("price"))
         mileage = parse_mileage(values.get("mileage"), unit=raw.mileage_unit)
         year = parse_year(values.get("year"))
@@ -404,6 +410,12 @@ def _build(raw: _Raw, *, default_currency: str, base: str) -> InventoryItem:
         colour = _text("colour", values.get("colour"))
     except ValueError as error:
         raise _Skip(str(error)) from None
+    if not make:
+        raise _Skip("no make")
+    if raw.name and not model:
+        model, variant = _model_from_name(raw.name, make, variant)
+    elif raw.name and not variant:
+        variant = _rest_of_name(raw.name, make, model)
     currency = _CURRENCY_SYMBOLS.get(currency, currency) or price_currency or default_currency
     fuel = normalize_fuel(_uncamel(fuel_text))
     transmission = normalize_transmission(_uncamel(transmission_text))
@@ -580,6 +592,10 @@ def _parse_listing(
     if "<" not in html[:65536]:
         raise SourceFormatError("the document is not an HTML page (no markup)")
     tree = LexborHTMLParser(html)
+    # Relative links resolve against <base href> when the page sets one, as browsers do.
+    base_tag = tree.css_first("base[href]")
+    if base_tag is not None:
+        base = urljoin(base, (base_tag.attributes.get("href") or "").strip())
     collector = _Collector(default_currency=spec.currency, base=base)
     if spec.selectors is not None:
         _read_selectors(tree, spec.selectors, collector)
@@ -962,7 +978,7 @@ def _csv_positions(spec: SourceSpec, columns: dict[str, int], header: list[str])
 def _sniff_delimiter(text: str) -> str:
     """The delimiter the header row uses most (outside quotes): feeds put one record per line,
     and the header is the line least likely to hold commas in prices or text."""
-    first = next((line for line in text.splitlines() if line.strip()), "")
+    first = next((line for line in text[:65536].splitlines() if line.strip()), "")
     unquoted = re.sub(r'"[^"]*"', "", first)
     counts = {d: unquoted.count(d) for d in CSV_DELIMITERS}
     best = max(CSV_DELIMITERS, key=lambda d: counts[d])

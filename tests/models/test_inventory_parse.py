@@ -262,6 +262,15 @@ def test_json_ld_alone_at_top_level_array_and_relative_links() -> None:
     assert second.key.startswith("h:")
 
 
+def test_relative_links_follow_the_base_tag() -> None:
+    page = """<html><head><base href="https://cdn.dealer.example/site/">
+    <script type="application/ld+json">{"@type": "Car", "brand": "Opel", "model": "Astra",
+      "url": "occasions/9", "image": "img/9.jpg"}</script></head></html>"""
+    (item,) = parse(spec("listing_page"), page, base="https://dealer.example/occasions").items
+    assert item.url == "https://cdn.dealer.example/site/occasions/9"
+    assert item.image_url == "https://cdn.dealer.example/site/img/9.jpg"
+
+
 def test_json_ld_invalid_values_are_skipped_with_the_field_named() -> None:
     long_model = "X" * 130
     page = f"""<script type="application/ld+json">
@@ -402,6 +411,26 @@ def test_json_feed_items_path_and_a_plain_list() -> None:
     # Keys match case-insensitively when no exact key exists.
     shouting = parse(spec("json_feed"), json.dumps([{"MAKE": "Volvo", "Model": "V90"}]))
     assert [(i.make, i.model) for i in shouting.items] == [("Volvo", "V90")]
+
+
+def test_hostile_nesting_is_a_skipped_entry_not_a_crash() -> None:
+    deep = "[" * 900 + '"Opel"' + "]" * 900
+    feed = (
+        f'[{{"make": {deep}}}, {{"make": {{"name": true}}}}, {{"make": "Opel", "price": {deep}}}]'
+    )
+    parsed = parse(spec("json_feed"), feed)
+    assert parsed.items == ()
+    assert reasons(parsed) == [
+        "item 1: make '[[[...]]]' is not text",
+        "item 2: make 'True' is not text",
+        "item 3: price '[[[...]]]' is not a number",
+    ]
+
+
+def test_json_feed_in_a_declared_charset() -> None:
+    body = '[{"make": "Citroën", "price": "€ 9.950,-"}]'.encode("cp1252")
+    (item,) = parse(spec("json_feed"), body, content_type="application/json; charset=cp1252").items
+    assert (item.make, item.price) == ("Citroën", Decimal("9950"))
 
 
 def test_json_feed_empty_list_is_an_empty_inventory() -> None:
