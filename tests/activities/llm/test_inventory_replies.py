@@ -19,7 +19,7 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.llm.activities import LlmActivities
 from activities.llm.agent import Agent
-from activities.llm.base import PerceptionContext, WritingContext
+from activities.llm.base import BackendFactory, PerceptionContext, WritingContext
 from activities.llm.guard import check_reply
 from activities.llm.model_backend import hosted_backend
 from activities.llm.offline import OfflinePerceiver, offline_backend
@@ -47,7 +47,7 @@ from models.tenant import TenantLlmSettings, TenantSettings
 from tests.conftest import TEST_SECRET, make_tenant
 from tests.fakes.llm import FakeOpenAI
 
-FACTORIES = {"offline": offline_backend, "openai": hosted_backend}
+FACTORIES: dict[str, BackendFactory] = {"offline": offline_backend, "openai": hosted_backend}
 SHOP = "https://autohuis-vandijk.example/occasions"
 
 
@@ -84,7 +84,7 @@ async def shop(sqlite_db: Database, tmp_path: Any) -> Any:
     async def make(
         items: Sequence[InventoryItem] = GOLFS, llm: TenantLlmSettings | None = None, **env: Any
     ) -> tuple[Agent, str, KnowledgeService]:
-        settings = Settings(  # type: ignore[call-arg]
+        settings = Settings(
             data_dir=tmp_path, database_url="sqlite://", secret_key=TEST_SECRET, **env
         )
         tenant, _ = await make_tenant(
@@ -325,7 +325,9 @@ async def test_the_hosted_block_says_when_nothing_matches_and_what_the_alternati
         openai_api_key=fake_openai.api_key,
         openai_base_url=fake_openai.base_url,
     )
-    fake_openai.ok_text("Een elektrische Golf hebben we nu niet; de dichtstbijzijnde is een benzine.")
+    fake_openai.ok_text(
+        "Een elektrische Golf hebben we nu niet; de dichtstbijzijnde is een benzine."
+    )
     await agent.write_reply(
         GenerateReplyInput(
             tenant_id=tenant,
@@ -348,9 +350,7 @@ async def test_the_hosted_block_says_when_nothing_matches_and_what_the_alternati
 class _DownIndex(DatabaseIndex):
     """The database backend whose item search fails as an unreachable Weaviate does."""
 
-    @property
-    def name(self) -> str:
-        return "weaviate"
+    name = "weaviate"
 
     async def search_items(self, tenant_id: str, query: InventoryQuery) -> list[ItemMatch]:
         raise KnowledgeBackendUnavailable("weaviate at http://127.0.0.1:1 is unreachable")
