@@ -155,7 +155,8 @@ class SkippedEntry(BaseModel):
 
 class ParsedInventory(BaseModel):
     """What a source holds: items deduplicated by key (the last entry of a key wins, at the
-    position of its first), what was skipped and why, and the format that was read."""
+    position of its first), what was skipped and why, and the format that was read. Never
+    empty when the source had entries: if none of them is an item, parse_source refuses."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -165,6 +166,9 @@ class ParsedInventory(BaseModel):
 
     def keys(self) -> tuple[str, ...]:
         return tuple(item.key for item in self.items)
+
+    def summary(self) -> str:
+        return f"{len(self.items)} items read as {self.format}, {len(self.skipped)} skipped"
 
 
 class _Skip(Exception):  # internal control flow: never escapes this module
@@ -528,6 +532,11 @@ class _Collector:
         self.skipped.append(SkippedEntry(index=index, where=where, reason=reason))
 
     def result(self, format_name: str) -> ParsedInventory:
+        if self.entries and not self.by_key:
+            # Every entry failed: the source changed its format (a new price notation, renamed
+            # columns), not the dealer's stock. An empty result would remove every car.
+            reasons = "; ".join(str(s) for s in sorted(self.skipped, key=lambda s: s.index)[:3])
+            raise SourceFormatError(f"none of the {self.entries:,} entries is an item: {reasons}")
         return ParsedInventory(
             items=tuple(item for _, _, item in self.by_key.values()),
             skipped=tuple(sorted(self.skipped, key=lambda s: s.index)),

@@ -44,6 +44,12 @@ def parse(
     return parse_source(source, data, content_type=content_type, base_url=base or source.url)
 
 
+def refused(source: SourceSpec, body: bytes | str, content_type: str = "") -> str:
+    with pytest.raises(SourceFormatError) as caught:
+        parse(source, body, content_type=content_type)
+    return str(caught.value)
+
+
 def reasons(parsed: ParsedInventory) -> list[str]:
     return [str(entry) for entry in parsed.skipped]
 
@@ -418,13 +424,10 @@ def test_hostile_nesting_is_a_skipped_entry_not_a_crash() -> None:
     feed = (
         f'[{{"make": {deep}}}, {{"make": {{"name": true}}}}, {{"make": "Opel", "price": {deep}}}]'
     )
-    parsed = parse(spec("json_feed"), feed)
-    assert parsed.items == ()
-    assert reasons(parsed) == [
-        "item 1: make '[[[...]]]' is not text",
-        "item 2: make 'True' is not text",
-        "item 3: price '[[[...]]]' is not a number",
-    ]
+    assert refused(spec("json_feed"), feed) == (
+        "none of the 3 entries is an item: item 1: make '[[[...]]]' is not text; "
+        "item 2: make 'True' is not text; item 3: price '[[[...]]]' is not a number"
+    )
 
 
 def test_json_feed_in_a_declared_charset() -> None:
@@ -433,10 +436,25 @@ def test_json_feed_in_a_declared_charset() -> None:
     assert (item.make, item.price) == ("Citroën", Decimal("9950"))
 
 
+def test_a_source_whose_every_entry_fails_is_refused() -> None:
+    # A new price notation must not read as "the dealer sold everything".
+    rows = "make;price\nOpel;op aanvraag\nFiat;bel ons\n"
+    assert refused(spec("csv_feed"), rows) == (
+        "none of the 2 entries is an item: row 2: price 'op aanvraag' is not a number; "
+        "row 3: price 'bel ons' is not a number"
+    )
+    cards = "<div class='car'><i>Astra</i></div>"
+    selectors = ListingSelectors(item=".car", fields={"make": "b", "model": "i"})
+    assert refused(spec("listing_page", selectors=selectors), cards) == (
+        "none of the 1 entries is an item: item 1: no make"
+    )
+
+
 def test_json_feed_empty_list_is_an_empty_inventory() -> None:
     # A feed that says "nothing in stock" explicitly is believed (unlike an empty page).
     parsed = parse(spec("json_feed"), '{"vehicles": []}')
     assert parsed.items == () and parsed.skipped == ()
+    assert parsed.summary() == "0 items read as json, 0 skipped"
 
 
 # --- CSV feeds --------------------------------------------------------------------------------
@@ -516,12 +534,6 @@ def test_csv_header_only_is_an_empty_inventory() -> None:
 
 
 # --- documents that cannot be read ------------------------------------------------------------
-
-
-def refused(source: SourceSpec, body: bytes | str, content_type: str = "") -> str:
-    with pytest.raises(SourceFormatError) as caught:
-        parse(source, body, content_type=content_type)
-    return str(caught.value)
 
 
 @pytest.mark.parametrize("kind", list(SourceKind))
