@@ -662,6 +662,16 @@ class FakeWeaviate:
             )
         return compare(actual, expected)
 
+    def _validate_filter(self, stored: Mapping[str, Any], flt: base_pb2.Filters) -> None:
+        """Type errors are refused up front, as the server does, even when no object would be
+        compared (evaluation short-circuits and skips empty shards)."""
+        if flt.operator in (_OPS.OPERATOR_AND, _OPS.OPERATOR_OR, _OPS.OPERATOR_NOT):
+            for inner in flt.filters:
+                self._validate_filter(stored, inner)
+            return
+        probe = StoredObject(uuid="00000000-0000-0000-0000-000000000000", properties={})
+        self._matches(stored, probe, flt)
+
     @staticmethod
     def _equal(actual: Any, expected: Any, tokenization: str) -> bool:
         if isinstance(actual, str) and isinstance(expected, str) and tokenization != "field":
@@ -791,6 +801,8 @@ class FakeWeaviate:
         with self._lock:
             stored, tenant = self._scope(request.collection, request.tenant)
             everyone = list(self._objects.get((request.collection, tenant), {}).values())
+        if request.HasField("filters"):
+            self._validate_filter(stored, request.filters)
         candidates = [
             o
             for o in everyone
@@ -1080,6 +1092,7 @@ class FakeWeaviate:
                 raise _RpcAbort(
                     grpc.StatusCode.INVALID_ARGUMENT, "batch delete: filters are required"
                 )
+            self._validate_filter(stored, request.filters)
             shard = self._objects.get((request.collection, tenant), {})
             matched = sorted(
                 (o for o in shard.values() if self._matches(stored, o, request.filters)),
