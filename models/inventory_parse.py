@@ -394,6 +394,7 @@ class _Raw:
 
     values: dict[str, Any] = field(default_factory=dict)
     mileage_unit: str | None = None
+    negate_available: bool = False  # the mapping named a "sold" column (`!Verkocht`)
     name: str = ""  # schema.org `name`: the variant when it says more than make and model
 
 
@@ -407,6 +408,8 @@ def _build(raw: _Raw, *, default_currency: str, base: str) -> InventoryItem:
         mileage = parse_mileage(values.get("mileage"), unit=raw.mileage_unit)
         year = parse_year(values.get("year"))
         available = parse_available(values.get("available"))
+        if available is not None and raw.negate_available:
+            available = not available
         currency = _text("currency", values.get("currency")).upper()
         fuel_text = _text("fuel", values.get("fuel"))
         transmission_text = _text("transmission", values.get("transmission"))
@@ -809,14 +812,15 @@ def _parse_json_feed(
             f"the feed has {len(entries):,} entries; at most {MAX_ITEMS:,} are read"
         )
     collector = _Collector(default_currency=spec.currency, base=base)
-    paths = {name: spec.mapping.get(name, name) for name in ITEM_FIELDS}
+    mapping, negate = _feed_mapping(spec)
+    paths = {name: mapping.get(name, name) for name in ITEM_FIELDS}
     for position, entry in enumerate(entries):
         index = collector.count()
         where = f"item {position + 1}"
         if not isinstance(entry, dict):
             collector.skip(index, where, f"not an object but {_json_kind(entry)}")
             continue
-        raw = _Raw()
+        raw = _Raw(negate_available=negate)
         for name, path in paths.items():
             raw.values[name] = _walk(entry, path)
         _unnest(raw)
@@ -937,7 +941,8 @@ def _parse_csv_feed(
         if header is None:
             raise SourceFormatError("the CSV has no header row")
         columns = {cell.strip().lstrip("\ufeff").casefold(): i for i, cell in enumerate(header)}
-        positions = _csv_positions(spec, columns, header)
+        mapping, negate = _feed_mapping(spec)
+        positions = _csv_positions(mapping, columns, header)
         collector = _Collector(default_currency=spec.currency, base=base)
         for row in reader:
             row_number += 1
@@ -951,7 +956,7 @@ def _parse_csv_feed(
                     index, where, f"{len(row)} cells, the header has {len(header)} (quoting?)"
                 )
                 continue
-            raw = _Raw()
+            raw = _Raw(negate_available=negate)
             for name, column in positions.items():
                 cell = row[column].strip() if column < len(row) else ""
                 raw.values[name] = cell or None
@@ -963,12 +968,26 @@ def _parse_csv_feed(
     return collector.result(FORMAT_CSV)
 
 
-def _csv_positions(spec: SourceSpec, columns: dict[str, int], header: list[str]) -> dict[str, int]:
+def _feed_mapping(spec: SourceSpec) -> tuple[dict[str, str], bool]:
+    """The mapping, and whether `available` reads a "sold" column: `"available": "!Verkocht"`
+    inverts it, because Dutch stock exports say whether a car is sold, not whether it is for
+    sale."""
+    mapping = dict(spec.mapping)
+    column = mapping.get("available", "")
+    negate = column.startswith("!")
+    if negate:
+        mapping["available"] = column[1:].strip()
+    return mapping, negate
+
+
+def _csv_positions(
+    mapping: dict[str, str], columns: dict[str, int], header: list[str]
+) -> dict[str, int]:
     """Each item field's column: the mapped one (which must exist), else one of the same name."""
     shown = ", ".join(repr(c.strip()) for c in header[:30])
     positions: dict[str, int] = {}
     for name in ITEM_FIELDS:
-        mapped = spec.mapping.get(name)
+        mapped = mapping.get(name)
         if mapped is not None:
             if mapped.strip().casefold() not in columns:
                 raise SourceFormatError(

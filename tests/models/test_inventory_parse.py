@@ -523,6 +523,15 @@ def test_csv_delimiters_given_and_sniffed() -> None:
     assert [i.variant for i in parse(spec("csv_feed", delimiter=";"), given).items] == ["1,5,T"]
 
 
+def test_a_sold_column_maps_to_available_inverted() -> None:
+    rows = "Merk;Verkocht\nOpel;ja\nFiat;nee\nKia;\n"
+    csv_source = spec("csv_feed", mapping={"make": "Merk", "available": "!Verkocht"})
+    assert [i.available for i in parse(csv_source, rows).items] == [False, True, True]
+    feed = '[{"make": "Opel", "flags": {"sold": true}}, {"make": "Fiat", "flags": {"sold": 0}}]'
+    json_source = spec("json_feed", mapping={"available": "!flags.sold"})
+    assert [i.available for i in parse(json_source, feed).items] == [False, True]
+
+
 def test_csv_in_utf16_from_excel() -> None:
     text = "make\tmodel\tcolour\r\nCitroën\tBerlingo\tBeige\r\n"
     parsed = parse(spec("csv_feed"), text.encode("utf-16"))
