@@ -406,6 +406,16 @@ class WeaviateIndex:
             self._tenants.add(name)
         return collection.with_tenant(name)
 
+    async def drop_tenant(self, tenant_id: str) -> None:
+        """Remove the tenant's Weaviate tenant and everything indexed for it: for a tenant that
+        is erased, or whose embedding model changed (a shard's vectors have one dimension, so
+        the new model's vectors need a fresh shard; re-upsert afterwards)."""
+        collection = await self._collection()
+        name = weaviate_tenant(tenant_id)
+        async with self._calling(f"removing tenant {name}"):
+            await collection.tenants.remove([name])
+        self._tenants.discard(name)
+
     # -- vectors -------------------------------------------------------------------------------
     async def _embedder(self, tenant_id: str) -> Embedder | None:
         if self.vectors != "provider" or self._embedder_for is None:

@@ -411,6 +411,37 @@ async def test_bm25_alone_when_the_tenants_provider_has_no_embeddings(
     assert fake_embeddings.embedding_requests == []
 
 
+async def test_alpha_is_sent_explicitly_to_newer_servers_too(make_index: IndexFactory) -> None:
+    # From 1.36.6 the client sends `alpha_param` (unset = the server's 0.75): an explicit 0.0
+    # must still arrive as set, or a BM25-only tenant would silently get vector search.
+    async def no_embeddings(tenant_id: str) -> Embedder | None:
+        return None
+
+    with FakeWeaviate(version="1.37.0") as fake:
+        index = make_index(fake=fake, embedder_for=no_embeddings)
+        await index.upsert_documents(
+            "acme", [IndexedDocument(document_id="d", title="Hours", body="Open on Saturday.")]
+        )
+        assert [h.document_id for h in await index.search_documents("acme", "saturday", 1)] == ["d"]
+        hybrid = fake.calls("Search")[-1].request.hybrid_search
+        assert hybrid.use_alpha_param and hybrid.HasField("alpha_param")
+        assert hybrid.alpha_param == 0.0
+
+
+async def test_dropping_a_tenant_removes_what_it_indexed(
+    make_index: IndexFactory, fake_weaviate: FakeWeaviate
+) -> None:
+    index = make_index()
+    await index.upsert_items("acme", [car("k1")])
+    await index.upsert_items("globex", [car("k1")])
+    await index.drop_tenant("acme")
+    assert sorted(fake_weaviate.tenants(COLLECTION)) == ["t_globex"]
+    assert fake_weaviate.objects(COLLECTION, "t_acme") == []
+    assert await index.search_items("acme", InventoryQuery()) == []
+    await index.upsert_items("acme", [car("k2")])  # recreated on the next write
+    assert [m.key for m in await index.search_items("acme", InventoryQuery())] == ["k2"]
+
+
 # -- auth and failures -------------------------------------------------------------------------
 async def test_the_api_key_is_sent_and_a_wrong_one_is_refused(make_index: IndexFactory) -> None:
     with FakeWeaviate(api_key="wv-secret") as fake:
