@@ -12,10 +12,14 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
+from activities.llm.amounts import find_amounts
 from activities.llm.base import PerceptionContext, WritingContext
+from activities.llm.citations import RELAXED_WORDS
 from activities.llm.offline import OfflinePerceiver
 from activities.llm.offline_write import OfflineWriter
-from models.common import ReplyPurpose, Role, Stage
+from models.agent import Perception
+from models.common import Intent, ReplyPurpose, Role, Stage
+from models.inventory import InventoryAnswer, InventoryItem, ItemHit, query_from_fields
 from models.messages import TranscriptEntry
 from models.playbook import Playbook, neutral_playbook
 from models.repo.playbooks import builtin_playbook
@@ -45,6 +49,57 @@ def _transcript(text: str) -> tuple[TranscriptEntry, ...]:
 def _known(text: str) -> dict[str, Any]:
     found = re.search(r"Known about the lead: (\{.*?\})\n", text)
     return json.loads(found.group(1)) if found else {}
+
+
+_INVENTORY_RE = re.compile(r"<inventory ([^>]*)>(.*?)</inventory>", re.S)
+_CAR_RE = re.compile(r"<car ([^>]*)>(.*?)</car>")
+_ATTRIBUTE_RE = re.compile(r'(\w+)="([^"]*)"')
+
+
+def _attributes(text: str) -> dict[str, str]:
+    return {name: html.unescape(value) for name, value in _ATTRIBUTE_RE.findall(text)}
+
+
+def _inventory(user: str) -> InventoryAnswer | None:
+    """The <inventory> block read back the way a model reads it: the cars with their prices,
+    links and the wish they answer (the lead's known fields)."""
+    found = _INVENTORY_RE.search(user)
+    wish = query_from_fields(_known(user))
+    if found is None or wish is None:
+        return None
+    status = _attributes(found.group(1))
+    hits = []
+    for attributes, title in _CAR_RE.findall(found.group(2)):
+        facts = _attributes(attributes)
+        price = find_amounts(facts.get("price", ""))
+        km = re.sub(r"\D", "", facts.get("km", ""))
+        item = InventoryItem(
+            key=facts["key"],
+            make=html.unescape(title),  # the whole title: the writer names it as given
+            fuel=facts.get("fuel"),
+            mileage=int(km) if km else None,
+            price=price[0].exact if price else None,
+            url=facts.get("url", ""),
+        )
+        hits.append(ItemHit(item=item))
+    if status.get("match") == "yes":
+        return InventoryAnswer(query=wish, matches=tuple(hits))
+    names = {text: name for name, text in RELAXED_WORDS["en"].items()}
+    gave_up = re.split(r", | and ", status.get("gave_up", ""))
+    relaxed = tuple(names[text] for text in gave_up if text in names)
+    return InventoryAnswer(query=wish, alternatives=tuple(hits), relaxed=relaxed)
+
+
+def _perception(user: str, language: str | None) -> Perception | None:
+    said = re.search(
+        r"What the lead's last messages say: intent (\w+)(?: \(also ([\w, ]+)\))?", user
+    )
+    if said is None:
+        return None
+    secondary = tuple(Intent(i) for i in (said.group(2) or "").split(", ") if i)
+    return Perception(
+        intent=Intent(said.group(1)), secondary_intents=secondary, language=language or "en"
+    )
 
 
 def _split(body: dict[str, Any]) -> tuple[str, str]:
@@ -95,6 +150,7 @@ def rules_brain(body: dict[str, Any]) -> dict[str, Any] | str:
     purpose = re.search(r"# Task: (\w+)", system)
     language = re.search(r"Write in language '(\w+)'", system)
     rule = re.search(r"\(Reason for the handover: (\w+)\.\)", system)
+    inventory = _inventory(user)
     context_w = WritingContext(
         playbook=playbook,
         purpose=ReplyPurpose(purpose.group(1)) if purpose else ReplyPurpose.REPLY,
@@ -103,6 +159,12 @@ def rules_brain(body: dict[str, Any]) -> dict[str, Any] | str:
         known_fields=_known(user),
         language=language.group(1) if language else None,
         escalation_rule=rule.group(1) if rule else None,
+        # Only with an inventory block does the fake read the intent back: the replies of the
+        # other end-to-end tests stay what they were.
+        perception=_perception(user, language.group(1) if language else None)
+        if inventory is not None
+        else None,
+        inventory=inventory,
     )
     text, _ = OfflineWriter(playbook).write(context_w)
     return text
