@@ -27,7 +27,9 @@ from decimal import Decimal
 from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
+import httpx
 import weaviate
+from grpc import RpcError
 from weaviate.classes.config import Configure, DataType, Property, Tokenization
 from weaviate.classes.data import DataObject
 from weaviate.classes.init import AdditionalConfig, Auth, Timeout
@@ -219,6 +221,9 @@ class WeaviateIndex:
         parts = urlsplit(url.strip())
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"Weaviate URL must be http(s)://host[:port], not {url!r}")
+        if parts.path not in ("", "/") or parts.query:
+            # The client builds every path from the host and port: a prefix would be dropped.
+            raise ValueError(f"Weaviate URL must have no path or query, not {url!r}")
         if vectors not in ("provider", "module", "none"):
             raise ValueError(f"vectors must be 'provider', 'module' or 'none', not {vectors!r}")
         if vectors == "provider" and embedder_for is None:
@@ -267,7 +272,8 @@ class WeaviateIndex:
             | WeaviateClosedClientError
             | InsufficientPermissionsError
             | TimeoutError
-            | OSError,
+            | OSError
+            | httpx.TransportError,
         ):
             return KnowledgeBackendUnavailable(message)
         if isinstance(exc, UnexpectedStatusCodeError) and exc.status_code in (401, 403, 503):
@@ -286,7 +292,7 @@ class WeaviateIndex:
                 yield
         except KnowledgeBackendError:
             raise
-        except (WeaviateBaseError, TimeoutError, OSError) as exc:
+        except (WeaviateBaseError, TimeoutError, OSError, httpx.HTTPError, RpcError) as exc:
             if isinstance(exc, TimeoutError) and not str(exc):
                 exc = TimeoutError(f"no answer within {self._request_timeout:g} s")
             raise self._translate(action, exc) from exc
@@ -305,7 +311,9 @@ class WeaviateIndex:
                 grpc_secure=self._secure,
                 headers=self._headers or None,
                 additional_config=AdditionalConfig(
-                    timeout=Timeout(init=10, query=self._request_timeout, insert=60)
+                    timeout=Timeout(
+                        init=10, query=self._request_timeout, insert=self._request_timeout
+                    )
                 ),
                 auth_credentials=Auth.api_key(self._api_key) if self._api_key else None,
                 # The client's own init checks also ask pypi.org for its newest version on every
@@ -567,7 +575,7 @@ class WeaviateIndex:
                 filters=filters,
                 limit=limit,
                 return_metadata=MetadataQuery(score=True),
-                return_properties=["key", "document_id", "text", "price"],
+                return_properties=["key", "document_id", "text"],
             )
         return list(response.objects)
 

@@ -517,6 +517,8 @@ async def test_a_weaviate_that_goes_away_is_an_error_within_the_request_timeout(
 def test_bad_configuration_is_refused_at_construction() -> None:
     with pytest.raises(ValueError, match="http"):
         WeaviateIndex("weaviate:8080", vectors="none")
+    with pytest.raises(ValueError, match="no path"):
+        WeaviateIndex("http://weaviate:8080/v1", vectors="none")
     with pytest.raises(ValueError, match="embedder_for"):
         WeaviateIndex("http://weaviate:8080", vectors="provider")
     with pytest.raises(ValueError, match="alpha"):
