@@ -52,8 +52,18 @@ _FUEL_WORDS: dict[Fuel, tuple[str, ...]] = {
     Fuel.PETROL: ("petrol", "benzine", "benzin", "gasoline", "gas", "tsi", "tfsi", "unleaded"),
 }
 _TRANSMISSION_WORDS: dict[Transmission, tuple[str, ...]] = {
-    Transmission.AUTOMATIC: ("automatic", "automaat", "automatik", "auto", "dsg", "cvt", "at"),
-    Transmission.MANUAL: ("manual", "handgeschakeld", "handschakeling", "schaltgetriebe", "mt"),
+    Transmission.AUTOMATIC: (
+        "automatic",
+        "automaat",
+        "automatik",
+        "auto",
+        "dsg",
+        "cvt",
+        "semi-automaat",
+        "semi-automatic",
+        "semi-automatik",
+    ),
+    Transmission.MANUAL: ("manual", "handgeschakeld", "handschakeling", "schaltgetriebe"),
 }
 
 
@@ -68,24 +78,41 @@ def _words(text: str) -> list[str]:
 
 def normalize_fuel(value: str | None) -> Fuel | None:
     """The fuel a free-text value names (schema.org URLs such as
-    `https://schema.org/Diesel` included), None when it names none."""
+    `https://schema.org/Diesel` included), None when it names none. A value naming a
+    combustion fuel and electricity together ("Benzine/Elektrisch", the Dutch notation of a
+    hybrid) is a hybrid."""
     if value is None or not value.strip():
         return None
-    text = _plain(value.rsplit("/", 1)[-1])
+    text = _plain(value)
+    if text.startswith(("http://", "https://")) or "schema.org" in text:
+        text = text.rstrip("/").rsplit("/", 1)[-1]
     words = set(_words(text))
-    for fuel, spellings in _FUEL_WORDS.items():
-        for spelling in spellings:
-            if (" " in spelling or "-" in spelling) and spelling in text:
-                return fuel
-            if spelling in words:
-                return fuel
-    return Fuel.OTHER
+
+    def names(fuel: Fuel) -> bool:
+        return any(
+            (spelling in text) if (" " in spelling or "-" in spelling) else (spelling in words)
+            for spelling in _FUEL_WORDS[fuel]
+        )
+
+    named = [fuel for fuel in _FUEL_WORDS if names(fuel)]
+    if not named:
+        return Fuel.OTHER
+    if Fuel.ELECTRIC in named and {Fuel.PETROL, Fuel.DIESEL} & set(named):
+        return Fuel.PLUGIN_HYBRID if Fuel.PLUGIN_HYBRID in named else Fuel.HYBRID
+    return named[0]
 
 
 def normalize_transmission(value: str | None) -> Transmission | None:
     if value is None or not value.strip():
         return None
-    words = set(_words(value.rsplit("/", 1)[-1]))
+    # schema.org writes `https://schema.org/AutomaticTransmission`: the last segment, its
+    # camel case split into words.
+    last = value.rstrip("/").rsplit("/", 1)[-1]
+    words = set(_words(re.sub(r"(?<=[a-z])(?=[A-Z])", " ", last)))
+    # "AT"/"MT" are transmissions only as the whole value ("at" is also an English word).
+    short = {"at": Transmission.AUTOMATIC, "mt": Transmission.MANUAL}.get(_plain(last))
+    if short is not None:
+        return short
     for transmission, spellings in _TRANSMISSION_WORDS.items():
         if words & set(spellings):
             return transmission
@@ -201,7 +228,12 @@ def item_key(item: NewInventoryItem | InventoryItem) -> str:
     if item.key and item.key.strip():
         return item.key.strip()[:MAX_KEY_LENGTH]
     if item.url:
-        return item.url[:MAX_KEY_LENGTH]
+        if len(item.url) <= MAX_KEY_LENGTH:
+            return item.url
+        # Long listing URLs often differ only at the end (a slug, then ?id=): keep a readable
+        # head and make the rest a hash, so two cars never share a key.
+        digest = hashlib.sha256(item.url.encode()).hexdigest()[:24]
+        return item.url[: MAX_KEY_LENGTH - 26] + "#~" + digest
     facts = [
         _plain(item.make),
         _plain(item.model),
@@ -356,17 +388,34 @@ def relaxations(query: InventoryQuery) -> list[tuple[tuple[str, ...], InventoryQ
     return [(dropped, q) for dropped, q in steps if q.structured() or q.text]
 
 
+_AMOUNT = re.compile(r"(\d+(?:[.,\s]\d{3})*(?:[.,]\d+)?)\s*(k|K|duizend|thousand)?")
+
+
 def _int_of(value: object) -> int | None:
+    """A whole number a field holds: 25000, "€ 25.000", "25,000", "25k"; of a range
+    ("15-20k", "15.000 tot 20.000") the upper end, since a budget is a ceiling."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
         return value
     if isinstance(value, float):
         return int(value)
-    if isinstance(value, str):
-        digits = re.sub(r"[^\d]", "", value)
-        return int(digits) if digits and len(digits) <= 9 else None
-    return None
+    if not isinstance(value, str):
+        return None
+    amounts = list(_AMOUNT.finditer(value))
+    if not amounts:
+        return None
+    # "15-20k": the k of the last number applies to the whole range.
+    thousands = any(m.group(2) for m in amounts)
+    number = amounts[-1].group(1)
+    digits = re.sub(r"[.,\s]\d{1,2}$", "", number)  # drop cents ("25.000,50")
+    digits = re.sub(r"[^\d]", "", digits)
+    if not digits or len(digits) > 9:
+        return None
+    amount = int(digits)
+    if thousands and amount < 10_000:
+        amount *= 1000
+    return amount
 
 
 def query_from_fields(

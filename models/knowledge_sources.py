@@ -6,9 +6,16 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Self
+from typing import Annotated, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 DEFAULT_EVERY_MINUTES = 10
 MIN_EVERY_MINUTES = 1
@@ -77,6 +84,7 @@ class SourceSpec(BaseModel):
     paused: bool = False
     # Feeds: item field -> the feed's column (CSV) or key (JSON; dots walk into objects,
     # `price.amount`). Fields not named are read from a column/key of the same name.
+    # `"available": "!Verkocht"` reads a "sold" column inverted.
     mapping: dict[str, str] = Field(default_factory=dict)
     # JSON feeds: where the list of items is (`data.vehicles`); empty = the document itself or
     # the first list found under `items`, `vehicles`, `cars`, `data`, `results`, `offers`.
@@ -85,7 +93,8 @@ class SourceSpec(BaseModel):
     selectors: ListingSelectors | None = None
     currency: str = Field(default="EUR", pattern=r"^[A-Z]{3}$")
     # CSV feeds: the delimiter, or empty to sniff it (`,` `;` tab).
-    delimiter: str = Field(default="", max_length=1)
+    # Not stripped like the other strings: a tab is a delimiter.
+    delimiter: Annotated[str, StringConstraints(strip_whitespace=False, max_length=1)] = ""
 
     @field_validator("url")
     @classmethod

@@ -1,6 +1,6 @@
 """The inventory contracts: fuel and transmission normalisers, stable keys, content hashes, the
 reference filter, and what SourceSpec / ListingSelectors refuse (models/inventory.py and
-models/knowledge_sources.py). Known defects are strict xfails: they flip when fixed."""
+models/knowledge_sources.py)."""
 
 from __future__ import annotations
 
@@ -82,12 +82,6 @@ def test_normalize_transmission(text: str | None, transmission: Transmission | N
     assert normalize_transmission(text) is transmission
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="normalize_fuel keeps only the text after the last '/' (meant for schema.org URLs), "
-    "so the Dutch hybrid notation 'Benzine/Elektrisch' and 'Hybride (Benzine/Elektrisch)' "
-    "read as electric",
-)
 def test_dutch_hybrid_notation_is_hybrid() -> None:
     assert normalize_fuel("Hybride (Benzine/Elektrisch)") is Fuel.HYBRID
     assert normalize_fuel("Benzine/Elektrisch") is Fuel.HYBRID
@@ -116,11 +110,6 @@ def test_item_key_prefers_the_source_id_then_the_url_then_a_hash() -> None:
     assert item_key(new(year=2019, mileage=85_001, colour="Grijs")) != hashed
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="item_key cuts a URL to MAX_KEY_LENGTH characters, so two long listing URLs that "
-    "differ only after 200 characters (a slug, then ?id=) become one item",
-)
 def test_long_urls_keep_distinct_keys() -> None:
     url = "https://dealer.example/occasions/" + "volkswagen-golf-" * 12
     first, second = new(url=url + "?id=1"), new(url=url + "?id=2")
@@ -250,11 +239,6 @@ def test_query_from_a_leads_fields() -> None:
     assert query_from_fields({"year": 3000, "budget": 0, "max_mileage": True}) is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="query_from_fields reads a budget by keeping its digits, so '25k' is a budget of "
-    "€25 (and '15-20k' one of €1520); nothing in stock matches",
-)
 def test_a_budget_in_thousands() -> None:
     wish = query_from_fields({"make": "Volkswagen", "budget": "25k"})
     assert wish is not None and wish.max_price == Decimal(25_000)
@@ -310,11 +294,6 @@ def test_delimiter_is_for_csv_feeds() -> None:
         SourceSpec(name="Feed", kind="json_feed", url=URL, delimiter=";")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SourceSpec strips whitespace from every string (str_strip_whitespace), so a tab "
-    "delimiter becomes '' and the CSV is sniffed instead",
-)
 def test_a_tab_delimiter_is_kept() -> None:
     assert SourceSpec(name="Feed", kind="csv_feed", url=URL, delimiter="\t").delimiter == "\t"
 
