@@ -392,8 +392,37 @@ class WeaviateIndex:
                         # Another worker may have created it meanwhile: that is success.
                         if not await client.collections.exists(self.collection_name):
                             raise
+                config = await client.collections.use(self.collection_name).config.get()
+            self._check_collection(config)
             self._collection_ready = True
         return client.collections.use(self.collection_name)
+
+    def _check_collection(self, config: Any) -> None:
+        """A collection made by someone else (another deployment, another `vectors` mode, by
+        hand) must still fit what this backend sends, or every call would fail obscurely."""
+        problems: list[str] = []
+        if not config.multi_tenancy_config.enabled:
+            problems.append("multi-tenancy is disabled")
+        if not config.inverted_index_config.index_null_state:
+            problems.append("indexNullState is off (needed to filter items without a price)")
+        named = (config.vector_config or {}).get(VECTOR_NAME)
+        expected = self.vectorizer_module if self.vectors == "module" else "none"
+        if named is None:
+            problems.append(f"it has no vector named {VECTOR_NAME!r}")
+        else:
+            vectorizer = named.vectorizer.vectorizer
+            found = str(getattr(vectorizer, "value", vectorizer))
+            if found != expected:
+                problems.append(
+                    f"its vector {VECTOR_NAME!r} is made by {found!r}, not {expected!r} "
+                    f"(vectors={self.vectors!r})"
+                )
+        if problems:
+            raise KnowledgeBackendError(
+                f"{self._where()}: collection {self.collection_name} does not fit this "
+                f"deployment: {'; '.join(problems)}. Use another collection name, or delete it "
+                "and re-ingest."
+            )
 
     async def _tenant(self, tenant_id: str, *, create: bool) -> Scoped | None:
         """The tenant-scoped collection; None when the tenant does not exist and `create` is

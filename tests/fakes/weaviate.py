@@ -328,24 +328,70 @@ class FakeWeaviate:
 
     @staticmethod
     def _complete_class(body: dict[str, Any]) -> dict[str, Any]:
+        """Fill in what a server answers for a class it created, so the client's config parser
+        (`collection.config.get()`, `collections.list_all()`) accepts the fake's GET answers.
+        Values from the SDK's own fixture (wire doc, `mock_class`) where it has them; the other
+        HNSW fields are placeholders of the right type, not the server's defaults."""
         body.setdefault("properties", [])
         for prop in body["properties"]:
             data_type = prop.get("dataType", ["text"])[0]
             if data_type in ("text", "text[]"):
                 prop.setdefault("tokenization", "word")
                 prop.setdefault("indexSearchable", True)
+            else:
+                prop.setdefault("indexSearchable", False)
             prop.setdefault("indexFilterable", True)
-        inverted = body.setdefault("invertedIndexConfig", {})
-        inverted.setdefault("bm25", dict(DEFAULT_BM25))
+            prop.setdefault("indexRangeFilters", False)
+        # The client sends only what was configured; the server merges in its defaults.
+        inverted = body["invertedIndexConfig"] = dict(body.get("invertedIndexConfig") or {})
+        inverted["bm25"] = {**DEFAULT_BM25, **(inverted.get("bm25") or {})}
+        inverted.setdefault("cleanupIntervalSeconds", 60)
+        inverted["stopwords"] = {
+            "preset": "en",
+            "additions": None,
+            "removals": None,
+            **(inverted.get("stopwords") or {}),
+        }
         body.setdefault(
             "multiTenancyConfig",
             {"enabled": False, "autoTenantCreation": False, "autoTenantActivation": False},
         )
         body.setdefault("replicationConfig", {"factor": 1, "asyncEnabled": False})
+        body.setdefault(
+            "shardingConfig",
+            {
+                "virtualPerPhysical": 128,
+                "desiredCount": 1,
+                "actualCount": 1,
+                "desiredVirtualCount": 128,
+                "actualVirtualCount": 128,
+                "key": "_id",
+                "strategy": "hash",
+                "function": "murmur3",
+            },
+        )
+        body.setdefault("moduleConfig", {})
         if not body.get("vectorConfig") and not body.get("vectorizer"):
             body["vectorConfig"] = {
                 "default": {"vectorIndexType": "hnsw", "vectorizer": {"none": {}}}
             }
+        for named in (body.get("vectorConfig") or {}).values():
+            named.setdefault("vectorIndexType", "hnsw")
+            config = named.setdefault("vectorIndexConfig", {})
+            for key, value in {
+                "skip": False,
+                "distance": "cosine",
+                "ef": -1,
+                "efConstruction": 128,
+                "maxConnections": 64,
+                "cleanupIntervalSeconds": 300,
+                "dynamicEfMin": 100,
+                "dynamicEfMax": 500,
+                "dynamicEfFactor": 8,
+                "flatSearchCutoff": 40000,
+                "vectorCacheMaxObjects": 1000000000000,
+            }.items():
+                config.setdefault(key, value)
         return body
 
     async def _schema_class(self, request: Request) -> Response:

@@ -205,11 +205,11 @@ async def test_deletes_remove_items_and_every_passage_of_a_document(
     assert delete.tenant == "t_acme" and not delete.dry_run
 
 
-async def test_a_write_the_server_refuses_is_an_error_naming_weaviate(
+async def test_a_collection_without_multi_tenancy_is_an_error_naming_weaviate(
     make_index: IndexFactory, fake_weaviate: FakeWeaviate
 ) -> None:
-    # Someone created the collection without multi-tenancy: every object is refused with the
-    # server's own text, and the index says so instead of pretending it wrote.
+    # Someone created the collection without multi-tenancy: the index says so instead of
+    # writing into it (the server would refuse every object of a tenant).
     client = weaviate.connect_to_custom(
         http_host="127.0.0.1",
         http_port=fake_weaviate.http_port,
@@ -229,7 +229,19 @@ async def test_a_write_the_server_refuses_is_an_error_naming_weaviate(
     with pytest.raises(KnowledgeBackendError) as caught:
         await index.upsert_items("acme", [car("k1")])
     assert "Weaviate" in str(caught.value)
+    assert "multi-tenancy is disabled" in str(caught.value)
     assert not isinstance(caught.value, KnowledgeBackendUnavailable)
+    assert fake_weaviate.calls("BatchObjects") == []  # refused before writing anything
+
+
+async def test_a_collection_made_for_another_vector_mode_is_refused(
+    make_index: IndexFactory,
+) -> None:
+    with FakeWeaviate(modules={"text2vec-openai": {}}) as fake:
+        await make_index(fake=fake).upsert_items("acme", [car("k1")])  # provider vectors
+        module = make_index(fake=fake, vectors="module", embedder_for=None)
+        with pytest.raises(KnowledgeBackendError, match="made by 'none', not 'text2vec-openai'"):
+            await module.search_items("acme", InventoryQuery())
 
 
 # -- search ------------------------------------------------------------------------------------
