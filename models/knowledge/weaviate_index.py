@@ -260,8 +260,18 @@ class WeaviateIndex:
     def _where(self) -> str:
         return f"Weaviate at {self.url} (gRPC port {self._grpc_port})"
 
+    def _forget_on(self, text: str) -> None:
+        """A tenant or the collection removed behind our back (an operator, another
+        deployment): forget what is cached so the next write creates them again."""
+        if "tenant not found" in text:
+            self._tenants.clear()
+        if "could not find class" in text or "not found in schema" in text:
+            self._collection_ready = False
+            self._tenants.clear()
+
     def _translate(self, action: str, exc: BaseException) -> KnowledgeBackendError:
         text = str(exc).strip() or type(exc).__name__
+        self._forget_on(text)
         message = f"{self._where()}: {action} failed: {text}"
         if isinstance(
             exc,
@@ -487,6 +497,7 @@ class WeaviateIndex:
                 result = await scoped.data.insert_many(data)
             if result.errors:
                 sample = "; ".join(sorted({e.message for e in result.errors.values()})[:3])
+                self._forget_on(sample)
                 raise KnowledgeBackendError(
                     f"{self._where()}: {len(result.errors)} of {len(data)} objects were not "
                     f"written: {sample}"

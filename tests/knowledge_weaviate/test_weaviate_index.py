@@ -454,6 +454,19 @@ async def test_dropping_a_tenant_removes_what_it_indexed(
     assert [m.key for m in await index.search_items("acme", InventoryQuery())] == ["k2"]
 
 
+async def test_a_tenant_removed_behind_our_back_is_recreated_after_one_error(
+    make_index: IndexFactory, fake_weaviate: FakeWeaviate
+) -> None:
+    index = make_index()
+    await index.upsert_items("acme", [car("k1")])
+    other = make_index()
+    await other.drop_tenant("acme")  # another worker (or an operator) removes it
+    with pytest.raises(KnowledgeBackendError, match='tenant not found: "t_acme"'):
+        await index.upsert_items("acme", [car("k2")])
+    await index.upsert_items("acme", [car("k2")])
+    assert [o.properties["key"] for o in fake_weaviate.objects(COLLECTION, "t_acme")] == ["k2"]
+
+
 # -- auth and failures -------------------------------------------------------------------------
 async def test_the_api_key_is_sent_and_a_wrong_one_is_refused(make_index: IndexFactory) -> None:
     with FakeWeaviate(api_key="wv-secret") as fake:
