@@ -514,8 +514,12 @@ class FakeWeaviate:
             if metadata.get("authorization") != f"Bearer {self.api_key}":
                 context.abort(grpc.StatusCode.UNAUTHENTICATED, "unauthorized: invalid api key")
 
-    def _scope(self, collection: str, tenant: str) -> tuple[dict[str, Any], str]:
-        """The class definition and the tenant key for a request, or the server's refusal."""
+    def _scope(
+        self, collection: str, tenant: str, *, write: bool = False
+    ) -> tuple[dict[str, Any], str]:
+        """The class definition and the tenant key for a request, or the server's refusal.
+        `autoTenantCreation` creates a missing tenant on a batch write (from 1.25, wire doc);
+        an inactive tenant is refused (the message is the fake's own)."""
         stored = self._classes.get(collection)
         if stored is None:
             raise _RpcAbort(
@@ -532,8 +536,17 @@ class FakeWeaviate:
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"class {collection} has multi-tenancy disabled, but request was with tenant",
             )
-        if multi and tenant not in self._tenants[collection]:
-            raise _RpcAbort(grpc.StatusCode.NOT_FOUND, f'tenant not found: "{tenant}"')
+        tenants = self._tenants[collection]
+        if multi and tenant not in tenants:
+            if write and stored["multiTenancyConfig"].get("autoTenantCreation"):
+                tenants[tenant] = "ACTIVE"
+            else:
+                raise _RpcAbort(grpc.StatusCode.NOT_FOUND, f'tenant not found: "{tenant}"')
+        if multi and tenants[tenant] != "ACTIVE":
+            raise _RpcAbort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f'tenant "{tenant}" is not active (status {tenants[tenant]})',
+            )
         return stored, tenant
 
     # -- properties ----------------------------------------------------------------------------
@@ -1079,7 +1092,7 @@ class FakeWeaviate:
         with self._lock:
             for index, obj in enumerate(request.objects):
                 try:
-                    stored, tenant = self._scope(obj.collection, obj.tenant)
+                    stored, tenant = self._scope(obj.collection, obj.tenant, write=True)
                     properties = self._coerce(stored, obj.properties)
                     vectors = self._object_vectors(stored, obj, properties)
                     uuid = str(uuid_lib.UUID(obj.uuid))

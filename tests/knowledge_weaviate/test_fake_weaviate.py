@@ -134,9 +134,22 @@ def test_tenants_endpoints(client: weaviate.WeaviateClient, fake_weaviate: FakeW
     assert tenants["tenantB"].activity_status == TenantActivityStatus.INACTIVE
     articles.tenants.remove(["tenantC", "tenantX"])  # unknown names are ignored
     assert articles.tenants.exists("tenantA") and not articles.tenants.exists("tenantC")
+    with pytest.raises(WeaviateQueryError, match="is not active"):
+        articles.with_tenant("tenantB").query.fetch_objects()
     put = next(r for r in fake_weaviate.requests if r.method == "PUT")
     assert put.json == [{"name": "tenantB", "activityStatus": "COLD"}]  # the client's spelling
     assert client.collections.exists("Articles") and not client.collections.exists("Nope")
+
+
+def test_auto_tenant_creation_on_batch_writes(client: weaviate.WeaviateClient) -> None:
+    auto = client.collections.create(
+        "Auto",
+        properties=[Property(name="body", data_type=DataType.TEXT)],
+        multi_tenancy_config=Configure.multi_tenancy(enabled=True, auto_tenant_creation=True),
+    )
+    result = auto.with_tenant("newTenant").data.insert_many([DataObject(properties={"body": "x"})])
+    assert not result.errors
+    assert auto.tenants.exists("newTenant")
 
 
 def test_rest_auth_readiness_and_failure_injection() -> None:
