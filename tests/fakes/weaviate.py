@@ -14,16 +14,26 @@ to end against it (wire/weaviate.md):
         fake.fail_next("Search", 2, grpc.StatusCode.INTERNAL, "boom")
         fake.objects("LeadflowKnowledge", "t_acme")    # what is stored, vectors included
 
-What is faithful and what is not (the README's "verified against a real Weaviate" list comes from
-here): message shapes, RPC paths, auth header handling, tenant and batch error texts from the wire
-doc, batch = replace by uuid, filter operators' meaning, sort, `after` cursor, BM25 (Okapi BM25 per
-property, summed, k1/b from the schema) and hybrid relative-score / ranked fusion, cosine distance.
-Not faithful: BM25F (Weaviate scores properties jointly), stop words, tokenizations other than
-`word`/`field`/`lowercase`/`whitespace`, the exact scores and tie order of a real server, HNSW
-(search here is exact), vectorizer modules (simulated with `hashed_embedding`, no call to a model
-provider), auto-schema (unknown properties are refused), consistency levels, replication, RBAC,
-GraphQL, aggregate, references, generative/rerank modules, and `BatchStream` (UNIMPLEMENTED).
-Requests the fake does not model are answered UNIMPLEMENTED / INVALID_ARGUMENT, never ignored."""
+What comes from a real source (the wire doc, or the client's own code and stubs): the RPC paths
+and message types (generated code shipped in the client), the REST paths and bodies, the startup
+sequence the client runs, `authorization: Bearer` on REST and as gRPC metadata, HOT/COLD on tenant
+writes, batch = replace by uuid, per-index batch errors, `tenant not found: "x"` and
+`class X has multi-tenancy enabled, but request was without tenant`, 404 for an unknown class or
+tenant, `vector_bytes` as native float32, unknown tenant names ignored on delete.
+
+What is the fake's own (plausible, NOT verified against a server): the texts of the other errors
+(existing class, invalid tenant name, inactive tenant, unknown property, filter value of the wrong
+type, unmodelled features) and their gRPC status codes; that creating an existing tenant succeeds;
+where nulls sort; the word-tokenised `equal`/`like` semantics; scores. Search is exact: BM25 is
+Okapi BM25 per property, summed with `prop^boost` weights (Weaviate uses BM25F across properties,
+stop words and more tokenizations), hybrid fusion (relative score: min-max per leg; ranked:
+1/(60+rank)) is the documented idea, not the server's code, and vector search is exact cosine
+(no HNSW). A vectorizer module is simulated with `hashed_embedding` (no call to a provider, no
+`X-OpenAI-Api-Key` check). Not modelled at all (refused with UNIMPLEMENTED / INVALID_ARGUMENT,
+never ignored): auto-schema (unknown properties are refused), references, nested objects, number/
+int/bool arrays, multi-vectors and multi-target search, near_text/near_object/near_media, group-by,
+generative, rerank, boost, autocut, aggregate, `BatchStream`; consistency levels and replication
+are accepted and ignored; no RBAC, OIDC, GraphQL, object REST endpoints, backups."""
 
 from __future__ import annotations
 
