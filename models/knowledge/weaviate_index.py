@@ -262,10 +262,11 @@ class WeaviateIndex:
 
     def _forget_on(self, text: str) -> None:
         """A tenant or the collection removed behind our back (an operator, another
-        deployment): forget what is cached so the next write creates them again."""
+        deployment): forget what is cached so the next write creates them again. The texts are
+        real servers' (weaviate/weaviate#4931, weaviate/recipes#69, weaviate/weaviate#5745)."""
         if "tenant not found" in text:
             self._tenants.clear()
-        if "could not find class" in text or "not found in schema" in text:
+        if "could not find class" in text or "not present in schema" in text:
             self._collection_ready = False
             self._tenants.clear()
 

@@ -17,14 +17,17 @@ to end against it (wire/weaviate.md):
 What comes from a real source (the wire doc, or the client's own code and stubs): the RPC paths
 and message types (generated code shipped in the client), the REST paths and bodies, the startup
 sequence the client runs, `authorization: Bearer` on REST and as gRPC metadata, HOT/COLD on tenant
-writes, batch = replace by uuid, per-index batch errors, `tenant not found: "x"` and
-`class X has multi-tenancy enabled, but request was without tenant`, 404 for an unknown class or
-tenant, `vector_bytes` as native float32, unknown tenant names ignored on delete.
+writes, batch = replace by uuid, per-index batch errors, 404 for an unknown class or tenant,
+`vector_bytes` as native float32, unknown tenant names ignored on delete. Error texts quoted from
+real servers: `class X has multi-tenancy enabled, but request was without tenant` (wire doc [I1]),
+`tenant not found: "x"` (the tail of a 1.25 server's message, weaviate/weaviate#4931) and
+`could not find class X in schema` with status UNKNOWN on a gRPC search (weaviate/recipes#69).
 
 What is the fake's own (plausible, NOT verified against a server): the texts of the other errors
-(existing class, invalid tenant name, inactive tenant, unknown property, filter value of the wrong
-type, unmodelled features) and their gRPC status codes; that creating an existing tenant succeeds;
-where nulls sort; the word-tokenised `equal`/`like` semantics; scores. Search is exact: BM25 is
+(existing class, invalid tenant name, inactive tenant, unknown property, unmodelled features) and
+the gRPC status codes of all but the one above; that a filter value of the wrong type (valueInt
+on a `number` property) is refused at all (the wire doc lists this as not found); that creating
+an existing tenant succeeds; where nulls sort; the word-tokenised `equal`/`like` semantics; scores. Search is exact: BM25 is
 Okapi BM25 per property, summed with `prop^boost` weights (Weaviate uses BM25F across properties,
 stop words and more tokenizations), hybrid fusion (relative score: min-max per leg; ranked:
 1/(60+rank)) is the documented idea, not the server's code, and vector search is exact cosine
@@ -532,9 +535,8 @@ class FakeWeaviate:
         an inactive tenant is refused (the message is the fake's own)."""
         stored = self._classes.get(collection)
         if stored is None:
-            raise _RpcAbort(
-                grpc.StatusCode.NOT_FOUND, f"could not find class {collection} in schema"
-            )
+            # Status and text as a real server answered a gRPC search (weaviate/recipes#69).
+            raise _RpcAbort(grpc.StatusCode.UNKNOWN, f"could not find class {collection} in schema")
         multi = bool(stored["multiTenancyConfig"].get("enabled"))
         if multi and not tenant:
             raise _RpcAbort(
