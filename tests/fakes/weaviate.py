@@ -25,18 +25,19 @@ real servers: `class X has multi-tenancy enabled, but request was without tenant
 
 What is the fake's own (plausible, NOT verified against a server): the texts of the other errors
 (existing class, invalid tenant name, inactive tenant, unknown property, unmodelled features) and
-the gRPC status codes of all but the one above; that a filter value of the wrong type (valueInt
-on a `number` property) is refused at all (the wire doc lists this as not found); that creating
-an existing tenant succeeds; where nulls sort; the word-tokenised `equal`/`like` semantics; scores. Search is exact: BM25 is
-Okapi BM25 per property, summed with `prop^boost` weights (Weaviate uses BM25F across properties,
-stop words and more tokenizations), hybrid fusion (relative score: min-max per leg; ranked:
-1/(60+rank)) is the documented idea, not the server's code, and vector search is exact cosine
-(no HNSW). A vectorizer module is simulated with `hashed_embedding` (no call to a provider, no
-`X-OpenAI-Api-Key` check). Not modelled at all (refused with UNIMPLEMENTED / INVALID_ARGUMENT,
-never ignored): auto-schema (unknown properties are refused), references, nested objects, number/
-int/bool arrays, multi-vectors and multi-target search, near_text/near_object/near_media, group-by,
-generative, rerank, boost, autocut, aggregate, `BatchStream`; consistency levels and replication
-are accepted and ignored; no RBAC, OIDC, GraphQL, object REST endpoints, backups."""
+the gRPC status codes of all but the one above; that a filter value of the wrong type (valueInt on
+a `number` property) is refused at all (the wire doc lists this as not found); that creating an
+existing tenant succeeds; where nulls sort; the word-tokenised `equal`/`like` semantics; scores.
+Search is exact: BM25 is Okapi BM25 per property, summed with `prop^boost` weights (Weaviate uses
+BM25F across properties, stop words and more tokenizations), hybrid fusion (relative score: min-max
+per leg; ranked: 1/(60+rank)) is the documented idea, not the server's code, and vector search is
+exact cosine (no HNSW). A vectorizer module is simulated with `hashed_embedding` (no call to a
+provider, no `X-OpenAI-Api-Key` check). Not modelled at all (refused with UNIMPLEMENTED /
+INVALID_ARGUMENT, never ignored): auto-schema (unknown properties are refused), references, nested
+objects, number/ int/bool arrays, multi-vectors and multi-target search,
+near_text/near_object/near_media, group-by, generative, rerank, boost, autocut, aggregate,
+`BatchStream`; consistency levels and replication are accepted and ignored; no RBAC, OIDC, GraphQL,
+object REST endpoints, backups."""
 
 from __future__ import annotations
 
