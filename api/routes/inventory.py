@@ -10,6 +10,7 @@ deleted with its items, which stop being offered."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -17,7 +18,7 @@ from typing import Annotated, Any, Literal
 import httpcore
 from fastapi import APIRouter, Query, Response, status
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.deps import CurrentTenant, Knowledge, Session, State, Temporal
@@ -31,8 +32,7 @@ from models.inventory import (
     InventoryQuery,
     ItemHit,
     NewInventoryItem,
-    normalize_fuel,
-    normalize_transmission,
+    Transmission,
 )
 from models.knowledge.ingestion import API_SOURCE_ID
 from models.knowledge.schedules import (
@@ -70,10 +70,28 @@ class SearchAnswer(BaseModel):
     items: list[ItemHit]
 
 
+class PostedItem(NewInventoryItem):
+    """An item as the API takes it: numbers and flags as JSON types (`"available": 0` is no
+    boolean), as the schema says. Feeds go through the parser, which reads their loose forms."""
+
+    year: StrictInt | None = Field(default=None, ge=1900, le=2100)
+    mileage: StrictInt | None = Field(default=None, ge=0, le=5_000_000)
+    available: StrictBool = True
+
+
 class ItemList(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    items: list[NewInventoryItem] = Field(max_length=MAX_ITEMS_PER_LIST)
+    items: list[PostedItem] = Field(max_length=MAX_ITEMS_PER_LIST)
+
+
+class NewSource(SourceSpec):
+    """A source as the API takes it (JSON types strictly, as for items)."""
+
+    every_minutes: StrictInt | None = Field(
+        default=None, ge=MIN_EVERY_MINUTES, le=MAX_EVERY_MINUTES
+    )
+    paused: StrictBool = False
 
 
 class Applied(IngestDiff):
@@ -93,8 +111,10 @@ class SourcePatch(BaseModel):
     name: str | None = None
     kind: SourceKind | None = None
     url: str | None = None
-    every_minutes: int | None = Field(default=None, ge=MIN_EVERY_MINUTES, le=MAX_EVERY_MINUTES)
-    paused: bool | None = None
+    every_minutes: StrictInt | None = Field(
+        default=None, ge=MIN_EVERY_MINUTES, le=MAX_EVERY_MINUTES
+    )
+    paused: StrictBool | None = None
     mapping: dict[str, str] | None = None
     items_path: str | None = None
     selectors: ListingSelectors | None = None
@@ -144,7 +164,7 @@ def _applied(diff: IngestDiff, pending: IndexPending | None = None) -> JSONRespo
     )
 
 
-def _keyed(items: list[NewInventoryItem]) -> list[InventoryItem]:
+def _keyed(items: Sequence[NewInventoryItem]) -> list[InventoryItem]:
     """Items with their keys; what only the stored form refuses (a URL that is not http(s))
     is a 422 naming the item, before anything is written."""
     keyed: list[InventoryItem] = []
@@ -240,8 +260,8 @@ async def search_inventory(
     knowledge: Knowledge,
     make: Annotated[str | None, Query(max_length=80)] = None,
     model: Annotated[str | None, Query(max_length=120)] = None,
-    fuel: Annotated[str | None, Query(max_length=60)] = None,
-    transmission: Annotated[str | None, Query(max_length=60)] = None,
+    fuel: Fuel | None = None,
+    transmission: Transmission | None = None,
     min_price: Annotated[Decimal | None, Query(ge=0, max_digits=12, decimal_places=2)] = None,
     max_price: Annotated[Decimal | None, Query(ge=0, max_digits=12, decimal_places=2)] = None,
     min_year: Annotated[int | None, Query(ge=1900, le=2100)] = None,
@@ -251,31 +271,11 @@ async def search_inventory(
     include_unavailable: bool = False,
 ) -> SearchAnswer:
     """What the agent would find: the backend's ranking, each item checked against the filters."""
-    problems: list[dict[str, Any]] = []
-    if fuel is not None and normalize_fuel(fuel) in (None, Fuel.OTHER) and fuel != Fuel.OTHER:
-        known = ", ".join(f.value for f in Fuel)
-        problems.append(
-            {
-                "loc": ["query", "fuel"],
-                "msg": f"unknown fuel; one of {known}",
-                "type": "value_error",
-            }
-        )
-    if transmission is not None and normalize_transmission(transmission) is None:
-        problems.append(
-            {
-                "loc": ["query", "transmission"],
-                "msg": "unknown transmission; manual or automatic",
-                "type": "value_error",
-            }
-        )
-    if problems:
-        raise ApiError(422, "invalid request", problems)
     try:
         query = InventoryQuery(
             make=make or None,
             model=model or None,
-            fuel=fuel,  # normalised by the model's validator
+            fuel=fuel,
             transmission=transmission,
             min_price=min_price,
             max_price=max_price,
@@ -325,7 +325,7 @@ async def replace_inventory(
 
 @router.post("/items", response_model=Applied, responses=_WRITE_RESPONSES)
 async def upsert_items(
-    body: NewInventoryItem | ItemList, tenant: CurrentTenant, knowledge: Knowledge
+    body: PostedItem | ItemList, tenant: CurrentTenant, knowledge: Knowledge
 ) -> JSONResponse:
     """Add or update one item, or `{"items": [...]}`; nothing is removed."""
     items = body.items if isinstance(body, ItemList) else [body]
@@ -367,9 +367,10 @@ async def delete_item(
     responses=errors(503, _503="Temporal is unavailable: the source was not created."),
 )
 async def create_source(
-    spec: SourceSpec, tenant: CurrentTenant, session: Session, state: State, temporal: Temporal
+    body: NewSource, tenant: CurrentTenant, session: Session, state: State, temporal: Temporal
 ) -> SourceView:
     """A listing page or feed, fetched every `every_minutes` (default: the deployment's)."""
+    spec = SourceSpec.model_validate(body.model_dump())
     await _check_url(state.settings, spec.url)
     row = await source_repo.create_source(session, tenant_id=tenant.id, spec=spec)
     try:
