@@ -34,7 +34,7 @@ per leg; ranked: 1/(60+rank)) is the documented idea, not the server's code, and
 exact cosine (no HNSW). A vectorizer module is simulated with `hashed_embedding` (no call to a
 provider, no `X-OpenAI-Api-Key` check). Not modelled at all (refused with UNIMPLEMENTED /
 INVALID_ARGUMENT, never ignored): auto-schema (unknown properties are refused), references, nested
-objects, number/ int/bool arrays, multi-vectors and multi-target search,
+objects, number/int/bool arrays, multi-vectors and multi-target search,
 near_text/near_object/near_media, group-by, generative, rerank, boost, autocut, aggregate,
 `BatchStream`; consistency levels and replication are accepted and ignored; no RBAC, OIDC, GraphQL,
 object REST endpoints, backups."""
