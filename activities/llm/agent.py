@@ -93,6 +93,10 @@ _LEDGER_BATCH: ContextVar[list[LlmCallRecord] | None] = ContextVar("ledger_batch
 
 R = TypeVar("R")
 
+# How long a worker trusts what it learnt about whether a tenant keeps an inventory at all: a
+# turn of a tenant without one then costs no statement, and newly loaded stock is cited within
+# this many seconds.
+STOCK_CHECK_TTL_SECONDS = 30.0
 MAX_RETRY_AFTER_SECONDS = 60.0  # a vendor hint beyond this is capped: the retry policy's ceiling
 TRANSCRIPT_LIMIT = 30
 
@@ -235,6 +239,7 @@ class Agent:
         self.db = db
         # Where a reply looks a lead's wish up (the inventory); None: replies cite no stock.
         self.knowledge = knowledge
+        self._stocked: dict[str, tuple[float, bool]] = {}  # tenant -> (checked at, has items)
         self.factories = dict(factories)
         self.resolver = resolver or PlaybookResolver(db, settings.secret_key.get_secret_value())
         self.budget = budget or DailyBudget()
@@ -395,15 +400,11 @@ class Agent:
         if wish is None:
             return None
         try:
-            answer = await self.knowledge.answer_wish(tenant_id=request.tenant_id, wish=wish)
-            if answer.matches or answer.alternatives:
-                return answer
-            # Nothing near the wish. Only a business with cars in stock may say "not in stock":
-            # a tenant that keeps no inventory here (yet) answers as it did without one.
-            anything = await self.knowledge.search_items(
-                tenant_id=request.tenant_id, query=InventoryQuery(limit=1)
-            )
-            return answer if anything else None
+            # Only a business with cars in stock may say "not in stock": a tenant that keeps no
+            # inventory here (yet) answers as it did without one, and costs no search.
+            if not await self._has_stock(self.knowledge, request.tenant_id):
+                return None
+            return await self.knowledge.answer_wish(tenant_id=request.tenant_id, wish=wish)
         except KnowledgeBackendError as exc:
             # Retryable: a configured backend that is down delays the reply (the workflow asks
             # again with the reply step's retries), it never makes the reply skip the stock.
@@ -412,6 +413,19 @@ class Agent:
                 f"lead's wish: {exc}",
                 type="KnowledgeUnavailable",
             ) from exc
+
+    async def _has_stock(self, knowledge: KnowledgeService, tenant_id: str) -> bool:
+        now = time.monotonic()
+        known = self._stocked.get(tenant_id)
+        if known is not None and now - known[0] < STOCK_CHECK_TTL_SECONDS:
+            return known[1]
+        # The backend's answer alone (keys, one statement or request): whether there is any
+        # stock, not which car, so the rows need not be read back.
+        anything = await knowledge.index.search_items(tenant_id, InventoryQuery(limit=1))
+        if len(self._stocked) > 10_000:
+            self._stocked.clear()  # one entry per active tenant; a reset costs one query each
+        self._stocked[tenant_id] = (now, bool(anything))
+        return bool(anything)
 
     async def write_email(self, request: WriteEmailInput) -> WrittenEmail:
         profile = await self._profile(request.tenant_id)
