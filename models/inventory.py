@@ -67,13 +67,14 @@ _TRANSMISSION_WORDS: dict[Transmission, tuple[str, ...]] = {
 }
 
 
-def _plain(text: str) -> str:
+def plain_text(text: str) -> str:
+    """Lowercase, accents dropped ("Škoda" → "skoda"): how makes and models are compared."""
     decomposed = unicodedata.normalize("NFKD", text)
     return "".join(c for c in decomposed if not unicodedata.combining(c)).lower().strip()
 
 
 def _words(text: str) -> list[str]:
-    return re.findall(r"[a-z0-9]+(?:-[a-z0-9]+)?", _plain(text))
+    return re.findall(r"[a-z0-9]+(?:-[a-z0-9]+)?", plain_text(text))
 
 
 def normalize_fuel(value: str | None) -> Fuel | None:
@@ -83,7 +84,7 @@ def normalize_fuel(value: str | None) -> Fuel | None:
     hybrid) is a hybrid."""
     if value is None or not value.strip():
         return None
-    text = _plain(value)
+    text = plain_text(value)
     if text.startswith(("http://", "https://")) or "schema.org" in text:
         text = text.rstrip("/").rsplit("/", 1)[-1]
     words = set(_words(text))
@@ -110,7 +111,7 @@ def normalize_transmission(value: str | None) -> Transmission | None:
     last = value.rstrip("/").rsplit("/", 1)[-1]
     words = set(_words(re.sub(r"(?<=[a-z])(?=[A-Z])", " ", last)))
     # "AT"/"MT" are transmissions only as the whole value ("at" is also an English word).
-    short = {"at": Transmission.AUTOMATIC, "mt": Transmission.MANUAL}.get(_plain(last))
+    short = {"at": Transmission.AUTOMATIC, "mt": Transmission.MANUAL}.get(plain_text(last))
     if short is not None:
         return short
     for transmission, spellings in _TRANSMISSION_WORDS.items():
@@ -121,7 +122,7 @@ def normalize_transmission(value: str | None) -> Transmission | None:
 
 def same_text(a: str | None, b: str | None) -> bool:
     """Makes and models compare case- and accent-insensitively ("Škoda" is "skoda")."""
-    return a is not None and b is not None and _plain(a) == _plain(b)
+    return a is not None and b is not None and plain_text(a) == plain_text(b)
 
 
 Money = Annotated[Decimal, Field(ge=0, max_digits=12, decimal_places=2)]
@@ -235,12 +236,12 @@ def item_key(item: NewInventoryItem | InventoryItem) -> str:
         digest = hashlib.sha256(item.url.encode()).hexdigest()[:24]
         return item.url[: MAX_KEY_LENGTH - 26] + "#~" + digest
     facts = [
-        _plain(item.make),
-        _plain(item.model),
-        _plain(item.variant),
+        plain_text(item.make),
+        plain_text(item.model),
+        plain_text(item.variant),
         str(item.year or ""),
         str(item.mileage if item.mileage is not None else ""),
-        _plain(item.colour),
+        plain_text(item.colour),
     ]
     return "h:" + hashlib.sha256("|".join(facts).encode()).hexdigest()[:24]
 

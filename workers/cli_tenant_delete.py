@@ -17,6 +17,8 @@ from rich.console import Console
 from models import audit
 from models.db import Database, migrate
 from models.erasure import TenantDeleted, delete_tenant
+from models.knowledge.index import KnowledgeBackendError
+from models.knowledge.service import build_index
 from models.repo import tenants as tenant_repo
 from models.settings import Settings
 from workers.client import TemporalUnavailable, connect
@@ -36,6 +38,14 @@ async def _delete(settings: Settings, tenant_id: str, *, by: str | None) -> Tena
             if await tenant_repo.get_tenant(session, tenant_id=tenant_id) is None:
                 raise UnknownTenant(tenant_id)
         client = await connect(settings, role="cli")
+        if settings.weaviate_url:
+            # Before the rows: a failure here leaves the tenant whole, and running the command
+            # again finishes the job (after the rows, nothing would name the Weaviate tenant).
+            index = build_index(settings, db)
+            try:
+                await index.drop_tenant(tenant_id)
+            finally:
+                await index.close()
         async with db.session() as session:
             done = await delete_tenant(client, session, tenant_id=tenant_id)
             # The tenant's own audit entries went with its rows; this one stays: who deleted
@@ -67,7 +77,8 @@ def tenant_delete(
     ] = None,
 ) -> None:
     """Delete a tenant and everything of it: workflows (terminated, histories deleted), leads,
-    conversations, messages, jobs, CRM connections, usage, API keys. Cannot be undone."""
+    conversations, messages, jobs, CRM connections, inventory and knowledge (in Weaviate too),
+    usage, API keys. Cannot be undone."""
     if not yes:
         typed = typer.prompt(
             f"This deletes tenant {tenant_id!r} and all its data for good. "
@@ -89,6 +100,12 @@ def tenant_delete(
         err.print(
             f"[red]error:[/red] Temporal is unavailable ({exc}); nothing was deleted: the "
             "tenant's workflows must stop before its rows go"
+        )
+        raise typer.Exit(1) from None
+    except KnowledgeBackendError as exc:
+        err.print(
+            f"[red]error:[/red] {exc}; the tenant's rows were not deleted: run the command "
+            "again when the knowledge backend answers"
         )
         raise typer.Exit(1) from None
     if as_json:

@@ -48,5 +48,8 @@ class DatabaseIndex:
             hits = await inventory_repo.search(session, tenant_id=tenant_id, query=query)
         return [ItemMatch(key=h.item.key, score=h.score) for h in hits]
 
+    async def drop_tenant(self, tenant_id: str) -> None:
+        return None  # the tenant's rows go with the tenant (models/erasure.py)
+
     async def close(self) -> None:
         return None

@@ -80,4 +80,7 @@ class KnowledgeIndex(Protocol):
         at most `query.limit`."""
         ...
 
+    async def drop_tenant(self, tenant_id: str) -> None:
+        """Forget everything of the tenant (its deletion; a changed embedding model)."""
+
     async def close(self) -> None: ...

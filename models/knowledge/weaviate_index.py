@@ -48,8 +48,11 @@ from weaviate.exceptions import (
 )
 from weaviate.util import generate_uuid5
 
-from models.inventory import InventoryItem, InventoryQuery
-from models.inventory import _plain as plain_text  # the one normalisation `same_text` uses
+from models.inventory import (
+    InventoryItem,
+    InventoryQuery,
+    plain_text,  # the one normalisation `same_text` uses
+)
 from models.knowledge.embeddings import Embedder
 from models.knowledge.index import (
     DocumentMatch,

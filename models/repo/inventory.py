@@ -24,7 +24,7 @@ from models.inventory import (
     InventoryQuery,
     ItemHit,
     Transmission,
-    _plain,
+    plain_text,
 )
 from models.knowledge_tables import InventoryItemRow
 
@@ -35,7 +35,7 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 
 def norm(text: str) -> str:
     """What make/model filters compare: lowercase without accents ("Škoda" → "skoda")."""
-    return _plain(text)
+    return plain_text(text)
 
 
 def to_item(row: InventoryItemRow) -> InventoryItem:
@@ -195,8 +195,9 @@ async def mark_indexed(
     session: AsyncSession, *, tenant_id: str, versions: Sequence[tuple[str, str]]
 ) -> None:
     """The backend took these (key, content hash) versions; a row changed since stays pending."""
+    connection = await session.connection()  # Core statements: sqlmodel's exec types ORM ones
     for key, content_hash in versions:
-        await session.execute(
+        await connection.execute(
             update(InventoryItemRow)
             .where(
                 col(InventoryItemRow.tenant_id) == tenant_id,
@@ -212,7 +213,8 @@ async def purge_forgotten(session: AsyncSession, *, tenant_id: str, keys: Sequen
     """The backend forgot these removed items: drop their tombstones."""
     if not keys:
         return
-    await session.execute(
+    connection = await session.connection()
+    await connection.execute(
         delete(InventoryItemRow).where(
             col(InventoryItemRow.tenant_id) == tenant_id,
             col(InventoryItemRow.key).in_(list(keys)),

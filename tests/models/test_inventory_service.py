@@ -196,6 +196,9 @@ class FlakyIndex:
         keys = [k for k, i in self.items.items() if query.matches(i)] + self.stale
         return [ItemMatch(key=k, score=1.0) for k in keys]
 
+    async def drop_tenant(self, tenant_id: str) -> None:
+        self.items.clear()
+
     async def close(self) -> None:
         return None
 
