@@ -208,9 +208,12 @@ def search_command(
     console.print(_hits_table(hits))
 
 
-async def _sync(settings: Settings, tenant: str) -> int:
+async def _sync(settings: Settings, tenant: str, everything: bool) -> int:
     db, service = await _service(settings, tenant)
     try:
+        if everything:
+            documents, items = await service.reindex(tenant_id=tenant)
+            return documents + items
         return await service.sync_index(tenant_id=tenant)
     except KnowledgeBackendError as exc:
         raise _fail(str(exc)) from exc
@@ -222,12 +225,21 @@ async def _sync(settings: Settings, tenant: str) -> int:
 @inventory.command("sync")
 def sync_command(
     tenant: Annotated[str, typer.Option("--tenant", "-t", help="The tenant's id.")],
+    everything: Annotated[
+        bool,
+        typer.Option(
+            "--all",
+            help="Push every document and item again, not only pending changes: after "
+            "pointing leadflow at a new or emptied Weaviate.",
+        ),
+    ] = False,
 ) -> None:
     """Push the changes the search backend has not taken yet (after a Weaviate outage)."""
     settings = get_settings()
-    pushed = asyncio.run(_sync(settings, tenant))
+    pushed = asyncio.run(_sync(settings, tenant, everything))
     backend = "Weaviate" if settings.weaviate_url else "the database (nothing to push)"
-    console.print(f"{pushed} pending change(s) pushed to {backend}")
+    what = "document(s) and item(s)" if everything else "pending change(s)"
+    console.print(f"{pushed} {what} pushed to {backend}")
 
 
 def register(app: typer.Typer) -> None:

@@ -194,6 +194,26 @@ class KnowledgeService:
                 await session.commit()
             pushed += len(upserts) + len(forgets)
 
+    async def reindex(self, *, tenant_id: str) -> tuple[int, int]:
+        """Push every document and live item of the tenant to the backend again (a new, emptied
+        or dropped Weaviate; a changed embedding model after `drop_tenant`). Returns (documents,
+        items) pushed."""
+        if not mirrors(self.index):
+            return 0, 0
+        documents = await self.list_documents(tenant_id=tenant_id)
+        for start in range(0, len(documents), SYNC_BATCH):
+            await self.index.upsert_documents(
+                tenant_id,
+                [
+                    IndexedDocument(document_id=d.id, title=d.title, body=d.body)
+                    for d in documents[start : start + SYNC_BATCH]
+                ],
+            )
+        async with self._db.session() as session:
+            await inventory_repo.mark_all_pending(session, tenant_id=tenant_id)
+            await session.commit()
+        return len(documents), await self.sync_index(tenant_id=tenant_id)
+
     async def search_items(self, *, tenant_id: str, query: InventoryQuery) -> list[ItemHit]:
         """The backend's ranking, each item read back from the database and checked against
         the query (a backend that lags behind never offers a sold or changed car)."""

@@ -182,6 +182,20 @@ async def pending(
     return upserts, forgets
 
 
+async def mark_all_pending(session: AsyncSession, *, tenant_id: str) -> int:
+    """Every live item of the tenant is to be pushed again (a new or emptied backend)."""
+    connection = await session.connection()
+    result = await connection.execute(
+        update(InventoryItemRow)
+        .where(
+            col(InventoryItemRow.tenant_id) == tenant_id,
+            col(InventoryItemRow.removed_at).is_(None),
+        )
+        .values(indexed=False)
+    )
+    return int(result.rowcount or 0)
+
+
 async def tenants_with_pending(session: AsyncSession) -> list[str]:
     rows = await session.exec(
         select(InventoryItemRow.tenant_id)

@@ -201,3 +201,63 @@ async def test_without_temporal_nothing_is_deleted(
         assert await _rows_per_table(db, tid) == before
     finally:
         await db.dispose()
+
+
+async def test_the_tenants_weaviate_data_goes_first(
+    cli_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With Weaviate configured, the tenant's Weaviate tenant is dropped before its rows; a
+    Weaviate that does not answer stops the deletion with the rows intact (run it again)."""
+    from decimal import Decimal
+
+    from models.inventory import NewInventoryItem
+    from models.knowledge.service import KnowledgeService, build_index
+    from models.knowledge.weaviate_index import weaviate_tenant
+    from models.settings import get_settings
+    from tests.fakes.weaviate import FakeWeaviate
+
+    db = Database(cli_db)
+    try:
+        with FakeWeaviate() as weaviate:
+            monkeypatch.setenv("LEADFLOW_WEAVIATE_URL", weaviate.url)
+            monkeypatch.setenv("LEADFLOW_WEAVIATE_GRPC_PORT", str(weaviate.grpc_port))
+            monkeypatch.setenv("LEADFLOW_WEAVIATE_VECTORS", "none")
+            get_settings.cache_clear()
+            doomed, _ = await make_tenant(db)
+            kept, _ = await make_tenant(db)
+            knowledge = KnowledgeService(db, build_index(get_settings(), db))
+            car = NewInventoryItem(key="a", make="Toyota", price=Decimal(9000)).keyed()
+            try:
+                for tenant in (doomed, kept):
+                    await knowledge.apply_items(tenant_id=tenant, items=[car], replace=True)
+            finally:
+                await knowledge.index.close()
+            assert {weaviate_tenant(doomed), weaviate_tenant(kept)} <= set(
+                weaviate.tenants("LeadflowKnowledge")
+            )
+
+            weaviate.stop()
+            refused = await asyncio.to_thread(run, "tenant", "delete", doomed, "--yes")
+            assert refused.exit_code == 1, refused.output
+            assert "Weaviate" in refused.output and "not deleted" in refused.output
+            assert "inventory_items" in await _rows_per_table(db, doomed)
+
+        with FakeWeaviate() as weaviate:
+            monkeypatch.setenv("LEADFLOW_WEAVIATE_URL", weaviate.url)
+            monkeypatch.setenv("LEADFLOW_WEAVIATE_GRPC_PORT", str(weaviate.grpc_port))
+            get_settings.cache_clear()
+            knowledge = KnowledgeService(db, build_index(get_settings(), db))
+            try:
+                # A new Weaviate is filled from the database's canonical rows.
+                for tenant in (doomed, kept):
+                    assert await knowledge.reindex(tenant_id=tenant) == (0, 1)
+            finally:
+                await knowledge.index.close()
+            deleted = await asyncio.to_thread(run, "tenant", "delete", doomed, "--yes")
+            assert deleted.exit_code == 0, deleted.output
+            assert weaviate_tenant(doomed) not in weaviate.tenants("LeadflowKnowledge")
+            assert weaviate_tenant(kept) in weaviate.tenants("LeadflowKnowledge")
+            assert await _rows_per_table(db, doomed) == {"audit_events": 1}
+    finally:
+        get_settings.cache_clear()
+        await db.dispose()
