@@ -265,7 +265,7 @@ async def search_inventory(
     min_price: Annotated[Decimal | None, Query(ge=0, max_digits=12, decimal_places=2)] = None,
     max_price: Annotated[Decimal | None, Query(ge=0, max_digits=12, decimal_places=2)] = None,
     min_year: Annotated[int | None, Query(ge=1900, le=2100)] = None,
-    max_mileage: Annotated[int | None, Query(ge=0)] = None,
+    max_mileage: Annotated[int | None, Query(ge=0, le=5_000_000)] = None,
     q: Annotated[str, Query(max_length=500)] = "",
     limit: Annotated[int, Query(ge=1, le=MAX_SEARCH_RESULTS)] = 10,
     include_unavailable: bool = False,

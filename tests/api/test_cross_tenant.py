@@ -49,7 +49,10 @@ BODIES: dict[tuple[str, str], Any] = {
         "reason": "B says so",
     },
     ("POST", "/api/v1/keys/{key_id}/rotate"): {"grace_seconds": 0},
+    ("PATCH", "/api/v1/inventory/sources/{source_id}"): {"name": "B's", "paused": False},
 }
+# A's inventory source: paused, so its schedule starts nothing during the test.
+SOURCE = {"name": "Voorraad", "kind": "json_feed", "url": "http://93.184.215.14/feed.json"}
 
 
 async def _a_has_one_of_everything(
@@ -99,7 +102,12 @@ async def _a_has_one_of_everything(
         },
     )
     assert integration.status_code == 201, integration.text
+    source = await stack.http.post(
+        "/api/v1/inventory/sources", headers=stack.auth, json={**SOURCE, "paused": True}
+    )
+    assert source.status_code == 201, source.text
     return {
+        "source_id": source.json()["id"],
         "integration_id": integration.json()["id"],
         "conversation_id": conv.id,
         "lead_id": conv.lead_id,
@@ -183,6 +191,7 @@ async def _check(
             "/api/v1/audit",
             "/api/v1/usage",
             "/api/v1/settings",
+            "/api/v1/inventory/sources",
         ):
             response = await stack.http.get(path, headers=b)
             assert response.status_code == 200, (path, response.text)
@@ -227,3 +236,9 @@ async def _check(
         assert [k["revoked_at"] for k in keys.json()["keys"]] == [None], keys.text
         state = await temporal_client.get_workflow_handle(ids["conversation_id"]).query("state")
         assert state["handoff"] is None
+        source = f"/api/v1/inventory/sources/{ids['source_id']}"
+        kept = await stack.http.get(source, headers=stack.auth)
+        assert kept.status_code == 200, kept.text
+        assert (kept.json()["name"], kept.json()["schedule"]["paused"]) == ("Voorraad", True)
+        # Its schedule would outlive the test on the shared dev server.
+        assert (await stack.http.delete(source, headers=stack.auth)).status_code == 204
