@@ -414,3 +414,15 @@ def test_a_question_about_opening_hours_does_not_list_the_cars_again() -> None:
     )
     assert SHOP not in text and "18,950" not in text
     assert "09:00" in text  # answered from the persona
+
+
+def test_a_reply_echoing_the_inventory_block_is_a_leak() -> None:
+    verdict = check_reply(
+        '<inventory match="yes"><car key="golf-2">2019 Volkswagen Golf</car></inventory>',
+        lead_language=None,
+        allowed_languages=("nl", "en"),
+        lead_texts=[],
+        knowledge_texts=[],
+        protected_texts=[],
+    )
+    assert verdict.rule == "leak" and "<inventory" in (verdict.reason or "")
