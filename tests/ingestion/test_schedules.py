@@ -17,6 +17,7 @@ import pytest
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.service import RPCError, RPCStatusCode
 
+from models.erasure import delete_tenant
 from models.knowledge.ingestion import (
     IngestResult,
     ingestion_workflow_id,
@@ -29,15 +30,17 @@ from models.knowledge.schedules import (
     pause_source_schedule,
     unpause_source_schedule,
 )
+from models.repo import inventory as inventory_repo
 from models.settings import Settings
 from models.task_queues import ENRICHMENT
-from tests.conftest import TEST_SECRET
+from tests.conftest import TEST_SECRET, make_tenant
 from tests.fakes.dealer import JSON, FakeDealerSite, make_inventory
 from tests.stack import LiveStack, live_stack
 
 pytestmark = pytest.mark.timeout(180)
 
 STOCK = 40
+GOLF = {"key": "API-1", "make": "Volkswagen", "model": "Golf", "price": 18950}
 
 
 @pytest.fixture(scope="module")
@@ -260,3 +263,30 @@ async def test_schedule_functions_pause_unpause_update_and_delete_for_a_tenant(
     kept = await describe_source_schedule(stack.client, tenant_id=other, source_id="srca")
     assert kept.exists
     await delete_tenant_schedules(stack.client, tenant_id=other, source_ids=["srca"])
+
+
+async def test_deleting_a_tenant_deletes_its_sources_schedules_and_items(
+    stack: LiveStack, site: FakeDealerSite
+) -> None:
+    tenant_id, key = await make_tenant(stack.db)
+    auth = {"Authorization": f"Bearer {key}"}
+    created = await stack.http.post(
+        "/api/v1/inventory/sources",
+        headers=auth,
+        json=site.csv_spec().model_dump(mode="json"),
+    )
+    assert created.status_code == 201, created.text
+    source_id = created.json()["id"]
+    started = await stack.http.post(f"/api/v1/inventory/sources/{source_id}/run", headers=auth)
+    assert (await _result(stack, started.json()["workflow_id"])).diff.added == STOCK
+    put = await stack.http.put("/api/v1/inventory", headers=auth, json={"items": [GOLF]})
+    assert put.status_code == 200, put.text
+
+    async with stack.db.session() as session:
+        done = await delete_tenant(stack.client, session, tenant_id=tenant_id)
+    assert done.schedules == 1
+    assert done.rows["inventory_items"] == STOCK + 1 and done.rows["knowledge_sources"] == 1
+    view = await describe_source_schedule(stack.client, tenant_id=tenant_id, source_id=source_id)
+    assert not view.exists
+    async with stack.db.session() as session:
+        assert await inventory_repo.counts(session, tenant_id=tenant_id) == {}
