@@ -1,7 +1,8 @@
 """End to end: a lead's WhatsApp question about a car is answered from the tenant's inventory.
 
 The real stack on loopback — the API taking the WAHA webhook, the worker with every plugin on
-the real Temporal dev server, the database backend of the knowledge service — with the offline
+the real Temporal dev server, the knowledge service on the database backend and on Weaviate (a
+fake speaking Weaviate's REST and gRPC, driven by the real weaviate-client) — with the offline
 rules and with a hosted provider (the real OpenAI SDK against a fake model server that reads
 the prompt's <inventory> block as a model would). The reply at the fake WAHA must carry the
 real cars' prices and links, and nothing else of the stock."""
@@ -18,14 +19,14 @@ from temporalio.client import Client
 
 from models.conversation import conversation_workflow_id
 from models.inventory import InventoryItem, NewInventoryItem
-from models.knowledge.database_index import DatabaseIndex
-from models.knowledge.service import KnowledgeService
+from models.knowledge.service import KnowledgeService, build_index
 from models.repo import usage as usage_repo
 from models.settings import Settings
 from models.tenant import TenantSettings
 from tests.fakes.llm import FakeOpenAI
 from tests.fakes.llm_brain import rules_brain
 from tests.fakes.waha import FakeWaha
+from tests.fakes.weaviate import FakeWeaviate
 from tests.stack import live_stack
 
 LEAD = "31655501234@c.us"
@@ -67,13 +68,48 @@ async def test_a_whatsapp_question_about_a_golf_diesel_is_answered_from_the_inve
     model_settings: dict[str, Any],
 ) -> None:
     settings: Settings = settings_factory(sqlite_url, debounce_seconds=0.3, **model_settings)
+    await _answered_from_the_inventory(temporal_client, settings, fake_waha)
+
+
+async def test_the_same_answer_comes_from_the_weaviate_backend(
+    temporal_client: Client, settings_factory: Any, sqlite_url: str, fake_waha: FakeWaha
+) -> None:
+    """LEADFLOW_WEAVIATE_URL set: the worker's knowledge service searches Weaviate (BM25 and
+    filters; no vectors, which this test does not need), and the reply is the same."""
+    with FakeWeaviate() as weaviate:
+        settings: Settings = settings_factory(
+            sqlite_url,
+            debounce_seconds=0.3,
+            weaviate_url=weaviate.url,
+            weaviate_grpc_port=weaviate.grpc_port,
+            weaviate_vectors="none",
+        )
+        await _answered_from_the_inventory(temporal_client, settings, fake_waha)
+        # The items reached Weaviate (the tenant's own tenant there) and were searched there.
+        collection = settings.weaviate_collection
+        stored = [len(weaviate.objects(collection, t)) for t in weaviate.tenants(collection)]
+        assert stored == [len(STOCK)], stored
+        assert any("Search" in call.method for call in weaviate.grpc_calls)
+
+
+def build_index_name(settings: Settings) -> str:
+    return "weaviate" if settings.weaviate_url else "database"
+
+
+async def _answered_from_the_inventory(
+    temporal_client: Client, settings: Settings, fake_waha: FakeWaha
+) -> None:
     async with live_stack(
         temporal_client,
         settings,
         tenant_settings=TenantSettings(playbook="car_dealership", waha=fake_waha.settings()),
     ) as stack:
-        knowledge = KnowledgeService(stack.db, DatabaseIndex(stack.db))
-        diff = await knowledge.apply_items(tenant_id=stack.tenant_id, items=STOCK, replace=True)
+        # The service the API would use, on the backend the settings choose.
+        knowledge = KnowledgeService(stack.db, build_index(settings, stack.db))
+        try:
+            diff = await knowledge.apply_items(tenant_id=stack.tenant_id, items=STOCK, replace=True)
+        finally:
+            await knowledge.index.close()
         assert diff.added == len(STOCK)
 
         raw, headers = fake_waha.message_webhook(
@@ -91,7 +127,9 @@ async def test_a_whatsapp_question_about_a_golf_diesel_is_answered_from_the_inve
         [sent] = [b for b in fake_waha.sent if b.get("chatId") == LEAD]
         text = sent["text"]
         if os.environ.get("LEADFLOW_SHOW_REPLIES"):
-            print(f"\n--- reply at WAHA ({model_settings.get('llm_provider', 'offline')}) ---")
+            print(
+                f"\n--- reply at WAHA ({settings.llm_provider}, {build_index_name(settings)}) ---"
+            )
             print(text)
         # The three cheapest Golf diesels within the budget, with their real prices and links.
         for key, price in (("vw-golf-18", "€16,450"), ("vw-golf-19", "€18,950")):
