@@ -251,10 +251,17 @@ def writing_task(context: WritingContext, language: str) -> str:
         task += f" This is follow-up number {context.follow_up_number}."
     if context.escalation_rule:
         task += f" (Reason for the handover: {context.escalation_rule}.)"
+    length = "at most 3 short sentences: this is a chat message."
+    if context.inventory is not None and context.inventory.cited():
+        # A chat answer that cites cars lists them: one line each, as dealers write on WhatsApp.
+        length = (
+            "at most 3 short sentences plus the cited cars, one line each (title, fuel, km, "
+            "price, link): this is a chat message."
+        )
     return (
         f"# Task: {context.purpose.value}\n{task}\n"
         f"Write in language '{language}'. Plain text only, no greeting line like 'Subject:', "
-        "no signature block, at most 3 short sentences: this is a chat message."
+        f"no signature block, {length}"
     )
 
 
