@@ -523,9 +523,12 @@ class OfflineWriter:
             and not any(topic.per_item for _, topic in asked_topics)
         ):
             return None  # "what are your opening hours?": answered, not a car list again
-        return self.stock_text(answer, lang, ctx)
+        first = not any(e.role == Role.AI for e in context.transcript)
+        return self.stock_text(answer, lang, ctx, greet=first)
 
-    def stock_text(self, answer: InventoryAnswer, lang: str, ctx: Mapping[str, str]) -> _Stock:
+    def stock_text(
+        self, answer: InventoryAnswer, lang: str, ctx: Mapping[str, str], *, greet: bool = True
+    ) -> _Stock:
         """Matches: the cars; none: says so plainly, then the nearest alternatives and what
         they give up; nothing near at all: says so and offers to keep an eye out."""
         pack = self.pack
@@ -536,11 +539,13 @@ class OfflineWriter:
             and round(answer.query.max_price) in self.money,
         )
         wctx = {**ctx, "wish": wish}
+        # "Hoi!" opens a conversation, not every answer in it ("En vanaf 2021?").
+        hello = render(pack, ["hello"], lang, ctx) + "! " if greet else ""
         cited = answer.cited()[:MAX_CITED]
         lines = [self._car_line(item, lang) for item in cited]
         listing = "\n" + "\n".join(lines) if lines else ""
         if answer.matches:
-            intro = render(pack, ["stock_matches"], lang, wctx)
+            intro = hello + render(pack, ["stock_matches"], lang, wctx)
             return _Stock(
                 f"{intro}{listing}\n",
                 tuple(item.key for item in cited),
@@ -549,14 +554,14 @@ class OfflineWriter:
         if answer.alternatives:
             gives_up = relaxed_text(answer.relaxed, lang)
             keys = ["stock_alternatives"] if gives_up else ["stock_alternatives_plain"]
-            intro = render(pack, keys, lang, {**wctx, "relaxed": gives_up})
+            intro = hello + render(pack, keys, lang, {**wctx, "relaxed": gives_up})
             return _Stock(
                 f"{intro}{listing}\n",
                 tuple(item.key for item in cited),
                 render(pack, ["stock_alternatives_question"], lang, wctx),
             )
         return _Stock(
-            render(pack, ["stock_none"], lang, wctx),
+            hello + render(pack, ["stock_none"], lang, wctx),
             (),
             render(pack, ["stock_none_question"], lang, wctx),
         )

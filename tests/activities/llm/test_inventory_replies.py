@@ -426,3 +426,31 @@ def test_a_reply_echoing_the_inventory_block_is_a_leak() -> None:
         protected_texts=[],
     )
     assert verdict.rule == "leak" and "<inventory" in (verdict.reason or "")
+
+
+def test_a_list_later_in_the_conversation_does_not_greet_again() -> None:
+    playbook = builtin_playbook("car_dealership")
+    answer = InventoryAnswer(
+        query=InventoryQuery(model="Golf", min_year=2021), matches=(ItemHit(item=GOLFS[3]),)
+    )
+    now = datetime.now(UTC)
+    text, _ = OfflineWriter(playbook).write(
+        WritingContext(
+            playbook=playbook,
+            purpose=ReplyPurpose.REPLY,
+            stage=Stage.QUALIFYING,
+            perception=Perception(
+                intent=Intent.PRODUCT_INQUIRY, language="nl", fields={"year": 2021}
+            ),
+            inventory=answer,
+            known_fields={"model": "Golf", "year": 2021},
+            transcript=(
+                TranscriptEntry(role=Role.LEAD, text="Heb je een Golf?", at=now),
+                TranscriptEntry(role=Role.AI, text="Dit hebben we nu op voorraad…", at=now),
+                TranscriptEntry(role=Role.LEAD, text="En vanaf 2021?", at=now),
+            ),
+            language="nl",
+        )
+    )
+    assert text.startswith("Dit hebben we nu op voorraad (Golf vanaf 2021):"), text
+    assert "€ 24.750" in text and f"{SHOP}/golf-4" in text
