@@ -7,6 +7,7 @@ new version (never overwrite one) only for a deliberate, versioned change:
     uv run python -m tests.histories.record_enrichment enrichment_<version> [--signals]
     uv run python -m tests.histories.record_crm crm_sync_<version>
     uv run python -m tests.histories.record_erasure erase_contact_<version>
+    uv run python -m tests.histories.record_ingestion ingestion_<version>
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from workflows.conversation import ConversationWorkflow
 from workflows.crm_sync import CrmSyncWorkflow
 from workflows.enrichment import EnrichmentJobWorkflow
 from workflows.erasure import EraseContactWorkflow
+from workflows.ingestion import InventoryIngestionWorkflow
 
 HISTORY_DIR = Path(__file__).parent.parent / "histories"
 
@@ -31,12 +33,20 @@ WORKFLOW_BY_PREFIX: dict[str, type] = {
     "enrichment_": EnrichmentJobWorkflow,
     "crm_sync_": CrmSyncWorkflow,
     "erase_contact_": EraseContactWorkflow,
+    "ingestion_": InventoryIngestionWorkflow,
 }
 """File-name prefix -> the workflow class its histories replay against."""
 
-MIN_EVENTS = {"conversation_": 50, "enrichment_": 20, "crm_sync_": 20, "erase_contact_": 15}
+MIN_EVENTS = {
+    "conversation_": 50,
+    "enrichment_": 20,
+    "crm_sync_": 20,
+    "erase_contact_": 15,
+    "ingestion_": 10,
+}
 """A meaningful recording has many events (an enrichment run that ends in continue-as-new
-after three records has about 25; an erasure is three activities, about 17)."""
+after three records has about 25; an erasure is three activities, about 17; an ingestion is one
+activity, 11, and 17 with its failure path)."""
 
 HISTORIES = sorted(HISTORY_DIR.glob("*.json"))
 
