@@ -135,6 +135,18 @@ class IngestionActivities:
                 f"search backend {self._knowledge.backend}: {exc}",
                 type=ERROR_INDEX_UNAVAILABLE,
             ) from exc
+        if not await self._source_exists(input):
+            # Deleted while this run fetched: the deletion may have removed the items before
+            # this apply wrote them back, so they go again (a deleted source offers nothing).
+            await self._knowledge.apply_items(
+                tenant_id=input.tenant_id, items=[], source_id=input.source_id, replace=True
+            )
+            raise ApplicationError(
+                f"inventory source {input.source_id} was deleted during the run; its items "
+                "were removed",
+                type=ERROR_SOURCE_NOT_FOUND,
+                non_retryable=True,
+            )
         result = IngestResult(
             source_id=input.source_id,
             source_name=spec.name,
@@ -154,6 +166,13 @@ class IngestionActivities:
                 result=result.model_dump(mode="json"),
             )
         return result
+
+    async def _source_exists(self, input: IngestSourceInput) -> bool:
+        async with self._db.session() as session:
+            row = await source_repo.get_source(
+                session, tenant_id=input.tenant_id, source_id=input.source_id
+            )
+        return row is not None
 
     async def _sync(self, tenant_id: str) -> None:
         try:

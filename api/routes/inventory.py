@@ -40,6 +40,7 @@ from models.knowledge.schedules import (
     ScheduleView,
     delete_source_schedule,
     describe_source_schedule,
+    end_source_runs,
     ensure_source_schedule,
     run_source_now,
 )
@@ -473,19 +474,22 @@ async def delete_source(
     knowledge: Knowledge,
     temporal: Temporal,
 ) -> Response:
-    """Delete the schedule, remove the source's items (they stop being offered), delete the
-    source. A run already going may finish; its items are removed by a second delete."""
+    """Delete the schedule and end the source's runs, delete the source, remove its items
+    (they stop being offered)."""
     row = await _source(session, tenant.id, source_id)
     try:
         await delete_source_schedule(temporal, tenant_id=tenant.id, source_id=row.id)
+        await end_source_runs(temporal, tenant_id=tenant.id, source_id=row.id)
     except Exception as exc:
         raise _temporal_failed("delete the source's schedule", exc) from exc
+    # The row before the items: a run that applies items after this removal finds its source
+    # gone and removes them itself (activities/ingestion.py), so none outlives the source.
+    await source_repo.delete_source(session, tenant_id=tenant.id, source_id=row.id)
     pending: IndexPending | None = None
     try:
         await knowledge.apply_items(tenant_id=tenant.id, items=[], source_id=row.id, replace=True)
     except IndexPending as exc:
         pending = exc
-    await source_repo.delete_source(session, tenant_id=tenant.id, source_id=row.id)
     if pending is not None:
         return _applied(pending.diff, pending)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

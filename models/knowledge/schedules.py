@@ -252,6 +252,24 @@ async def delete_source_schedule(client: Client, *, tenant_id: str, source_id: s
     return True
 
 
+async def end_source_runs(client: Client, *, tenant_id: str, source_id: str) -> int:
+    """Terminate the source's runs still going (by hand or scheduled): called when the source
+    is deleted, so no run goes on fetching for it. Returns how many were terminated. A run whose
+    activity is already applying items checks the source afterwards (activities/ingestion.py)."""
+    manual = ingestion_workflow_id(tenant_id, source_id)
+    ids = {manual}
+    query = f"WorkflowId STARTS_WITH '{manual}' AND ExecutionStatus = 'Running'"
+    with contextlib.suppress(RPCError):
+        async for execution in client.list_workflows(query):
+            ids.add(execution.id)
+    ended = 0
+    for workflow_id in sorted(ids):
+        with contextlib.suppress(RPCError):  # not running, or gone
+            await client.get_workflow_handle(workflow_id).terminate("inventory source deleted")
+            ended += 1
+    return ended
+
+
 async def delete_tenant_schedules(
     client: Client, *, tenant_id: str, source_ids: Iterable[str] = ()
 ) -> int:

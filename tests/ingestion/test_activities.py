@@ -210,3 +210,23 @@ async def test_a_loopback_source_is_refused_without_the_allowlist(
 async def test_a_deleted_source_is_final(setup: Setup) -> None:
     error = await setup.fails("src-gone")
     assert error.type == ERROR_SOURCE_NOT_FOUND and error.non_retryable
+
+
+async def test_a_source_deleted_during_its_run_leaves_no_items(
+    setup: Setup, site: FakeDealerSite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source_id = await setup.source(site.json_spec())
+    fetch = setup.acts._fetch
+
+    async def fetch_then_deleted(spec: SourceSpec) -> tuple[bytes, str, str]:
+        fetched = await fetch(spec)
+        # The API deletes the source (row, then its items: none yet) while this run fetched.
+        async with setup.db.session() as session:
+            await source_repo.delete_source(session, tenant_id=setup.tenant_id, source_id=source_id)
+        return fetched
+
+    monkeypatch.setattr(setup.acts, "_fetch", fetch_then_deleted)
+    error = await setup.fails(source_id)
+    assert error.type == ERROR_SOURCE_NOT_FOUND and error.non_retryable
+    assert "deleted during the run" in error.message
+    assert await setup.live() == {}
