@@ -127,10 +127,16 @@ async def test_a_listing_page_is_applied_and_vanished_cars_are_removed(
     assert gone not in offered and sold not in offered and cheaper in offered
 
 
-async def test_a_csv_feed_reads_the_same_cars(setup: Setup, site: FakeDealerSite) -> None:
-    source_id = await setup.source(site.csv_spec())
+@pytest.mark.parametrize(
+    ("kind", "format"), [("csv", "csv"), ("json", "json"), ("plain", "selectors")]
+)
+async def test_feeds_and_selectors_read_the_same_cars(
+    setup: Setup, site: FakeDealerSite, kind: str, format: str
+) -> None:
+    spec = {"csv": site.csv_spec, "json": site.json_spec, "plain": site.plain_spec}[kind]()
+    source_id = await setup.source(spec)
     result = await setup.run(source_id)
-    assert result.format == "csv" and result.diff.added == 30
+    assert result.format == format and result.diff.added == 30 and result.skipped == 0
     assert set(result.diff.added_keys) <= set(site.keys())
 
 
