@@ -16,6 +16,7 @@ from models.db import Database
 from models.inventory import InventoryQuery
 from models.knowledge.database_index import DatabaseIndex
 from models.knowledge.ingestion import (
+    ERROR_INDEX_UNAVAILABLE,
     ERROR_SOURCE_FORMAT,
     ERROR_SOURCE_NOT_FOUND,
     ERROR_SOURCE_REFUSED,
@@ -32,6 +33,7 @@ from models.repo import inventory as inventory_repo
 from models.repo import knowledge_sources as source_repo
 from tests.conftest import make_tenant
 from tests.fakes.dealer import JSON, FakeDealerSite, make_inventory
+from tests.models.test_inventory_service import FlakyIndex
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -236,3 +238,38 @@ async def test_a_source_deleted_during_its_run_leaves_no_items(
     assert error.type == ERROR_SOURCE_NOT_FOUND and error.non_retryable
     assert "deleted during the run" in error.message
     assert await setup.live() == {}
+
+
+async def test_a_search_backend_that_is_down_is_retried_and_catches_up(
+    sqlite_db: Database, http: httpx.AsyncClient, site: FakeDealerSite
+) -> None:
+    tenant_id, _ = await make_tenant(sqlite_db)
+    setup = Setup(sqlite_db, http, tenant_id)
+    index = FlakyIndex()  # a mirroring backend, as Weaviate
+    setup.knowledge = KnowledgeService(sqlite_db, index)
+    setup.acts = IngestionActivities(sqlite_db, http, setup.knowledge)
+    source_id = await setup.source(site.json_spec())
+    assert (await setup.run(source_id)).diff.added == 30
+    assert len(index.items) == 30
+
+    gone = site.keys()[0]
+    site.remove_car(gone)
+    index.down = True
+    try:
+        error = await setup.fails(source_id)
+    finally:
+        site.inventory[:] = make_inventory(30, seed=3)
+    assert error.type == ERROR_INDEX_UNAVAILABLE and not error.non_retryable
+    assert error.message.startswith("search backend flaky:") and "unreachable" in error.message
+    assert (await setup.row(source_id)).last_error == f"{error.message} (attempt 1; retrying)"
+    assert gone in index.items  # stored in the database, not yet in the backend
+
+    # The retry's first step pushes what is pending, before fetching again.
+    index.down = False
+    site.remove_car(gone)
+    try:
+        again = await setup.run(source_id)
+    finally:
+        site.inventory[:] = make_inventory(30, seed=3)
+    assert (again.diff.removed, again.diff.unchanged) == (0, 29)
+    assert gone not in index.items and len(index.items) == 29
