@@ -30,9 +30,12 @@ import uvicorn
 from schemathesis import Case
 from schemathesis.config import SchemathesisConfig
 from sqlmodel import select
+from temporalio.client import Client
 
 from api.app import create_app
 from models.db import Database, migrate
+from models.knowledge.schedules import delete_tenant_schedules
+from models.repo import knowledge_sources as source_repo
 from models.repo import tenants as tenant_repo
 from models.settings import Settings
 from models.tables import ApiKey
@@ -108,7 +111,7 @@ def _settings(data_dir: Path, database_url: str, **overrides: Any) -> Settings:
 
 @pytest.fixture(scope="module")
 async def contract_target(
-    tmp_path_factory: pytest.TempPathFactory, temporal_address: str
+    tmp_path_factory: pytest.TempPathFactory, temporal_address: str, temporal_client: Client
 ) -> AsyncIterator[ContractTarget]:
     """One app for every operation of the run (module scope): starting one per operation
     would be most of the run's time."""
@@ -146,6 +149,17 @@ async def contract_target(
             ready = await http.get("/ready")
         assert ready.status_code == 200, ready.text
         yield ContractTarget(base_url=base_url, api_key=api_key)
+    # The fuzzed POST /api/v1/inventory/sources made real Temporal Schedules (some every
+    # minute) on the session's dev server: none may fire into later tests.
+    db = Database(database_url)
+    try:
+        async with db.session() as session:
+            rows = await source_repo.list_sources(session, tenant_id=TENANT_ID)
+    finally:
+        await db.dispose()
+    await delete_tenant_schedules(
+        temporal_client, tenant_id=TENANT_ID, source_ids=[row.id for row in rows]
+    )
 
 
 POSITIVE_STATUSES = ["2xx", "3xx", "401", "403", "404", "409", "429", "5xx"]
