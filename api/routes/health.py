@@ -26,7 +26,10 @@ async def health() -> dict[str, str]:
 
 # /ready answers its own body in both cases (not the error shape): what is up and what is not.
 READY_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"description": "Ready: database, Temporal, the knowledge backend and every model chain answer."},
+    200: {
+        "description": "Ready: database, Temporal, the knowledge backend and every model "
+        "chain answer."
+    },
     503: {
         "description": "Not ready: `problems` names each part that is down or misconfigured.",
         "content": {
