@@ -32,6 +32,7 @@ from models.inventory import (
     normalize_transmission,
 )
 from models.knowledge_sources import ITEM_FIELDS, ListingSelectors, SourceKind, SourceSpec
+from models.text_decoding import decode_web_text, has_utf16_bom
 
 MAX_BODY_BYTES = 20 * 1024 * 1024
 MAX_ITEMS = MAX_ITEMS_PER_LIST
@@ -125,7 +126,6 @@ _MILE_UNITS = frozenset({"mi", "mile", "miles", "mijl", "mijlen", "smi", "meilen
 _YEAR_RE = re.compile(r"(?<!\d)(1[89]\d\d|2[01]\d\d)(?!\d)")
 _ATTRIBUTE_SELECTOR = re.compile(r"^(?P<css>.*?)@(?P<attr>[A-Za-z_:][-A-Za-z0-9_:.]*)$", re.S)
 _CHARSET = re.compile(r"charset\s*=\s*[\"']?([A-Za-z0-9_\-:.]+)", re.I)
-_META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_\-:.]+)""", re.I)
 # Magic numbers of what dealers' URLs sometimes answer instead of a page: a PDF brochure, an
 # image, an archive.
 _PAGE_MEDIA_TYPES = frozenset(
@@ -557,36 +557,17 @@ def _media_type(content_type: str) -> str:
 
 
 def _refuse_binary(body: bytes, expected: str) -> None:
-    if body.startswith(_BINARY_MAGIC) or (b"\x00" in body[:4096] and not _utf16_bom(body)):
+    if body.startswith(_BINARY_MAGIC) or (b"\x00" in body[:4096] and not has_utf16_bom(body)):
         raise SourceFormatError(f"the document is binary data, not {expected}")
-
-
-def _utf16_bom(body: bytes) -> bool:
-    return body.startswith((b"\xff\xfe", b"\xfe\xff"))
 
 
 def _decode(body: bytes, *, declared: str | None, meta: bool, expected: str) -> str:
     """The declared charset, else (HTML) <meta charset>, else UTF-8, else Windows-1252 — the
-    order browsers use, so a dealer's Latin-1 page reads as it shows."""
-    if body.startswith(b"\xef\xbb\xbf"):
-        candidates = ["utf-8-sig"]
-    elif _utf16_bom(body):
-        candidates = ["utf-16"]
-    else:
-        candidates = []
-    if declared:
-        candidates.append(declared)
-    if meta:
-        match = _META_CHARSET.search(body[:4096])
-        if match:
-            candidates.append(match.group(1).decode("ascii", errors="ignore"))
-    candidates += ["utf-8", "cp1252"]
-    for encoding in candidates:
-        try:
-            return body.decode(encoding)
-        except (LookupError, UnicodeDecodeError):
-            continue
-    raise SourceFormatError(f"the {expected} is neither UTF-8 nor Windows-1252 text")
+    order browsers use (models/text_decoding.py), so a dealer's Latin-1 page reads as it shows."""
+    text = decode_web_text(body, declared=declared, meta=meta)
+    if text is None:
+        raise SourceFormatError(f"the {expected} is neither UTF-8 nor Windows-1252 text")
+    return text
 
 
 # --- listing pages ---------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from selectolax.lexbor import LexborHTMLParser as HTMLParser
 from selectolax.lexbor import LexborNode as Node
 
 from models.agent import CompanyFacts
+from models.text_decoding import decode_web_text
 
 SUMMARY_CHARS = 300
 TEXT_CHARS = 20_000
@@ -47,27 +48,14 @@ EMAIL_RE = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,24}")
 OBFUSCATED_AT = re.compile(r"\s*(?:\[at\]|\(at\)|\{at\}|<at>|\s+at\s+|\s+AT\s+)\s*")
 OBFUSCATED_DOT = re.compile(r"\s*(?:\[dot\]|\(dot\)|\{dot\}|\s+dot\s+|\s+DOT\s+)\s*")
 FILE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".svg", ".css", ".js")
-CHARSET_META = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_\-:.]+)""", re.I)
 CONTACT_WORDS = ("contact", "kontakt", "contacto", "contatti", "impressum", "imprint")
 
 
 def decode_html(body: bytes, declared: str | None) -> str:
-    """Header charset, else <meta charset>, else UTF-8, else Windows-1252 (what browsers do)."""
-    candidates: list[str] = []
-    if body.startswith(b"\xef\xbb\xbf"):
-        candidates.append("utf-8-sig")
-    if declared:
-        candidates.append(declared)
-    match = CHARSET_META.search(body[:4096])
-    if match:
-        candidates.append(match.group(1).decode("ascii", errors="ignore"))
-    candidates += ["utf-8", "cp1252"]
-    for encoding in candidates:
-        try:
-            return body.decode(encoding)
-        except (LookupError, UnicodeDecodeError):
-            continue
-    return body.decode("latin-1")
+    """Header charset, else <meta charset>, else UTF-8, else Windows-1252 (what browsers do);
+    Latin-1 for bytes none of them reads (it reads any)."""
+    text = decode_web_text(body, declared=declared, meta=True)
+    return text if text is not None else body.decode("latin-1")
 
 
 def _clean(text: str) -> str:
