@@ -15,7 +15,14 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 MAX_KEY_LENGTH = 200
 MAX_ITEMS_PER_LIST = 20_000
@@ -128,6 +135,19 @@ def same_text(a: str | None, b: str | None) -> bool:
 Money = Annotated[Decimal, Field(ge=0, max_digits=12, decimal_places=2)]
 
 
+def _to_fuel(value: Any) -> Any:
+    return normalize_fuel(value) if isinstance(value, str) else value
+
+
+def _to_transmission(value: Any) -> Any:
+    return normalize_transmission(value) if isinstance(value, str) else value
+
+
+# Free text ("Benzine", "automaat", a schema.org URL) read as the enum wherever a model takes one.
+FuelValue = Annotated[Fuel | None, BeforeValidator(_to_fuel)]
+TransmissionValue = Annotated[Transmission | None, BeforeValidator(_to_transmission)]
+
+
 class InventoryItem(BaseModel):
     """One car (or product) in stock. `key` is stable across ingestions: the feed's own id,
     else the listing URL, else a hash of what tells two cars apart (`item_key`)."""
@@ -141,23 +161,13 @@ class InventoryItem(BaseModel):
     year: int | None = Field(default=None, ge=1900, le=2100)
     price: Money | None = None
     currency: str = Field(default="EUR", pattern=r"^[A-Z]{3}$")
-    fuel: Fuel | None = None
-    transmission: Transmission | None = None
+    fuel: FuelValue = None
+    transmission: TransmissionValue = None
     mileage: int | None = Field(default=None, ge=0, le=5_000_000, description="Kilometres.")
     colour: str = Field(default="", max_length=80)
     url: str = Field(default="", max_length=2000)
     image_url: str = Field(default="", max_length=2000)
     available: bool = True
-
-    @field_validator("fuel", mode="before")
-    @classmethod
-    def _fuel(cls, value: Any) -> Any:
-        return normalize_fuel(value) if isinstance(value, str) else value
-
-    @field_validator("transmission", mode="before")
-    @classmethod
-    def _transmission(cls, value: Any) -> Any:
-        return normalize_transmission(value) if isinstance(value, str) else value
 
     @field_validator("price")
     @classmethod
@@ -253,8 +263,8 @@ class InventoryQuery(BaseModel):
 
     make: str | None = Field(default=None, max_length=80)
     model: str | None = Field(default=None, max_length=120)
-    fuel: Fuel | None = None
-    transmission: Transmission | None = None
+    fuel: FuelValue = None
+    transmission: TransmissionValue = None
     min_price: Money | None = None
     max_price: Money | None = None
     min_year: int | None = Field(default=None, ge=1900, le=2100)
@@ -262,16 +272,6 @@ class InventoryQuery(BaseModel):
     text: str = Field(default="", max_length=500, description="Free text, searched too.")
     available_only: bool = True
     limit: int = Field(default=3, ge=1, le=50)
-
-    @field_validator("fuel", mode="before")
-    @classmethod
-    def _fuel(cls, value: Any) -> Any:
-        return normalize_fuel(value) if isinstance(value, str) else value
-
-    @field_validator("transmission", mode="before")
-    @classmethod
-    def _transmission(cls, value: Any) -> Any:
-        return normalize_transmission(value) if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _price_range(self) -> InventoryQuery:
