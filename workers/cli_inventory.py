@@ -7,6 +7,8 @@ workflow use."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated
@@ -42,14 +44,27 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(1)
 
 
-async def _service(settings: Settings, tenant: str) -> tuple[Database, KnowledgeService]:
+@asynccontextmanager
+async def _knowledge(settings: Settings, tenant: str) -> AsyncIterator[KnowledgeService]:
+    """The tenant's knowledge service for one command: a backend error is the command's error
+    (IndexPending, a partial success, is the caller's to report)."""
     await asyncio.to_thread(migrate, settings.resolved_database_url)
     db = Database(settings.resolved_database_url)
-    async with db.session() as session:
-        if await tenant_repo.get_tenant(session, tenant_id=tenant) is None:
-            await db.dispose()
-            raise _fail(f"unknown tenant {tenant!r} (see `leadflow tenant list`)")
-    return db, KnowledgeService(db, build_index(settings, db))
+    try:
+        async with db.session() as session:
+            if await tenant_repo.get_tenant(session, tenant_id=tenant) is None:
+                raise _fail(f"unknown tenant {tenant!r} (see `leadflow tenant list`)")
+        service = KnowledgeService(db, build_index(settings, db))
+        try:
+            yield service
+        except IndexPending:
+            raise
+        except KnowledgeBackendError as exc:
+            raise _fail(str(exc)) from exc
+        finally:
+            await service.index.close()
+    finally:
+        await db.dispose()
 
 
 def _print_diff(diff: IngestDiff) -> None:
@@ -81,18 +96,13 @@ async def _import(
         err.print(f"[yellow]skipped[/yellow] {skipped}")
     if len(parsed.skipped) > 20:
         err.print(f"[yellow]… and {len(parsed.skipped) - 20} more skipped[/yellow]")
-    db, service = await _service(settings, tenant)
     try:
-        diff = await service.apply_items(tenant_id=tenant, items=parsed.items, replace=replace)
+        async with _knowledge(settings, tenant) as service:
+            diff = await service.apply_items(tenant_id=tenant, items=parsed.items, replace=replace)
     except IndexPending as exc:
         _print_diff(exc.diff)
         err.print(f"[yellow]stored; search index pending:[/yellow] {exc.reason}")
         return 2
-    except KnowledgeBackendError as exc:
-        raise _fail(str(exc)) from exc
-    finally:
-        await service.index.close()
-        await db.dispose()
     _print_diff(diff)
     return 0
 
@@ -165,14 +175,8 @@ def _hits_table(hits: list[ItemHit]) -> Table:
 
 
 async def _search(settings: Settings, tenant: str, query: InventoryQuery) -> list[ItemHit]:
-    db, service = await _service(settings, tenant)
-    try:
+    async with _knowledge(settings, tenant) as service:
         return await service.search_items(tenant_id=tenant, query=query)
-    except KnowledgeBackendError as exc:
-        raise _fail(str(exc)) from exc
-    finally:
-        await service.index.close()
-        await db.dispose()
 
 
 @inventory.command("search")
@@ -209,17 +213,11 @@ def search_command(
 
 
 async def _sync(settings: Settings, tenant: str, everything: bool) -> int:
-    db, service = await _service(settings, tenant)
-    try:
+    async with _knowledge(settings, tenant) as service:
         if everything:
             documents, items = await service.reindex(tenant_id=tenant)
             return documents + items
         return await service.sync_index(tenant_id=tenant)
-    except KnowledgeBackendError as exc:
-        raise _fail(str(exc)) from exc
-    finally:
-        await service.index.close()
-        await db.dispose()
 
 
 @inventory.command("sync")
