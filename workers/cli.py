@@ -548,6 +548,7 @@ async def _demo_tenant(settings: Settings) -> str:
                 key = await tenant_repo.create_api_key(session, tenant_id=DEMO_TENANT)
                 key_file.write_text(key + "\n")
                 key_file.chmod(0o600)
+                await _demo_inventory(settings, db)
             elif key_file.exists():
                 key = key_file.read_text().strip()
             else:
@@ -557,6 +558,22 @@ async def _demo_tenant(settings: Settings) -> str:
     finally:
         await db.dispose()
     return key
+
+
+async def _demo_inventory(settings: Settings, db: Database) -> None:
+    """A small stock for the demo dealership (once, with the tenant), so its first conversation
+    cites real cars. A failure is logged, never up's end: the demo works without stock."""
+    from workers.cli_inventory import seed_demo_inventory
+
+    path = Path(_example("demo-inventory.csv"))
+    if not await asyncio.to_thread(path.exists):
+        return
+    try:
+        done = await seed_demo_inventory(settings, db, DEMO_TENANT, path)
+    except Exception as exc:
+        err.print(f"warning: the demo inventory was not loaded: {exc}", style="yellow")
+        return
+    console.print(f"Demo inventory ({path.name}): {done}")
 
 
 def _metrics_where(api_url: str, settings: Settings, workers: int) -> str:

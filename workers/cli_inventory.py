@@ -19,7 +19,7 @@ from rich.table import Table
 
 from models.db import Database, migrate
 from models.inventory import IngestDiff, InventoryQuery, ItemHit
-from models.inventory_parse import SourceFormatError, parse_source
+from models.inventory_parse import ParsedInventory, SourceFormatError, parse_source
 from models.knowledge.index import KnowledgeBackendError
 from models.knowledge.service import IndexPending, KnowledgeService, build_index
 from models.knowledge_sources import SourceKind, SourceSpec
@@ -67,6 +67,29 @@ async def _knowledge(settings: Settings, tenant: str) -> AsyncIterator[Knowledge
         await db.dispose()
 
 
+def file_spec(name: str, kind: SourceKind, mapping: dict[str, str] | None = None) -> SourceSpec:
+    """A feed read from a file rather than fetched (a local file has no URL of its own)."""
+    return SourceSpec(name=name, kind=kind, url=LOCAL_BASE, mapping=mapping or {})
+
+
+def parse_file(spec: SourceSpec, body: bytes) -> ParsedInventory:
+    content_type = "text/csv" if spec.kind == SourceKind.CSV_FEED else "application/json"
+    return parse_source(spec, body, content_type=content_type, base_url=LOCAL_BASE)
+
+
+async def seed_demo_inventory(settings: Settings, db: Database, tenant_id: str, path: Path) -> str:
+    """`up`'s demo tenant gets a small stock (docs/examples/demo-inventory.csv) when it is
+    made, so the first conversation can cite cars. Returns what happened, for the log."""
+    body = await asyncio.to_thread(path.read_bytes)
+    parsed = parse_file(file_spec(path.name, SourceKind.CSV_FEED), body)
+    knowledge = KnowledgeService(db, build_index(settings, db))
+    try:
+        diff = await knowledge.apply_items(tenant_id=tenant_id, items=parsed.items, replace=True)
+    finally:
+        await knowledge.index.close()
+    return diff.summary()
+
+
 def _print_diff(diff: IngestDiff) -> None:
     console.print(diff.summary())
     for label, keys in (
@@ -82,14 +105,8 @@ def _print_diff(diff: IngestDiff) -> None:
 async def _import(
     settings: Settings, tenant: str, path: Path, body: bytes, spec: SourceSpec, replace: bool
 ) -> int:
-    kind = spec.kind
     try:
-        parsed = parse_source(
-            spec,
-            body,
-            content_type="text/csv" if kind == SourceKind.CSV_FEED else "application/json",
-            base_url=LOCAL_BASE,
-        )
+        parsed = parse_file(spec, body)
     except SourceFormatError as exc:
         raise _fail(f"{path}: {exc}") from exc
     for skipped in parsed.skipped[:20]:
@@ -145,11 +162,8 @@ def import_command(
             raise typer.BadParameter(f"--map must look like FIELD=COLUMN, got {entry!r}")
         pairs[field.strip()] = column.strip()
     try:
-        spec = SourceSpec(
-            name=path.name,
-            kind=SourceKind.CSV_FEED if chosen == "csv" else SourceKind.JSON_FEED,
-            url=LOCAL_BASE,
-            mapping=pairs,
+        spec = file_spec(
+            path.name, SourceKind.CSV_FEED if chosen == "csv" else SourceKind.JSON_FEED, pairs
         )
     except ValueError as exc:
         raise _fail(str(exc)) from exc

@@ -125,3 +125,30 @@ async def test_bad_input_is_refused_clearly(
         app, "inventory", "search", "--tenant", tid, "--fuel", "diesel", "--limit", "0"
     )
     assert code == 2
+
+
+async def test_the_demo_inventory_loads_and_has_the_examples_golfs(
+    sqlite_db: Database, app: typer.Typer
+) -> None:
+    """`up` seeds the demo dealership from docs/examples/demo-inventory.csv; the example WAHA
+    message asks for a Golf around €25,000, so the stock must have some."""
+    from decimal import Decimal
+
+    from models.inventory import InventoryQuery
+    from models.knowledge.database_index import DatabaseIndex
+    from models.knowledge.service import KnowledgeService
+
+    tid, _ = await make_tenant(sqlite_db)
+    path = Path(__file__).resolve().parents[2] / "docs" / "examples" / "demo-inventory.csv"
+    parsed = cli_inventory.parse_file(
+        cli_inventory.file_spec(path.name, cli_inventory.SourceKind.CSV_FEED), path.read_bytes()
+    )
+    assert len(parsed.items) == 28 and not parsed.skipped
+    done = await cli_inventory.seed_demo_inventory(get_settings(), sqlite_db, tid, path)
+    assert done.startswith("28 received: 28 added")
+    knowledge = KnowledgeService(sqlite_db, DatabaseIndex(sqlite_db))
+    golfs = await knowledge.search_items(
+        tenant_id=tid,
+        query=InventoryQuery(make="Volkswagen", model="Golf", max_price=Decimal(25_000)),
+    )
+    assert len(golfs) == 3
