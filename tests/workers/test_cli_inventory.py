@@ -27,6 +27,7 @@ MAPPING_FREE_JSON = """[{"key": "A1", "make": "Volkswagen", "model": "Golf", "pr
 @pytest.fixture
 def app(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> typer.Typer:
     monkeypatch.setenv("LEADFLOW_DATABASE_URL", sqlite_url)
+    monkeypatch.setenv("COLUMNS", "400")  # rich wraps long paths at the terminal's width
     get_settings.cache_clear()
     app = typer.Typer()
     cli_inventory.register(app)
