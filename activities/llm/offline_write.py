@@ -39,7 +39,8 @@ UNDISPLAYED_FIELDS = frozenset({"model", "urgency", "name", "opt_out", "preferre
 # Below this the rules did not understand the message (matches the playbooks' low_confidence).
 CLARIFY_BELOW = 0.3
 # Intents a reply answers with the cars in stock when the inventory was looked up; the others
-# (a meeting, financing, a trade-in) keep their own answer.
+# (a meeting, financing, a trade-in) keep their own answer (a meeting asked for together with a
+# new wish gets the cars after its answer).
 INVENTORY_INTENTS = frozenset(
     {Intent.PRODUCT_INQUIRY, Intent.PRICING, Intent.OTHER, Intent.GREETING}
 )
@@ -403,7 +404,14 @@ class OfflineWriter:
 
         parts: list[str] = []
         trailing_question = ""
+        # "I'm looking for a Golf around €25,000, can I test drive it this week?": the meeting
+        # keeps its own opening and the cars it could be with follow it.
+        meeting_with_stock = stock is not None and intent == Intent.MEETING
         if stock is not None:
+            if meeting_with_stock:
+                opening = render(pack, [key, "other"], lang, ctx)
+                split = re.match(r"^(.*[.!])\s+([^.!?]+\?)$", opening, re.DOTALL)
+                parts.append(split.group(1) if split else opening)
             # The cars answer the wish, availability, mileage and price at once: they replace
             # the intent's opening, the "I've noted" line and the per-car look-up promises.
             parts.append(stock.text)
@@ -482,7 +490,7 @@ class OfflineWriter:
             parts.append(render(pack, ["meeting_time_noted"], lang, {**ctx, "time": time}))
         elif wants_meeting and question is None:
             question = render(pack, ["meeting_time_question"], lang, ctx)
-        if question is None and stock is not None:
+        if question is None and stock is not None and not meeting_with_stock:
             question = stock.question or None
         if question is None and not asked_topics and not any("?" in p for p in parts):
             question = next_question(
@@ -513,9 +521,13 @@ class OfflineWriter:
         perception = context.perception
         if answer is None or perception is None or injection:
             return None
-        if perception.intent not in INVENTORY_INTENTS or key in {"negotiation", "objection"}:
-            return None
         new_wish = bool(WISH_FIELDS & set(perception.fields))
+        meeting_wish = perception.intent == Intent.MEETING and new_wish
+        if (perception.intent not in INVENTORY_INTENTS and not meeting_wish) or key in {
+            "negotiation",
+            "objection",
+        }:
+            return None
         if (
             asked_topics
             and not new_wish
@@ -523,7 +535,8 @@ class OfflineWriter:
             and not any(topic.per_item for _, topic in asked_topics)
         ):
             return None  # "what are your opening hours?": answered, not a car list again
-        first = not any(e.role == Role.AI for e in context.transcript)
+        # The meeting's own opening greets; the list follows it.
+        first = not any(e.role == Role.AI for e in context.transcript) and not meeting_wish
         return self.stock_text(answer, lang, ctx, greet=first)
 
     def stock_text(

@@ -259,7 +259,10 @@ def test_up_answers_a_message_restarts_workers_stops_cleanly_and_keeps_state(
         # Its workflow id holds a keyed hash of the lead, not the phone (models/workflow_ids.py).
         assert reply["conversation_id"].startswith("conv:demo:waha:")
         assert not any(char.isdigit() for char in reply["conversation_id"])
-        assert reply["text"]
+        # The demo dealership's stock (docs/examples/demo-inventory.csv) answers the example's
+        # Golf around €25,000: a Golf of it, with its price and link.
+        assert "autohuis-vandijk.example/occasions/vd-" in reply["text"], reply["text"]
+        assert "€ 18.950" in reply["text"], reply["text"]
 
         # Every process serves its metrics where the banner says: the API and each worker
         # (one of them counted the turn; both carry the Temporal SDK's series).

@@ -454,3 +454,27 @@ def test_a_list_later_in_the_conversation_does_not_greet_again() -> None:
     )
     assert text.startswith("Dit hebben we nu op voorraad (Golf vanaf 2021):"), text
     assert "€ 24.750" in text and f"{SHOP}/golf-4" in text
+
+
+async def test_a_test_drive_asked_with_a_wish_keeps_the_meeting_answer_and_lists_the_cars(
+    shop: Any,
+) -> None:
+    """The demo's example message: a wish and a test drive in one. The meeting keeps its own
+    answer (and the day the lead named), the cars it could be with follow it."""
+    agent, tenant, _ = await shop()
+    ready = await draft(
+        agent,
+        tenant,
+        "Hoi! Ik zoek een Volkswagen Golf diesel, budget rond de €25.000. "
+        "Kan ik deze week een proefrit maken?",
+    )
+    reply = ready.reply
+    assert reply is not None and reply.guard is None, reply
+    text = reply.text
+    print("\n--- nl reply (meeting + wish) ---\n" + text)
+    assert text.startswith("Een proefrit plannen we graag voor je in!"), text
+    assert "Hoi!" not in text  # the meeting's opening greets; the list does not again
+    assert cited_urls(text) == [f"{SHOP}/golf-1", f"{SHOP}/golf-2", f"{SHOP}/golf-3"]
+    assert "deze week" in text  # the day the lead named is noted, not asked again
+    assert "Wil je er een komen bekijken" not in text  # they asked for the test drive already
+    assert reply.inventory_keys == ("golf-1", "golf-2", "golf-3")
