@@ -52,6 +52,7 @@ class CrmKind(StrEnum):
     SALESFORCE = "salesforce"
     PIPEDRIVE = "pipedrive"
     CHATWOOT = "chatwoot"
+    GOHIGHLEVEL = "gohighlevel"
 
 
 class SyncMode(StrEnum):
@@ -65,6 +66,7 @@ DEFAULT_BASE_URLS: dict[CrmKind, str] = {
     CrmKind.SALESFORCE: "https://login.salesforce.com",
     CrmKind.PIPEDRIVE: "https://api.pipedrive.com",
     CrmKind.CHATWOOT: "https://app.chatwoot.com",
+    CrmKind.GOHIGHLEVEL: "https://services.leadconnectorhq.com",
 }
 
 REQUIRED_CREDENTIALS: dict[CrmKind, tuple[tuple[str, ...], ...]] = {
@@ -74,6 +76,12 @@ REQUIRED_CREDENTIALS: dict[CrmKind, tuple[tuple[str, ...], ...]] = {
     CrmKind.SALESFORCE: (("client_id", "client_secret"),),
     CrmKind.PIPEDRIVE: (("api_token",), ("access_token",)),
     CrmKind.CHATWOOT: (("api_token", "account_id"),),
+    # API v2 is per sub-account (location): a Private Integration token of the sub-account, or
+    # a location access token obtained through the marketplace OAuth flow (gohighlevel.md §1).
+    CrmKind.GOHIGHLEVEL: (
+        ("private_integration_token", "location_id"),
+        ("access_token", "location_id"),
+    ),
 }
 
 # leadflow fields a mapping may read. `fields.<key>` reads an extracted conversation field.
@@ -107,7 +115,19 @@ _TARGET_PATTERNS: dict[CrmKind, re.Pattern[str]] = {
     # Chatwoot: contact custom attribute keys, or `labels` (conversation labels).
     CrmKind.CHATWOOT: re.compile(r"^[a-z][a-z0-9_]{0,63}$"),
     CrmKind.BUILTIN: re.compile(r"^[a-z][a-z0-9_]{0,63}$"),
+    # GoHighLevel: a standard contact field of the upsert body, or `customField.<id>` (custom
+    # fields are written and read by id, never by name: gohighlevel.md §3 "Custom fields").
+    CrmKind.GOHIGHLEVEL: re.compile(
+        r"^(?:firstName|lastName|name|email|phone|companyName|source|website|address1|city"
+        r"|state|postalCode|country|timezone|dnd|customField\.[A-Za-z0-9]{1,64})$"
+    ),
 }
+
+# GoHighLevel's own opt-out is the contact's `dnd` flag. do_not_contact true writes dnd true;
+# false writes nothing, as for Pipedrive: lifting leadflow's opt-out is not the lead's consent,
+# which only the CRM may record. A compensation writes the flag back exactly as it was.
+GOHIGHLEVEL_DND = "dnd"
+GOHIGHLEVEL_CUSTOM_FIELD = "customField."
 
 # Pipedrive's own opt-out: the person's `marketing_status` (no_consent | unsubscribed | subscribed
 # | archived; accepted when the company uses Pipedrive's Campaigns product). do_not_contact true
@@ -151,6 +171,15 @@ DEFAULT_FIELD_MAPPINGS: dict[CrmKind, dict[str, str]] = {
         "quality": "lead_quality",
         "interests": "interests",
         "do_not_contact": "do_not_contact",
+    },
+    # score and quality need a custom field of the location (`customField.<id>`, ids differ per
+    # location), so they are not mapped by default; quality and interests go out as tags.
+    CrmKind.GOHIGHLEVEL: {
+        "email": "email",
+        "phone": "phone",
+        "first_name": "firstName",
+        "last_name": "lastName",
+        "do_not_contact": GOHIGHLEVEL_DND,
     },
 }
 

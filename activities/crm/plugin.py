@@ -1,5 +1,6 @@
-"""The CRM plugin: HubSpot, Salesforce, Pipedrive, Chatwoot and built-in adapters, the sync
-activities and CrmSyncWorkflow on the CRM queue, and `request_crm_sync` on the conversations queue.
+"""The CRM plugin: HubSpot, Salesforce, Pipedrive, Chatwoot, GoHighLevel and built-in adapters,
+the sync activities and CrmSyncWorkflow on the CRM queue, and `request_crm_sync` on the
+conversations queue.
 
 Adding a CRM is one adapter module and one more entry in `crm_adapters` (or a plugin of its own
 whose `crm_adapters` the registry merges in)."""
@@ -13,6 +14,7 @@ from temporalio.plugin import SimplePlugin
 from activities.crm.activities import CrmActivities, CrmSyncRequester
 from activities.crm.builtin import BuiltinAdapter
 from activities.crm.chatwoot import ChatwootAdapter
+from activities.crm.gohighlevel import GoHighLevelAdapter
 from activities.crm.hubspot import HubSpotAdapter
 from activities.crm.pipedrive import PipedriveAdapter
 from activities.crm.salesforce import SalesforceAdapter
@@ -56,7 +58,7 @@ def _build(ctx: PluginContext) -> Mapping[str, SimplePlugin]:
 def crm_plugin() -> LeadflowPlugin:
     return LeadflowPlugin(
         name="crm",
-        description="CRM sync sagas: HubSpot, Salesforce, Pipedrive, Chatwoot, "
+        description="CRM sync sagas: HubSpot, Salesforce, Pipedrive, Chatwoot, GoHighLevel, "
         "built-in lead table.",
         crm_adapters={
             CrmKind.BUILTIN.value: BuiltinAdapter,
@@ -64,6 +66,7 @@ def crm_plugin() -> LeadflowPlugin:
             CrmKind.SALESFORCE.value: SalesforceAdapter,
             CrmKind.PIPEDRIVE.value: PipedriveAdapter,
             CrmKind.CHATWOOT.value: ChatwootAdapter,
+            CrmKind.GOHIGHLEVEL.value: GoHighLevelAdapter,
         },
         build=_build,
     )
