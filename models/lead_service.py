@@ -107,3 +107,69 @@ async def set_do_not_contact(
     await session.refresh(lead)
     # None: another writer set the same value between our read and our write.
     return DoNotContactChange(lead=lead, changed=version is not None)
+
+
+# ---- listing ---------------------------------------------------------------------------------
+
+MAX_PAGE = 200
+
+
+class LeadCursorError(LookupError):
+    """A `cursor` whose lead is not the tenant's: erased since, or never one of its leads."""
+
+
+class LeadFilter(NamedTuple):
+    """What `GET /api/v1/leads` filters on; None means "either"."""
+
+    quality: str | None = None
+    source_job_id: str | None = None
+    has_email: bool | None = None
+    has_phone: bool | None = None
+    do_not_contact: bool | None = None
+    search: str | None = None
+
+
+class LeadPage(NamedTuple):
+    leads: list[Lead]
+    next_cursor: str | None
+
+
+# A cursor is the id of the previous page's last lead (ids are uuids, in either spelling): it
+# needs no decoding, so a well-formed cursor is refused only when its lead is not the tenant's.
+CURSOR_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+
+
+async def list_leads(
+    session: AsyncSession,
+    *,
+    tenant_id: str,
+    where: LeadFilter,
+    limit: int,
+    cursor: str | None = None,
+) -> LeadPage:
+    """One page of the tenant's leads, newest first, and the cursor of the next page (None on
+    the last). Raises `LeadCursorError` for a cursor that names no lead of the tenant (another
+    tenant's, or one erased since: its position is lost, list again from the start)."""
+    if not 1 <= limit <= MAX_PAGE:
+        raise ValueError(f"limit must be between 1 and {MAX_PAGE}")
+    if cursor is not None and (
+        await lead_repo.get_lead(session, tenant_id=tenant_id, lead_id=cursor) is None
+    ):
+        raise LeadCursorError("no lead at this cursor (erased since?); list from the start")
+    search = (where.search or "").strip() or None
+    # one more than asked: whether a next page exists, without a count over the tenant's leads
+    rows = await lead_repo.list_leads(
+        session,
+        tenant_id=tenant_id,
+        quality=where.quality,
+        source_job_id=where.source_job_id,
+        has_email=where.has_email,
+        has_phone=where.has_phone,
+        do_not_contact=where.do_not_contact,
+        search=search,
+        after_id=cursor,
+        limit=limit + 1,
+    )
+    more = len(rows) > limit
+    page = rows[:limit]
+    return LeadPage(leads=page, next_cursor=page[-1].id if more else None)

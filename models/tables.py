@@ -59,6 +59,10 @@ class Lead(SQLModel, table=True):
     version: int = 1
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
+    # Leads from enrichment jobs (models/lead_service.py): the job whose row created or last
+    # enriched the lead, and its company's domain (the third dedupe key after e-mail and phone).
+    source_job_id: str | None = Field(default=None, index=True, max_length=64)
+    company_domain: str | None = Field(default=None, index=True, max_length=255)
 
 
 class Conversation(SQLModel, table=True):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import unicodedata
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, StrictBool, field_validator
@@ -27,6 +27,7 @@ from api.deps import CurrentTenant, Session, State, Temporal
 from api.errors import ApiError
 from api.responses import errors
 from models import lead_service
+from models.common import LeadQuality
 from models.conversation import SIGNAL_CLOSE, CloseRequest
 from models.crm import (
     BUILTIN_INTEGRATION_ID,
@@ -41,7 +42,13 @@ from models.erasure import (
     legacy_erase_workflow_id,
 )
 from models.export import ContactExport, export_contact
-from models.lead_service import LIFT_ROUTE
+from models.lead_service import (
+    CURSOR_PATTERN,
+    LIFT_ROUTE,
+    MAX_PAGE,
+    LeadCursorError,
+    LeadFilter,
+)
 from models.repo import crm as crm_repo
 from models.repo import deployment_keys
 from models.repo import leads as lead_repo
@@ -95,6 +102,119 @@ class LeadOut(BaseModel):
 
 class SyncAccepted(BaseModel):
     workflow_id: str
+
+
+class LeadSummary(BaseModel):
+    """A lead in a list: what an operator scans, the same values the lead's own page shows."""
+
+    id: str
+    channel: str
+    address: str
+    name: str | None
+    company: str | None
+    company_domain: str | None
+    email: str | None
+    phone: str | None
+    score: int
+    quality: str
+    do_not_contact: bool
+    source_job_id: str | None
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class LeadList(BaseModel):
+    leads: list[LeadSummary]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null on the last."
+    )
+    next: str | None = Field(description="The next page's URL (same filters); null on the last.")
+
+
+def _summary(lead: Lead) -> LeadSummary:
+    company = lead.fields.get("company")
+    return LeadSummary(
+        id=lead.id,
+        channel=lead.channel,
+        address=lead.address,
+        name=lead.name,
+        company=str(company) if company else None,
+        company_domain=lead.company_domain,
+        email=lead.email,
+        phone=lead.phone,
+        score=lead.score,
+        quality=lead.quality,
+        do_not_contact=lead.do_not_contact,
+        source_job_id=lead.source_job_id,
+        version=lead.version,
+        created_at=lead.created_at,
+        updated_at=lead.updated_at,
+    )
+
+
+@router.get(
+    "",
+    responses=errors(
+        404,
+        422,
+        _404="No lead of the tenant at `cursor` (erased since): list from the start.",
+        _422="Bad filter, limit or cursor.",
+    ),
+)
+async def list_leads(
+    tenant: CurrentTenant,
+    session: Session,
+    request: Request,
+    quality: Annotated[LeadQuality | None, Query()] = None,
+    source_job: Annotated[
+        str | None,
+        Query(
+            min_length=1, max_length=64, description="Leads created or last enriched by this job."
+        ),
+    ] = None,
+    has_email: Annotated[bool | None, Query()] = None,
+    has_phone: Annotated[bool | None, Query()] = None,
+    do_not_contact: Annotated[bool | None, Query()] = None,
+    q: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=200,
+            description="Text in the name, company or e-mail (case-insensitive).",
+        ),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+    cursor: Annotated[
+        str | None,
+        Query(pattern=CURSOR_PATTERN, description="`next_cursor` of the previous page."),
+    ] = None,
+) -> LeadList:
+    """The tenant's leads, newest first, filtered; pages follow `next` (or `cursor`): a lead
+    added or edited while paging neither repeats nor hides another."""
+    try:
+        page = await lead_service.list_leads(
+            session,
+            tenant_id=tenant.id,
+            where=LeadFilter(
+                quality=quality.value if quality else None,
+                source_job_id=source_job,
+                has_email=has_email,
+                has_phone=has_phone,
+                do_not_contact=do_not_contact,
+                search=q,
+            ),
+            limit=limit,
+            cursor=cursor,
+        )
+    except LeadCursorError as exc:
+        raise ApiError(404, "unknown cursor", str(exc)) from exc
+    next_url = (
+        str(request.url.include_query_params(cursor=page.next_cursor)) if page.next_cursor else None
+    )
+    return LeadList(
+        leads=[_summary(lead) for lead in page.leads], next_cursor=page.next_cursor, next=next_url
+    )
 
 
 @router.get("/{lead_id}", responses=errors(404))

@@ -210,3 +210,62 @@ async def lead_snapshot(
         summary=str(summary) if summary else None,
         chatwoot_conversation_ids=chatwoot_threads,
     )
+
+
+def _like(text: str) -> str:
+    """A LIKE pattern matching `text` anywhere, its own `%`, `_` and `\\` taken literally."""
+    escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+async def list_leads(
+    session: AsyncSession,
+    *,
+    tenant_id: str,
+    quality: str | None = None,
+    source_job_id: str | None = None,
+    has_email: bool | None = None,
+    has_phone: bool | None = None,
+    do_not_contact: bool | None = None,
+    search: str | None = None,
+    after_id: str | None = None,
+    limit: int = 50,
+) -> list[Lead]:
+    """One page of the tenant's leads, newest first, ordered by (`created_at`, `id`) descending:
+    both never change, so keyset pages continue after `after_id` (the previous page's last
+    lead) with no lead repeated or skipped while leads are added or edited meanwhile. A cursor
+    whose lead is gone (erased) matches nothing: the caller checks it exists first."""
+    query = select(Lead).where(Lead.tenant_id == tenant_id)
+    if quality is not None:
+        query = query.where(Lead.quality == quality)
+    if source_job_id is not None:
+        query = query.where(Lead.source_job_id == source_job_id)
+    for column, wanted in ((Lead.email, has_email), (Lead.phone, has_phone)):
+        if wanted is None:
+            continue
+        present = col(column).is_not(None) & (col(column) != "")
+        query = query.where(present if wanted else ~present)
+    if do_not_contact is not None:
+        query = query.where(col(Lead.do_not_contact).is_(do_not_contact))
+    if search:
+        pattern = _like(search)
+        company = table_of(Lead).c.fields["company"].as_string()
+        query = query.where(
+            or_(
+                func.lower(Lead.name).like(pattern, escape="\\"),
+                func.lower(Lead.email).like(pattern, escape="\\"),
+                func.lower(company).like(pattern, escape="\\"),
+            )
+        )
+    if after_id is not None:
+        anchor = select(Lead.created_at).where(Lead.id == after_id).scalar_subquery()
+        query = query.where(
+            or_(
+                col(Lead.created_at) < anchor,
+                (col(Lead.created_at) == anchor) & (col(Lead.id) < after_id),
+            )
+        )
+    rows = await session.exec(
+        query.order_by(col(Lead.created_at).desc(), col(Lead.id).desc()).limit(limit)
+    )
+    return list(rows.all())
