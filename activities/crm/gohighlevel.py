@@ -8,6 +8,9 @@ GoHighLevel names no over-limit answer; a 429 is retried after the burst window 
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any, ClassVar
 
@@ -34,6 +37,9 @@ API_VERSION = "2021-07-28"  # the only value the v2 contacts spec accepts
 CONTACTS = "/contacts"
 # A spent daily allowance (200,000 per location) is not worth retrying within the hour.
 DAILY_LIMIT_DELAY = timedelta(hours=1)
+# A spent burst window shorter than this is waited out in the call; a longer one gives the
+# worker slot back: the activity is retried after it (Temporal's next_retry_delay).
+MAX_INLINE_WAIT_SECONDS = 2.0
 
 
 def lead_tags(lead: LeadSnapshot) -> list[str]:
@@ -84,8 +90,16 @@ class GoHighLevelAdapter:
     # burst limit: 100 requests per 10 s per location; 9/s per connection stays under it
     min_interval_seconds: ClassVar[float] = 0.11
 
-    def __init__(self, http: httpx.AsyncClient) -> None:
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self._http = http
+        self._sleep = sleep
+        # per connection: no call before this monotonic time (the burst window is spent)
+        self._not_before: dict[str, float] = {}
 
     # ---- plumbing ------------------------------------------------------------------------
 
@@ -112,7 +126,11 @@ class GoHighLevelAdapter:
         allow: tuple[int, ...] = (),
         **kwargs: Any,
     ) -> httpx.Response:
-        """`send` with GoHighLevel's own rate-limit headers and its list-shaped 422 message."""
+        """`send` with GoHighLevel's own rate-limit headers and its list-shaped 422 message.
+
+        "Sleep X-RateLimit-Interval-Milliseconds when X-RateLimit-Remaining is 0" (§2): an
+        answer that spends the burst window holds the connection's next call."""
+        await self._respect_window(conn, action)
         response = await send(
             self._http,
             conn,
@@ -123,6 +141,7 @@ class GoHighLevelAdapter:
             headers=self._headers(conn),
             **kwargs,
         )
+        self._note_window(conn, response)
         status = response.status_code
         if status in allow:
             return response
@@ -139,6 +158,25 @@ class GoHighLevelAdapter:
                 non_retryable=True,
             )
         return response
+
+    async def _respect_window(self, conn: Connection, action: str) -> None:
+        wait = self._not_before.get(conn.integration_id, 0.0) - time.monotonic()
+        if wait <= 0:
+            return
+        if wait > MAX_INLINE_WAIT_SECONDS:
+            raise ApplicationError(
+                f"{conn.label()} {action}: the burst window is spent (X-RateLimit-Remaining 0)",
+                type=RATE_LIMITED,
+                next_retry_delay=timedelta(seconds=wait),
+            )
+        await self._sleep(wait)
+        self._not_before.pop(conn.integration_id, None)  # waited out
+
+    def _note_window(self, conn: Connection, response: httpx.Response) -> None:
+        headers = response.headers
+        interval = headers.get("x-ratelimit-interval-milliseconds", "").strip()
+        if headers.get("x-ratelimit-remaining", "").strip() == "0" and interval.isdigit():
+            self._not_before[conn.integration_id] = time.monotonic() + int(interval) / 1000
 
     def _body(self, values: dict[str, Any], *, restoring: bool = False) -> dict[str, Any]:
         """The contact fields for {mapped property: value}; None clears (a restore's "was

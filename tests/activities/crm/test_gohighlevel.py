@@ -189,9 +189,14 @@ async def test_note_delete_and_connection_test() -> None:
 
 
 async def test_errors_are_typed() -> None:
+    sleeps: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
     with GoHighLevelFake(token="pit-1", location_id=LOCATION) as ghl:
         async with httpx.AsyncClient() as http:
-            adapter = GoHighLevelAdapter(http)
+            adapter = GoHighLevelAdapter(http, sleep=sleep)
             with pytest.raises(ApplicationError) as denied:
                 await adapter.upsert(ghl_conn(ghl.url, token="wrong"), LEAD, None, values())
             assert denied.value.type == "CrmAuthFailed" and denied.value.non_retryable
@@ -211,14 +216,16 @@ async def test_errors_are_typed() -> None:
                 "^/contacts/upsert$",
                 429,
                 None,
-                headers=rate_limit_headers(interval_ms=2500),
+                headers=rate_limit_headers(interval_ms=1500),
             )
             with pytest.raises(ApplicationError) as limited:
                 await adapter.upsert(ghl_conn(ghl.url), LEAD, None, values())
             assert limited.value.type == "CrmRateLimited" and not limited.value.non_retryable
-            assert limited.value.next_retry_delay == timedelta(milliseconds=2500)
-            # the retry goes through
+            assert limited.value.next_retry_delay == timedelta(milliseconds=1500)
+            # the retry waits out what is left of the window, then goes through
             assert (await adapter.upsert(ghl_conn(ghl.url), LEAD, None, values())).created
+            [waited] = sleeps
+            assert 0 < waited <= 1.5
 
             ghl.fail(
                 "GET",
@@ -229,6 +236,36 @@ async def test_errors_are_typed() -> None:
             with pytest.raises(ApplicationError) as down:
                 await adapter.read(ghl_conn(ghl.url), LEAD, None)
             assert down.value.type == "CrmUnavailable" and not down.value.non_retryable
+
+
+async def test_an_answer_that_spends_the_burst_window_holds_the_next_call() -> None:
+    with GoHighLevelFake(token="pit-1", location_id=LOCATION) as ghl:
+        # a successful answer whose headers say the window is spent (§2)
+        ghl.fail(
+            "GET",
+            "^/contacts/search/duplicate$",
+            200,
+            {"contact": None},
+            headers=rate_limit_headers(interval_ms=10000),
+        )
+        async with httpx.AsyncClient() as http:
+            adapter = GoHighLevelAdapter(http)
+            lead = LEAD.model_copy(update={"phone": None})
+            assert await adapter.read(ghl_conn(ghl.url), lead, None) is None
+            calls = len(ghl.requests)
+            # longer than worth waiting in the call: retried by Temporal after the window
+            with pytest.raises(ApplicationError) as held:
+                await adapter.upsert(ghl_conn(ghl.url), lead, None, values(lead))
+            assert held.value.type == "CrmRateLimited"
+            delay = held.value.next_retry_delay
+            assert delay is not None and timedelta(0) < delay <= timedelta(seconds=10)
+            assert len(ghl.requests) == calls  # GoHighLevel was not called
+            # another connection (another location) is not held
+            other = Connection(
+                view=ghl_conn(ghl.url).view.model_copy(update={"integration_id": "ghl-2"}),
+                credentials={"private_integration_token": "pit-1", "location_id": LOCATION},
+            )
+            assert (await adapter.upsert(other, lead, None, values(lead))).created
 
 
 def _response(status: int, headers: dict[str, str]) -> httpx.Response:
