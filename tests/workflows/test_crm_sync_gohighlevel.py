@@ -6,11 +6,16 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import httpx
 import pytest
 from temporalio.client import Client
+from temporalio.testing import ActivityEnvironment
 
+from activities.crm.activities import CrmActivities
+from activities.crm.plugin import crm_plugin
 from models.crm import CrmKind, StepStatus, SyncOutcome, SyncStatus
 from models.db import Database
+from models.erasure import ContactRef
 from models.repo import crm as crm_repo
 from models.settings import Settings
 from tests.fakes.crm import HubSpotFake, SalesforceFake
@@ -149,3 +154,29 @@ async def test_a_rate_limited_write_waits_the_burst_window_and_succeeds(env: Env
         assert outcome.status is SyncStatus.SUCCEEDED, outcome
         assert len(ghl.calls("POST", "^/contacts/upsert$")) == 2
         assert ghl.by_email("bo@example.com") is not None and len(ghl.contacts) == 1
+
+
+async def test_erasure_deletes_the_synced_contact_and_then_finds_none(env: Env) -> None:
+    with GoHighLevelFake(token="pit-1", location_id=LOCATION) as ghl:
+        ghl_id = await env.integration(CrmKind.GOHIGHLEVEL, ghl.url, GHL_CREDENTIALS, GHL_MAPPING)
+        lead_id = await env.lead(name="Ivy Ray", email="ivy@example.com")
+        async with env.worker():
+            outcome = await (await env.start(lead_id)).result()
+        assert outcome.status is SyncStatus.SUCCEEDED
+        [contact_id] = ghl.contacts
+        async with httpx.AsyncClient() as http:
+            acts = CrmActivities(
+                settings=env.settings, db=env.db, http=http, adapters=crm_plugin().crm_adapters
+            )
+            ref = ContactRef(tenant_id=env.tenant_id, lead_id=lead_id)
+            erased = await ActivityEnvironment().run(acts.erase_crm_records, ref)
+            again = await ActivityEnvironment().run(acts.erase_crm_records, ref)
+        [record] = erased.records
+        assert (record.integration_id, record.outcome, record.remote_id) == (
+            ghl_id,
+            "deleted",
+            contact_id,
+        )
+        assert ghl.contacts == {}
+        # gone is done: a second erasure finds nothing to delete
+        assert [r.outcome for r in again.records] == ["not_found"]
