@@ -15,13 +15,18 @@ the model reads and the CRMs receive."""
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import re
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+from urllib.parse import urlsplit
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from models.agent import CompanyFacts
 from models.common import Channel
 from models.conversation import lead_id_for
-from models.identity import contact_details, normalise_contact
+from models.csv_intake import identifying_columns
+from models.identity import ContactIdError, contact_details, normalise_contact, phone_e164
 from models.repo import conversations as conversation_repo
 from models.repo import leads as lead_repo
 from models.tables import Lead, utcnow
@@ -173,3 +178,165 @@ async def list_leads(
     more = len(rows) > limit
     page = rows[:limit]
     return LeadPage(leads=page, next_cursor=page[-1].id if more else None)
+
+
+# ---- leads from enrichment jobs ---------------------------------------------------------------
+
+# A CSV column is the lead's phone or the person's name when its header, lower-cased with
+# everything but letters and digits removed, is one of these (`name` alone is the company's:
+# models/csv_intake.py).
+PHONE_COLUMNS = frozenset(
+    {"phone", "phonenumber", "telephone", "tel", "mobile", "mobilephone", "cell", "whatsapp",
+     "telefon", "telefono", "handy"}
+)  # fmt: skip
+NAME_COLUMNS = frozenset({"contactname", "fullname", "contact", "person", "personname"})
+FIRST_NAME_COLUMNS = frozenset({"firstname", "givenname", "vorname"})
+LAST_NAME_COLUMNS = frozenset({"lastname", "surname", "familyname", "nachname"})
+
+
+class JobLead(NamedTuple):
+    """What an enriched row did to the tenant's leads."""
+
+    lead_id: str
+    version: int
+    created: bool
+    changed: tuple[str, ...]
+    """What changed (`update_lead`'s keys); empty when the row told nothing new."""
+
+    @property
+    def needs_crm_sync(self) -> bool:
+        # The source job is leadflow's bookkeeping: a row that only re-recorded it tells the
+        # CRMs nothing. (Enrichment has always asked for the sync of a lead it changed, with or
+        # without a CRM of the tenant's: the sync records the built-in lead table's link too.)
+        return self.created or any(key != "source_job_id" for key in self.changed)
+
+
+def _header(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def _column(row: Mapping[str, str], names: frozenset[str]) -> str | None:
+    for key, value in row.items():
+        if _header(key) in names and value.strip():
+            return value.strip()
+    return None
+
+
+def company_domain(url: str | None) -> str | None:
+    """A company website's host without `www.` (`https://www.acme.de/about` -> `acme.de`)."""
+    if not url:
+        return None
+    candidate = url if "//" in url else f"//{url}"
+    try:
+        host = urlsplit(candidate).hostname
+    except ValueError:
+        return None
+    return (host or "").removeprefix("www.")[:255] or None
+
+
+def _email(value: str | None) -> str | None:
+    if not value:
+        return None
+    try:
+        details = contact_details(Channel.EMAIL, value)
+    except ContactIdError:
+        return None
+    return details.email
+
+
+def _row_person(row: Mapping[str, str]) -> str | None:
+    full = _column(row, NAME_COLUMNS)
+    if full:
+        return full[:200]
+    parts = [_column(row, FIRST_NAME_COLUMNS), _column(row, LAST_NAME_COLUMNS)]
+    joined = " ".join(p for p in parts if p)
+    return joined[:200] or None
+
+
+async def lead_from_enriched_row(
+    session: AsyncSession,
+    *,
+    tenant_id: str,
+    job_id: str,
+    row: Mapping[str, str],
+    website: str | None,
+    facts: CompanyFacts,
+) -> JobLead | None:
+    """Make the enriched CSV row a lead of the tenant, or merge it into the lead it already is;
+    None when the row names nobody leadflow could write to.
+
+    The same lead is, in this order: the lead with the row's e-mail; the lead with the row's
+    phone (E.164; a phone without a country code is not one); and, for a row with neither, the
+    lead of its company's domain (the website's host). A row's own e-mail or phone that no lead
+    has is a new person, even at a known company. A new lead is keyed like a conversation's
+    (`lead_id_for` of its e-mail, else its WhatsApp number; a row without either is written to
+    the address its company's website gives), so a later conversation with it finds it, and a
+    retried step finds the row it inserted.
+
+    Merged: the company facts (company, website, summary, social links) into the lead's
+    fields, the domain, the source job, and the name, e-mail and phone where the lead has none
+    (what a lead said or an operator typed is never overwritten by a CSV). Idempotent: the
+    same row again changes nothing. Committed."""
+    columns = identifying_columns(list(row))
+    email = _email(row.get(columns.email or "", ""))
+    raw_phone = _column(row, PHONE_COLUMNS)
+    phone = phone_e164(raw_phone) if raw_phone else None
+    domain = company_domain(website)
+    company = facts.company or (row.get(columns.company or "") or "").strip() or None
+    name = _row_person(row)
+
+    lead: Lead | None = None
+    if email:
+        lead = await lead_repo.find_lead_by_email(session, tenant_id=tenant_id, email=email)
+    if lead is None and phone:
+        lead = await lead_repo.find_lead_by_phone(session, tenant_id=tenant_id, phone=phone)
+    if lead is None and not email and not phone and domain:
+        lead = await lead_repo.find_lead_by_company_domain(
+            session, tenant_id=tenant_id, domain=domain
+        )
+    site_phone = next((p for p in map(phone_e164, facts.phones) if p), None)
+    created = False
+    if lead is None:
+        # Whom to write to: the row's person, else the company's own address.
+        address_email = email or (None if phone else _email(next(iter(facts.emails), None)))
+        if address_email:
+            channel, address = Channel.EMAIL, normalise_contact(Channel.EMAIL, address_email)
+        elif phone or site_phone:
+            number = phone or site_phone or ""
+            channel, address = Channel.WHATSAPP, number.removeprefix("+")
+        else:
+            return None
+        lead, created = await lead_repo.insert_lead_once(
+            session,
+            lead_id=lead_id_for(tenant_id, channel, address),
+            tenant_id=tenant_id,
+            channel=channel.value,
+            address=address,
+            name=name,
+            email=address_email,
+            phone=phone,
+        )
+    changes: dict[str, Any] = {"source_job_id": job_id}
+    for key, value in (
+        ("fields.company", company),
+        ("fields.website", website),
+        ("fields.company_summary", facts.summary),
+        ("fields.social_links", list(facts.social_links) or None),
+        ("company_domain", domain),
+    ):
+        if value:
+            changes[key] = value
+    for key, value in (
+        ("name", name),
+        ("email", email),
+        ("phone", phone or site_phone),
+    ):
+        if value and not getattr(lead, key):
+            changes[key] = value
+    applied = await lead_repo.update_lead(session, lead=lead, changes=changes)
+    return JobLead(
+        lead_id=lead.id,
+        version=lead.version,
+        created=created,
+        changed=tuple(sorted(applied)),
+    )

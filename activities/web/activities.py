@@ -14,7 +14,6 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Mapping
 from datetime import timedelta
-from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -26,6 +25,7 @@ from activities.web.extract import contact_page, extract_facts, merge_facts
 from activities.web.fetch import Fetcher, FetchError
 from activities.web.search import SearchError, SearchProvider, SearchProviderFactory
 from activities.web.website import find_website, normalise_website, site_key
+from models import lead_service
 from models.agent import CompanyFacts, WriteEmailInput
 from models.crm import (
     request_crm_sync,
@@ -50,7 +50,6 @@ from models.enrichment_tables import EnrichmentRecord
 from models.metrics import ENRICHMENT_RECORD_SECONDS, ENRICHMENT_RECORDS
 from models.policy import PlaybookRef
 from models.repo import enrichment as repo
-from models.repo import leads as lead_repo
 from models.settings import Settings
 
 LLM_TIMEOUT_SECONDS = 90.0
@@ -195,45 +194,34 @@ class EnrichmentActivities:
                     request, RecordStatus.FAILED, outcome, str(exc), started=started
                 )
             # Before the record is marked done: a retry after a crash repeats this, harmlessly.
-            await self._update_known_lead(request, record, outcome)
+            await self._lead_from_row(request, record, outcome)
             return await self._finish(request, RecordStatus.DONE, outcome, None, started=started)
 
-    async def _update_known_lead(
+    async def _lead_from_row(
         self, request: ProcessRecordInput, record: EnrichmentRecord, outcome: RecordOutcome
     ) -> None:
-        """A row whose e-mail belongs to one of the tenant's leads enriches that lead, and the
-        change goes to the tenant's CRMs like any other lead change."""
+        """The enriched row becomes, or enriches, a lead of the tenant (models/lead_service.py
+        says which), and a change goes to the tenant's CRMs like any other lead change."""
         row = {str(k): str(v) for k, v in record.data.items()}
-        email = row.get(identifying_columns(list(row)).email or "", "").strip()
-        if not email:
-            return
-        facts = outcome.facts
-        changes: dict[str, Any] = {
-            key: value
-            for key, value in (
-                ("fields.website", outcome.website),
-                ("fields.company", facts.company),
-                ("fields.company_summary", facts.summary),
-            )
-            if value
-        }
         async with self.db.session() as session:
-            lead = await lead_repo.find_lead_by_email(
-                session, tenant_id=request.tenant_id, email=email
+            result = await lead_service.lead_from_enriched_row(
+                session,
+                tenant_id=request.tenant_id,
+                job_id=request.job_id,
+                row=row,
+                website=outcome.website,
+                facts=outcome.facts,
             )
-            if lead is None:
-                return
-            if facts.phones and not lead.phone:
-                changes["phone"] = facts.phones[0]
-            applied = await lead_repo.update_lead(session, lead=lead, changes=changes)
-            lead_id, version = lead.id, lead.version
-        if applied:
+        # A retry may follow an attempt that wrote the lead and died before asking for the
+        # sync: it asks again (the lead's sync workflow coalesces requests of one version).
+        retried = activity.info().attempt > 1
+        if result is not None and (result.needs_crm_sync or retried):
             await request_crm_sync(
                 activity.client(),
                 tenant_id=request.tenant_id,
-                lead_id=lead_id,
+                lead_id=result.lead_id,
                 reason=f"enrichment job {request.job_id}",
-                version=version,
+                version=result.version,
             )
 
     async def _finish(

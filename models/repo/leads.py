@@ -12,7 +12,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models.common import Channel
 from models.crm import INBOUND_FIELDS, LeadSnapshot
-from models.repo.sql import table_of
+from models.repo.sql import insert, table_of
 from models.tables import Conversation, Lead, utcnow
 
 
@@ -34,6 +34,84 @@ async def find_lead_by_email(session: AsyncSession, *, tenant_id: str, email: st
             .limit(1)
         )
     ).first()
+
+
+async def find_lead_by_phone(session: AsyncSession, *, tenant_id: str, phone: str) -> Lead | None:
+    """The tenant's lead with this E.164 phone, the most recently updated first."""
+    return (
+        await session.exec(
+            select(Lead)
+            .where(Lead.tenant_id == tenant_id, Lead.phone == phone)
+            .order_by(col(Lead.updated_at).desc())
+            .limit(1)
+        )
+    ).first()
+
+
+async def find_lead_by_company_domain(
+    session: AsyncSession, *, tenant_id: str, domain: str
+) -> Lead | None:
+    """The tenant's lead of the company at this domain, the earliest first (the company's
+    first lead is the one a contact-less row enriches, not whichever changed last)."""
+    return (
+        await session.exec(
+            select(Lead)
+            .where(Lead.tenant_id == tenant_id, Lead.company_domain == domain)
+            .order_by(col(Lead.created_at), col(Lead.id))
+            .limit(1)
+        )
+    ).first()
+
+
+async def insert_lead_once(
+    session: AsyncSession,
+    *,
+    lead_id: str,
+    tenant_id: str,
+    channel: str,
+    address: str,
+    name: str | None,
+    email: str | None,
+    phone: str | None,
+) -> tuple[Lead, bool]:
+    """The lead of (tenant, channel, address), inserted if there is none (`ON CONFLICT DO
+    NOTHING`), and whether this call inserted it: a retried or concurrent step finds the one row
+    instead of failing or adding a second. Committed."""
+    leads = table_of(Lead)
+    conn = await session.connection()
+    now = utcnow()
+    inserted = await conn.execute(
+        insert(conn, leads)
+        .values(
+            id=lead_id,
+            tenant_id=tenant_id,
+            channel=channel,
+            address=address,
+            name=name,
+            email=email,
+            phone=phone,
+            fields={},
+            score=0,
+            quality="COLD",
+            do_not_contact=False,
+            version=1,
+            created_at=now,
+            updated_at=now,
+        )
+        # the id derives from (tenant, channel, address): either key conflicts, or neither
+        .on_conflict_do_nothing()
+        .returning(leads.c.id)
+    )
+    created = inserted.first() is not None
+    await session.commit()
+    lead = (
+        await session.exec(
+            select(Lead).where(
+                Lead.tenant_id == tenant_id, Lead.channel == channel, Lead.address == address
+            )
+        )
+    ).one()
+    return lead, created
 
 
 async def create_lead(
@@ -67,6 +145,13 @@ async def create_lead(
     return lead
 
 
+LEAD_COLUMNS = frozenset(
+    {"name", "email", "phone", "score", "quality", "do_not_contact", "source_job_id",
+     "company_domain"}
+)  # fmt: skip
+"""The columns `update_lead` writes (the rest are keys, or leadflow's bookkeeping)."""
+
+
 async def update_lead(
     session: AsyncSession, *, lead: Lead, changes: dict[str, Any], only_inbound: bool = False
 ) -> dict[str, Any]:
@@ -85,7 +170,7 @@ async def update_lead(
             continue
         if only_inbound and key not in INBOUND_FIELDS:
             continue
-        if key not in {"name", "email", "phone", "score", "quality", "do_not_contact"}:
+        if key not in LEAD_COLUMNS:
             continue
         if getattr(lead, key) != value:
             setattr(lead, key, value)
