@@ -1,4 +1,7 @@
-"""Do-not-contact, in one place: whether leadflow may message a contact, and an operator's
+"""The leads domain's rules: do-not-contact (below), the list the API pages through
+(`list_leads`), and leads made from enrichment jobs' rows (`lead_from_enriched_row`).
+
+Do-not-contact, in one place: whether leadflow may message a contact, and an operator's
 explicit decision to set or lift it.
 
 Who counts as the same person: the lead of the (channel, contact) asked about, and any lead of
@@ -321,7 +324,8 @@ async def lead_from_enriched_row(
         ("fields.company", company),
         ("fields.website", website),
         ("fields.company_summary", facts.summary),
-        ("fields.social_links", list(facts.social_links) or None),
+        # one string, as the CRMs' field mappings take scalars
+        ("fields.social_links", " ".join(facts.social_links) or None),
         ("company_domain", domain),
     ):
         if value:

@@ -1,4 +1,5 @@
-"""Leads: reads for the CRM sync and the API, and changes that arrive from CRMs."""
+"""Leads: reads for the CRM sync and the API (one lead, a filtered page), changes that arrive
+from CRMs, and the insert-once of a lead made from an enrichment row."""
 
 from __future__ import annotations
 

@@ -83,7 +83,7 @@ async def test_a_row_becomes_a_lead_once(db: Database) -> None:
         "company": "Acme Trucks GmbH",
         "website": ACME_SITE,
         "company_summary": "Acme sells and services trucks in Hamburg.",
-        "social_links": ["https://www.linkedin.com/company/acme-trucks"],
+        "social_links": "https://www.linkedin.com/company/acme-trucks",
     }
 
     again = await enrich(db, tenant, row)  # a retried step, or the same row again

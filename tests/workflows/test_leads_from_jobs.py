@@ -161,7 +161,7 @@ async def test_a_job_makes_leads_and_a_second_run_updates_them(
         ).json()
         assert detail["fields"]["website"] == web.site("acme-freight")
         assert "logistics" in detail["fields"]["company_summary"]
-        assert detail["fields"]["social_links"] == ["https://linkedin.com/company/acme-freight"]
+        assert detail["fields"]["social_links"] == "https://linkedin.com/company/acme-freight"
 
         second_job = await run_job(temporal_client, sqlite_db, task_queue, tenant_id, rows)
 
