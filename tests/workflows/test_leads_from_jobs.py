@@ -5,6 +5,7 @@ updates the leads rather than adding any."""
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -12,16 +13,28 @@ from typing import Any
 import httpx
 import pytest
 from sqlmodel import func, select
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
+from temporalio.testing import ActivityEnvironment
 
 from activities.llm.agent import Agent
 from activities.llm.offline import offline_backend
 from activities.web.activities import EnrichmentActivities
 from activities.web.search import duckduckgo_provider
 from api.app import create_app
+from models.agent import CompanyFacts
+from models.crm import crm_sync_workflow_id
 from models.db import Database
-from models.enrichment import EnrichmentJobInput, EnrichmentStep, RecordOptions, workflow_id
+from models.enrichment import (
+    EnrichmentJobInput,
+    EnrichmentStep,
+    ProcessRecordInput,
+    RecordOptions,
+    RecordOutcome,
+    workflow_id,
+)
 from models.repo import enrichment as repo
+from models.repo import leads as lead_repo
 from models.settings import Settings
 from models.tables import Lead
 from tests.conftest import make_tenant
@@ -174,3 +187,51 @@ async def test_a_job_makes_leads_and_a_second_run_updates_them(
     # an unchanged row changes nothing but the source: no version bump beyond that one write
     by_id = {lead["id"]: lead for lead in again}
     assert by_id[ana["id"]]["version"] == ana["version"] + 1
+
+
+async def test_crm_sync_is_requested_for_a_change_and_again_by_a_retry(
+    temporal_client: Client, sqlite_db: Database, acts: EnrichmentActivities
+) -> None:
+    """The record step asks for the lead's CRM sync when the row changed it; the same row again
+    asks nothing, unless the step is a retry (its first attempt may have died between writing
+    the lead and asking)."""
+    tenant_id, _ = await make_tenant(sqlite_db)
+    rows = [{"company": "Acme", "email": "ana@acme.example.com"}]
+    job_id = uuid.uuid4().hex[:12]
+    async with sqlite_db.session() as session:
+        await repo.create_job(
+            session, job_id=job_id, tenant_id=tenant_id, filename="leads.csv",
+            columns=list(rows[0]), total=1, source=csv_text(rows), delimiter=",",
+            concurrency=1, steps=[s.value for s in EnrichmentStep], playbook=None,
+        )  # fmt: skip
+        await repo.store_records(session, tenant_id=tenant_id, job_id=job_id, rows=rows)
+        record = await repo.get_record(session, job_id=job_id, row_number=1)
+    assert record is not None
+    request = ProcessRecordInput(tenant_id=tenant_id, job_id=job_id, row_number=1)
+    outcome = RecordOutcome(
+        website="https://acme.example.com/",
+        facts=CompanyFacts(company="Acme", summary="Acme moves freight."),
+    )
+    env = ActivityEnvironment(client=temporal_client)
+
+    async def sync_requests(attempt: int) -> int:
+        """Run the lead step as this attempt; how many sync requests the lead's workflow has
+        received (no CRM worker runs here: the requests wait in its history)."""
+        env.info = dataclasses.replace(env.info, attempt=attempt)
+        await env.run(acts._lead_from_row, request, record, outcome)
+        async with sqlite_db.session() as session:
+            lead = await lead_repo.find_lead_by_email(
+                session, tenant_id=tenant_id, email="ana@acme.example.com"
+            )
+        assert lead is not None
+        handle = temporal_client.get_workflow_handle(crm_sync_workflow_id(tenant_id, lead.id))
+        history = await handle.fetch_history()
+        return sum(
+            1
+            for event in history.events
+            if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
+        )
+
+    assert await sync_requests(attempt=1) == 1  # the new lead
+    assert await sync_requests(attempt=1) == 1  # the same row: nothing changed, nothing asked
+    assert await sync_requests(attempt=2) == 2  # a retry asks again
