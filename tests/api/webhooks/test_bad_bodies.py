@@ -25,6 +25,8 @@ from models.tables import Message
 from models.tenant import ChatwootSettings, MetaSettings, TenantSettings, WahaSettings
 from models.webhooks import WebhookPayloadError
 from tests.api.webhooks.conftest import Harness, chatwoot_sign, meta_sign, waha_sign
+from tests.api.webhooks.test_gohighlevel import CREDENTIALS as GHL_CREDENTIALS
+from tests.api.webhooks.test_gohighlevel import ED_KEY as GHL_KEY
 from tests.conftest import TEST_SECRET
 
 pytestmark = pytest.mark.timeout(120)
@@ -65,6 +67,8 @@ class Target:
         if provider == "pipedrive":
             basic = base64.b64encode(f"{PIPEDRIVE_USER}:{PIPEDRIVE_PASSWORD}".encode()).decode()
             return {"Authorization": f"Basic {basic}"}
+        if provider == "gohighlevel":
+            return {"x-ghl-signature": base64.b64encode(GHL_KEY.sign(body)).decode()}
         raise AssertionError(f"new webhook route {route}: teach this test how to sign for it")
 
 
@@ -74,12 +78,12 @@ def webhook_routes(harness: Harness) -> list[str]:
     routes = [
         path for path, ops in paths.items() if path.startswith("/webhooks/") and "post" in ops
     ]
-    assert len(routes) >= 7, routes  # waha, whatsapp, messenger, chatwoot, email, 2 CRMs
+    assert len(routes) >= 8, routes  # waha, whatsapp, messenger, chatwoot, email, 3 CRMs
     return sorted(routes)
 
 
 async def signed_tenant(harness: Harness) -> Target:
-    """A tenant with a secret on every channel and both CRM webhooks configured."""
+    """A tenant with a secret on every channel and every CRM webhook configured."""
     settings = TenantSettings(
         waha=WahaSettings(webhook_secret=WAHA_SECRET),
         whatsapp=MetaSettings(app_secret=META_SECRET),
@@ -94,6 +98,7 @@ async def signed_tenant(harness: Harness) -> Target:
                 CrmKind.PIPEDRIVE,
                 {"webhook_user": PIPEDRIVE_USER, "webhook_password": PIPEDRIVE_PASSWORD},
             ),
+            (CrmKind.GOHIGHLEVEL, GHL_CREDENTIALS),
         ):
             await crm_repo.create_integration(
                 session,
