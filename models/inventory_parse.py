@@ -14,7 +14,6 @@ import io
 import json
 import re
 import reprlib
-import unicodedata
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
@@ -30,6 +29,7 @@ from models.inventory import (
     NewInventoryItem,
     normalize_fuel,
     normalize_transmission,
+    plain_text,
 )
 from models.knowledge_sources import ITEM_FIELDS, ListingSelectors, SourceKind, SourceSpec
 from models.text_decoding import decode_web_text, has_utf16_bom
@@ -461,14 +461,9 @@ def _validation_reason(error: ValidationError) -> str:
     return "; ".join(reasons)
 
 
-def _plain(text: str) -> str:
-    decomposed = unicodedata.normalize("NFKD", text)
-    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
-
-
 def _strip_prefix(text: str, prefix: str) -> str | None:
     """`text` without a leading `prefix` (accent- and case-insensitive, whole words), else None."""
-    if prefix and _plain(text).startswith(_plain(prefix)):
+    if prefix and plain_text(text).startswith(plain_text(prefix)):
         rest = text[len(prefix) :]
         if not rest or not rest[0].isalnum():
             return rest.strip(" -\u2013\u2014,|:")
@@ -481,7 +476,7 @@ def _rest_of_name(name: str, make: str, model: str) -> str:
         stripped = _strip_prefix(rest, prefix)
         if stripped is not None:
             rest = stripped
-    if _plain(rest) in {_plain(make), _plain(model), ""}:
+    if plain_text(rest) in {plain_text(make), plain_text(model), ""}:
         return ""
     return rest
 
