@@ -65,7 +65,7 @@ from models.agent import (
 from models.budget import DailyBudget, daily_budget_limit, utc_today
 from models.common import ReplyPurpose, Role
 from models.db import Database
-from models.inventory import InventoryAnswer, InventoryQuery, query_from_fields
+from models.inventory import InventoryAnswer, query_from_fields
 from models.knowledge.index import KnowledgeBackendError
 from models.llm_config import ResolvedLink, Step, resolve_chain
 from models.messages import TranscriptEntry
@@ -419,13 +419,11 @@ class Agent:
         known = self._stocked.get(tenant_id)
         if known is not None and now - known[0] < STOCK_CHECK_TTL_SECONDS:
             return known[1]
-        # The backend's answer alone (keys, one statement or request): whether there is any
-        # stock, not which car, so the rows need not be read back.
-        anything = await knowledge.index.search_items(tenant_id, InventoryQuery(limit=1))
+        stocked = await knowledge.has_stock(tenant_id=tenant_id)
         if len(self._stocked) > 10_000:
             self._stocked.clear()  # one entry per active tenant; a reset costs one query each
-        self._stocked[tenant_id] = (now, bool(anything))
-        return bool(anything)
+        self._stocked[tenant_id] = (now, stocked)
+        return stocked
 
     async def write_email(self, request: WriteEmailInput) -> WrittenEmail:
         profile = await self._profile(request.tenant_id)

@@ -235,6 +235,11 @@ class KnowledgeService:
                 hits.append(ItemHit(item=item, score=match.score))
         return hits[: query.limit]
 
+    async def has_stock(self, *, tenant_id: str) -> bool:
+        """Whether the tenant offers any car at all: only a business with stock may tell a lead
+        "not in stock". The backend's answer alone (one statement or request)."""
+        return bool(await self.index.search_items(tenant_id, InventoryQuery(limit=1)))
+
     async def items_by_key(
         self, *, tenant_id: str, keys: Sequence[str]
     ) -> tuple[InventoryItem, ...]:
