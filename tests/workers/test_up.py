@@ -302,10 +302,14 @@ def test_up_answers_a_message_restarts_workers_stops_cleanly_and_keeps_state(
         _send(up, "false_31612345678@c.us_DEMO0002", "Heeft u ook een automaat?")
         outbox = _wait(
             lambda: (
-                len(box := httpx.get(f"{up.api}/api/v1/outbox", headers=auth).json()) == 2 and box
+                len(box := httpx.get(f"{up.api}/api/v1/outbox", headers=auth).json()) == 2
+                # The row is written pending, then marked stored once delivered: compare the
+                # settled state with what the next `up` shows.
+                and all(entry["status"] != "pending" for entry in box)
+                and box
             ),
             timeout=60,
-            what="the second reply in the outbox",
+            what="the second reply in the outbox, delivered",
             up=up,
         )
 
