@@ -123,6 +123,14 @@ class ConversationInput(BaseModel):
     last_reply_at: datetime | None = None
     handoff: HandoffState | None = None
     outreach: OutreachRequest | None = None
+    campaign_id: str | None = Field(
+        default=None,
+        description="The campaign that started this conversation (an outreach of it): its "
+        "e-mails carry List-Unsubscribe, its numbers count this conversation.",
+    )
+    subject: str | None = Field(
+        default=None, description="E-mail: the subject of the outreach; replies are 'Re: …'."
+    )
     language: str | None = Field(
         default=None, description="The language the lead wrote in, as last perceived."
     )

@@ -50,6 +50,11 @@ class OutboundMessage(Frozen):
     thread: str | None = None
     subject: str | None = None
     conversation_id: str | None = None
+    campaign_id: str | None = Field(
+        default=None,
+        description="Set when the conversation belongs to a campaign: e-mail carries "
+        "List-Unsubscribe (one-click) for it.",
+    )
 
 
 class SendResult(Frozen):

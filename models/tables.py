@@ -63,6 +63,14 @@ class Lead(SQLModel, table=True):
     # enriched the lead, and its company's domain (the third dedupe key after e-mail and phone).
     source_job_id: str | None = Field(default=None, index=True, max_length=64)
     company_domain: str | None = Field(default=None, index=True, max_length=255)
+    # The tags workflow code computed from the lead's fields, intents and stage (issue 13): kept
+    # here, shown by the API, written as Chatwoot labels and CRM tags.
+    tags: list[str] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False, server_default="[]")
+    )
+    # A hard bounce (a 5.x.x delivery report) marks the address: no campaign mails it again.
+    email_bounced_at: datetime | None = None
+    email_bounce: str | None = Field(default=None, max_length=500)
 
 
 class Conversation(SQLModel, table=True):

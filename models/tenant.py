@@ -46,6 +46,35 @@ class SmtpSettings(_Settings):
     use_tls: bool = False
 
 
+class ImapSettings(_Settings):
+    """A mailbox the leads' e-mail replies arrive in, read by a durable mailbox reader
+    (workflows/mailbox.py): IMAP IDLE where the server has it, polling otherwise."""
+
+    host: str = "localhost"
+    port: int = Field(default=993, description="993 with use_tls, 143 otherwise.")
+    username: str | None = None
+    password: SecretStr | None = None
+    use_tls: bool = Field(default=True, description="IMAP over TLS (IMAPS).")
+    mailbox: str = "INBOX"
+    poll_seconds: int = Field(
+        default=60, ge=5, le=3600, description="How often to look when the server has no IDLE."
+    )
+    enabled: bool = Field(default=True, description="False stops the reader, keeping the rest.")
+
+
+class InboundEmailSettings(_Settings):
+    """Inbound-parse webhooks of e-mail providers (`/webhooks/{mailgun,sendgrid,postmark}/…`)."""
+
+    mailgun_signing_key: SecretStr | None = Field(
+        default=None, description="Mailgun's HTTP webhook signing key (HMAC-SHA256 of the token)."
+    )
+    basic_auth_password: SecretStr | None = Field(
+        default=None,
+        description="SendGrid and Postmark sign nothing: their webhook URL carries HTTP basic "
+        "auth with this password (any user name).",
+    )
+
+
 class Specialist(_Settings):
     name: str
     role: str = Field(description="Matched against the playbook's escalation `notify` roles.")
@@ -87,6 +116,8 @@ class TenantSettings(_Settings):
     messenger: MetaSettings | None = None
     chatwoot: ChatwootSettings | None = None
     smtp: SmtpSettings | None = None
+    imap: ImapSettings | None = None
+    inbound_email: InboundEmailSettings | None = None
     specialists: list[Specialist] = Field(default_factory=list)
     group_chats_enabled: bool = False
     timezone: str = "UTC"

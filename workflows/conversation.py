@@ -1049,7 +1049,9 @@ class ConversationWorkflow:
             text=text,
             idempotency_key=f"{self._id}:{key}",
             thread=self._s.thread,
+            subject=self._s.subject,
             conversation_id=self._id,
+            campaign_id=self._s.campaign_id,
         )
 
     async def _send_activity(self, text: str, key: str) -> SendResult:
