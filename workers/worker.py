@@ -157,6 +157,9 @@ class WorkerProcess:
     async def close(self) -> None:
         if self.ctx is not None and self.ctx.agent is not None:
             await self.ctx.agent.aclose()
+        if self.ctx is not None and self.ctx.knowledge is not None:
+            # Weaviate's gRPC channel and HTTP pool; the database index holds nothing.
+            await self.ctx.knowledge.index.close()
         if self.http is not None:
             await self.http.aclose()
         if self.db is not None:

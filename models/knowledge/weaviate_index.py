@@ -371,6 +371,10 @@ class WeaviateIndex:
         self._tenants.clear()
         if client is not None:
             await client.close()
+        # The embedders' HTTP pools, when the callable owns any (TenantEmbedders does).
+        close_embedders = getattr(self._embedder_for, "close", None)
+        if close_embedders is not None:
+            await close_embedders()
 
     # -- schema and tenants --------------------------------------------------------------------
     def _vector_config(self) -> Any:

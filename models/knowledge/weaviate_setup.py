@@ -69,6 +69,11 @@ class TenantEmbedders:
             self._embedders[key] = embedder
         return embedder
 
+    async def close(self) -> None:
+        embedders, self._embedders = list(self._embedders.values()), {}
+        for embedder in embedders:
+            await embedder.close()
+
 
 def weaviate_index(settings: Settings, db: Database) -> WeaviateIndex:
     if not settings.weaviate_url:

@@ -14,7 +14,7 @@ import pytest
 import weaviate
 
 from models.inventory import Fuel, InventoryItem, InventoryQuery, Transmission
-from models.knowledge.embeddings import Embedder
+from models.knowledge.embeddings import Embedder, OpenAIEmbedder
 from models.knowledge.index import (
     IndexedDocument,
     KnowledgeBackendError,
@@ -548,3 +548,33 @@ def test_bad_configuration_is_refused_at_construction() -> None:
         WeaviateIndex("http://weaviate:8080", vectors="provider")
     with pytest.raises(ValueError, match="alpha"):
         WeaviateIndex("http://weaviate:8080", vectors="none", alpha=1.5)
+
+
+# -- closing ----------------------------------------------------------------------------------
+async def test_close_releases_the_client_and_the_embedders_pools(
+    make_index: IndexFactory, fake_embeddings: FakeOpenAI
+) -> None:
+    """A worker that stops closes its index (workers/worker.py): the gRPC/HTTP client, and the
+    embedders' HTTP pools when the index's `embedder_for` owns them (TenantEmbedders does)."""
+    owned: list[OpenAIEmbedder] = []
+
+    class Owning:
+        async def __call__(self, tenant_id: str) -> Embedder | None:
+            if not owned:
+                owned.append(
+                    OpenAIEmbedder(
+                        fake_embeddings.base_url, api_key="sk-embed", allowlist=["127.0.0.1"]
+                    )
+                )
+            return owned[0]
+
+        async def close(self) -> None:
+            for embedder in owned:
+                await embedder.close()
+
+    index = make_index(embedder_for=Owning())
+    await index.upsert_items("acme", [car("c1", price=Decimal(19000))])
+    assert owned and not owned[0]._http.is_closed
+    await index.close()
+    assert owned[0]._http.is_closed
+    await index.close()  # twice is harmless (the fixture closes it again)
