@@ -14,6 +14,8 @@ TABLE_MODULES = (
     "models.audit_tables",
     "models.key_tables",
     "models.knowledge_tables",
+    "models.campaign_tables",
+    "models.email_tables",
 )
 
 
