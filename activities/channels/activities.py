@@ -35,6 +35,7 @@ from models.conversation import (
     SendAndRecordResult,
 )
 from models.db import Database
+from models.email_in.service import record_sent as record_sent_email
 from models.messages import OutboundMessage, SendResult, TranscriptEntry
 from models.metrics import OUTBOX_SENDS
 from models.playbook_service import PlaybookResolver, UnknownTenantError
@@ -247,12 +248,41 @@ class ChannelActivities:
                 "send %s is a duplicate (%s)", message.idempotency_key, claim.row.status
             )
             _count_send(message, "already_sent")
+            # The retry of a send whose record (below) failed records it now.
+            await self._remember_email(message, claim.row, settings)
             return _result_of(claim.row, duplicate=True)
         adapter = self.adapters.get(str(message.channel))
         if adapter is None or not adapter.configured(settings):
             adapter = self.outbox
         row, found = await self._deliver(message, adapter, settings, claim=claim)
+        await self._remember_email(message, row, settings)
         return _result_of(row, duplicate=found)
+
+    async def _remember_email(
+        self, message: OutboundMessage, row: OutboxMessage, settings: TenantSettings
+    ) -> None:
+        """An e-mail that went out through SMTP: its Message-ID (the adapter's provider id) is
+        kept, so the lead's reply naming it threads into this conversation from any address
+        (models/email_in/service.py). Idempotent; a failure raises, and the activity's retry
+        finds the send done and records it then."""
+        if (
+            message.channel != Channel.EMAIL
+            or row.status != outbox_repo.SENT
+            or row.delivered_via != Channel.EMAIL.value
+            or not row.provider_message_id
+        ):
+            return
+        async with self.db.session() as session:
+            await record_sent_email(
+                session,
+                tenant_id=message.tenant_id,
+                message_id=row.provider_message_id,
+                to=message.to,
+                from_address=settings.smtp.from_address if settings.smtp else "",
+                conversation_id=message.conversation_id,
+                campaign_id=message.campaign_id,
+                sent_at=row.sent_at or datetime.now(UTC),
+            )
 
     @activity.defn
     async def send_and_record(self, request: SendAndRecordInput) -> SendAndRecordResult:
