@@ -44,7 +44,7 @@ def timed(provider: str) -> float:
 def test_every_webhook_router_is_a_known_provider() -> None:
     assert webhook_providers() == {
         "waha", "whatsapp", "messenger", "chatwoot", "email", "hubspot", "pipedrive",
-        "gohighlevel",
+        "gohighlevel", "mailgun", "sendgrid", "postmark",
     }  # fmt: skip
 
 

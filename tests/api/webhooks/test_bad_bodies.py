@@ -4,7 +4,12 @@ wrong, an empty body, a bare JSON scalar.
 
 The routes come from the app's OpenAPI document, so a new webhook is covered as soon as it is
 mounted (the test fails until it gets a signer below). Every request is correctly signed or
-authenticated: the refusal is about the body, not about who sent it."""
+authenticated: the refusal is about the body, not about who sent it.
+
+The inbound-mail providers that post forms (Mailgun, SendGrid) get form-shaped bad bodies
+instead (a JSON body is a 415 for them); Mailgun signs inside the form, so its signature is
+added to each body that is a form at all. A payload that is not the provider's is answered
+with the provider's own "do not send this again" code: 406 for Mailgun, 403 for Postmark."""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import base64
 import time
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from sqlmodel import select
@@ -22,11 +28,18 @@ from models.crm import CrmKind
 from models.inbox_tables import InboxMessage
 from models.repo import crm as crm_repo
 from models.tables import Message
-from models.tenant import ChatwootSettings, MetaSettings, TenantSettings, WahaSettings
+from models.tenant import (
+    ChatwootSettings,
+    InboundEmailSettings,
+    MetaSettings,
+    TenantSettings,
+    WahaSettings,
+)
 from models.webhooks import WebhookPayloadError
 from tests.api.webhooks.conftest import Harness, chatwoot_sign, meta_sign, waha_sign
 from tests.api.webhooks.test_gohighlevel import CREDENTIALS as GHL_CREDENTIALS
 from tests.api.webhooks.test_gohighlevel import ED_KEY as GHL_KEY
+from tests.api.webhooks.test_inbound_mail import mailgun_sign
 from tests.conftest import TEST_SECRET
 
 pytestmark = pytest.mark.timeout(120)
@@ -36,6 +49,13 @@ META_SECRET = "meta-app-secret"
 CHATWOOT_SECRET = "chatwoot-secret"
 HUBSPOT_SECRET = "hubspot-client-secret"
 PIPEDRIVE_USER, PIPEDRIVE_PASSWORD = "pd-user", "pd-password"
+MAILGUN_KEY = "mailgun-signing-key"
+INBOUND_PASSWORD = "inbound-parse-password"
+
+FORM_PROVIDERS = frozenset({"mailgun", "sendgrid"})
+"""Providers whose webhook posts a form, not JSON."""
+MALFORMED_STATUS = {"mailgun": 406, "postmark": 403}
+"""The answer to a payload that is not the provider's, where it is not 422."""
 
 DEEP = b"[" * 1000 + b"]" * 1000
 NOT_UTF8 = b'{"text": "caf\xe9 \xff\xfe"}'  # Latin-1 bytes, as a misconfigured client sends
@@ -69,7 +89,24 @@ class Target:
             return {"Authorization": f"Basic {basic}"}
         if provider == "gohighlevel":
             return {"x-ghl-signature": base64.b64encode(GHL_KEY.sign(body)).decode()}
+        if provider in ("sendgrid", "postmark"):
+            basic = base64.b64encode(f"inbound:{INBOUND_PASSWORD}".encode()).decode()
+            return {"Authorization": f"Basic {basic}"}
+        if provider == "mailgun":
+            return {}  # signed inside the form: see `form`
         raise AssertionError(f"new webhook route {route}: teach this test how to sign for it")
+
+    def form(self, route: str, fields: dict[str, str]) -> dict[str, str]:
+        """A form's fields with the provider's signature fields added (Mailgun's are in it)."""
+        return mailgun_sign(MAILGUN_KEY, fields) if provider_of(route) == "mailgun" else fields
+
+
+def provider_of(route: str) -> str:
+    return route.removeprefix("/webhooks/").split("/", 1)[0]
+
+
+def expected_status(route: str, status: int) -> int:
+    return MALFORMED_STATUS.get(provider_of(route), 422) if status == 422 else status
 
 
 def webhook_routes(harness: Harness) -> list[str]:
@@ -89,6 +126,9 @@ async def signed_tenant(harness: Harness) -> Target:
         whatsapp=MetaSettings(app_secret=META_SECRET),
         messenger=MetaSettings(app_secret=META_SECRET),
         chatwoot=ChatwootSettings(webhook_secret=CHATWOOT_SECRET),
+        inbound_email=InboundEmailSettings(
+            mailgun_signing_key=MAILGUN_KEY, basic_auth_password=INBOUND_PASSWORD
+        ),
     )
     tenant, key = await harness.tenant(settings)
     async with harness.db.session() as session:
@@ -143,6 +183,8 @@ async def test_every_webhook_refuses_a_bad_body_with_a_4xx_and_stores_nothing(
     target = await signed_tenant(harness)
     answers: dict[str, tuple[int, Any]] = {}
     for route in webhook_routes(harness):
+        if provider_of(route) in FORM_PROVIDERS:
+            continue  # form bodies: test_every_form_webhook_refuses_a_bad_form
         path = route.replace("{tenant}", target.tenant)
         headers = target.headers(route, path, body)
         if content_type is not None:
@@ -152,7 +194,7 @@ async def test_every_webhook_refuses_a_bad_body_with_a_4xx_and_stores_nothing(
     wrong = {
         route: answer
         for route, answer in answers.items()
-        if answer[0] != expected or set(answer[1]) != {"error", "detail"}
+        if answer[0] != expected_status(route, expected) or set(answer[1]) != {"error", "detail"}
     }
     assert wrong == {}, f"{name}: expected {expected} everywhere; got {answers}"
     await assert_nothing_stored(harness, target.tenant)
@@ -165,16 +207,69 @@ async def test_the_same_signed_requests_with_a_json_body_pass_authentication(
     target = await signed_tenant(harness)
     for route in webhook_routes(harness):
         path = route.replace("{tenant}", target.tenant)
+        malformed = expected_status(route, 422)
+        if provider_of(route) in FORM_PROVIDERS:
+            body = urlencode(target.form(route, {"note": "no mail"})).encode()
+            headers = target.headers(route, path, body) | {"Content-Type": FORM_TYPE}
+            response = await harness.http.post(path, content=body, headers=headers)
+            assert response.status_code == malformed, (route, response.text)
+            continue
         for content_type in ("application/json", "application/json; charset=UTF-8", None):
             body = b"{}"
             headers = target.headers(route, path, body)
             if content_type is not None:
                 headers["Content-Type"] = content_type
             response = await harness.http.post(path, content=body, headers=headers)
-            # `{}` is no provider's event: ignored (200) or refused as not the payload (422)
-            assert response.status_code in (200, 422), (route, content_type, response.text)
-            if response.status_code == 422:
+            # `{}` is no provider's event: ignored (200) or refused as not the payload
+            assert response.status_code in (200, malformed), (route, content_type, response.text)
+            if response.status_code == malformed:
                 assert set(response.json()) == {"error", "detail"}
+    await assert_nothing_stored(harness, target.tenant)
+
+
+FORM_TYPE = "application/x-www-form-urlencoded"
+CUT_MULTIPART = b'--xYzZY\r\nContent-Disposition: form-data; name="from"\r\n\r\na@b.example\r\n'
+
+# (name, body or None for "a signed form without the mail", Content-Type or None, status)
+FORM_BAD_BODIES: list[tuple[str, bytes | None, str | None, int]] = [
+    ("JSON body", b'{"from": "a@b.example"}', "application/json", 415),
+    ("text/plain", b"from=a@b.example", "text/plain", 415),
+    ("no Content-Type", b"from=a@b.example", None, 415),
+    ("empty form", b"", FORM_TYPE, 422),
+    ("multipart without a boundary", b"--x\r\n\r\n--x--", "multipart/form-data", 422),
+    ("multipart cut short", CUT_MULTIPART, "multipart/form-data; boundary=xYzZY", 422),
+    ("multipart garbage", b"\xff\xfe\x00garbage", "multipart/form-data; boundary=xYzZY", 422),
+    ("a signed form without the mail", None, FORM_TYPE, 422),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "body", "content_type", "expected"),
+    FORM_BAD_BODIES,
+    ids=[b[0] for b in FORM_BAD_BODIES],
+)
+async def test_every_form_webhook_refuses_a_bad_form(
+    harness: Harness, name: str, body: bytes | None, content_type: str | None, expected: int
+) -> None:
+    target = await signed_tenant(harness)
+    answers: dict[str, tuple[int, Any]] = {}
+    for route in webhook_routes(harness):
+        if provider_of(route) not in FORM_PROVIDERS:
+            continue
+        path = route.replace("{tenant}", target.tenant)
+        sent = body if body is not None else urlencode(target.form(route, {"x": "1"})).encode()
+        headers = target.headers(route, path, sent)
+        if content_type is not None:
+            headers["Content-Type"] = content_type
+        response = await harness.http.post(path, content=sent, headers=headers)
+        answers[route] = (response.status_code, response.json())
+    assert len(answers) == len(FORM_PROVIDERS), answers
+    wrong = {
+        route: answer
+        for route, answer in answers.items()
+        if answer[0] != expected_status(route, expected) or set(answer[1]) != {"error", "detail"}
+    }
+    assert wrong == {}, f"{name}: expected {expected} (or the provider's code); got {answers}"
     await assert_nothing_stored(harness, target.tenant)
 
 

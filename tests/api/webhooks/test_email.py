@@ -22,7 +22,8 @@ async def test_mail_is_delivered(harness: Harness) -> None:
     assert resp.status_code == 202, resp.text
     wid = conversation_workflow_id(tenant, "email", LEAD)
     started = await harness.started_input(wid)
-    assert started["thread"] == "Test drive on Saturday?"
+    # the thread is the lead's Message-ID: leadflow's answer carries In-Reply-To/References
+    assert started["thread"] == "<CAF=abc123@mail.example.com>"
     assert started["contact_name"] == "Jane Doe"
     ((name, (msg,)),) = await harness.signals(wid)
     assert name == "inbound"
@@ -91,7 +92,7 @@ async def test_empty_mail_is_ignored_oversized_413_unknown_404(harness: Harness)
         f"/webhooks/email/{tenant}", content=json.dumps(empty), headers=auth(key)
     )
     assert resp.status_code == 200
-    assert resp.json()["ignored"] == ["e-mail <CAF=abc123@mail.example.com>: empty body"]
+    assert resp.json()["ignored"] == ["e-mail <CAF=abc123@mail.example.com> via email: empty body"]
 
     huge = {**payload_json("email_message.json"), "text": "a" * 65_000}
     resp = await harness.http.post(

@@ -11,9 +11,10 @@ import pytest
 from api.webhooks.parsers.chatwoot import parse_chatwoot
 from api.webhooks.parsers.email import parse_date, parse_email
 from api.webhooks.parsers.meta import parse_messenger, parse_whatsapp
+from api.webhooks.parsers.postmark import parse_postmark
 from api.webhooks.parsers.waha import normalise_chat_id, parse_waha
 from models.common import Role
-from models.webhooks import ParsedWebhook, WebhookPayloadError
+from models.webhooks import WebhookPayloadError
 from tests.api.webhooks.conftest import payload, payload_json
 
 NOW = datetime(2025, 1, 1, tzinfo=UTC)
@@ -131,16 +132,17 @@ def test_email_dates_and_defaults() -> None:
     body = json.dumps(
         {"from": "lead@example.com", "to": "sales@x.example", "text": "hi", "message_id": "<1@x>"}
     ).encode()
-    (msg,) = parse_email(body, tenant_id="t", received_at=NOW).messages
-    assert (msg.sent_at, msg.contact_name, msg.thread) == (NOW, None, None)
+    email = parse_email(body)
+    assert (email.date, email.from_name, email.message_id) == (None, None, "<1@x>")
 
 
 def test_invalid_json_and_non_utf8() -> None:
-    parsers: list[Callable[[bytes], ParsedWebhook]] = [
+    parsers: list[Callable[[bytes], object]] = [
         lambda b: parse_waha(b, tenant_id="t"),
         lambda b: parse_whatsapp(b, tenant_id="t"),
         lambda b: parse_chatwoot(b, tenant_id="t"),
-        lambda b: parse_email(b, tenant_id="t", received_at=NOW),
+        parse_email,
+        parse_postmark,
     ]
     for parse in parsers:
         for body in (b"", b"\xff\xfe{", b"{'single': 'quotes'}"):

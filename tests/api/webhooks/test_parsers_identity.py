@@ -14,6 +14,7 @@ from api.webhooks.parsers.chatwoot import parse_chatwoot
 from api.webhooks.parsers.email import parse_email
 from api.webhooks.parsers.meta import parse_messenger, parse_whatsapp
 from api.webhooks.parsers.waha import alt_phone_id, parse_waha
+from models.email_in.service import email_contact
 from models.identity import ContactIdError
 from tests.api.webhooks.conftest import payload_json
 
@@ -164,6 +165,6 @@ def test_chatwoot_contact_id() -> None:
 
 def test_email_address_is_lower_cased() -> None:
     doc = payload_json("email_message.json")
-    (msg,) = parse_email(json.dumps(doc).encode(), tenant_id="t", received_at=NOW).messages
-    assert msg.contact == "jane.doe@example.com"
-    assert msg.contact_name == "Jane Doe"
+    email = parse_email(json.dumps(doc).encode())
+    assert email_contact(email.from_address) == "jane.doe@example.com"
+    assert email.from_name == "Jane Doe"
