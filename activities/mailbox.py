@@ -31,6 +31,8 @@ from activities.imap_client import (
     open_mailbox,
 )
 from models.db import Database
+from models.email_in.parse import parse_mime
+from models.email_in.service import route_email
 from models.mailbox import (
     SOURCE,
     MailboxCounts,
@@ -58,8 +60,8 @@ HEARTBEAT_SECONDS = 5.0  # while idling; also after every mail
 IGNORED_SHOWN = 5
 MAX_RESYNC_MAILS = 1000  # a resync reads at most the newest this many mails since `since`
 
-# (session, tenant, raw mail, when the server received it) -> what the mail amounts to.
-MailRouter = Callable[[AsyncSession, str, bytes, datetime], Awaitable[ParsedWebhook]]
+# (session, tenant, raw mail, when the server received it, source) -> what the mail amounts to.
+MailRouter = Callable[[AsyncSession, str, bytes, datetime, str], Awaitable[ParsedWebhook]]
 
 
 class UnreadableMail(ValueError):
@@ -67,20 +69,16 @@ class UnreadableMail(ValueError):
 
 
 async def route_with_email_in(
-    session: AsyncSession, tenant_id: str, raw: bytes, received_at: datetime
+    session: AsyncSession, tenant_id: str, raw: bytes, received_at: datetime, source: str
 ) -> ParsedWebhook:
     """The production router: models.email_in's parser and router (the webhooks' too)."""
-    from models.email_in.parse import parse_mime
-    from models.email_in.service import route_email
-
     try:
         email = parse_mime(raw)
     except ValueError as exc:
         raise UnreadableMail(str(exc)) from exc
-    parsed: ParsedWebhook = await route_email(
-        session, tenant_id=tenant_id, email=email, received_at=received_at, source=SOURCE
+    return await route_email(
+        session, tenant_id=tenant_id, email=email, received_at=received_at, source=source
     )
-    return parsed
 
 
 class MailboxActivities:
@@ -238,7 +236,9 @@ class _Read:
         tenant_id = self.input.tenant_id
         async with self.owner._db.session() as session:
             try:
-                parsed = await self.owner._route(session, tenant_id, raw, received_at)
+                parsed = await self.owner._route(
+                    session, tenant_id, raw, received_at, f"{SOURCE}:{self.imap.mailbox}"
+                )
             except ValueError as exc:  # UnreadableMail, or the parser's own ValueError
                 self._ignore(f"uid {uid}: not a readable mail ({str(exc)[:120]})")
                 return

@@ -50,7 +50,7 @@ QUERY_STATUS = "status"
 # Readers deliver to conversations and are few (one per tenant with a mailbox): they run on the
 # conversations' queue. Each holds one activity slot while it waits in IDLE.
 TASK_QUEUE = CONVERSATIONS
-SOURCE = "imap"  # `route_email(source=...)`
+SOURCE = "imap"  # `route_email(source="imap:{folder}")`
 
 
 def mailbox_workflow_id(tenant_id: str) -> str:
@@ -185,15 +185,17 @@ async def ensure_mailbox_reader(
     tenant_id: str,
     imap: ImapSettings | None,
     changed: bool = True,
-    task_queue: str = TASK_QUEUE,
+    task_queue: str | None = None,
 ) -> MailboxAction:
     """Make the tenant's reader match its settings.
 
     Wanted (`reader_wanted`): with `changed`, signal-with-start `settings_changed` (a running
     reader reconnects with the new settings and leaves a "login refused" wait); without, start
     one only if none runs. Not wanted: a running reader is told to stop. Raises the SDK's
-    errors (`RPCError`, ...): callers say what an unavailable Temporal means for them."""
+    errors (`RPCError`, ...): callers say what an unavailable Temporal means for them.
+    `task_queue`: TASK_QUEUE (read at the call: tests run readers on a queue of their own)."""
     workflow_id = mailbox_workflow_id(tenant_id)
+    queue = task_queue or TASK_QUEUE
     if not reader_wanted(imap):
         try:
             await client.get_workflow_handle(workflow_id).signal(
@@ -205,7 +207,7 @@ async def ensure_mailbox_reader(
             return MailboxAction.NONE
         return MailboxAction.STOPPED
     if changed:
-        await _start_reader(client, tenant_id, task_queue, signal=True)
+        await _start_reader(client, tenant_id, queue, signal=True)
         return MailboxAction.STARTED
     try:
         description = await client.get_workflow_handle(workflow_id).describe()
@@ -214,7 +216,7 @@ async def ensure_mailbox_reader(
     except RPCError as exc:
         if exc.status != RPCStatusCode.NOT_FOUND:
             raise
-    await _start_reader(client, tenant_id, task_queue, signal=False)
+    await _start_reader(client, tenant_id, queue, signal=False)
     return MailboxAction.STARTED
 
 
@@ -241,7 +243,7 @@ async def _start_reader(client: Client, tenant_id: str, task_queue: str, *, sign
 
 
 async def ensure_all_mailbox_readers(
-    client: Client, session: AsyncSession, *, secret_key: str, task_queue: str = TASK_QUEUE
+    client: Client, session: AsyncSession, *, secret_key: str, task_queue: str | None = None
 ) -> dict[str, MailboxAction]:
     """At start (`leadflow up`, `leadflow worker`): a reader for every tenant whose settings
     want one, left alone where it runs (settings saved while Temporal was down, a dev server

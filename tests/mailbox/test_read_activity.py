@@ -55,8 +55,14 @@ class Router:
         self.raw: list[bytes] = []
 
     async def __call__(
-        self, session: AsyncSession, tenant_id: str, raw: bytes, received_at: datetime
+        self,
+        session: AsyncSession,
+        tenant_id: str,
+        raw: bytes,
+        received_at: datetime,
+        source: str,
     ) -> ParsedWebhook:
+        assert source == "imap:INBOX"
         self.raw.append(raw)
         message = message_from_bytes(raw, policy=policy.default)
         assert isinstance(message, EmailMessage)
