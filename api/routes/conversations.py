@@ -12,8 +12,6 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, field_validator, model_validator
-from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
 from api.conversations_gateway import (
@@ -34,25 +32,20 @@ from api.deps import (
 )
 from api.errors import ApiError
 from api.responses import errors
-from models import search_attributes, task_queues
 from models.common import Channel, LeadQuality, Stage
 from models.conversation import (
     UPDATE_CLOSE,
     UPDATE_HANDOFF,
     UPDATE_OPERATOR_MESSAGE,
     UPDATE_RELEASE,
-    WORKFLOW_NAME,
     CloseRequest,
     CommandResult,
-    ConversationInput,
     HandoffRequest,
     OperatorMessage,
-    OutreachRequest,
     ReleaseRequest,
-    conversation_workflow_id,
 )
 from models.identity import normalise_contact
-from models.lead_service import do_not_contact_reason
+from models.outreach import ConversationRunning, OutreachRefused, start_outreach
 from models.repo import conversations as repo
 from models.repo import deployment_keys
 from models.repo import usage as usage_repo
@@ -313,43 +306,28 @@ async def start_conversation(
 ) -> Accepted:
     """Outreach: start a conversation with a first message to a contact."""
     await deployment_keys.ensure_loaded(state.db)  # an API started while its database was down
-    workflow_id = conversation_workflow_id(tenant.id, body.channel, body.contact)
     # A lead who opted out (under this id or the same phone/e-mail elsewhere) is refused before
     # anything starts; the workflow also refuses to send an outreach to one, as a backstop.
-    refusal = await do_not_contact_reason(
-        session, tenant_id=tenant.id, channel=body.channel, contact=body.contact
-    )
-    if refusal is not None:
-        raise ApiError(409, "do not contact", refusal)
     try:
-        await client.start_workflow(
-            WORKFLOW_NAME,
-            ConversationInput.new(
-                tenant_id=tenant.id,
-                channel=body.channel,
-                contact=body.contact,
-                contact_name=body.contact_name,
-                thread=body.thread,
-                outreach=OutreachRequest(text=body.text, instruction=body.instruction),
-                debounce_seconds=state.settings.debounce_seconds,
-                history_limit=state.settings.conversation_history_limit,
-            ),
-            id=workflow_id,
-            task_queue=task_queues.CONVERSATIONS,
-            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-            search_attributes=TypedSearchAttributes(
-                [
-                    SearchAttributePair(search_attributes.TENANT, tenant.id),
-                    SearchAttributePair(search_attributes.CHANNEL, body.channel.value),
-                    SearchAttributePair(search_attributes.STAGE, Stage.INITIAL_OUTREACH.value),
-                ]
-            ),
+        workflow_id = await start_outreach(
+            client,
+            session,
+            state.settings,
+            tenant_id=tenant.id,
+            channel=body.channel,
+            contact=body.contact,
+            contact_name=body.contact_name,
+            thread=body.thread,
+            text=body.text,
+            instruction=body.instruction,
         )
-    except WorkflowAlreadyStartedError as exc:
+    except OutreachRefused as exc:
+        raise ApiError(409, "do not contact", exc.reason) from exc
+    except ConversationRunning as exc:
         raise ApiError(
             409,
             "conversation already running",
-            f"{workflow_id} is active; send an operator message instead",
+            f"{exc.workflow_id} is active; send an operator message instead",
         ) from exc
     return Accepted(id=workflow_id, status="started")
 
