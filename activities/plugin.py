@@ -78,7 +78,7 @@ def builtin_plugin() -> LeadflowPlugin:
             Channel.WHATSAPP.value: MetaWhatsAppChannel,
             Channel.MESSENGER.value: MessengerChannel,
             Channel.CHATWOOT.value: ChatwootChannel,
-            Channel.EMAIL.value: lambda _http: SmtpChannel(),
+            Channel.EMAIL.value: SmtpChannel.for_worker,
         },
         llm_providers={
             "offline": offline_backend,

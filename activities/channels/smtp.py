@@ -4,21 +4,33 @@ wants (no half-dead pooled connection survives a failure).
 Threading: `OutboundMessage.thread` carries what the inbound side knew about the lead's e-mail.
 If it looks like a Message-ID (`<id@host>`), the reply sets In-Reply-To/References to it; otherwise
 it is the subject of the lead's e-mail. Either way the reply's subject is "Re: <subject>", so mail
-clients keep it in the lead's thread. With neither thread nor subject, a fresh message is sent."""
+clients keep it in the lead's thread. With neither thread nor subject, a fresh message is sent.
+
+Campaign mail (`OutboundMessage.campaign_id` set) also carries `Auto-Submitted: auto-generated`
+and, when the channel was given the deployment's `UnsubscribeLinks` (models/unsubscribe.py),
+`List-Unsubscribe` with one-click `List-Unsubscribe-Post` (`campaign_headers`). Any other mail
+is sent exactly as before."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
 import re
+from email.headerregistry import BaseHeader, UnstructuredHeader
 from email.message import EmailMessage
+from email.policy import Policy
 from email.utils import formatdate, parseaddr
 
 import aiosmtplib
+import httpx
 
 from activities.channels.base import not_configured, rejected, unavailable
+from models.common import Channel
+from models.identity import ContactIdError, normalise_contact
 from models.messages import OutboundMessage
+from models.settings import get_settings
 from models.tenant import SmtpSettings, TenantSettings, channel_configured
+from models.unsubscribe import ONE_CLICK_BODY, Unsubscribe, UnsubscribeLinks
 
 NAME = "email"
 SMTP_TIMEOUT_SECONDS = 30.0  # below the send activity's start-to-close timeout
@@ -47,7 +59,72 @@ def message_id_for(idempotency_key: str, from_address: str) -> str:
     return f"<{digest}@{domain}>"
 
 
-def build_email(message: OutboundMessage, smtp: SmtpSettings) -> EmailMessage:
+# RFC 5322 §2.1.1: a line is at most 998 characters (78 is a SHOULD, for readability).
+MAX_LINE_LENGTH = 998
+AUTO_SUBMITTED = "auto-generated"
+
+
+class _UnfoldedHeader(UnstructuredHeader, BaseHeader):
+    """A header written on one line, as it is. `List-Unsubscribe` holds a URL longer than 78
+    characters, and the email package's folding (aiosmtplib flattens with `policy.SMTP`) has
+    no space to fold at, so it rewrites the value as RFC 2047 encoded words, which no mail
+    client or mailbox provider reads as a URL. Used only for ASCII values leadflow built
+    (`campaign_headers` checks the length)."""
+
+    def fold(self, *, policy: Policy) -> str:
+        return f"{self.name}: {self}{policy.linesep}"
+
+
+def campaign_headers(
+    message: OutboundMessage, to_address: str, links: UnsubscribeLinks | None
+) -> list[tuple[str, str]]:
+    """The headers campaign mail carries beyond any other mail; none without a campaign.
+
+    `Auto-Submitted: auto-generated` (RFC 3834 §5: made by an automatic process; leadflow's
+    campaign mails are, the first one and every answer the agent writes after it — its answers
+    carry on a sales conversation and are marked like the rest rather than `auto-replied`, the
+    mark of vacation notices and other responders). RFC 3834 §2 asks automatic responders not
+    to answer a message whose Auto-Submitted is anything but "no", so responders that follow it
+    send no vacation or out-of-office notice to a campaign, which leadflow would only have to
+    recognise and drop (a mail loop between two automatons is the failure this prevents). A
+    person's reply is unaffected. Mail that is not a campaign's is a conversation a person
+    started and keeps no such mark.
+
+    `List-Unsubscribe: <link>` (RFC 2369) and, when the link qualifies (https, see
+    models/unsubscribe.py), `List-Unsubscribe-Post: List-Unsubscribe=One-Click` (RFC 8058):
+    the mailbox provider shows an unsubscribe button that POSTs to the link. No `mailto:` form:
+    leadflow would have to read and act on mail to such an address, which it does not. Both
+    must be covered by the DKIM signature of the relay that signs (`h=…:list-unsubscribe:
+    list-unsubscribe-post`, RFC 8058 §4) — the relay's configuration, not leadflow's. Without
+    `links` (a channel built without the deployment's settings) no link is sent: a token
+    signed with a key the API does not have would be a link that answers 404."""
+    if message.campaign_id is None:
+        return []
+    headers = [("Auto-Submitted", AUTO_SUBMITTED)]
+    if links is None:
+        return headers
+    try:
+        contact = normalise_contact(Channel.EMAIL, to_address)
+    except ContactIdError as exc:
+        raise rejected(NAME, f"{to_address!r} is not an e-mail address: {exc}") from exc
+    url = links.url(Unsubscribe(message.tenant_id, contact, message.campaign_id))
+    value = f"<{url}>"
+    if len("List-Unsubscribe: ") + len(value) > MAX_LINE_LENGTH:
+        # Only with an absurdly long LEADFLOW_PUBLIC_URL: never campaign mail without the link.
+        raise rejected(
+            NAME,
+            f"the unsubscribe link would be {len(url)} characters, longer than a mail header "
+            f"line may be; shorten LEADFLOW_PUBLIC_URL ({links.base_url})",
+        )
+    headers.append(("List-Unsubscribe", value))
+    if links.one_click:
+        headers.append(("List-Unsubscribe-Post", ONE_CLICK_BODY))
+    return headers
+
+
+def build_email(
+    message: OutboundMessage, smtp: SmtpSettings, unsubscribe: UnsubscribeLinks | None = None
+) -> EmailMessage:
     to_address = parseaddr(message.to)[1]
     if "@" not in to_address:
         raise rejected(NAME, f"{message.to!r} is not an e-mail address")
@@ -68,12 +145,28 @@ def build_email(message: OutboundMessage, smtp: SmtpSettings) -> EmailMessage:
     if in_reply_to:
         email["In-Reply-To"] = in_reply_to
         email["References"] = in_reply_to
+    for name, value in campaign_headers(message, to_address, unsubscribe):
+        email[name] = _UnfoldedHeader(name, value) if name == "List-Unsubscribe" else value
     email.set_content(message.text)
     return email
 
 
 class SmtpChannel:
+    """`unsubscribe`: the deployment's link maker; campaign mail carries List-Unsubscribe only
+    with it (see `campaign_headers`). `SmtpChannel()` sends no link."""
+
     name = NAME
+
+    def __init__(self, unsubscribe: UnsubscribeLinks | None = None) -> None:
+        self.unsubscribe = unsubscribe
+
+    @classmethod
+    def for_worker(cls, _http: httpx.AsyncClient) -> SmtpChannel:
+        """The built-in plugin's factory (activities/plugin.py): links to this deployment's API,
+        signed with its secret key. A channel factory is given only the HTTP client, so the
+        process's settings are read here: `leadflow worker` and `up`'s workers build theirs
+        from the same environment (`LEADFLOW_PUBLIC_URL`, `LEADFLOW_SECRET_KEY`)."""
+        return cls(UnsubscribeLinks.from_settings(get_settings()))
 
     def configured(self, settings: TenantSettings) -> bool:
         # the one definition (models/tenant.py): the block is there with its required fields
@@ -85,7 +178,7 @@ class SmtpChannel:
             raise not_configured(NAME, "smtp")
         if smtp.username and smtp.password is None:
             raise not_configured(NAME, "smtp.password")
-        email = build_email(message, smtp)
+        email = build_email(message, smtp, self.unsubscribe)
         where = f"{smtp.host}:{smtp.port}"
         try:
             errors, _ = await aiosmtplib.send(
