@@ -356,6 +356,7 @@ async def _up(
         stop_leftover,
         until_serving,
     )
+    from workers.mailbox_readers import start_mailbox_readers
     from workers.plugins import known_llm_providers
 
     data_dir = settings.data_dir.resolve()
@@ -432,6 +433,7 @@ async def _up(
             client = await connect(settings)
         except TemporalUnavailable as exc:
             raise _fail(str(exc)) from exc
+        await start_mailbox_readers(settings, client)  # tenants with an imap block
         # Started from this (the event loop's) thread: see workers/supervisor.py on why.
         supervisor = Supervisor(
             _worker_specs(settings, workers, verbose=verbose),
@@ -676,9 +678,15 @@ def worker(
         raise _fail(str(exc)) from exc
 
     async def main() -> None:
+        from workers.mailbox_readers import start_mailbox_readers
+
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, process.stop)
+        await process.start()
+        # Readers for tenants with an imap block (none running: Temporal lost them, or their
+        # settings were saved while it was down); they run on the conversations' queue.
+        await start_mailbox_readers(settings, process.workers[0].client)
         await process.run()
 
     try:
@@ -949,6 +957,7 @@ def tenant_configure(
         updates.append(_settings_assignments(assignments))
     with _database() as (settings, db):
         new = _load_tenant_settings(db, settings, tenant_id)
+        old_imap = new.imap
         try:
             for update in updates:
                 new = merge_settings(new, update, allowlist=settings.ssrf_allowlist)
@@ -982,7 +991,12 @@ def tenant_configure(
                 await db2.dispose()
 
         asyncio.run(save())
+        from workers.mailbox_readers import follow_saved_settings
+
+        warning = asyncio.run(follow_saved_settings(settings, tenant_id, old_imap, new.imap))
     console.print(f"settings of {tenant_id} saved: {', '.join(changed)}")
+    if warning:
+        err.print(f"warning: {warning}", style="yellow", markup=False, highlight=False)
 
 
 @tenant_app.command("key")
