@@ -160,6 +160,14 @@ class ConversationInput(BaseModel):
         default=None,
         description="Version ≥ 3: when the one nurture message after not-interested is due.",
     )
+    tags: list[str] = Field(
+        default_factory=list,
+        description="The lead's tags as last recorded (workflows/tags.py): a record sends them "
+        "only when they changed; sticky tags (complaint, test-drive, ...) stay from here.",
+    )
+    sentiment: float | None = Field(
+        default=None, description="The sentiment of the last perception (for the tags)."
+    )
     command_results: dict[str, CommandResult] = Field(
         default_factory=dict,
         description="Version ≥ 3: results of recent operator commands by update id, so a retry "
@@ -236,6 +244,7 @@ class ResumeState(Frozen):
     turns: int = 0
     contact_name: str | None = None
     do_not_contact: bool = False
+    tags: tuple[str, ...] = Field(default=(), description="The lead's tags as recorded.")
 
 
 class TurnContext(Frozen):
@@ -301,6 +310,11 @@ class RecordTurnInput(Frozen):
         default=None,
         description="True: the lead opted out (stored on the lead, synced to the CRMs); "
         "False: an operator lifted it; None: unchanged.",
+    )
+    tags: tuple[str, ...] | None = Field(
+        default=None,
+        description="The lead's tags (workflows/tags.py) when they changed since the last "
+        "record; None: unchanged (most records: the history stays small).",
     )
 
 

@@ -16,6 +16,7 @@ from pydantic import Field
 from temporalio.service import RPCError, RPCStatusCode
 
 from models import workflow_ids
+from models.lead_attributes import ATTRIBUTE_NAMES, LeadAttributes
 from models.messages import Frozen
 from models.task_queues import CRM
 
@@ -84,9 +85,11 @@ REQUIRED_CREDENTIALS: dict[CrmKind, tuple[tuple[str, ...], ...]] = {
     ),
 }
 
-# leadflow fields a mapping may read. `fields.<key>` reads an extracted conversation field.
+# leadflow fields a mapping may read. `fields.<key>` reads an extracted conversation field; the
+# lead's tags and custom attributes are models/lead_attributes.py's `ATTRIBUTE_NAMES`.
 LEAD_FIELDS: frozenset[str] = frozenset(
     {
+        *ATTRIBUTE_NAMES,
         "name",
         "first_name",
         "last_name",
@@ -135,6 +138,22 @@ GOHIGHLEVEL_CUSTOM_FIELD = "customField."
 # lead's consent to marketing, which only the CRM may record (activities/crm/pipedrive.py).
 PIPEDRIVE_MARKETING_STATUS = "marketing_status"
 
+# The dealership's custom attributes (models/lead_attributes.py) by the names leadflow gives them
+# in a CRM: Chatwoot contact custom attributes as they are, HubSpot custom properties with the
+# `leadflow_` prefix its score has, Salesforce custom fields `Leadflow_<Name>__c`. The lead's tags
+# go to Chatwoot as conversation labels and to GoHighLevel as contact tags (their own APIs);
+# HubSpot and Salesforce have no tags on a contact or lead, so they get a mapped text property
+# (`leadflow_tags`, `Leadflow_Tags__c`: HubSpot's `;`-separated multi-checkbox notation).
+# Pipedrive's custom fields and GoHighLevel's custom fields have keys or ids of their own per
+# company or location, so their attributes (and Pipedrive's tags) are mapped by the tenant.
+_ATTRIBUTES = tuple(name for name in ATTRIBUTE_NAMES if name != "tags")
+_CHATWOOT_ATTRIBUTES = {name: name for name in _ATTRIBUTES}
+_HUBSPOT_ATTRIBUTES = {name: f"leadflow_{name}" for name in ATTRIBUTE_NAMES}
+_SALESFORCE_ATTRIBUTES = {
+    name: "Leadflow_" + "_".join(part.capitalize() for part in name.split("_")) + "__c"
+    for name in ATTRIBUTE_NAMES
+}
+
 # What a new connection maps (the API and the CLI store a copy with the connection, so a change
 # here reaches only connections made after it). do_not_contact goes to every CRM: HubSpot and
 # Salesforce get a custom property beside leadflow's score (their wire docs show no opt-out
@@ -150,6 +169,7 @@ DEFAULT_FIELD_MAPPINGS: dict[CrmKind, dict[str, str]] = {
         "score": "leadflow_score",
         "quality": "leadflow_quality",
         "do_not_contact": "leadflow_do_not_contact",
+        **_HUBSPOT_ATTRIBUTES,
     },
     CrmKind.SALESFORCE: {
         "email": "Email",
@@ -159,6 +179,7 @@ DEFAULT_FIELD_MAPPINGS: dict[CrmKind, dict[str, str]] = {
         "score": "Leadflow_Score__c",
         "quality": "Rating",
         "do_not_contact": "Leadflow_Do_Not_Contact__c",
+        **_SALESFORCE_ATTRIBUTES,
     },
     CrmKind.PIPEDRIVE: {
         "name": "name",
@@ -171,6 +192,7 @@ DEFAULT_FIELD_MAPPINGS: dict[CrmKind, dict[str, str]] = {
         "quality": "lead_quality",
         "interests": "interests",
         "do_not_contact": "do_not_contact",
+        **_CHATWOOT_ATTRIBUTES,
     },
     # score and quality need a custom field of the location (`customField.<id>`, ids differ per
     # location), so they are not mapped by default; quality and interests go out as tags.
@@ -254,6 +276,14 @@ class LeadSnapshot(Frozen):
     chatwoot_conversation_ids: tuple[str, ...] = Field(
         default=(), description="Chatwoot conversations of this lead, for labels and notes."
     )
+    tags: tuple[str, ...] = Field(
+        default=(),
+        description="The lead's tags (models/tags.py): Chatwoot labels, GoHighLevel tags, a "
+        "mapped property elsewhere.",
+    )
+    attributes: LeadAttributes | None = Field(
+        default=None, description="The custom attributes (models/lead_attributes.py)."
+    )
 
     @property
     def first_name(self) -> str | None:
@@ -275,6 +305,10 @@ class LeadSnapshot(Frozen):
             return ";".join(self.interests) if self.interests else None
         if source == "lead_id":
             return self.lead_id
+        if source in ATTRIBUTE_NAMES:
+            if source == "tags":
+                return ";".join(self.tags) if self.tags else None
+            return self.attributes.value_of(source) if self.attributes is not None else None
         return getattr(self, source)
 
 

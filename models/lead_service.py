@@ -135,6 +135,8 @@ class LeadFilter(NamedTuple):
     has_phone: bool | None = None
     do_not_contact: bool | None = None
     search: str | None = None
+    tags: tuple[str, ...] = ()
+    """Leads carrying every one of these tags (models/tags.py)."""
 
 
 class LeadPage(NamedTuple):
@@ -175,6 +177,7 @@ async def list_leads(
         has_phone=where.has_phone,
         do_not_contact=where.do_not_contact,
         search=search,
+        tags=tuple(dict.fromkeys(where.tags)),
         after_id=cursor,
         limit=limit + 1,
     )

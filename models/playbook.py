@@ -3,7 +3,8 @@
 One file, read by three parties, each taking only its part:
 - the **workflow** takes the policy (`models.policy.policy_of`): intent priorities, the fields it
   keeps, escalation rules and routing, scoring weights, follow-up cadence, quiet hours, handoff
-  timing and the fallback texts it sends when no model can run;
+  timing, the fallback texts it sends when no model can run, and the lead's tag taxonomy
+  (`tags:`, models/tags.py);
 - the **model prompts** take the persona: business, products, tone, languages, the rules the model
   must follow, what each intent and field means;
 - the **reply guard** takes the promises the business must never make.
@@ -26,6 +27,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from models.common import Intent, Priority
+from models.tags import DEFAULT_TAXONOMY, TagTaxonomy
 
 PLAYBOOK_DIR = Path(__file__).parent / "playbooks"
 
@@ -165,6 +167,11 @@ class Playbook(_Frozen):
     quiet_hours: QuietHours | None = None
     handoff: HandoffPolicy = HandoffPolicy()
     fallback: FallbackTexts = FallbackTexts()
+    tags: TagTaxonomy = Field(
+        default=DEFAULT_TAXONOMY,
+        description="The tags the workflow computes for the lead (models/tags.py): families "
+        "switched off, the meeting tag's word, budget bands, the VIP thresholds.",
+    )
     # --- the reply guard
     forbidden_promises: tuple[ForbiddenPromise, ...] = ()
     # --- the offline provider
@@ -217,7 +224,11 @@ class Playbook(_Frozen):
         """Identifies this exact playbook: activities receive (tenant, hash), never the file.
         Computed each time (not cached on the instance): `model_copy(update=...)` would carry a
         cached value over to a changed copy."""
-        raw = self.model_dump_json().encode()
+        # A playbook with the default tags hashes as it did before tags existed: running
+        # conversations keep the policy they hold instead of all refreshing it at once.
+        raw = self.model_dump_json(
+            exclude={"tags"} if self.tags == DEFAULT_TAXONOMY else None
+        ).encode()
         return hashlib.sha256(raw).hexdigest()[:16]
 
 

@@ -22,6 +22,7 @@ from models.playbook import (
     QuietHours,
     ScoringWeights,
 )
+from models.tags import DEFAULT_TAXONOMY, TagTaxonomy
 
 # Fields every policy keeps, declared or not: the workflow acts on them.
 CONTROL_FIELDS: dict[str, Literal["str", "int", "bool"]] = {"opt_out": "bool", "urgency": "bool"}
@@ -51,6 +52,15 @@ class ConversationPolicy(Frozen):
     quiet_hours: QuietHours | None = None
     handoff: HandoffPolicy = HandoffPolicy()
     fallback: FallbackTexts = FallbackTexts()
+    tags: TagTaxonomy | None = Field(
+        default=None,
+        description="The playbook's tag taxonomy; None: the default one (kept out of the "
+        "workflow state unless the playbook changes it).",
+    )
+
+    @property
+    def taxonomy(self) -> TagTaxonomy:
+        return self.tags or DEFAULT_TAXONOMY
 
     def fallback_text(self, language: str | None) -> str:
         texts = self.fallback.holding
@@ -76,4 +86,5 @@ def policy_of(playbook: Playbook) -> ConversationPolicy:
         quiet_hours=playbook.quiet_hours,
         handoff=playbook.handoff,
         fallback=playbook.fallback,
+        tags=None if playbook.tags == DEFAULT_TAXONOMY else playbook.tags,
     )

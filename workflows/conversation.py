@@ -85,6 +85,7 @@ with workflow.unsafe.imports_passed_through():
         stage_on_handoff,
         stage_on_resume,
     )
+    from workflows.tags import lead_tags
     from workflows.timing import next_allowed_time
 
 MAX_DEBOUNCE_FACTOR = 10  # a steady stream of messages is still answered after this many windows
@@ -670,6 +671,7 @@ class ConversationWorkflow:
             result, draft = await self._perceive_and_draft(batch, knowledge_ids)
         perception = result.perception
         self._s.language = perception.language
+        self._s.sentiment = perception.sentiment  # for the lead's tags (workflows/tags.py)
         decides_here = self._patched(PATCH_AGENT_BOUNDARY)
         if decides_here:
             self._s.fields.update(keep_declared(policy, perception.fields))
@@ -934,6 +936,10 @@ class ConversationWorkflow:
             self._s.score = earlier.score
         if not self._s.contact_name:
             self._s.contact_name = earlier.contact_name
+        if not self._s.tags:
+            # What the lead holds: sticky tags (complaint, test-drive, ...) stay, and the first
+            # record sends tags only if they differ.
+            self._s.tags = list(earlier.tags)
         self._s.do_not_contact = self._s.do_not_contact or earlier.do_not_contact
         ours = {e.provider_message_id for e in self._s.transcript if e.provider_message_id}
         before = [
@@ -1073,13 +1079,14 @@ class ConversationWorkflow:
     ) -> None:
         """Version ≥ 2: the reply sent and the turn recorded in one activity."""
         at = workflow.now()
+        record = self._record_input(inbound_entries, turn_key=turn_key)
         self._sending.append(text)
         try:
             done = await workflow.execute_activity_method(
                 ChannelActivities.send_and_record,
                 SendAndRecordInput(
                     message=self._outbound(text, turn_key),
-                    record=self._record_input(inbound_entries, turn_key=turn_key),
+                    record=record,
                     knowledge_ids=knowledge_ids,
                     at=at,
                 ),
@@ -1102,6 +1109,8 @@ class ConversationWorkflow:
             await self._record((*inbound_entries, entry), turn_key=turn_key)
             return
         self._dnc_to_record = None
+        if record.tags is not None:
+            self._s.tags = list(record.tags)
         if done.lead_changed and self._crm_connected:
             await self._request_crm_sync(turn_key)
 
@@ -1122,6 +1131,8 @@ class ConversationWorkflow:
         )
         if record.do_not_contact is not None:
             self._dnc_to_record = None  # written: later records leave it as it is
+        if record.tags is not None:
+            self._s.tags = list(record.tags)  # written: later records send them on change only
         if changed and self._crm_connected:
             await self._request_crm_sync(turn_key)
 
@@ -1148,7 +1159,31 @@ class ConversationWorkflow:
             escalation=escalation,
             turns=self._s.turns,
             do_not_contact=self._dnc_to_record,
+            tags=self._changed_tags(),
         )
+
+    def _changed_tags(self) -> tuple[str, ...] | None:
+        """The lead's tags now (workflows/tags.py), or None when they are the ones last recorded:
+        most records carry none, so a turn's history grows only when a tag changes. Pure code,
+        no workflow command: histories recorded before tags replay unchanged. Without a policy
+        yet (a record before the first context) the taxonomy is unknown: nothing is sent."""
+        policy = self._s.policy
+        if policy is None:
+            return None
+        score = self._s.score
+        tags = lead_tags(
+            policy.taxonomy,
+            fields=self._s.fields,
+            intents_seen=self._s.intents_seen,
+            stage=self._s.stage,
+            channel=self._s.channel,
+            quality=score.quality if score else None,
+            score=score.total if score else None,
+            escalated=self._s.handoff is not None,
+            sentiment=self._s.sentiment,
+            previous=self._s.tags,
+        )
+        return None if list(tags) == self._s.tags else tags
 
     async def _request_crm_sync(self, turn_key: str) -> None:
         """The lead changed: its CrmSyncWorkflow (one per lead, coalescing) updates the CRMs."""

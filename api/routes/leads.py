@@ -11,7 +11,15 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, StrictBool, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    StrictBool,
+    StringConstraints,
+    field_validator,
+)
 from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio.client import (
     Client,
@@ -42,6 +50,7 @@ from models.erasure import (
     legacy_erase_workflow_id,
 )
 from models.export import ContactExport, export_contact
+from models.lead_attributes import LeadAttributes
 from models.lead_service import (
     CURSOR_PATTERN,
     LIFT_ROUTE,
@@ -53,7 +62,10 @@ from models.repo import crm as crm_repo
 from models.repo import deployment_keys
 from models.repo import leads as lead_repo
 from models.tables import Lead, utcnow
+from models.tags import TAG_PATTERN
 from models.task_queues import CONVERSATIONS
+
+MAX_TAG_FILTERS = 10
 
 
 async def _workflow_id_key(state: State) -> None:
@@ -96,6 +108,15 @@ class LeadOut(BaseModel):
     do_not_contact: bool
     version: int
     fields: dict[str, Any]
+    tags: list[str] = Field(
+        description="What the conversation made of the lead (interest, budget band, stage, "
+        "vip, test-drive, ...): also its Chatwoot labels and CRM tags."
+    )
+    attributes: LeadAttributes = Field(
+        description="The custom attributes the CRMs get by default (lead score and quality, "
+        "budget, urgency, test drive, financing, trade-in, channel, sentiment, last interest, "
+        "conversations)."
+    )
     crm: list[CrmLinkOut]
     recent_syncs: list[SyncRunOut]
 
@@ -119,6 +140,7 @@ class LeadSummary(BaseModel):
     quality: str
     do_not_contact: bool
     source_job_id: str | None
+    tags: list[str]
     version: int
     created_at: datetime
     updated_at: datetime
@@ -147,6 +169,7 @@ def _summary(lead: Lead) -> LeadSummary:
         quality=lead.quality,
         do_not_contact=lead.do_not_contact,
         source_job_id=lead.source_job_id,
+        tags=list(lead.tags or ()),
         version=lead.version,
         created_at=lead.created_at,
         updated_at=lead.updated_at,
@@ -184,6 +207,15 @@ async def list_leads(
             description="Text in the name, company or e-mail (case-insensitive).",
         ),
     ] = None,
+    tag: Annotated[
+        list[Annotated[str, StringConstraints(pattern=f"^{TAG_PATTERN.pattern}$")]] | None,
+        Query(
+            max_length=MAX_TAG_FILTERS,
+            description="Leads carrying this tag (repeat for leads carrying all of them), e.g. "
+            "`vip`, `test-drive`, `budget-20k-30k`, `interest-volkswagen-golf`: lowercase "
+            "letters, digits and hyphens.",
+        ),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
     cursor: Annotated[
         str | None,
@@ -192,6 +224,7 @@ async def list_leads(
 ) -> LeadList:
     """The tenant's leads, newest first, filtered; pages follow `next` (or `cursor`): a lead
     added or edited while paging neither repeats nor hides another."""
+    tags = tuple(tag or ())
     try:
         page = await lead_service.list_leads(
             session,
@@ -203,6 +236,7 @@ async def list_leads(
                 has_phone=has_phone,
                 do_not_contact=do_not_contact,
                 search=q,
+                tags=tags,
             ),
             limit=limit,
             cursor=cursor,
@@ -251,6 +285,7 @@ async def _lead_out(session: AsyncSession, lead: Lead) -> LeadOut:
     runs = await crm_repo.sync_runs_of_lead(
         session, tenant_id=lead.tenant_id, lead_id=lead_id, limit=5
     )
+    attributes = await lead_repo.attributes_of(session, lead=lead)
     return LeadOut(
         id=lead.id,
         channel=lead.channel,
@@ -263,6 +298,8 @@ async def _lead_out(session: AsyncSession, lead: Lead) -> LeadOut:
         do_not_contact=lead.do_not_contact,
         version=lead.version,
         fields=dict(lead.fields),
+        tags=list(lead.tags or ()),
+        attributes=attributes,
         crm=crm,
         recent_syncs=[
             SyncRunOut(

@@ -48,10 +48,10 @@ async def _write_lead(
     conversation has open escalations (read in the same statement, so a turn that resolves none
     costs no UPDATE).
 
-    The version bumps when the name, the fields (merged over the known ones), the score,
-    do-not-contact (when the turn sets it) or the phone/e-mail the contact id gives (only where
-    the lead has none) changed; a new lead starts at 1 and counts its first turn's changes the
-    same way."""
+    The version bumps when the name, the fields (merged over the known ones), the score, the
+    tags (when the turn sends them), do-not-contact (when the turn sets it) or the phone/e-mail
+    the contact id gives (only where the lead has none) changed; a new lead starts at 1 and
+    counts its first turn's changes the same way."""
     escalation = _ESCALATIONS.c
     # One row whether or not the lead exists: the open-escalations flag, LEFT JOIN the lead.
     flag = sa_select(
@@ -76,14 +76,16 @@ async def _write_lead(
                 _LEADS.c.quality,
                 _LEADS.c.do_not_contact,
                 _LEADS.c.version,
+                _LEADS.c.tags,
             ).select_from(flag.outerjoin(_LEADS, _LEADS.c.id == record.lead_id))
         )
     ).one()
     escalations_open = bool(row[0])
     known = row[2:] if row[1] is not None else None
     fields: dict[str, Any]
+    tags: list[str] | None
     if known is None:  # the defaults of a new Lead
-        name, email, phone, fields, score, quality, do_not_contact, version = (
+        name, email, phone, fields, score, quality, do_not_contact, version, tags = (
             None,
             None,
             None,
@@ -92,9 +94,10 @@ async def _write_lead(
             "COLD",
             False,
             1,
+            [],
         )
     else:
-        name, email, phone, fields, score, quality, do_not_contact, version = known
+        name, email, phone, fields, score, quality, do_not_contact, version, tags = known
     changes: dict[str, Any] = {}
     if record.contact_name and name != record.contact_name:
         changes["name"] = record.contact_name
@@ -120,6 +123,10 @@ async def _write_lead(
         # An opt-out (or an operator's lift) is a change like any other: it bumps the version,
         # so the CRM sync carries it to every CRM.
         changes["do_not_contact"] = record.do_not_contact
+    if record.tags is not None and list(tags or ()) != list(record.tags):
+        # The workflow's tags (workflows/tags.py), sent only when they changed: a change bumps
+        # the version like any other, so the CRM sync writes the new labels and tags.
+        changes["tags"] = list(record.tags)
 
     if known is None:
         values = {
@@ -130,6 +137,7 @@ async def _write_lead(
             "score": score,
             "quality": quality,
             "do_not_contact": do_not_contact,
+            "tags": tags,
             **changes,
         }
         inserted = await conn.execute(
@@ -378,6 +386,7 @@ async def lead_at_turn_start(
                 lead.score,
                 lead.quality,
                 lead.do_not_contact,
+                lead.tags,
                 conversation.id,
                 conversation.stage,
                 conversation.turns,
@@ -401,6 +410,7 @@ async def lead_at_turn_start(
         lead_total,
         lead_quality,
         do_not_contact,
+        tags,
         conversation_id,
         stage,
         turns,
@@ -422,6 +432,7 @@ async def lead_at_turn_start(
             turns=int(turns or 0),
             contact_name=name,
             do_not_contact=bool(do_not_contact),
+            tags=tuple(str(t) for t in tags or ()),
         ),
     )
 

@@ -6,15 +6,17 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import ColumnElement, or_
+from sqlalchemy import ColumnElement, String, cast, or_
 from sqlalchemy import update as sa_update
 from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from models.common import Channel
+from models.common import Channel, Role
 from models.crm import INBOUND_FIELDS, LeadSnapshot
+from models.lead_attributes import LeadAttributes, lead_attributes
 from models.repo.sql import insert, table_of
-from models.tables import Conversation, Lead, utcnow
+from models.tables import Conversation, Lead, Message, utcnow
+from models.tags import TAG_PATTERN
 
 
 async def get_lead(session: AsyncSession, *, tenant_id: str, lead_id: str) -> Lead | None:
@@ -261,6 +263,37 @@ async def conversations_of_lead(
     return list(rows.all())
 
 
+async def attributes_of(
+    session: AsyncSession, *, lead: Lead, conversations: list[Conversation] | None = None
+) -> LeadAttributes:
+    """The lead's custom attributes (models/lead_attributes.py): its row, how many
+    conversations it has and when it last wrote (one statement over its conversations'
+    messages; `conversations` when the caller read them already)."""
+    if conversations is None:
+        conversations = await conversations_of_lead(
+            session, tenant_id=lead.tenant_id, lead_id=lead.id
+        )
+    last_lead_message_at = None
+    if conversations:
+        last_lead_message_at = (
+            await session.exec(
+                select(func.max(Message.at)).where(
+                    col(Message.conversation_id).in_([c.id for c in conversations]),
+                    Message.role == Role.LEAD.value,
+                )
+            )
+        ).first()
+    return lead_attributes(
+        fields=lead.fields,
+        tags=lead.tags or (),
+        score=lead.score,
+        quality=lead.quality,
+        channel=lead.channel,
+        total_conversations=len(conversations),
+        last_lead_message_at=last_lead_message_at,
+    )
+
+
 async def lead_snapshot(
     session: AsyncSession, *, tenant_id: str, lead_id: str
 ) -> LeadSnapshot | None:
@@ -268,6 +301,7 @@ async def lead_snapshot(
     if lead is None:
         return None
     conversations = await conversations_of_lead(session, tenant_id=tenant_id, lead_id=lead_id)
+    attributes = await attributes_of(session, lead=lead, conversations=conversations)
     chatwoot_threads = tuple(
         c.thread for c in conversations if c.channel == Channel.CHATWOOT.value and c.thread
     )
@@ -295,6 +329,8 @@ async def lead_snapshot(
         interests=interests,
         summary=str(summary) if summary else None,
         chatwoot_conversation_ids=chatwoot_threads,
+        tags=tuple(lead.tags or ()),
+        attributes=attributes,
     )
 
 
@@ -314,6 +350,7 @@ async def list_leads(
     has_phone: bool | None = None,
     do_not_contact: bool | None = None,
     search: str | None = None,
+    tags: tuple[str, ...] = (),
     after_id: str | None = None,
     limit: int = 50,
 ) -> list[Lead]:
@@ -333,6 +370,13 @@ async def list_leads(
         query = query.where(present if wanted else ~present)
     if do_not_contact is not None:
         query = query.where(col(Lead.do_not_contact).is_(do_not_contact))
+    for tag in tags:
+        # Tags are slugs (models/tags.py TAG_PATTERN, checked by the service), so the quoted
+        # tag in the JSON text of the list matches that element exactly, on SQLite and
+        # PostgreSQL alike; every tag asked for must be there.
+        if not TAG_PATTERN.fullmatch(tag):
+            raise ValueError(f"not a tag: {tag!r}")
+        query = query.where(cast(table_of(Lead).c.tags, String).like(f'%"{tag}"%'))
     if search:
         pattern = _like(search)
         company = table_of(Lead).c.fields["company"].as_string()
