@@ -1,5 +1,11 @@
-"""Chatwoot as a CRM: contact custom attributes (lead score, quality, interests), conversation
-labels merged with the existing ones, and private notes."""
+"""Chatwoot as a CRM: contact custom attributes (lead score, quality, interests and the custom
+attributes of models/lead_attributes.py), the lead's tags as conversation labels, and private
+notes.
+
+Labels (chatwoot.md §7: the POST replaces the conversation's whole list): the lead's tags
+replace the labels leadflow wrote before (`models.tags.is_leadflow_tag`), and every label a
+team set by hand stays. A lead no conversation tagged yet (a lead from an enrichment job) gets
+its quality and interests as before, added to what is there."""
 
 from __future__ import annotations
 
@@ -10,16 +16,32 @@ import httpx
 
 from activities.crm.base import Connection, RemoteRecord, UpsertResult, body_of, send
 from models.crm import CrmKind, LeadSnapshot
+from models.tags import is_leadflow_tag
 
 
 def lead_labels(lead: LeadSnapshot) -> list[str]:
-    """Labels leadflow owns on a conversation: the quality, and one per interest."""
+    """Labels leadflow owns on a conversation: the lead's tags; for a lead without tags (no
+    conversation tagged it yet) the quality, and one per interest."""
+    if lead.tags:
+        return list(lead.tags)
     labels = [f"lead-{lead.quality.lower()}"]
     for interest in lead.interests:
         slug = re.sub(r"[^a-z0-9]+", "-", interest.lower()).strip("-")
         if slug:
             labels.append(f"interest-{slug}")
     return labels
+
+
+def merged_labels(lead: LeadSnapshot, existing: list[str]) -> list[str]:
+    """The labels a conversation gets: a tagged lead's leadflow labels replaced by its tags now
+    (a stage or a budget band that changed goes), a hand-set label kept, order kept."""
+    ours = lead_labels(lead)
+    kept = [
+        label
+        for label in existing
+        if not (lead.tags and is_leadflow_tag(label) and label not in ours)
+    ]
+    return kept + [label for label in ours if label not in kept]
 
 
 class ChatwootAdapter:
@@ -155,9 +177,9 @@ class ChatwootAdapter:
         ours = lead_labels(lead)
         for cid in lead.chatwoot_conversation_ids:
             existing = await self._labels(conn, cid)
-            merged_labels = existing + [label for label in ours if label not in existing]
-            if merged_labels != existing:
-                await self._set_labels(conn, cid, merged_labels)
+            labels = merged_labels(lead, existing)
+            if labels != existing:
+                await self._set_labels(conn, cid, labels)
         return UpsertResult(
             str(contact["id"]), created=created, written=values, extra={"labels": ours}
         )

@@ -32,6 +32,7 @@ from activities.crm.base import (
 )
 from activities.crm.chatwoot import lead_labels
 from models.crm import GOHIGHLEVEL_CUSTOM_FIELD, GOHIGHLEVEL_DND, CrmKind, LeadSnapshot
+from models.tags import is_leadflow_tag
 
 API_VERSION = "2021-07-28"  # the only value the v2 contacts spec accepts
 CONTACTS = "/contacts"
@@ -45,6 +46,16 @@ MAX_INLINE_WAIT_SECONDS = 2.0
 def lead_tags(lead: LeadSnapshot) -> list[str]:
     """Tags leadflow owns on a contact: the same words as its Chatwoot labels."""
     return lead_labels(lead)
+
+
+def stale_tags(lead: LeadSnapshot, existing: list[str]) -> list[str]:
+    """leadflow's tags on the contact that a tagged lead no longer has (a stage or a budget band
+    that changed): taken off. A hand-set tag, or any tag of a lead no conversation tagged yet,
+    stays."""
+    if not lead.tags:
+        return []
+    ours = set(lead_tags(lead))
+    return [t for t in existing if is_leadflow_tag(t) and t not in ours]
 
 
 def gohighlevel_rate_limit_delay(response: httpx.Response) -> timedelta:
@@ -300,6 +311,7 @@ class GoHighLevelAdapter:
         contact_id = str(contact["id"])
         existing = [str(t) for t in contact.get("tags") or []]
         added = [t for t in lead_tags(lead) if t not in existing]
+        await self._tags(conn, contact_id, stale_tags(lead, existing), add=False)
         await self._tags(conn, contact_id, added, add=True)
         return UpsertResult(contact_id, created=created, written=values, extra={"tags": added})
 
@@ -319,11 +331,13 @@ class GoHighLevelAdapter:
                 f"{CONTACTS}/{remote_id}",
                 json=self._body(previous, restoring=True),
             )
-        # take back only leadflow's tags the contact did not carry before the sync
-        before = {str(t) for t in previous_extra.get("tags") or []}
+        # take back only leadflow's tags the contact did not carry before the sync, and put
+        # back the ones it took off as stale
+        before = [str(t) for t in previous_extra.get("tags") or []]
         await self._tags(
             conn, remote_id, [t for t in lead_tags(lead) if t not in before], add=False
         )
+        await self._tags(conn, remote_id, stale_tags(lead, before), add=True)
 
     async def delete(
         self,
