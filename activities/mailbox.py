@@ -206,10 +206,12 @@ class _Read:
         """No usable cursor: read what arrived since `since` (or the old cursor's last look),
         then stand after the folder's last UID."""
         since = self.cursor.synced_at if self.cursor is not None else self.input.since
-        all_uids = await self.imap_connection.all_uids()
-        last = max(all_uids, default=0)
-        if uidnext is not None:
-            last = max(last, uidnext - 1)
+        # UIDNEXT (the SELECT answer) saves listing a big folder; servers that omit it are asked.
+        last = (
+            uidnext - 1
+            if uidnext is not None
+            else max(await self.imap_connection.all_uids(), default=0)
+        )
         candidates = await self.imap_connection.uids_since((since - timedelta(days=1)).date())
         metas = await self.imap_connection.meta(candidates[-MAX_RESYNC_MAILS:])
         recent = [m for m in metas if m.internaldate is not None and m.internaldate >= since]
@@ -217,6 +219,7 @@ class _Read:
             assert meta.internaldate is not None
             await self._one(meta.uid, meta.size, meta.internaldate)
             await self._heartbeat()
+            last = max(last, meta.uid)  # arrived after the SELECT: read now, not again
         self.cursor = MailboxCursor(
             mailbox=self.identity, uidvalidity=uidvalidity, last_uid=last, synced_at=looked_at
         )
