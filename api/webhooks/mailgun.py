@@ -52,7 +52,9 @@ RESPONSES = {
     **errors(
         401,
         406,
+        415,
         _401="Missing, invalid or stale signature, or a token already used (Mailgun retries).",
+        _415="Not a form (application/x-www-form-urlencoded or multipart/form-data).",
         _406="Not a Mailgun inbound mail (missing fields, unreadable): rejected, Mailgun does "
         "not retry.",
     ),

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from api.deps import State
+from api.responses import errors
 from api.webhooks.common import WEBHOOK_RESPONSES, read_body, tenant_and_settings
 from api.webhooks.email import (
     deliver_email,
@@ -27,10 +28,20 @@ router = APIRouter(prefix="/webhooks/sendgrid", tags=["webhooks"])
 
 MALFORMED = 422
 
+RESPONSES = {
+    **WEBHOOK_RESPONSES,
+    **errors(
+        415,
+        401,
+        _415="Not a form (multipart/form-data, or application/x-www-form-urlencoded).",
+        _401="Missing or wrong basic auth password (or none configured and unsigned refused).",
+    ),
+}
+
 
 @router.post(
     "/{tenant}",
-    responses=WEBHOOK_RESPONSES,
+    responses=RESPONSES,
     openapi_extra=form_webhook_body(
         "A SendGrid Inbound Parse post (docs/webhooks.md), HTTP basic auth.",
         media_types=("multipart/form-data",),
