@@ -11,8 +11,9 @@ The cursor — which mailbox, its UIDVALIDITY, the last UID read and when — li
 workflow's state; raw mails never enter the history (the activity answers counts and the cursor).
 
 `ensure_mailbox_reader` is the one way readers are started, told about new settings and stopped:
-the API's settings routes, `leadflow tenant configure` and the start of `leadflow up` and
-`leadflow worker` call it. The workflow is addressed by name: callers never import workflow code.
+the API's settings routes, `leadflow tenant configure` and the start of `leadflow worker` (the
+workers of `leadflow up` too) call it. The workflow is addressed by name: callers never
+import workflow code.
 """
 
 from __future__ import annotations
@@ -245,7 +246,7 @@ async def _start_reader(client: Client, tenant_id: str, task_queue: str, *, sign
 async def ensure_all_mailbox_readers(
     client: Client, session: AsyncSession, *, secret_key: str, task_queue: str | None = None
 ) -> dict[str, MailboxAction]:
-    """At start (`leadflow up`, `leadflow worker`): a reader for every tenant whose settings
+    """At start (`leadflow worker`, so `leadflow up` too): a reader for every tenant whose settings
     want one, left alone where it runs (settings saved while Temporal was down, a dev server
     whose data was reset). A tenant whose settings cannot be read is logged and skipped."""
     done: dict[str, MailboxAction] = {}

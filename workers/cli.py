@@ -356,7 +356,6 @@ async def _up(
         stop_leftover,
         until_serving,
     )
-    from workers.mailbox_readers import start_mailbox_readers
     from workers.plugins import known_llm_providers
 
     data_dir = settings.data_dir.resolve()
@@ -433,7 +432,6 @@ async def _up(
             client = await connect(settings)
         except TemporalUnavailable as exc:
             raise _fail(str(exc)) from exc
-        await start_mailbox_readers(settings, client)  # tenants with an imap block
         # Started from this (the event loop's) thread: see workers/supervisor.py on why.
         supervisor = Supervisor(
             _worker_specs(settings, workers, verbose=verbose),
@@ -685,7 +683,7 @@ def worker(
             loop.add_signal_handler(sig, process.stop)
         await process.start()
         # Readers for tenants with an imap block (none running: Temporal lost them, or their
-        # settings were saved while it was down); they run on the conversations' queue.
+        # settings were saved while it was down). `up` runs its workers through here too.
         await start_mailbox_readers(settings, process.workers[0].client)
         await process.run()
 

@@ -1,7 +1,8 @@
 """Where the command line starts and tells mailbox readers (models/mailbox.py): at the start of
-`leadflow up` and `leadflow worker` (a reader for every tenant whose settings have an enabled
-`imap` block and none running: settings saved while Temporal was down, a dev server whose state
-was reset), and after `leadflow tenant configure` saved settings. Neither ever fails its
+`leadflow worker` (and so of `leadflow up`, whose workers are `leadflow worker` processes): a
+reader for every tenant whose settings have an enabled `imap` block and none running (settings
+saved while Temporal was down, a dev server whose state was reset); and after `leadflow tenant
+configure` saved settings. Neither ever fails its
 command: the settings are saved either way, and the next start catches up."""
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ log = logging.getLogger("leadflow.mailbox")
 
 async def start_mailbox_readers(settings: Settings, client: Client) -> dict[str, MailboxAction]:
     """Start the readers that should run and do not; logs what it started, and why it could
-    not (never raises: a worker or `up` starts regardless)."""
+    not (never raises: the worker starts regardless)."""
     db = Database(settings.resolved_database_url)
     try:
         async with db.session() as session:
