@@ -13,6 +13,7 @@ from models.agent import FieldValue
 from models.common import Channel, Intent, LeadQuality, Stage
 from models.playbook import builtin_playbooks, parse_playbook_yaml
 from models.policy import policy_of
+from models.repo.playbooks import validate_playbook_yaml
 from models.tags import (
     DEFAULT_TAXONOMY,
     TAG_PATTERN,
@@ -269,3 +270,12 @@ def test_a_bad_tags_section_is_refused_with_what_is_wrong(section: Any, says: st
     with pytest.raises(ValidationError) as refused:
         parse_playbook_yaml(_playbook_with(section))
     assert says in str(refused.value)
+
+
+def test_a_tenant_uploading_a_bad_tags_section_reads_where_and_why() -> None:
+    """What the settings API answers (422 "invalid playbook" with these lines)."""
+    problems = validate_playbook_yaml(_playbook_with({"budget_bands": [30000, 20000]}))
+    assert problems == [
+        "tags.budget_bands: Value error, budget bands must ascend strictly, got [30000, 20000]"
+    ]
+    assert validate_playbook_yaml(_playbook_with({"meeting_tag": "test-drive"})) == []
