@@ -62,9 +62,10 @@ RESPONSES = {
 
 
 class SeenTokens:
-    """Tokens of accepted posts, kept as long as their timestamp could pass the age check: a
-    replayed post is refused. Per API process (a replay sent to another replica within the
-    five minutes still needs the key's valid signature over a token Mailgun issued)."""
+    """Tokens of posts taken (or being taken), kept as long as their timestamp could pass the
+    age check: a replayed post is refused, also while its first copy is still being handled.
+    Per API process (a replay sent to another replica within the five minutes is let through
+    there; the mail's Message-ID still makes its delivery a duplicate)."""
 
     def __init__(self, ttl: float = 2 * MAX_SIGNATURE_AGE_SECONDS, limit: int = 100_000) -> None:
         self.ttl = ttl
@@ -78,15 +79,19 @@ class SeenTokens:
         ):
             self._seen.popitem(last=False)
 
-    def seen(self, tenant_id: str, token: str, now: float) -> bool:
+    def claim(self, tenant_id: str, token: str, now: float) -> bool:
+        """True for a token not seen before (now taken); False for a replay."""
         with self._lock:
             self._expire(now)
-            return (tenant_id, token) in self._seen
-
-    def add(self, tenant_id: str, token: str, now: float) -> None:
-        with self._lock:
+            if (tenant_id, token) in self._seen:
+                return False
             self._seen[(tenant_id, token)] = now
-            self._expire(now)
+            return True
+
+    def release(self, tenant_id: str, token: str) -> None:
+        """The post was not taken (a 5xx, a refusal): Mailgun's retry may use the token."""
+        with self._lock:
+            self._seen.pop((tenant_id, token), None)
 
 
 SEEN_TOKENS = SeenTokens()
@@ -101,7 +106,8 @@ def verify_mailgun(
     seen: SeenTokens = SEEN_TOKENS,
     now: Callable[[], float] = time.time,
 ) -> str | None:
-    """Check the signature; the token to remember once the post is accepted (None unsigned)."""
+    """Check the signature and claim its token; the token (None unsigned), to release if the
+    post is not taken after all."""
     if key is None or not key.get_secret_value():
         if not allow_unsigned:
             raise ApiError(
@@ -130,7 +136,7 @@ def verify_mailgun(
     ).hexdigest()
     if not hmac.compare_digest(expected.encode(), signature.lower().encode("utf-8", "replace")):
         raise ApiError(401, "invalid signature", "signature does not match timestamp and token")
-    if seen.seen(tenant_id, token, now()):
+    if not seen.claim(tenant_id, token, now()):
         raise ApiError(401, "replayed signature", "this token was already used")
     return token
 
@@ -155,8 +161,10 @@ async def mailgun_webhook(tenant: str, request: Request, state: State) -> JSONRe
         tenant_id=row.id,
         allow_unsigned=settings.allow_unsigned_webhooks,
     )
-    email = parse_or_status(lambda: parse_mailgun(fields), REJECTED)
-    response = await deliver_email(state, tenant_id=row.id, email=email, source="mailgun")
-    if token is not None:  # accepted: the same post again is a replay
-        SEEN_TOKENS.add(row.id, token, time.time())
-    return response
+    try:
+        email = parse_or_status(lambda: parse_mailgun(fields), REJECTED)
+        return await deliver_email(state, tenant_id=row.id, email=email, source="mailgun")
+    except BaseException:
+        if token is not None:  # not taken: Mailgun's retry of this post must get through
+            SEEN_TOKENS.release(row.id, token)
+        raise

@@ -46,9 +46,16 @@ _TEXT_FIELDS = {
 _STATUS = re.compile(r"\b([245])\.\d{1,3}\.\d{1,3}\b")
 
 
-def _header(msg: Message, name: str) -> str:
-    value = msg.get(name)
-    return str(value).strip() if value is not None else ""
+def header(msg: Message, name: str) -> str:
+    """A header's value as text, unfolded; "" when absent. A header the strict policy cannot
+    parse (the stdlib raises AttributeError, IndexError, … on some garbage) is read raw rather
+    than failing the whole mail."""
+    try:
+        value = msg.get(name)
+    except Exception:
+        raw = {k.lower(): v for k, v in msg.raw_items()}  # unparsed: cannot fail
+        value = raw.get(name.lower())
+    return " ".join(str(value).split()) if value is not None else ""
 
 
 def _content_type(msg: Message, declared: str | None) -> tuple[str, str]:
@@ -73,26 +80,26 @@ def classify(msg: Message, *, declared_type: str | None = None) -> tuple[EmailKi
         return EmailKind.BOUNCE, "multipart/report; report-type=delivery-status"
     if _has_part(msg, "message/delivery-status"):
         return EmailKind.BOUNCE, "a message/delivery-status part"
-    sender = parseaddr(_header(msg, "from"))[1].strip()
+    sender = parseaddr(header(msg, "from"))[1].strip()
     if _BOUNCE_SENDER.match(sender) or _BOUNCE_SENDER_BARE.match(sender):
         return EmailKind.BOUNCE, f"sent by {sender.partition('@')[0]}"
 
-    auto_submitted = _header(msg, "auto-submitted").lower()
+    auto_submitted = header(msg, "auto-submitted").lower()
     if auto_submitted and not auto_submitted.startswith("no"):
         return EmailKind.AUTO_REPLY, f"Auto-Submitted: {auto_submitted}"
-    precedence = _header(msg, "precedence")
+    precedence = header(msg, "precedence")
     if _PRECEDENCE.search(precedence):
         return EmailKind.AUTO_REPLY, f"Precedence: {precedence}"
-    if re.search(r"yes|true", _header(msg, "x-loop"), re.IGNORECASE):
+    if re.search(r"yes|true", header(msg, "x-loop"), re.IGNORECASE):
         return EmailKind.AUTO_REPLY, "X-Loop"
-    if _header(msg, "x-auto-response-suppress").lower() == "all":
+    if header(msg, "x-auto-response-suppress").lower() == "all":
         return EmailKind.AUTO_REPLY, "X-Auto-Response-Suppress: All"
     for name in msg.keys():
         if name.lower() not in _NOT_SCANNED and _AUTO_HEADER.search(name):
             return EmailKind.AUTO_REPLY, f"header {name}"
     if _NO_REPLY_SENDER.match(sender):
         return EmailKind.AUTO_REPLY, "a no-reply sender"
-    subject = _header(msg, "subject")
+    subject = header(msg, "subject")
     if _AUTO_SUBJECT.match(subject):
         return EmailKind.AUTO_REPLY, f"subject {subject[:60]!r}"
     return EmailKind.HUMAN, None
@@ -140,7 +147,7 @@ def _returned_message_id(msg: Message) -> str | None:
             payload = part.get_payload()
             inner = payload[0] if isinstance(payload, list) and payload else None
             if isinstance(inner, Message):
-                found = canonical_message_id(_header(inner, "message-id"))
+                found = canonical_message_id(header(inner, "message-id"))
                 if found:
                     return found
         elif kind == "text/rfc822-headers":
@@ -166,7 +173,8 @@ def delivery_report(msg: Message, *, text: str = "") -> Bounce:
             # The first block is per-message (Reporting-MTA), the rest per recipient.
             for block in payload:
                 if isinstance(block, Message):
-                    blocks.append({k.lower(): str(v).strip() for k, v in block.items()})
+                    # raw: the report's fields are plain text, no parsing policy needed
+                    blocks.append({k.lower(): str(v).strip() for k, v in block.raw_items()})
     recipients = [b for b in blocks if "final-recipient" in b or "original-recipient" in b]
     if recipients:
         failed = [b for b in recipients if b.get("action", "").lower().startswith("fail")]

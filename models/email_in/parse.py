@@ -7,6 +7,7 @@ a mail is classified, threaded and stripped alike whichever way it came."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -15,7 +16,7 @@ from email.message import EmailMessage, Message
 from email.parser import BytesParser
 from email.utils import getaddresses, parseaddr, parsedate_to_datetime
 
-from models.email_in.classify import classify, delivery_report
+from models.email_in.classify import classify, delivery_report, header
 from models.email_in.html_text import html_to_text
 from models.email_in.message import (
     EmailKind,
@@ -31,23 +32,12 @@ MISSING_ID_DOMAIN = "leadflow.missing-id"
 _BODY_HEADERS = frozenset({"content-type", "content-transfer-encoding", "mime-version"})
 
 
-def header(msg: Message, name: str) -> str:
-    """A header's value as text, unfolded; "" when absent. A header the strict policy cannot
-    parse is read raw rather than failing the whole mail."""
-    try:
-        value = msg.get(name)
-    except Exception:  # email's header parsers raise assorted errors on garbage
-        raw = dict((k.lower(), v) for k, v in Message.items(msg))
-        value = raw.get(name.lower())
-    return " ".join(str(value).split()) if value is not None else ""
-
-
 def _date(value: str) -> datetime | None:
     if not value:
         return None
     try:
         parsed = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
@@ -125,13 +115,13 @@ def parse_mime(raw: bytes) -> InboundEmail:
         msg = BytesParser(policy=policy.default).parsebytes(raw)
     except Exception as exc:  # the parser is lenient; anything it raises is garbage
         raise MalformedEmail(f"not an e-mail message: {type(exc).__name__}") from exc
-    if not msg.keys() or not msg.get("from"):
+    if not msg.keys() or not header(msg, "from"):
         raise MalformedEmail("not an e-mail message: no From header")
     try:
         return read_message(msg, fallback_id=_digest_id(raw))
     except MalformedEmail:
         raise
-    except (ValueError, LookupError, TypeError, IndexError) as exc:
+    except Exception as exc:  # the stdlib's header parsers raise AttributeError & co on garbage
         raise MalformedEmail(f"unreadable e-mail: {type(exc).__name__}: {exc}") from exc
 
 
@@ -167,10 +157,10 @@ def parse_fields(
             if name.lower() == "content-type":
                 declared_type = value
             continue
-        try:
+        # One unparseable header (a provider's oddity) is not worth the mail; the stdlib's
+        # header parsers raise assorted errors (AttributeError, IndexError, …) on garbage.
+        with contextlib.suppress(Exception):
             msg[name] = value
-        except (ValueError, TypeError, IndexError):
-            continue  # one unparseable header (a provider's oddity) is not worth the mail
     fills: dict[str, str | None] = {
         "From": from_,
         "To": ", ".join(to) if to else None,
@@ -180,15 +170,13 @@ def parse_fields(
     }
     for name, filled in fills.items():
         if filled and name not in msg:
-            try:
+            with contextlib.suppress(Exception):  # as above
                 msg[name] = " ".join(filled.split())
-            except (ValueError, TypeError, IndexError):
-                continue
     if not header(msg, "from"):
         raise MalformedEmail("the mail has no sender (From)")
     try:
         return read_message(msg, declared_type=declared_type)
     except MalformedEmail:
         raise
-    except (ValueError, LookupError, TypeError, IndexError) as exc:
+    except Exception as exc:  # the stdlib's header parsers raise AttributeError & co on garbage
         raise MalformedEmail(f"unreadable e-mail: {type(exc).__name__}: {exc}") from exc

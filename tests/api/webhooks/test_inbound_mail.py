@@ -16,8 +16,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import pytest
+from pydantic import SecretStr
 from sqlmodel import select
 
+from api.errors import ApiError
+from api.webhooks.mailgun import SeenTokens, verify_mailgun
 from models.conversation import conversation_workflow_id
 from models.email_in.service import record_sent
 from models.tables import Lead
@@ -373,3 +377,28 @@ async def test_postmark_bad_input_is_403_so_postmark_stops(harness: Harness) -> 
     resp = await harness.http.post(url, content=json.dumps(huge), headers={**json_type, **basic()})
     assert resp.status_code == 413
     await harness.assert_no_conversation(tenant)
+
+
+def test_mailgun_tokens_are_claimed_released_and_forgotten_after_the_window() -> None:
+    seen = SeenTokens(ttl=600)
+    clock = [1_000_000.0]
+    fields = mailgun_sign(MAILGUN_KEY, {}, timestamp=int(clock[0]), token="tok-1")
+
+    def verify() -> str | None:
+        return verify_mailgun(
+            SecretStr(MAILGUN_KEY),
+            fields,
+            tenant_id="t",
+            allow_unsigned=False,
+            seen=seen,
+            now=lambda: clock[0],
+        )
+
+    assert verify() == "tok-1"
+    with pytest.raises(ApiError, match="replayed signature"):
+        verify()  # also while the first copy is still being handled
+    seen.release("t", "tok-1")  # the first copy was not taken (a 503): the retry gets through
+    assert verify() == "tok-1"
+    assert seen.claim("other-tenant", "tok-1", clock[0])  # tokens are per tenant
+    clock[0] += 601  # past the window: forgotten (its timestamp is stale by then anyway)
+    assert seen.claim("t", "tok-1", clock[0])

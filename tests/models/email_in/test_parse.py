@@ -245,3 +245,33 @@ def test_garbage_raises_a_clear_value_error(raw: bytes, says: str) -> None:
     with pytest.raises(MalformedEmail, match=says) as info:
         parse_mime(raw)
     assert isinstance(info.value, ValueError)
+
+
+# The stdlib's address parser raises AttributeError on this To (found by fuzzing): one broken
+# header must not cost the mail, nor ever be a 500.
+BROKEN_TO = "is,Yö$_S:t88;j[M!%b)?:)&dJ6n#i"
+
+
+def test_a_header_the_stdlib_cannot_parse_is_read_raw() -> None:
+    raw = (
+        f"From: Lead <lead@example.org>\r\nTo: {BROKEN_TO}\r\nSubject: hi\r\n"
+        "Message-ID: <z@x.example>\r\n\r\nHello\r\n"
+    ).encode()
+    email = parse_mime(raw)
+    assert (email.kind, email.reply_text, email.message_id) == (
+        EmailKind.HUMAN,
+        "Hello",
+        "<z@x.example>",
+    )
+    fields = parse_fields(
+        headers=[("To", BROKEN_TO), ("Reply-To", BROKEN_TO)],
+        from_="lead@example.org",
+        subject="hi",
+        text="Hello",
+    )
+    assert fields.reply_text == "Hello"
+
+
+def test_a_sender_the_stdlib_cannot_parse_is_a_clear_error() -> None:
+    with pytest.raises(MalformedEmail, match="has no e-mail address"):
+        parse_mime(f"From: {BROKEN_TO}\r\nSubject: x\r\n\r\nhi\r\n".encode())
