@@ -19,6 +19,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
+from sqlalchemy.exc import DBAPIError
 from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -83,9 +84,15 @@ async def route_with_email_in(
 
 class MailboxActivities:
     def __init__(
-        self, db: Database, settings: Settings, *, route: MailRouter | None = None
+        self,
+        db: Database,
+        settings: Settings,
+        *,
+        route: MailRouter | None = None,
+        max_mail_bytes: int = MAX_MAIL_BYTES,
     ) -> None:
         self._db = db
+        self._max_mail_bytes = max_mail_bytes
         self._settings = settings
         self._route = route or route_with_email_in
         self._guard = UrlGuard(settings.ssrf_allowlist)
@@ -229,8 +236,9 @@ class _Read:
         """Fetch, route and store one mail. A mail that cannot be read is ignored with a reason
         (never retried: it would block the folder); a failure of ours (the database) raises,
         and the activity is retried from the last heartbeat."""
-        if size is not None and size > MAX_MAIL_BYTES:
-            self._ignore(f"uid {uid}: {size} bytes, over the {MAX_MAIL_BYTES} byte limit")
+        limit = self.owner._max_mail_bytes
+        if size is not None and size > limit:
+            self._ignore(f"uid {uid}: {size} bytes, over the {limit} byte limit")
             return
         raw = await self.imap_connection.body(uid)
         if raw is None:  # expunged between SEARCH and FETCH
@@ -244,6 +252,14 @@ class _Read:
                 )
             except ValueError as exc:  # UnreadableMail, or the parser's own ValueError
                 self._ignore(f"uid {uid}: not a readable mail ({str(exc)[:120]})")
+                return
+            except (DBAPIError, OSError, TimeoutError):
+                raise  # ours and passing (the database): retried from the last heartbeat
+            except Exception as exc:
+                # A mail the routing code fails on would fail every retry too and hold up the
+                # folder behind it: skipped, with the error logged and shown in the status.
+                log.exception("mailbox of %s: uid %d could not be routed", tenant_id, uid)
+                self._ignore(f"uid {uid}: could not be routed ({type(exc).__name__}: {exc})")
                 return
             stored = await inbox_repo.put(session, parsed.messages, lease=timedelta(0))
         for reason in parsed.ignored:

@@ -47,7 +47,9 @@ with workflow.unsafe.imports_passed_through():
 
 IDLE_SECONDS = 25 * 60.0  # one IDLE, re-issued by the next look (RFC 2177: before 29 minutes)
 READ_TIMEOUT = timedelta(seconds=IDLE_SECONDS) + timedelta(minutes=10)
-HEARTBEAT_TIMEOUT = timedelta(seconds=20)  # the activity beats every 5 s, also while idling
+# The activity beats every 5 s, also while idling; the SDK sends one at most every 0.8 of this.
+# A dead worker's look is retried after it; a busy worker's late beat is not a failure.
+HEARTBEAT_TIMEOUT = timedelta(seconds=30)
 READ_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2),
     backoff_coefficient=2.0,

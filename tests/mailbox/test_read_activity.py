@@ -68,6 +68,8 @@ class Router:
         assert isinstance(message, EmailMessage)
         if message["X-Test-Garbage"]:
             raise UnreadableMail("no headers")
+        if message["X-Test-Bug"]:
+            raise KeyError("a bug in the routing code")
         if message["X-Test-Ignore"]:
             return ParsedWebhook.ignore(str(message["X-Test-Ignore"]))
         body = message.get_body(("plain",))
@@ -198,7 +200,7 @@ async def test_a_mail_read_twice_is_stored_once(
     assert [m.thread for m in await reader.inbox()] == ["twice"]
 
 
-async def test_unreadable_ignored_and_oversized_mails_are_skipped_with_reasons(
+async def test_unreadable_ignored_and_unroutable_mails_are_skipped_with_reasons(
     dovecot: Dovecot, make_reader: Callable[..., Any]
 ) -> None:
     reader: Reader = await make_reader(dovecot)
@@ -206,12 +208,31 @@ async def test_unreadable_ignored_and_oversized_mails_are_skipped_with_reasons(
     start = await reader.read()
     await dovecot.append(user, mail(headers={"X-Test-Garbage": "1"}))
     await dovecot.append(user, mail(headers={"X-Test-Ignore": "auto-reply (Auto-Submitted)"}))
+    await dovecot.append(user, mail(headers={"X-Test-Bug": "1"}))
     await dovecot.append(user, mail(subject="fine"))
     result = await reader.read(start.cursor)
-    assert result.counts.read == 3 and result.counts.ignored == 2 and result.counts.routed == 1
+    assert result.counts.read == 4 and result.counts.ignored == 3 and result.counts.routed == 1
     assert "not a readable mail" in result.ignored[0]
     assert "auto-reply (Auto-Submitted)" in result.ignored[1]
-    assert result.cursor is not None and result.cursor.last_uid == 3  # never stuck on one
+    assert "could not be routed (KeyError" in result.ignored[2]
+    assert result.cursor is not None and result.cursor.last_uid == 4  # never stuck on one
+
+
+async def test_an_oversized_mail_is_skipped_unfetched(
+    dovecot: Dovecot, make_reader: Callable[..., Any]
+) -> None:
+    reader: Reader = await make_reader(dovecot)
+    user = reader.user  # type: ignore[attr-defined]
+    reader.activities = MailboxActivities(
+        reader.db, reader.activities._settings, route=reader.router, max_mail_bytes=2000
+    )
+    start = await reader.read()
+    await dovecot.append(user, mail(subject="huge", body="x" * 5000))
+    await dovecot.append(user, mail(subject="small"))
+    result = await reader.read(start.cursor)
+    assert reader.router.subjects() == ["small"]  # the big one was never fetched
+    assert result.counts.read == 1 and result.counts.ignored == 1
+    assert "over the 2000 byte limit" in result.ignored[0]
 
 
 async def test_a_batch_reads_the_oldest_and_says_more_are_waiting(
