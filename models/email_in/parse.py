@@ -55,12 +55,12 @@ def _body_text(msg: Message) -> str:
     if not isinstance(msg, EmailMessage):
         return ""
     plain = msg.get_body(preferencelist=("plain",))
-    if plain is not None:
-        return _part_text(plain).strip()
+    text = _part_text(plain).strip() if plain is not None else ""
+    if text:
+        return text
+    # HTML-only mail, or an empty text part beside the HTML one (some clients send that).
     html = msg.get_body(preferencelist=("html",))
-    if html is not None:
-        return html_to_text(_part_text(html))
-    return ""
+    return html_to_text(_part_text(html)) if html is not None else ""
 
 
 def _digest_id(*parts: bytes | str) -> str:

@@ -275,3 +275,16 @@ def test_a_header_the_stdlib_cannot_parse_is_read_raw() -> None:
 def test_a_sender_the_stdlib_cannot_parse_is_a_clear_error() -> None:
     with pytest.raises(MalformedEmail, match="has no e-mail address"):
         parse_mime(f"From: {BROKEN_TO}\r\nSubject: x\r\n\r\nhi\r\n".encode())
+
+
+def test_an_empty_text_part_beside_html_reads_the_html() -> None:
+    raw = (
+        b"From: lead@example.org\r\nSubject: Re: offer\r\nMessage-ID: <alt@example.org>\r\n"
+        b"MIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary=b\r\n\r\n"
+        b"--b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n \r\n"
+        b"--b\r\nContent-Type: text/html; charset=utf-8\r\n\r\n"
+        b"<p>Yes, <i>Saturday</i> works.</p><blockquote>Our offer</blockquote>\r\n--b--\r\n"
+    )
+    email = parse_mime(raw)
+    assert email.text == "Yes, Saturday works.\n\n> Our offer"
+    assert email.reply_text == "Yes, Saturday works."
