@@ -14,6 +14,7 @@ from temporalio.worker import Worker
 
 from activities.campaign import CampaignActivities
 from models.campaign_service import TASK_QUEUE
+from models.conversation import lead_id_for
 from models.db import Database
 from models.enrichment_tables import EnrichmentJob, EnrichmentRecord
 from models.settings import Settings
@@ -57,11 +58,12 @@ async def seed_job(db: Database, tenant_id: str, people: Sequence[Person]) -> tu
                     email_body=f"Dear {person.name}, we wrote this for {person.company}.",
                 )
             )  # fmt: skip
-            lead_id = uuid.uuid4().hex
             if person.email:
                 channel, address = "email", person.email
             else:
                 channel, address = "waha", f"{(person.phone or '').lstrip('+')}@c.us"
+            # keyed like a conversation's lead, as leads from jobs are (lead_from_enriched_row)
+            lead_id = lead_id_for(tenant_id, channel, address)
             session.add(
                 Lead(
                     id=lead_id, tenant_id=tenant_id, channel=channel, address=address,
