@@ -101,7 +101,10 @@ class MailboxReaderWorkflow:
 
     @workflow.signal(name=SIGNAL_SETTINGS_CHANGED)
     def settings_changed(self, _: SettingsChanged) -> None:
+        # The latest settings win: a mailbox removed and added again before this run saw the
+        # stop keeps reading (signals arrive in the order they were sent).
         self._changed = True
+        self._stop = None
 
     @workflow.signal(name=SIGNAL_STOP)
     def stop(self, request: StopReader) -> None:

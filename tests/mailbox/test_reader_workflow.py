@@ -301,3 +301,27 @@ async def test_continue_as_new_carries_cursor_and_counts(env: WorkflowEnvironmen
     assert result.counts == MailboxCounts(read=3, routed=2, ignored=1)
     # The first run ended in continue-as-new with the cursor it had.
     assert await events(first, EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW)
+
+
+async def test_settings_saved_after_a_stop_keep_the_reader(env: WorkflowEnvironment) -> None:
+    """A mailbox removed and added again before the reader saw the stop: the latest wins."""
+    stub = Stub(GONE)
+    run = Run(env, stub)
+    handle = await run.start(cursor=cursor(1))  # no worker yet: both signals wait for it
+    await handle.signal(SIGNAL_STOP, StopReader(reason="imap settings removed"))
+    await handle.signal(SIGNAL_SETTINGS_CHANGED, SettingsChanged())
+    async with run.worker():
+        result = await handle.result()
+    # It looked (the stub answered that the settings are gone now), instead of stopping unseen.
+    assert len(stub.calls) == 1 and result.state == ReaderState.STOPPED
+
+
+async def test_a_stop_after_new_settings_stops_before_looking(env: WorkflowEnvironment) -> None:
+    stub = Stub(looked(1))
+    run = Run(env, stub)
+    handle = await run.start(cursor=cursor(1))
+    await handle.signal(SIGNAL_SETTINGS_CHANGED, SettingsChanged())
+    await handle.signal(SIGNAL_STOP, StopReader(reason="imap settings removed"))
+    async with run.worker():
+        result = await handle.result()
+    assert stub.calls == [] and result.state == ReaderState.STOPPED
