@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from models.agent import Perception
 from models.common import Intent, Stage
+from models.conversation import ResumeState, TurnContext, TurnContextInput
 from tests.workflows import test_conversation_policy as policy_tests
 from tests.workflows.test_conversation_policy import Run, Stubs
 
@@ -76,3 +77,32 @@ async def test_tags_a_failed_record_did_not_write_are_sent_again(run: object) ->
     # send_and_record sent but could not record: the workflow's own record carries the tags
     [record] = stubs.recorded
     assert record.tags is not None and "make-audi" in record.tags
+
+
+async def test_a_fresh_run_keeps_the_sticky_tags_the_lead_holds(run: object) -> None:
+    """A new run of a lead with history (after a close) resumes from the database, which does
+    not carry the intents seen before: a complaint or a test drive stays tagged from the lead's
+    tags, while the stage and the rest follow the new run."""
+
+    class Resuming(Stubs):
+        def context_for(self, request: TurnContextInput) -> TurnContext:
+            context = super().context_for(request)
+            if not request.resume:
+                return context
+            earlier = ResumeState(
+                stage=Stage.CLOSED,
+                fields={"make": "Audi"},
+                turns=2,
+                tags=("complaint", "test-drive", "stage-closed", "make-audi", "vip"),
+            )
+            return context.model_copy(update={"resume": earlier})
+
+    stubs = Resuming(perceive=lambda _: _perceive(Intent.PRODUCT_INQUIRY))
+    conv: Run = await run(stubs)  # type: ignore[operator]
+    await conv.say("Hi again, still looking")
+    await conv.until(lambda: bool(stubs.recorded), limit=timedelta(minutes=1), what="record")
+    [record] = stubs.recorded
+    assert record.turn_key == "turn:3"  # resumed after the two earlier turns
+    assert record.tags is not None
+    assert {"complaint", "test-drive", "make-audi", "stage-qualifying"} <= set(record.tags)
+    assert not {"stage-closed", "vip"} & set(record.tags)
