@@ -2,16 +2,28 @@
 script in a subprocess, on free ports and a fresh data dir. It must become ready with the
 worker processes asked for, answer a WhatsApp message through the whole stack, restart a worker
 process that is killed (and still answer), stop cleanly on Ctrl-C (taking the Temporal dev
-server and the workers with it) and find everything again on the next start. `up` killed with
-SIGKILL, a second `up` on one data dir and a dev server left running are
-tests/workers/test_up_supervised.py."""
+server and the workers with it) and find everything again on the next start. On the way, the
+same two starts check that `up` encrypts Temporal payloads with keys it generates into the data
+dir and starts the Temporal UI wired to the API's codec endpoint: the history holds ciphertext,
+and the endpoint the UI is given (token in the path, the UI's origin allowed) decodes it, also
+on the next start. `up` killed with SIGKILL, a second `up` on one data dir, a dev server left
+running and a data dir an older version filled under the published secret key are
+tests/workers/test_up_supervised.py.
+
+Each start of a whole stack costs tens of seconds of CPU on two cores: a check that needs one
+goes into one of these starts rather than a start of its own."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
 import os
+import random
 import re
 import signal
+import socket
+import stat
 import subprocess
 import sys
 import time
@@ -23,7 +35,10 @@ from typing import Any
 
 import httpx
 import pytest
+from temporalio.api.common.v1 import Payload
+from temporalio.client import Client
 
+from models.payload_codec import ENCODING, parse_payload_keys
 from tests.live_stack import free_port
 from workers.devserver import port_open
 
@@ -32,6 +47,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 ROOT = Path(__file__).resolve().parents[2]
 LEADFLOW = Path(sys.executable).parent / "leadflow"
 WAHA_MESSAGE = ROOT / "docs" / "examples" / "waha-message.json"
+AUTOMAAT = "Heeft u ook een automaat?"  # the second message of the conversation
 
 
 @dataclass
@@ -49,13 +65,13 @@ class Up:
 def _children(pid: int) -> set[int]:
     """Process ids whose parent is `pid` (the dev server runs in its own session)."""
     found = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
+            fields = stat_file.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
         if int(fields[1]) == pid:
-            found.add(int(stat.parent.name))
+            found.add(int(stat_file.parent.name))
     return found
 
 
@@ -215,11 +231,74 @@ def _send(up: Up, message_id: str, text: str) -> None:
     assert accepted.status_code in (200, 202), accepted.text
 
 
+def _free_port_pair() -> int:
+    """A port that is free with the next one, below the kernel's ephemeral range: the workers
+    bind them minutes later, and on a busy machine a port picked inside that range is by then
+    often the local end of some other connection (seen: worker 2's port "already in use")."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for port in random.sample(range(10_000, low - 1), 100):
+        try:
+            with socket.socket() as first, socket.socket() as second:
+                first.bind(("127.0.0.1", port))
+                second.bind(("127.0.0.1", port + 1))
+        except OSError:
+            continue
+        return port
+    raise AssertionError("no two free ports in a row below the ephemeral range")
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+async def _signal_payloads(temporal: str) -> list[Payload]:
+    """The `inbound` signal payloads of the demo tenant's conversations, as the server stores
+    them: read by a client without the codec."""
+    client = await Client.connect(temporal)
+    found: list[Payload] = []
+    async for wf in client.list_workflows('LeadflowTenant="demo"'):
+        history = await client.get_workflow_handle(wf.id, run_id=wf.run_id).fetch_history()
+        for event in history.events:
+            if event.HasField("workflow_execution_signaled_event_attributes"):
+                found.extend(event.workflow_execution_signaled_event_attributes.input.payloads)
+    return found
+
+
+def _payload_json(payload: Payload) -> dict[str, Any]:
+    """A payload as the Temporal UI sends it to a remote codec."""
+    return {
+        "metadata": {k: base64.b64encode(v).decode() for k, v in payload.metadata.items()},
+        "data": base64.b64encode(payload.data).decode(),
+    }
+
+
+def _decoded_texts(decoded: httpx.Response) -> list[str]:
+    """The message texts in a codec endpoint's answer to a decode of `inbound` signals."""
+    assert decoded.status_code == 200, decoded.text
+    return [json.loads(base64.b64decode(p["data"]))["text"] for p in decoded.json()["payloads"]]
+
+
+def _assert_payload_secrets(data_dir: Path, up: Up) -> str:
+    """`up` generated the payload key and the codec token into the data dir (owner only, never
+    printed) and gave its UI the API's codec endpoint; returns the token."""
+    keys_file, token_file = data_dir / "payload.keys", data_dir / "codec.token"
+    assert _mode(keys_file) == 0o600 and _mode(token_file) == 0o600
+    assert len(parse_payload_keys(keys_file.read_text())) == 1
+    token = token_file.read_text().strip()
+    output = " ".join(up.output().split())
+    assert token not in output and keys_file.read_text().strip() not in output
+    assert "the UI decodes them through the API" in output
+    # The UI was started with the codec endpoint (its settings API says so to the browser).
+    ui_settings = httpx.get(f"http://127.0.0.1:{up.ui_port}/api/v1/settings", timeout=10)
+    assert ui_settings.json()["Codec"]["Endpoint"] == f"{up.api}/codec/{token}", ui_settings.text
+    return token
+
+
 def test_up_answers_a_message_restarts_workers_stops_cleanly_and_keeps_state(
     tmp_path: Path,
 ) -> None:
     data_dir = tmp_path / "state"
-    metrics_port = free_port()  # worker i serves /metrics on this port + i - 1
+    metrics_port = _free_port_pair()  # worker i serves /metrics on this port + i - 1
     with leadflow_up(
         data_dir,
         tmp_path / "up-1.log",
@@ -236,6 +315,7 @@ def test_up_answers_a_message_restarts_workers_stops_cleanly_and_keeps_state(
         _assert_background_niceness(up, 10)  # the default: the API wins the CPU
         assert (data_dir / "logs" / "worker-1.log").exists()
         assert (data_dir / "logs" / "worker-2.log").exists()
+        token = _assert_payload_secrets(data_dir, up)
 
         assert httpx.get(f"{up.api}/api/v1/conversations", headers=auth).status_code == 200
         anonymous = httpx.get(f"{up.api}/api/v1/conversations")
@@ -299,7 +379,7 @@ def test_up_answers_a_message_restarts_workers_stops_cleanly_and_keeps_state(
         assert replaced - {victim} >= workers - {victim}
         _assert_background_niceness(up, 10)  # the restarted one too
         # ...and the conversation still answers.
-        _send(up, "false_31612345678@c.us_DEMO0002", "Heeft u ook een automaat?")
+        _send(up, "false_31612345678@c.us_DEMO0002", AUTOMAAT)
         outbox = _wait(
             lambda: (
                 len(box := httpx.get(f"{up.api}/api/v1/outbox", headers=auth).json()) == 2
@@ -330,8 +410,40 @@ def test_up_answers_a_message_restarts_workers_stops_cleanly_and_keeps_state(
         assert conversations["total"] == 1
         conversation = conversations["conversations"][0]
 
-        ui = httpx.get(f"http://127.0.0.1:{up.ui_port}/", timeout=10)
-        assert ui.status_code == 200
+        ui = f"http://127.0.0.1:{up.ui_port}"
+        assert httpx.get(f"{ui}/", timeout=10).status_code == 200
+
+        # The history holds the messages encrypted: the API encrypted them, the workers (the
+        # restarted one too) decrypted them to answer.
+        texts = [json.loads(WAHA_MESSAGE.read_bytes())["payload"]["body"], AUTOMAAT]
+        payloads = asyncio.run(_signal_payloads(f"127.0.0.1:{up.temporal_port}"))
+        assert payloads and all(p.metadata["encoding"] == ENCODING for p in payloads)
+        assert all(b"Volkswagen" not in p.SerializeToString() for p in payloads)
+        assert all(b"automaat" not in p.SerializeToString() for p in payloads)
+        # What the UI does: a preflight from its origin, then a decode at <endpoint>/decode.
+        endpoint = f"{up.api}/codec/{token}"
+        preflight = httpx.options(
+            f"{endpoint}/decode",
+            headers={
+                "Origin": ui,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "content-type,x-namespace",
+            },
+        )
+        assert preflight.status_code == 204, preflight.text
+        assert preflight.headers["access-control-allow-origin"] == ui
+        decoded = httpx.post(
+            f"{endpoint}/decode",
+            json={"payloads": [_payload_json(p) for p in payloads]},
+            headers={"Origin": ui, "X-Namespace": "default"},
+        )
+        assert decoded.headers["access-control-allow-origin"] == ui
+        assert set(texts) <= set(_decoded_texts(decoded))
+        # The tenant's API key opens nothing there.
+        refused = httpx.post(
+            f"{up.api}/codec/decode", json={"payloads": [_payload_json(payloads[0])]}, headers=auth
+        )
+        assert refused.status_code == 403
 
         _stop(up)
 
@@ -355,4 +467,11 @@ def test_up_answers_a_message_restarts_workers_stops_cleanly_and_keeps_state(
         ).json()
         assert detail["transcript"][0]["text"].startswith("Hoi! Ik zoek een Volkswagen Golf")
         assert httpx.get(f"{again.api}/api/v1/outbox", headers=auth).json() == outbox
+        # The keys are kept: the history written before still decodes.
+        assert (data_dir / "codec.token").read_text().strip() == token
+        decoded = httpx.post(
+            f"{again.api}/codec/{token}/decode",
+            json={"payloads": [_payload_json(p) for p in payloads]},
+        )
+        assert set(texts) <= set(_decoded_texts(decoded))
         _stop(again)

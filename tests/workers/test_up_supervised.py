@@ -9,13 +9,18 @@ and the checkout's `./leadflow` in subprocesses — in one `up` lifecycle and th
   run from another directory reads the acme.yaml there;
 - `up` killed with SIGKILL leaves no process behind (its dev server with the UI, its workers:
   by pid, and no process at all whose command line or environment names the data dir), and the
-  next `up` on the same data dir and ports starts cleanly and goes on with the conversation.
+  next `up` on the same data dir and ports starts cleanly and goes on with the conversation;
+- the data dir is one an older version filled under the published secret key (and left
+  readable to others): `up` generates a key into <data dir>/secret.key (0600), re-encrypts the
+  stored settings with it, its API, workers and CLI use it (the tenant's playbook answers),
+  the files of the data dir become its owner's only, and the next start reuses the key.
 
 A worker process killed under `up`, restarted, and the conversation completing is
 tests/workers/test_up.py."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -25,12 +30,18 @@ from pathlib import Path
 import httpx
 import pytest
 
+from models.crypto import CredentialsError
+from models.db import Database, migrate
+from models.repo import tenants as tenant_repo
+from models.settings import PUBLISHED_SECRET_KEY
+from models.tenant import TenantSettings
 from tests.live_stack import free_port
 from tests.workers.test_up import (
     ROOT,
     Up,
     _alive,
     _children,
+    _mode,
     _printed_key,
     _send,
     _stop,
@@ -70,6 +81,34 @@ def _outbox(up: Up, key: str) -> list[dict[str, object]]:
     return box
 
 
+async def _old_data_dir(url: str) -> str:
+    """A demo tenant as `up` created it before keys were generated: under the published key."""
+    db = Database(url)
+    try:
+        async with db.session() as s:
+            await tenant_repo.create_tenant(
+                s,
+                tenant_id="demo",
+                name="Demo car dealership",
+                secret_key=PUBLISHED_SECRET_KEY,
+                settings=TenantSettings(playbook="car_dealership", allow_unsigned_webhooks=True),
+            )
+            return await tenant_repo.create_api_key(s, tenant_id="demo")
+    finally:
+        await db.dispose()
+
+
+async def _settings_under(url: str, key: str) -> str | None:
+    db = Database(url)
+    try:
+        async with db.session() as s:
+            tenant = await tenant_repo.get_tenant(s, tenant_id="demo")
+            assert tenant is not None
+            return tenant_repo.tenant_settings(tenant, secret_key=key).playbook
+    finally:
+        await db.dispose()
+
+
 def _leadflow(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
     """The checkout's `./leadflow` (bootstrap and all), run from `cwd`."""
     return subprocess.run(
@@ -88,6 +127,14 @@ def test_up_owns_its_data_dir_and_leaves_nothing_behind_when_killed(tmp_path: Pa
     home = tmp_path / "checkout"
     data_dir = home / ".leadflow"
     data_dir.mkdir(parents=True)
+    # An older version's database, under the published secret key and readable to others.
+    data_dir.chmod(0o755)
+    url = f"sqlite+aiosqlite:///{data_dir / 'leadflow.db'}"
+    migrate(url)
+    (data_dir / "leadflow.db").chmod(0o644)
+    api_key = asyncio.run(_old_data_dir(url))
+    (data_dir / "demo-api-key").write_text(api_key + "\n")
+    auth = {"Authorization": f"Bearer {api_key}"}
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     ports = (free_port(), free_port(), free_port())
@@ -147,8 +194,31 @@ def test_up_owns_its_data_dir_and_leaves_nothing_behind_when_killed(tmp_path: Pa
             (devserver,) = children - workers
             assert (data_dir / PID_FILE).read_text().strip() == str(devserver)
             key = _printed_key(up)
+            assert key == api_key
+            # A secret key generated into the data dir (never printed); the stored settings
+            # were re-encrypted with it: the API reads them...
+            key_file = data_dir / "secret.key"
+            assert _mode(key_file) == 0o600
+            secret_key = key_file.read_text().strip()
+            assert len(secret_key) >= 40 and secret_key not in up.output()
+            settings = httpx.get(f"{up.api}/api/v1/settings", headers=auth)
+            assert settings.status_code == 200, settings.text
+            assert settings.json()["playbook"] == "car_dealership"
+            # ...and so does the worker, to answer with the tenant's playbook.
             _send(up, "false_31612345678@c.us_SUP0001", "Hoi! Ik zoek een Volkswagen Golf")
             _wait(lambda: len(_outbox(up, key)) == 1, timeout=60, what="the reply", up=up)
+            # The older version's files and the dev server's (it ran under another umask) are
+            # tightened; those written now are created so.
+            for path in (
+                data_dir / "leadflow.db",
+                data_dir / "demo-api-key",
+                data_dir / "temporal.sqlite",
+                data_dir / "temporal.log",
+                data_dir / "logs" / "worker-1.log",
+            ):
+                assert _mode(path) & 0o077 == 0, (path, oct(_mode(path)))
+            assert _mode(data_dir) == 0o700
+            assert _mode(data_dir / "logs") == 0o700
 
             # A second `up` on the same data dir (other ports) is refused, naming the first.
             second = subprocess.run(
@@ -213,11 +283,19 @@ def test_up_owns_its_data_dir_and_leaves_nothing_behind_when_killed(tmp_path: Pa
         ) as again:
             assert "left running" not in again.output()
             assert _printed_key(again) == key
+            assert key_file.read_text().strip() == secret_key  # reused, not generated again
+            shown = httpx.get(f"{again.api}/api/v1/settings", headers=auth)
+            assert shown.json()["timezone"] == "Europe/Lisbon", shown.text
             _send(again, "false_31612345678@c.us_SUP0003", "Wat kost hij?")
             _wait(lambda: len(_outbox(again, key)) == 3, timeout=60, what="reply 3", up=again)
             _stop(again)
         assert not (data_dir / PID_FILE).exists()  # a clean stop takes its pid file along
         assert not _naming(data_dir)
+        # Stored under the generated key only: a copy of the database no longer opens with
+        # the published one.
+        assert asyncio.run(_settings_under(url, secret_key)) == "car_dealership"
+        with pytest.raises(CredentialsError):
+            asyncio.run(_settings_under(url, PUBLISHED_SECRET_KEY))
     finally:
         if stale.poll() is None:
             os.kill(stale.pid, signal.SIGKILL)
