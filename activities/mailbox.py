@@ -7,11 +7,14 @@ cursor only (no mail in any history). Progress is heartbeated: a retried attempt
 the last mail it stored. A mail stored twice anyway (a crash between storing and heartbeating) is
 dropped by the inbox's Message-ID dedupe, so the reader needs no exactly-once of its own.
 
-Which mails: those with a UID above the cursor's. Without a usable cursor (first start, another
-mailbox, UIDVALIDITY changed: every stored UID is void, RFC 3501 2.3.1.1) those whose INTERNALDATE
-is at or after `since` (the reader's start, or the last time it looked), then the cursor is set
-past the folder's last UID: old mail is never answered, and mail of the gap is read (dedupe again
-makes a mail already delivered before the renumbering harmless)."""
+Which mails: those with a UID above the cursor's. Without a usable cursor, those whose
+INTERNALDATE says they arrived since a moment, then the cursor is set past the folder's last
+UID, so old mail is never answered:
+- first start: since the reader started (`since`);
+- another mailbox, or UIDVALIDITY changed (every stored UID is void, RFC 3501 2.3.1.1): since
+  RESYNC_SLACK before the reader last looked. Mail of the gap is read; what it had read already
+  in those minutes is read again and dropped by the inbox's Message-ID dedupe (kept 7 days),
+  so nothing is delivered twice and nothing that arrived meanwhile is missed."""
 
 from __future__ import annotations
 
@@ -60,6 +63,7 @@ MAX_MAIL_BYTES = 25 * 1024 * 1024  # larger mails are ignored (a reply is never 
 HEARTBEAT_SECONDS = 5.0  # while idling; also after every mail
 IGNORED_SHOWN = 5
 MAX_RESYNC_MAILS = 1000  # a resync reads at most the newest this many mails since `since`
+RESYNC_SLACK = timedelta(minutes=10)  # server clock skew and whole-second INTERNALDATEs
 
 # (session, tenant, raw mail, when the server received it, source) -> what the mail amounts to.
 MailRouter = Callable[[AsyncSession, str, bytes, datetime, str], Awaitable[ParsedWebhook]]
@@ -212,7 +216,13 @@ class _Read:
     async def _resync(self, uidvalidity: int, uidnext: int | None, looked_at: datetime) -> None:
         """No usable cursor: read what arrived since `since` (or the old cursor's last look),
         then stand after the folder's last UID."""
-        since = self.cursor.synced_at if self.cursor is not None else self.input.since
+        if self.cursor is not None:
+            # INTERNALDATE is the server's clock in whole seconds: reading from a while before
+            # the last look misses nothing that arrived after it (what it re-reads, the inbox
+            # drops as duplicates).
+            since = self.cursor.synced_at - RESYNC_SLACK
+        else:
+            since = self.input.since.replace(microsecond=0)
         # UIDNEXT (the SELECT answer) saves listing a big folder; servers that omit it are asked.
         last = (
             uidnext - 1
