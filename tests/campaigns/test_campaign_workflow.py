@@ -131,6 +131,21 @@ async def _control(
     return result.status
 
 
+async def _cancel(
+    handle: WorkflowHandle[CampaignWorkflow, CampaignProgress],
+) -> CampaignStatus | None:
+    """Cancel; None when the time-skipping server lost the answer: a cancel's update completes
+    in the workflow task that ends the run, and this server then sometimes answers the
+    caller's poll with "update not found" (the real dev server answers it: the API tests check
+    the cancel's answer there). The run's result says what happened either way."""
+    try:
+        return await _control(handle, UPDATE_CANCEL)
+    except RPCError as exc:
+        if exc.status != RPCStatusCode.NOT_FOUND:
+            raise
+        return None
+
+
 def _gaps(sends: list[tuple[int, datetime]]) -> list[float]:
     times = [at for _, at in sends]
     return [(b - a).total_seconds() for a, b in pairwise(times)]
@@ -194,7 +209,7 @@ async def test_pause_resume_and_cancel_are_updates_answered_with_the_state(
     await env.sleep(timedelta(hours=2, minutes=1))
     assert (await _progress(handle)).sent >= paused.sent + 2
 
-    assert await _control(handle, UPDATE_CANCEL) == CampaignStatus.CANCELLED
+    assert await _cancel(handle) in (CampaignStatus.CANCELLED, None)
     result = await handle.result()
     assert result.status == CampaignStatus.CANCELLED
     assert result.sent < 10 and len(fake.sends) == result.sent
@@ -240,7 +255,7 @@ async def test_a_cancelled_campaign_refuses_further_commands(
 ) -> None:
     _, queue = stubs
     handle = await _start(env, queue, total=3, rate_per_hour=1, awaiting_approval=True)
-    assert await _control(handle, UPDATE_CANCEL) == CampaignStatus.CANCELLED
+    assert await _cancel(handle) in (CampaignStatus.CANCELLED, None)
     result = await handle.result()
     assert result.status == CampaignStatus.CANCELLED and result.sent == 0
     # The workflow has ended: Temporal refuses the update (the API then answers 409 with the
