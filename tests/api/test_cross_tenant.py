@@ -106,7 +106,25 @@ async def _a_has_one_of_everything(
         "/api/v1/inventory/sources", headers=stack.auth, json={**SOURCE, "paused": True}
     )
     assert source.status_code == 201, source.text
+    opt_in = await stack.http.post(
+        "/api/v1/campaigns/whatsapp-opt-ins",
+        headers=stack.auth,
+        json={"lead_id": conv.lead_id, "source": "showroom form"},
+    )
+    assert opt_in.status_code == 201, opt_in.text
+    campaign = await stack.http.post(
+        "/api/v1/campaigns",
+        headers=stack.auth,
+        json={
+            "leads": {"has_phone": True},
+            "channel": "waha",
+            "message": {"text": WORDS},
+            "hold_for_approval": True,
+        },
+    )
+    assert campaign.status_code == 201, campaign.text
     return {
+        "campaign_id": campaign.json()["id"],
         "source_id": source.json()["id"],
         "integration_id": integration.json()["id"],
         "conversation_id": conv.id,
@@ -192,6 +210,7 @@ async def _check(
             "/api/v1/usage",
             "/api/v1/settings",
             "/api/v1/inventory/sources",
+            "/api/v1/campaigns",
         ):
             response = await stack.http.get(path, headers=b)
             assert response.status_code == 200, (path, response.text)
@@ -236,6 +255,8 @@ async def _check(
         assert [k["revoked_at"] for k in keys.json()["keys"]] == [None], keys.text
         state = await temporal_client.get_workflow_handle(ids["conversation_id"]).query("state")
         assert state["handoff"] is None
+        held = await stack.http.get(f"/api/v1/campaigns/{ids['campaign_id']}", headers=stack.auth)
+        assert held.status_code == 200 and held.json()["status"] == "awaiting_approval", held.text
         source = f"/api/v1/inventory/sources/{ids['source_id']}"
         kept = await stack.http.get(source, headers=stack.auth)
         assert kept.status_code == 200, kept.text
