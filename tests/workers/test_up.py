@@ -1,14 +1,16 @@
 """`leadflow up`, the one-command start, run exactly as a user runs it: the installed console
 script in a subprocess, on free ports and a fresh data dir. It must become ready with the
 worker processes asked for, answer a WhatsApp message through the whole stack, restart a worker
-process that is killed (and still answer), stop cleanly on Ctrl-C (taking the Temporal dev
-server and the workers with it) and find everything again on the next start. On the way, the
-same two starts check that `up` encrypts Temporal payloads with keys it generates into the data
-dir and starts the Temporal UI wired to the API's codec endpoint: the history holds ciphertext,
-and the endpoint the UI is given (token in the path, the UI's origin allowed) decodes it, also
-on the next start. `up` killed with SIGKILL, a second `up` on one data dir, a dev server left
-running and a data dir an older version filled under the published secret key are
-tests/workers/test_up_supervised.py.
+process that is killed (and still answer), leave no process behind when it is killed with
+SIGKILL (its dev server with the UI, its workers: by pid, and no process at all whose command
+line or environment names the data dir), start again on the same data dir and ports and find
+everything there (the conversation goes on), and stop cleanly on Ctrl-C (taking the Temporal
+dev server and the workers with it). On the way, the same two starts check that `up` encrypts
+Temporal payloads with keys it generates into the data dir and starts the Temporal UI wired to
+the API's codec endpoint: the history holds ciphertext, and the endpoint the UI is given (token
+in the path, the UI's origin allowed) decodes it, also after the restart. A second `up` on one
+data dir, a dev server left running and a data dir an older version filled under the published
+secret key are tests/workers/test_up_supervised.py.
 
 Each start of a whole stack costs tens of seconds of CPU on two cores: a check that needs one
 goes into one of these starts rather than a start of its own."""
@@ -40,7 +42,7 @@ from temporalio.client import Client
 
 from models.payload_codec import ENCODING, parse_payload_keys
 from tests.live_stack import free_port
-from workers.devserver import port_open
+from workers.devserver import PID_FILE, port_open
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -111,6 +113,24 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+def _naming(data_dir: Path) -> set[int]:
+    """Running processes whose command line or environment names the data dir (zombies and
+    this test process aside)."""
+    needle = str(data_dir).encode()
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            named = needle in (entry / "cmdline").read_bytes()
+            named = named or needle in (entry / "environ").read_bytes()
+        except OSError:  # gone meanwhile
+            continue
+        if named and _alive(int(entry.name)):
+            found.add(int(entry.name))
+    return found
 
 
 def _wait(predicate: Callable[[], Any], *, timeout: float, what: str, up: Up) -> Any:
@@ -294,15 +314,17 @@ def _assert_payload_secrets(data_dir: Path, up: Up) -> str:
     return token
 
 
-def test_up_answers_a_message_restarts_workers_stops_cleanly_and_keeps_state(
+def test_up_answers_restarts_workers_leaves_nothing_when_killed_and_keeps_state(
     tmp_path: Path,
 ) -> None:
     data_dir = tmp_path / "state"
     metrics_port = _free_port_pair()  # worker i serves /metrics on this port + i - 1
+    ports = (free_port(), free_port(), free_port())
     with leadflow_up(
         data_dir,
         tmp_path / "up-1.log",
         args=["--workers", "2"],
+        ports=ports,
         LEADFLOW_WORKER_METRICS_PORT=str(metrics_port),
     ) as up:
         key = (data_dir / "demo-api-key").read_text().strip()
@@ -316,6 +338,7 @@ def test_up_answers_a_message_restarts_workers_stops_cleanly_and_keeps_state(
         assert (data_dir / "logs" / "worker-1.log").exists()
         assert (data_dir / "logs" / "worker-2.log").exists()
         token = _assert_payload_secrets(data_dir, up)
+        secret_key = (data_dir / "secret.key").read_text().strip()
 
         assert httpx.get(f"{up.api}/api/v1/conversations", headers=auth).status_code == 200
         anonymous = httpx.get(f"{up.api}/api/v1/conversations")
@@ -445,17 +468,38 @@ def test_up_answers_a_message_restarts_workers_stops_cleanly_and_keeps_state(
         )
         assert refused.status_code == 403
 
-        _stop(up)
+        # `kill -9`: the kernel sends the dev server (and its UI, the same process) and the
+        # workers SIGTERM; nothing that names the data dir survives.
+        children = {pid for pid in _children(up.proc.pid) if _alive(pid)}
+        workers = _workers(up)
+        (devserver,) = children - workers
+        assert (data_dir / PID_FILE).read_text().strip() == str(devserver)
+        everything = children | _naming(data_dir)
+        assert len(workers) == 2 and workers <= everything
+        up.proc.kill()
+        up.proc.wait()
+        deadline = time.monotonic() + 45
+        while (_naming(data_dir) or any(map(_alive, everything))) and (time.monotonic() < deadline):
+            time.sleep(0.2)
+        assert not any(map(_alive, everything)), [p for p in everything if _alive(p)]
+        assert not _naming(data_dir)
+        assert not port_open("127.0.0.1", up.temporal_port)
+        assert not port_open("127.0.0.1", up.ui_port)
 
-    # The number of workers also comes from the environment; niceness 0 leaves them alone.
+    # The next `up` on the same data dir and ports starts cleanly (nothing to stop, no port
+    # taken). The number of workers also comes from the environment; niceness 0 leaves them
+    # alone.
     with leadflow_up(
         data_dir,
         tmp_path / "up-2.log",
         args=[],
+        ports=ports,
         LEADFLOW_UP_WORKERS="1",
         LEADFLOW_BACKGROUND_NICENESS="0",
     ) as again:
+        assert "left running" not in again.output()
         assert _printed_key(again) == key
+        assert (data_dir / "secret.key").read_text().strip() == secret_key  # reused
         _assert_background_niceness(again, 0)
         assert re.search(r"Workers\s+1 worker process\b", again.output()), again.output()
         auth = {"Authorization": f"Bearer {key}"}
@@ -474,4 +518,15 @@ def test_up_answers_a_message_restarts_workers_stops_cleanly_and_keeps_state(
             json={"payloads": [_payload_json(p) for p in payloads]},
         )
         assert set(texts) <= set(_decoded_texts(decoded))
+        # ...and the conversation goes on: the worker reads the tenant's settings and the
+        # payloads with the keys it found.
+        _send(again, "false_31612345678@c.us_DEMO0003", "Wat kost hij?")
+        _wait(
+            lambda: len(httpx.get(f"{again.api}/api/v1/outbox", headers=auth).json()) == 3,
+            timeout=60,
+            what="the third reply",
+            up=again,
+        )
         _stop(again)
+    assert not (data_dir / PID_FILE).exists()  # a clean stop takes its pid file along
+    assert not _naming(data_dir)
