@@ -14,7 +14,7 @@ from enum import StrEnum
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from models.common import Channel, LeadQuality, Stage
 from models.messages import Frozen
@@ -127,6 +127,8 @@ class SkipReason(StrEnum):
 class SendWindow(Frozen):
     """When mail may go out, each day, in `timezone` (`start` == `end`: any time)."""
 
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
     start: time = Field(description="Local time sending starts, e.g. 09:00.")
     end: time = Field(description="Local time sending stops, e.g. 17:30 (before start: overnight).")
     timezone: str = Field(default="UTC", description="IANA time zone, e.g. Europe/Amsterdam.")
@@ -151,14 +153,23 @@ class SendWindow(Frozen):
 
 
 class LeadSelection(Frozen):
-    """The same filters as `GET /api/v1/leads` (models/lead_service.py `LeadFilter`)."""
+    """The same filters as `GET /api/v1/leads` (models/lead_service.py `LeadFilter`), under
+    their names there (`source_job`, `q`) or the filter's (`source_job_id`, `search`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     quality: LeadQuality | None = None
-    source_job_id: str | None = Field(default=None, max_length=64)
+    source_job_id: str | None = Field(
+        default=None,
+        max_length=64,
+        validation_alias=AliasChoices("source_job_id", "source_job"),
+    )
     has_email: bool | None = None
     has_phone: bool | None = None
     do_not_contact: bool | None = None
-    search: str | None = Field(default=None, max_length=200)
+    search: str | None = Field(
+        default=None, max_length=200, validation_alias=AliasChoices("search", "q")
+    )
 
 
 class CampaignMessage(Frozen):
@@ -166,12 +177,16 @@ class CampaignMessage(Frozen):
     wrote (subject and body of the job's row for that lead). `text` and `subject` may name
     `{name}`, `{first_name}` and `{company}`, filled per lead (empty when unknown)."""
 
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
     subject: str | None = Field(default=None, max_length=300)
     text: str | None = Field(default=None, min_length=1, max_length=10_000)
 
 
 class CampaignSpec(BaseModel):
     """`POST /api/v1/campaigns`: which leads (`job_id` or `leads`), how, when, how fast."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt option is an error, not ignored
 
     name: str | None = Field(default=None, max_length=200)
     job_id: str | None = Field(

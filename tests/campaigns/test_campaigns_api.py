@@ -253,6 +253,9 @@ async def test_whatsapp_needs_a_recorded_opt_in(api: httpx.AsyncClient, db: Data
         ({"job_id": "x", "message": {"text": ""}}, 422, "text"),
         ({"leads": {"search": "nobody-matches-this"}}, 422, "no lead matches the filter"),
         ({"leads": {"quality": "SCORCHING"}}, 422, "quality"),
+        ({"leads": {"q": "nobody-matches-this"}}, 422, "no lead matches the filter"),
+        ({"leads": {"colour": "red"}}, 422, "colour"),
+        ({"job_id": "x", "rate_per_hr": 10}, 422, "rate_per_hr"),
     ],
 )
 async def test_bad_input_is_refused_and_starts_nothing(
