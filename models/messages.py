@@ -26,9 +26,13 @@ class InboundMessage(Frozen):
     contact_name: str | None = None
     thread: str | None = Field(
         default=None,
-        description="Provider conversation to answer in: Chatwoot conversation id, e-mail subject.",
+        description="Provider conversation to answer in: Chatwoot conversation id; for e-mail the "
+        "lead's Message-ID (the reply's In-Reply-To).",
     )
     media_urls: tuple[str, ...] = ()
+    subject: str | None = Field(
+        default=None, description="E-mail: the lead's subject (the answers are 'Re: …')."
+    )
 
 
 class TranscriptEntry(Frozen):

@@ -31,7 +31,7 @@ with workflow.unsafe.imports_passed_through():
         Perception,
         TurnDraft,
     )
-    from models.common import Priority, ReplyPurpose, Role, Stage
+    from models.common import Channel, Priority, ReplyPurpose, Role, Stage
     from models.conversation import (
         COMMAND_REFUSED,
         COMMAND_RESULTS_KEPT,
@@ -158,8 +158,12 @@ class ConversationWorkflow:
             return  # a redelivered webhook
         self._s.seen_message_ids.append(message.provider_message_id)
         del self._s.seen_message_ids[:-SEEN_IDS_KEPT]
-        if message.thread and not self._s.thread:
+        if message.thread and (not self._s.thread or self._s.channel == Channel.EMAIL):
+            # E-mail answers the lead's latest mail (its Message-ID: In-Reply-To); other
+            # channels keep the provider conversation they started in.
             self._s.thread = message.thread
+        if message.subject and not self._s.subject:
+            self._s.subject = message.subject  # e-mail: answers are "Re: <the lead's subject>"
         if message.contact_name and not self._s.contact_name:
             self._s.contact_name = message.contact_name
         if message.role == Role.HUMAN:

@@ -127,6 +127,7 @@ async def route_email(
                 sent_at=email.date or received_at,
                 contact_name=email.from_name,
                 thread=email.message_id,
+                subject=email.subject or None,
             ),
         )
     )

@@ -58,7 +58,8 @@ def _reply(ours: str) -> dict[str, Any]:
         "From": "j.devries@work.example",
         "FromFull": {"Email": "j.devries@work.example", "Name": "Jan de Vries"},
         "To": "sales@dealer.example",
-        "Subject": "Re: Your enquiry",
+        # The lead changed the subject: the answer keeps theirs.
+        "Subject": "Re: Golf TDI, proefrit zaterdag",
         "MessageID": "5d0f6c2e-0000-4000-8000-000000000001",
         "Date": "Tue, 10 Jun 2025 09:15:00 +0200",
         "TextBody": "Could I come for a test drive on Saturday?\n\n"
@@ -122,7 +123,7 @@ async def test_outreach_reply_is_threaded_and_answered_bounce_and_auto_reply_are
         assert answer.rcpt_tos == (LEAD,)
         assert answer.message["In-Reply-To"] == "<CAJan-reply-1@mail.gmail.com>"
         assert answer.message["References"] == "<CAJan-reply-1@mail.gmail.com>"
-        assert answer.message["Subject"] == "Re: Your enquiry"
+        assert answer.message["Subject"] == "Re: Golf TDI, proefrit zaterdag"
         state = await stack.client.get_workflow_handle(conv_id).query("state")
         lead_texts = [e["text"] for e in state["transcript"] if e["role"] == "lead"]
         assert lead_texts == ["Could I come for a test drive on Saturday?"]  # quote stripped
