@@ -117,7 +117,7 @@ class MailboxReaderInput(Frozen):
     counts: MailboxCounts = MailboxCounts()
     run: int = Field(default=1, description="Runs of this reader (continue-as-new).")
     login_refused: str | None = Field(
-        default=None, description="Carried over: still waiting for new settings."
+        default=None, description="Carried over: the last run ended with the login refused."
     )
     looks_per_run: int = Field(
         default=200, ge=1, description="Looks at the mailbox before continue-as-new."

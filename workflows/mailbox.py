@@ -138,8 +138,9 @@ class MailboxReaderWorkflow:
         since = input.since or workflow.now()
         failures = 0
         if input.login_refused is not None:
+            # Shown until the next look; a run ends every `looks_per_run` hour-long waits at the
+            # earliest, so a fresh login attempt per run costs nothing.
             self._failed(ReaderState.LOGIN_REFUSED, input.login_refused)
-            await self._wait(CONFIG_RETRY)
         for _ in range(input.looks_per_run):
             if self._stop is not None:
                 return self._stopped(self._stop)

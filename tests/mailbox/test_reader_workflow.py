@@ -265,9 +265,22 @@ async def test_an_unreachable_server_is_retried_then_backed_off(env: WorkflowEnv
     assert result.last_error is not None and result.last_checked_at is not None
 
 
+@pytest.fixture
+async def own_env() -> AsyncIterator[WorkflowEnvironment]:
+    """A server of its own for a test that leaves a cancelled activity behind: the shared
+    server would not skip time for the later tests' timers while it lingers."""
+    environment = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=str(Path(sys.executable).parent / "temporal-test-server"),
+        data_converter=pydantic_data_converter,
+    )
+    yield environment
+    await environment.shutdown()
+
+
 async def test_new_settings_interrupt_an_idle_look_and_a_stop_ends_the_reader(
-    env: WorkflowEnvironment,
+    own_env: WorkflowEnvironment,
 ) -> None:
+    env = own_env
     stub = Stub("block", looked(4), "block")
     run = Run(env, stub)
     async with run.worker():
@@ -325,3 +338,18 @@ async def test_a_stop_after_new_settings_stops_before_looking(env: WorkflowEnvir
     async with run.worker():
         result = await handle.result()
     assert stub.calls == [] and result.state == ReaderState.STOPPED
+
+
+async def test_a_new_run_after_a_refused_login_tries_once_and_shows_the_refusal(
+    env: WorkflowEnvironment,
+) -> None:
+    refused = fail(ERROR_LOGIN_REFUSED, "login refused: NO", retryable=False)
+    stub = Stub(refused, refused, GONE)
+    run = Run(env, stub)
+    async with run.worker():
+        handle = await run.start(cursor=cursor(2), looks_per_run=1)
+        result = await handle.result()
+    # Run 1: refused, waited its hour; run 2 (continue-as-new) tried again, refused, waited;
+    # run 3 found the settings gone. The cursor and the refusal went along.
+    assert [c.cursor for c, _ in stub.calls] == [cursor(2)] * 3
+    assert result.run == 3 and result.last_error == "login refused: NO"
