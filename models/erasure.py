@@ -44,6 +44,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from models import search_attributes
 from models.crm import crm_sync_workflow_id, legacy_crm_sync_workflow_id
 from models.crm_tables import CrmIdempotencyRecord, CrmLink, CrmSyncRun, CrmWriteMarker
+from models.email_tables import EmailThread
 from models.enrichment import workflow_id as enrichment_workflow_id
 from models.enrichment_tables import EnrichmentJob, EnrichmentRecord
 from models.identity_tables import InboundKey, WahaLid
@@ -277,6 +278,12 @@ async def erase_contact_rows(session: AsyncSession, *, tenant_id: str, lead_id: 
         or_(outbox.c.conversation_id.in_(conv), outbox.c.to.in_(scope.addresses)),
     )
     await delete(InboxMessage, table_of(InboxMessage).c.workflow_id.in_(conv))
+    threads = table_of(EmailThread)  # the Message-IDs of the mail we sent them
+    await delete(
+        EmailThread,
+        threads.c.tenant_id == tenant_id,
+        or_(threads.c.conversation_id.in_(conv), threads.c.contact.in_(scope.addresses)),
+    )
     keys = table_of(InboundKey)
     await delete(InboundKey, keys.c.tenant_id == tenant_id, keys.c.workflow_id.in_(conv))
     lids = table_of(WahaLid)

@@ -29,6 +29,7 @@ from models.crm import (
 )
 from models.crm_tables import CrmLink
 from models.db import Database
+from models.email_tables import EmailThread
 from models.erasure import (
     ERASE_WORKFLOW,
     EraseContactInput,
@@ -301,6 +302,19 @@ async def _recorded_lead(db: Database, tenant_id: str, contact: str = LEAD) -> t
     async with db.session() as session:
         assert await conversation_repo.record_turn(session, record=record) is True
         session.add(WahaLid(tenant_id=tenant_id, lid=f"{contact[:11]}0@lid", phone=contact))
+        # Mail we sent them: in this conversation, and to their e-mail from another one.
+        for message_id, conversation, to in (
+            ("<a@dealer.example>", conversation_id, contact),
+            ("<b@dealer.example>", None, "ana@example.com"),
+        ):
+            session.add(
+                EmailThread(
+                    tenant_id=tenant_id,
+                    message_id=message_id,
+                    conversation_id=conversation,
+                    contact=to,
+                )
+            )
         await session.commit()
     return record.lead_id, conversation_id
 
@@ -316,6 +330,7 @@ async def test_erasing_rows_is_repeatable_and_touches_no_one_else(db: Database) 
     assert first.lead_found is True
     assert first.counts["leads"] == 1 and first.counts["messages"] == 1
     assert first.counts["waha_lids"] == 1
+    assert first.counts["email_threads"] == 2
     # A crash after the commit, then the retry: nothing left, nothing more deleted.
     async with db.session() as session:
         second = await erase_contact_rows(session, tenant_id=tid, lead_id=lead_id)
@@ -328,6 +343,7 @@ async def test_erasing_rows_is_repeatable_and_touches_no_one_else(db: Database) 
     assert await _count(db, Lead, Lead.id == other_lead) == 1
     assert await _count(db, Message, Message.conversation_id == other_conv) == 1
     assert await _count(db, WahaLid, col(WahaLid.tenant_id) == other) == 1
+    assert await _count(db, EmailThread, col(EmailThread.tenant_id) == other) == 2
     assert await _count(db, Message, Message.conversation_id == conv_id) == 0
 
 
