@@ -24,6 +24,7 @@ from models.task_queues import CONVERSATIONS
 from models.tenant import TenantSettings
 from tests.campaigns.seed import Person, campaign_worker, seed_job
 from tests.fakes.smtp import SmtpServer
+from tests.fakes.waha import FakeWaha
 from tests.stack import LiveStack, live_stack
 
 pytestmark = pytest.mark.timeout(300)
@@ -188,3 +189,56 @@ async def test_a_campaign_paused_and_resumed_across_a_worker_restart_sends_each_
                 {r.conversation_id: 1 for r in recipients}
             )
         assert Counter(_to(smtp_server)) == Counter({p.email: 1 for p in people})
+
+
+async def test_a_whatsapp_campaign_writes_only_to_opted_in_leads_through_waha(
+    temporal_client: Client, settings: Settings, fake_waha: FakeWaha
+) -> None:
+    async with (
+        live_stack(
+            temporal_client,
+            settings,
+            tenant_settings=TenantSettings(waha=fake_waha.settings()),
+            queues=[CONVERSATIONS],
+        ) as stack,
+        campaign_worker(stack.client, stack.db, settings),
+    ):
+        job_id, (ann, _) = await seed_job(
+            stack.db,
+            stack.tenant_id,
+            [
+                Person("Ann Ames", "ann@acme.test", phone="+31611111111", company="Acme"),
+                Person("Bob Bell", "bob@bell.test", phone="+31622222222", company="Bell"),
+            ],
+        )
+        opt_in = await stack.http.post(
+            "/api/v1/campaigns/whatsapp-opt-ins",
+            json={"lead_id": ann, "source": "showroom form"},
+            headers=stack.auth,
+        )
+        assert opt_in.status_code == 201, opt_in.text
+        response = await stack.http.post(
+            "/api/v1/campaigns",
+            json={
+                "job_id": job_id,
+                "channel": "waha",
+                "message": {"text": "Hi {first_name}, a test drive at {company}?"},
+                "rate_per_hour": 3600,
+                "send_window": ALWAYS,
+            },
+            headers=stack.auth,
+        )
+        assert response.status_code == 201, response.text
+        assert response.json()["excluded"] == {"no_opt_in": 1}
+        campaign_id = response.json()["id"]
+
+        async def completed() -> dict[str, Any] | None:
+            body = await _campaign(stack, campaign_id)
+            return body if body["status"] == "completed" else None
+
+        body = await stack.wait_for(completed, timeout=120, interval=0.3, what="the campaign")
+        assert body["numbers"]["sent"] == 1
+        await stack.wait_for(lambda: fake_waha.sent, timeout=60, what="the WhatsApp message")
+        [message] = fake_waha.sent
+        assert message["chatId"] == "31611111111@c.us"
+        assert message["text"] == "Hi Ann, a test drive at Acme?"
