@@ -131,6 +131,8 @@ def parse_body(lines: list[Any]) -> bytes | None:
     for line in lines:
         if isinstance(line, bytearray):
             return bytes(line)
+    if any(isinstance(line, bytes) and b"FETCH (" in line for line in lines):
+        return b""  # answered without a literal (NIL): an unreadable mail, not a vanished one
     return None
 
 
