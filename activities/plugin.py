@@ -8,6 +8,7 @@ from collections.abc import Mapping
 
 from temporalio.plugin import SimplePlugin
 
+from activities.campaign import CampaignActivities
 from activities.channels.activities import ChannelActivities
 from activities.channels.chatwoot import ChatwootChannel
 from activities.channels.meta import MessengerChannel, MetaWhatsAppChannel
@@ -26,6 +27,7 @@ from models.task_queues import CONVERSATIONS, ENRICHMENT
 
 
 def _build(ctx: PluginContext) -> Mapping[str, SimplePlugin]:
+    from workflows.campaign import CampaignWorkflow
     from workflows.conversation import ConversationWorkflow
     from workflows.erasure import EraseContactWorkflow
     from workflows.ingestion import InventoryIngestionWorkflow
@@ -38,6 +40,7 @@ def _build(ctx: PluginContext) -> Mapping[str, SimplePlugin]:
     knowledge = KnowledgeActivities(ctx.the_knowledge())
     erasure = ErasureActivities(ctx.db)
     ingestion = IngestionActivities(ctx.db, ctx.http, ctx.the_knowledge())
+    campaigns = CampaignActivities(ctx.db, ctx.settings)  # starts conversations: activity.client()
     return {
         CONVERSATIONS: SimplePlugin(
             "leadflow-conversations",
@@ -58,11 +61,18 @@ def _build(ctx: PluginContext) -> Mapping[str, SimplePlugin]:
             workflows=[ConversationWorkflow, EraseContactWorkflow],
         ),
         # Inventory ingestion fetches dealers' pages and feeds: web work, on the queue (and
-        # workers) that fetch company websites, away from the conversations' latency.
+        # workers) that fetch company websites, away from the conversations' latency. Campaigns
+        # pace their sends here too: a campaign's step starts a conversation (which then runs on
+        # the conversations queue), so a big campaign never queues ahead of a lead's turn.
         ENRICHMENT: SimplePlugin(
-            "leadflow-inventory-ingestion",
-            activities=[ingestion.ingest_inventory_source, ingestion.record_ingestion_failure],
-            workflows=[InventoryIngestionWorkflow],
+            "leadflow-inventory-ingestion-campaigns",
+            activities=[
+                ingestion.ingest_inventory_source,
+                ingestion.record_ingestion_failure,
+                campaigns.send_campaign_step,
+                campaigns.set_campaign_status,
+            ],
+            workflows=[InventoryIngestionWorkflow, CampaignWorkflow],
         ),
     }
 

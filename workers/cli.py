@@ -265,6 +265,10 @@ def _worker_specs(settings: Settings, count: int, *, verbose: bool) -> list[Chil
         LEADFLOW_SECRET_KEY=settings.secret_key.get_secret_value(),
         # Likewise the payload keys: the workers and the API read each other's payloads.
         LEADFLOW_PAYLOAD_KEYS=_secret_value(settings.payload_keys),
+        # Where up's API listens: without LEADFLOW_PUBLIC_URL, the unsubscribe links the
+        # workers put in campaign mail point there (models/unsubscribe.py).
+        LEADFLOW_API_HOST=settings.api_host,
+        LEADFLOW_API_PORT=str(settings.api_port),
         PYTHONUNBUFFERED="1",
     )
     argv = [sys.executable, "-m", "workers.cli", "worker", *(["--verbose"] if verbose else [])]
