@@ -42,6 +42,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from models import search_attributes
+from models.campaign_tables import WhatsAppOptIn
 from models.crm import crm_sync_workflow_id, legacy_crm_sync_workflow_id
 from models.crm_tables import CrmIdempotencyRecord, CrmLink, CrmSyncRun, CrmWriteMarker
 from models.email_tables import EmailThread
@@ -278,6 +279,10 @@ async def erase_contact_rows(session: AsyncSession, *, tenant_id: str, lead_id: 
         or_(outbox.c.conversation_id.in_(conv), outbox.c.to.in_(scope.addresses)),
     )
     await delete(InboxMessage, table_of(InboxMessage).c.workflow_id.in_(conv))
+    # Their WhatsApp consent goes with them; campaign recipient rows keep only the (keyed) lead
+    # id and the campaign's counts, and a send step finds the lead gone.
+    opt_ins = table_of(WhatsAppOptIn)
+    await delete(WhatsAppOptIn, opt_ins.c.tenant_id == tenant_id, opt_ins.c.lead_id == lead_id)
     threads = table_of(EmailThread)  # the Message-IDs of the mail we sent them
     await delete(
         EmailThread,

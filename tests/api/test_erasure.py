@@ -17,6 +17,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api.routes import leads as leads_route
 from models.audit_tables import AuditEvent
+from models.campaign_tables import WhatsAppOptIn
 from models.common import Channel, Role, Stage
 from models.conversation import RecordTurnInput, lead_id_for
 from models.crm import (
@@ -302,6 +303,7 @@ async def _recorded_lead(db: Database, tenant_id: str, contact: str = LEAD) -> t
     async with db.session() as session:
         assert await conversation_repo.record_turn(session, record=record) is True
         session.add(WahaLid(tenant_id=tenant_id, lid=f"{contact[:11]}0@lid", phone=contact))
+        session.add(WhatsAppOptIn(tenant_id=tenant_id, lead_id=record.lead_id, source="form"))
         # Mail we sent them: in this conversation, and to their e-mail from another one.
         for message_id, conversation, to in (
             ("<a@dealer.example>", conversation_id, contact),
@@ -330,7 +332,7 @@ async def test_erasing_rows_is_repeatable_and_touches_no_one_else(db: Database) 
     assert first.lead_found is True
     assert first.counts["leads"] == 1 and first.counts["messages"] == 1
     assert first.counts["waha_lids"] == 1
-    assert first.counts["email_threads"] == 2
+    assert first.counts["email_threads"] == 2 and first.counts["whatsapp_opt_ins"] == 1
     # A crash after the commit, then the retry: nothing left, nothing more deleted.
     async with db.session() as session:
         second = await erase_contact_rows(session, tenant_id=tid, lead_id=lead_id)
@@ -344,6 +346,7 @@ async def test_erasing_rows_is_repeatable_and_touches_no_one_else(db: Database) 
     assert await _count(db, Message, Message.conversation_id == other_conv) == 1
     assert await _count(db, WahaLid, col(WahaLid.tenant_id) == other) == 1
     assert await _count(db, EmailThread, col(EmailThread.tenant_id) == other) == 2
+    assert await _count(db, WhatsAppOptIn, col(WhatsAppOptIn.tenant_id) == other) == 1
     assert await _count(db, Message, Message.conversation_id == conv_id) == 0
 
 
