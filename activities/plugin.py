@@ -20,6 +20,7 @@ from activities.knowledge import KnowledgeActivities
 from activities.llm.activities import LlmActivities
 from activities.llm.model_backend import hosted_backend
 from activities.llm.offline import offline_backend
+from activities.mailbox import MailboxActivities
 from activities.plugin_api import LeadflowPlugin, PluginContext
 from activities.store import StoreActivities
 from models.common import Channel
@@ -31,6 +32,7 @@ def _build(ctx: PluginContext) -> Mapping[str, SimplePlugin]:
     from workflows.conversation import ConversationWorkflow
     from workflows.erasure import EraseContactWorkflow
     from workflows.ingestion import InventoryIngestionWorkflow
+    from workflows.mailbox import MailboxReaderWorkflow
 
     adapters = {name: factory(ctx.http) for name, factory in ctx.registry.channels.items()}
     agent = ctx.the_agent()
@@ -41,6 +43,7 @@ def _build(ctx: PluginContext) -> Mapping[str, SimplePlugin]:
     erasure = ErasureActivities(ctx.db)
     ingestion = IngestionActivities(ctx.db, ctx.http, ctx.the_knowledge())
     campaigns = CampaignActivities(ctx.db, ctx.settings)  # starts conversations: activity.client()
+    mailbox = MailboxActivities(ctx.db, ctx.settings)
     return {
         CONVERSATIONS: SimplePlugin(
             "leadflow-conversations",
@@ -63,16 +66,18 @@ def _build(ctx: PluginContext) -> Mapping[str, SimplePlugin]:
         # Inventory ingestion fetches dealers' pages and feeds: web work, on the queue (and
         # workers) that fetch company websites, away from the conversations' latency. Campaigns
         # pace their sends here too: a campaign's step starts a conversation (which then runs on
-        # the conversations queue), so a big campaign never queues ahead of a lead's turn.
+        # the conversations queue), so a big campaign never queues ahead of a lead's turn. And
+        # the mailbox readers, whose IDLE holds a slot for minutes (models/mailbox.py).
         ENRICHMENT: SimplePlugin(
-            "leadflow-inventory-ingestion-campaigns",
+            "leadflow-ingestion-campaigns-mailboxes",
             activities=[
                 ingestion.ingest_inventory_source,
                 ingestion.record_ingestion_failure,
                 campaigns.send_campaign_step,
                 campaigns.set_campaign_status,
+                mailbox.read_mailbox,
             ],
-            workflows=[InventoryIngestionWorkflow, CampaignWorkflow],
+            workflows=[InventoryIngestionWorkflow, CampaignWorkflow, MailboxReaderWorkflow],
         ),
     }
 

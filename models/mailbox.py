@@ -38,7 +38,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from models import search_attributes
 from models.messages import Frozen
 from models.repo import tenants as tenant_repo
-from models.task_queues import CONVERSATIONS
+from models.task_queues import ENRICHMENT
 from models.tenant import ImapSettings
 
 log = logging.getLogger("leadflow.mailbox")
@@ -48,9 +48,11 @@ MAILBOX_PREFIX = "mailbox"
 SIGNAL_SETTINGS_CHANGED = "settings_changed"
 SIGNAL_STOP = "stop"
 QUERY_STATUS = "status"
-# Readers deliver to conversations and are few (one per tenant with a mailbox): they run on the
-# conversations' queue. Each holds one activity slot while it waits in IDLE.
-TASK_QUEUE = CONVERSATIONS
+# Each reader holds one activity slot for as long as it waits in IDLE (up to 25 min): on the
+# conversations' queue a few hundred tenants' mailboxes would take the slots the leads' turns
+# need, so they run beside enrichment, ingestion and campaigns. What they read reaches the
+# conversations through the inbox, not through this queue.
+TASK_QUEUE = ENRICHMENT
 SOURCE = "imap"  # `route_email(source="imap:{folder}")`
 
 
