@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import random
@@ -251,20 +252,21 @@ def _send(up: Up, message_id: str, text: str) -> None:
     assert accepted.status_code in (200, 202), accepted.text
 
 
-def _free_port_pair() -> int:
-    """A port that is free with the next one, below the kernel's ephemeral range: the workers
-    bind them minutes later, and on a busy machine a port picked inside that range is by then
-    often the local end of some other connection (seen: worker 2's port "already in use")."""
+def spare_ports(count: int) -> int:
+    """The first of `count` consecutive ports, free now, below the kernel's ephemeral range:
+    `up` binds them a minute or more later (and again after a restart), and on a busy machine
+    a port picked inside that range is by then often the local end of some other connection
+    (seen: a worker's metrics port "already in use")."""
     low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    for port in random.sample(range(10_000, low - 1), 100):
-        try:
-            with socket.socket() as first, socket.socket() as second:
-                first.bind(("127.0.0.1", port))
-                second.bind(("127.0.0.1", port + 1))
-        except OSError:
-            continue
-        return port
-    raise AssertionError("no two free ports in a row below the ephemeral range")
+    for first in random.sample(range(10_000, low - count), 200):
+        with contextlib.ExitStack() as bound:
+            try:
+                for port in range(first, first + count):
+                    bound.enter_context(socket.socket()).bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return first
+    raise AssertionError(f"no {count} free ports in a row below the ephemeral range")
 
 
 def _mode(path: Path) -> int:
@@ -318,8 +320,9 @@ def test_up_answers_restarts_workers_leaves_nothing_when_killed_and_keeps_state(
     tmp_path: Path,
 ) -> None:
     data_dir = tmp_path / "state"
-    metrics_port = _free_port_pair()  # worker i serves /metrics on this port + i - 1
-    ports = (free_port(), free_port(), free_port())
+    metrics_port = spare_ports(2)  # worker i serves /metrics on this port + i - 1
+    first = spare_ports(3)
+    ports = (first, first + 1, first + 2)  # the API's, Temporal's and the UI's, twice
     with leadflow_up(
         data_dir,
         tmp_path / "up-1.log",

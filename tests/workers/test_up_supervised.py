@@ -50,6 +50,7 @@ from tests.workers.test_up import (
     _wait,
     _workers,
     leadflow_up,
+    spare_ports,
     up_argv,
     up_env,
 )
@@ -121,7 +122,8 @@ def test_up_takes_over_a_data_dir_an_older_up_left_and_keeps_it_private(tmp_path
     auth = {"Authorization": f"Bearer {api_key}"}
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    ports = (free_port(), free_port(), free_port())
+    first = spare_ports(3)
+    ports = (first, first + 1, first + 2)  # the stale dev server's, then up's
     _, temporal_port, ui_port = ports
 
     # What an older `up` killed with SIGKILL left: its dev server, in its own session, on the
