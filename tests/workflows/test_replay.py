@@ -8,6 +8,8 @@ new version (never overwrite one) only for a deliberate, versioned change:
     uv run python -m tests.histories.record_crm crm_sync_<version>
     uv run python -m tests.histories.record_erasure erase_contact_<version>
     uv run python -m tests.histories.record_ingestion ingestion_<version>
+    uv run python -m tests.histories.record_campaign
+    uv run python -m tests.histories.record_mailbox mailbox_<version>
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from workers.worker import SandboxMode, workflow_runner
+from workflows.campaign import CampaignWorkflow
 from workflows.conversation import ConversationWorkflow
 from workflows.crm_sync import CrmSyncWorkflow
 from workflows.enrichment import EnrichmentJobWorkflow
 from workflows.erasure import EraseContactWorkflow
 from workflows.ingestion import InventoryIngestionWorkflow
+from workflows.mailbox import MailboxReaderWorkflow
 
 HISTORY_DIR = Path(__file__).parent.parent / "histories"
 
@@ -34,6 +38,8 @@ WORKFLOW_BY_PREFIX: dict[str, type] = {
     "crm_sync_": CrmSyncWorkflow,
     "erase_contact_": EraseContactWorkflow,
     "ingestion_": InventoryIngestionWorkflow,
+    "campaign_": CampaignWorkflow,
+    "mailbox_": MailboxReaderWorkflow,
 }
 """File-name prefix -> the workflow class its histories replay against."""
 
@@ -43,10 +49,13 @@ MIN_EVENTS = {
     "crm_sync_": 20,
     "erase_contact_": 15,
     "ingestion_": 10,
+    "campaign_": 25,
+    "mailbox_": 40,
 }
 """A meaningful recording has many events (an enrichment run that ends in continue-as-new
 after three records has about 25; an erasure is three activities, about 17; an ingestion is one
-activity, 11, and 17 with its failure path)."""
+activity, 11, and 17 with its failure path; a campaign of a few sends with a pause, 33 to 47;
+the mailbox reader's scripted run, 67)."""
 
 HISTORIES = sorted(HISTORY_DIR.glob("*.json"))
 

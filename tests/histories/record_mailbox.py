@@ -1,6 +1,6 @@
-"""Record a MailboxReaderWorkflow history for the replay test (tests/mailbox/test_replay.py):
+"""Record a MailboxReaderWorkflow history for the replay test (tests/workflows/test_replay.py):
 
-    uv run python -m tests.mailbox.record_history mailbox_<version>
+    uv run python -m tests.histories.record_mailbox mailbox_<version>
 
 One run on the time-skipping server with a scripted stub activity: a resync, mails read, an
 IDLE that ends with nothing, a refused login woken by new settings, an unreachable server
@@ -32,7 +32,7 @@ from models.mailbox import (
 from tests.mailbox.test_reader_workflow import GONE, T0, Stub, cursor, fail, looked
 from workflows.mailbox import MailboxReaderWorkflow
 
-HERE = Path(__file__).parent / "histories"
+HERE = Path(__file__).parent  # tests/histories/, replayed by tests/workflows/test_replay.py
 
 
 async def record(name: str) -> Path:

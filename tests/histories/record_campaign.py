@@ -1,5 +1,5 @@
 """Record CampaignWorkflow histories for its replay test:
-`uv run python -m tests.campaigns.record_history` writes `histories/campaign_v1_*.json`.
+`uv run python -m tests.histories.record_campaign` writes `tests/histories/campaign_v1_*.json`.
 
 Runs the workflow on a throwaway time-skipping server with the stub activities of the workflow
 tests (tests/campaigns/test_campaign_workflow.py): a run with a skip, a pause and a resume that
@@ -29,7 +29,7 @@ from models.campaigns import (
 from tests.campaigns.test_campaign_workflow import Stubs, _cancel
 from workflows.campaign import CampaignWorkflow
 
-HERE = Path(__file__).parent / "histories"
+HERE = Path(__file__).parent  # tests/histories/, replayed by tests/workflows/test_replay.py
 
 
 async def _control(handle: object, update: str) -> None:
