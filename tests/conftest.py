@@ -89,6 +89,15 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     pgdata.mkdir()
     server = PostgresServer(pgdata, cleanup_mode="delete")
     uri = server.get_uri()
+    # Throwaway data: no fsync. The shutdown checkpoint over the ~100 databases a worker
+    # creates otherwise costs 40-50 s at the end of every run (14 s vs 0.9 s for 30 databases).
+    import psycopg
+
+    plain = _pg_url(uri, "postgres").replace("postgresql+psycopg", "postgresql", 1)
+    with psycopg.connect(plain, autocommit=True) as conn:
+        for name in ("fsync", "synchronous_commit", "full_page_writes"):
+            conn.execute(f"ALTER SYSTEM SET {name} = off")
+        conn.execute("SELECT pg_reload_conf()")
     yield uri
     server.cleanup()
 
@@ -264,7 +273,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     each start whole `leadflow up` stacks (dev server, worker processes, API): in one group they
     run one after another on one worker, never two stacks at once starving each other on two
     cores, while the other worker runs the rest. They come first: the longest unit of work
-    starts at once instead of being the last one left."""
+    starts at once instead of being the last one left.
+
+    Today the group is not honoured: pytest 9.2 with pytest-xdist 3.8.0 ignores `xdist_group`
+    (pytest-xdist#1386, checked with a toy suite), so the slow tests spread over both workers
+    (measured: the two workers' loads still even, 1321 s vs 1312 s). The mark stays for the
+    xdist release that fixes it; the ordering works either way."""
     slow = [item for item in items if item.get_closest_marker("slow") is not None]
     for item in slow:
         item.add_marker(pytest.mark.xdist_group("whole-stacks"))
