@@ -121,6 +121,10 @@ async def test_campaign_mails_arrive_at_the_pace_with_their_headers_and_skip_who
             assert message["Subject"] == f"An idea for {company}"
             assert str(message["Message-ID"]).endswith("@dealer.example>")
             assert f"we wrote this for {company}." in message.get_content()
+            # Campaign mail: one-click unsubscribe (RFC 8058) and no autoresponder loops.
+            assert "/unsubscribe/" in str(message["List-Unsubscribe"])
+            assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+            assert message["Auto-Submitted"] == "auto-generated"
         assert len({str(m.message["Message-ID"]) for m in smtp_server.messages}) == 3
 
         numbers = body["numbers"]
