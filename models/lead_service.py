@@ -137,6 +137,8 @@ class LeadFilter(NamedTuple):
     search: str | None = None
     tags: tuple[str, ...] = ()
     """Leads carrying every one of these tags (models/tags.py)."""
+    stage: str | None = None
+    """Leads with a conversation in this stage (their status)."""
 
 
 class LeadPage(NamedTuple):
@@ -178,6 +180,7 @@ async def list_leads(
         do_not_contact=where.do_not_contact,
         search=search,
         tags=tuple(dict.fromkeys(where.tags)),
+        stage=where.stage,
         after_id=cursor,
         limit=limit + 1,
     )

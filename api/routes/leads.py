@@ -35,7 +35,7 @@ from api.deps import CurrentTenant, Session, State, Temporal
 from api.errors import ApiError
 from api.responses import errors
 from models import lead_service
-from models.common import LeadQuality
+from models.common import LeadQuality, Stage
 from models.conversation import SIGNAL_CLOSE, CloseRequest
 from models.crm import (
     BUILTIN_INTEGRATION_ID,
@@ -190,6 +190,10 @@ async def list_leads(
     session: Session,
     request: Request,
     quality: Annotated[LeadQuality | None, Query()] = None,
+    stage: Annotated[
+        Stage | None,
+        Query(description="Leads with a conversation in this stage (the lead's status)."),
+    ] = None,
     source_job: Annotated[
         str | None,
         Query(
@@ -231,6 +235,7 @@ async def list_leads(
             tenant_id=tenant.id,
             where=LeadFilter(
                 quality=quality.value if quality else None,
+                stage=stage.value if stage else None,
                 source_job_id=source_job,
                 has_email=has_email,
                 has_phone=has_phone,

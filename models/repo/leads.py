@@ -351,6 +351,7 @@ async def list_leads(
     do_not_contact: bool | None = None,
     search: str | None = None,
     tags: tuple[str, ...] = (),
+    stage: str | None = None,
     after_id: str | None = None,
     limit: int = 50,
 ) -> list[Lead]:
@@ -377,6 +378,18 @@ async def list_leads(
         if not TAG_PATTERN.fullmatch(tag):
             raise ValueError(f"not a tag: {tag!r}")
         query = query.where(cast(table_of(Lead).c.tags, String).like(f'%"{tag}"%'))
+    if stage is not None:
+        # The lead's status is where its conversations stand: a lead with one in that stage.
+        in_stage = (
+            select(Conversation.id)
+            .where(
+                Conversation.tenant_id == tenant_id,
+                Conversation.lead_id == Lead.id,
+                Conversation.stage == stage,
+            )
+            .exists()
+        )
+        query = query.where(in_stage)
     if search:
         pattern = _like(search)
         company = table_of(Lead).c.fields["company"].as_string()

@@ -15,7 +15,7 @@ from temporalio.client import Client
 from api.app import create_app
 from models.db import Database
 from models.settings import Settings
-from models.tables import Lead
+from models.tables import Conversation, Lead
 from tests.conftest import make_tenant
 
 pytestmark = pytest.mark.timeout(120)
@@ -104,6 +104,34 @@ async def test_filters(api: httpx.AsyncClient, db: Database) -> None:
     assert await ids(api, key, quality="HOT", has_phone="false") == []
     assert await ids(api, key, has_email="true", q="lima") == [hot]
 
+    # The status: leads with a conversation in that stage (another tenant's never counts).
+    other, _ = await make_tenant(db)
+    async with db.session() as session:
+        for n, (tenant_id, lead_id, stage) in enumerate(
+            [
+                (tenant, hot, "scheduling"),
+                (tenant, hot, "closed"),
+                (tenant, cold, "qualifying"),
+                (other, cold, "scheduling"),
+            ]
+        ):
+            session.add(
+                Conversation(
+                    id=f"conv:{tenant_id}:email:{n}",
+                    tenant_id=tenant_id,
+                    channel="email",
+                    contact=f"{n}@example.com",
+                    lead_id=lead_id,
+                    stage=stage,
+                )
+            )
+        await session.commit()
+    assert await ids(api, key, stage="scheduling") == [hot]
+    assert await ids(api, key, stage="closed") == [hot]
+    assert await ids(api, key, stage="qualifying") == [cold]
+    assert await ids(api, key, stage="human_handoff") == []
+    assert await ids(api, key, stage="scheduling", quality="COLD") == []
+
     page = (await api.get("/api/v1/leads", params={"q": "ana"}, headers=auth(key))).json()
     (summary,) = page["leads"]
     assert summary["company"] == "Autohaus Lima GmbH"
@@ -178,6 +206,7 @@ async def test_tenants_are_isolated(api: httpx.AsyncClient, db: Database) -> Non
         {"q": ""},
         {"q": "x" * 201},
         {"source_job": ""},
+        {"stage": "nowhere"},
         {"cursor": "!!!not-an-id"},
         {"cursor": "x" * 65},
     ],
