@@ -306,8 +306,8 @@ async def _recorded_lead(db: Database, tenant_id: str, contact: str = LEAD) -> t
         session.add(WhatsAppOptIn(tenant_id=tenant_id, lead_id=record.lead_id, source="form"))
         # Mail we sent them: in this conversation, and to their e-mail from another one.
         for message_id, conversation, to in (
-            ("<a@dealer.example>", conversation_id, contact),
-            ("<b@dealer.example>", None, "ana@example.com"),
+            (f"<a.{contact}@dealer.example>", conversation_id, contact),
+            (f"<b.{contact}@dealer.example>", None, "ana@example.com"),
         ):
             session.add(
                 EmailThread(
