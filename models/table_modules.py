@@ -16,6 +16,7 @@ TABLE_MODULES = (
     "models.knowledge_tables",
     "models.campaign_tables",
     "models.email_tables",
+    "models.user_tables",
 )
 
 
