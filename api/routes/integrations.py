@@ -1,5 +1,6 @@
 """CRM connections of a tenant: add (credentials stored encrypted, never returned or logged),
-list, and test them. A field mapping is validated when saved: 422 lists every bad field."""
+list, read, edit, disable, delete and test them. A field mapping is validated when saved: 422
+lists every bad field. Edits and deletes follow models/integration_service.py."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import httpcore
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
 from temporalio.client import WorkflowFailureError
 
@@ -25,6 +26,14 @@ from models.crm import (
 )
 from models.crm_rules import integration_problems
 from models.crm_tables import Integration
+from models.integration_service import (
+    IntegrationEdit,
+    IntegrationExists,
+    IntegrationNotFound,
+    IntegrationRejected,
+    delete_integration,
+    update_integration,
+)
 from models.netguard import UrlGuard, UrlRefused
 from models.repo import crm as crm_repo
 from models.task_queues import CRM
@@ -32,6 +41,12 @@ from models.task_queues import CRM
 router = APIRouter(prefix="/api/v1/integrations", tags=["integrations"])
 
 CONNECTION_TEST_TIMEOUT = timedelta(seconds=30)
+
+
+def _http_url(value: str | None) -> str | None:
+    if value is not None and not value.startswith(("http://", "https://")):
+        raise ValueError("base_url must start with http:// or https://")
+    return value
 
 
 class IntegrationCreate(BaseModel):
@@ -52,9 +67,43 @@ class IntegrationCreate(BaseModel):
     @field_validator("base_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError("base_url must start with http:// or https://")
-        return value
+        return _http_url(value)
+
+
+class IntegrationPatch(BaseModel):
+    """Only the keys sent change. `credentials` sets the names given (null removes one) and
+    keeps the others; `base_url: null` goes back to the vendor's URL."""
+
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
+    name: str | None = Field(default=None, min_length=1, max_length=128)
+    base_url: str | None = None
+    field_mapping: dict[str, str] | None = None
+    enabled: bool | None = None
+    credentials: dict[str, StrictStr | StrictInt | None] | None = Field(default=None, repr=False)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        return _http_url(value)
+
+    def edit(self) -> IntegrationEdit:
+        sent = self.model_fields_set
+        for key in ("name", "field_mapping", "enabled", "credentials"):
+            if key in sent and getattr(self, key) is None:
+                raise ApiError(
+                    422,
+                    "invalid integration",
+                    [{"field": key, "problem": "must not be null (leave it out to keep it)"}],
+                )
+        return IntegrationEdit(
+            name=self.name,
+            base_url=self.base_url,
+            reset_base_url="base_url" in sent and self.base_url is None,
+            field_mapping=self.field_mapping,
+            enabled=self.enabled,
+            credentials=self.credentials,
+        )
 
 
 class IntegrationOut(BaseModel):
@@ -180,3 +229,76 @@ async def test_integration(
     except WorkflowFailureError as exc:
         raise ApiError(504, "connection test did not finish", str(exc.cause or exc)) from exc
     return ConnectionTestOut(ok=result.ok, detail=result.detail)
+
+
+def _problems(problems: list[Any]) -> list[dict[str, Any]]:
+    return [p.model_dump() for p in problems]
+
+
+@router.get("/{integration_id}", responses=errors(404))
+async def get_integration(
+    integration_id: str, tenant: CurrentTenant, session: Session, state: State
+) -> IntegrationOut:
+    """One connection: which credentials are set (names only), its mapping and state."""
+    row = await crm_repo.get_integration(
+        session, tenant_id=tenant.id, integration_id=integration_id
+    )
+    if row is None:
+        raise ApiError(404, "unknown integration", integration_id)
+    secret = state.settings.secret_key.get_secret_value()
+    return _out(row, list(crm_repo.integration_credentials(row, secret_key=secret)))
+
+
+@router.patch(
+    "/{integration_id}",
+    responses=errors(
+        404,
+        409,
+        422,
+        _409="Another integration of the tenant has this name.",
+        _422="Bad mapping, missing credentials or a refused base_url: every problem listed.",
+    ),
+)
+async def patch_integration(
+    integration_id: str,
+    body: IntegrationPatch,
+    tenant: CurrentTenant,
+    session: Session,
+    state: State,
+    request: Request,
+) -> IntegrationOut:
+    """Rename, repoint, remap, enable or disable a connection, or set some of its credentials.
+    Disabled, it is left out of every sync from the next one on (links stay)."""
+    edit = body.edit()
+    request.state.audit_detail = {"changed": edit.changed()}
+    try:
+        row = await update_integration(
+            session,
+            tenant_id=tenant.id,
+            integration_id=integration_id,
+            edit=edit,
+            secret_key=state.settings.secret_key.get_secret_value(),
+            allowlist=state.settings.ssrf_allowlist,
+        )
+    except IntegrationNotFound as exc:
+        raise ApiError(404, "unknown integration", integration_id) from exc
+    except IntegrationRejected as exc:
+        raise ApiError(422, "invalid integration", _problems(exc.problems)) from exc
+    except IntegrationExists as exc:
+        raise ApiError(409, "integration exists", str(exc)) from exc
+    secret = state.settings.secret_key.get_secret_value()
+    return _out(row, list(crm_repo.integration_credentials(row, secret_key=secret)))
+
+
+@router.delete("/{integration_id}", status_code=status.HTTP_204_NO_CONTENT, responses=errors(404))
+async def remove_integration(
+    integration_id: str, tenant: CurrentTenant, session: Session
+) -> Response:
+    """Delete the connection with its per-lead links (the CRM's records are not touched). A
+    sync already under way fails its step for this CRM and is rolled back in saga mode; the
+    lead's next change syncs to the CRMs that remain (models/integration_service.py)."""
+    try:
+        await delete_integration(session, tenant_id=tenant.id, integration_id=integration_id)
+    except IntegrationNotFound as exc:
+        raise ApiError(404, "unknown integration", integration_id) from exc
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -13,6 +13,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models.crm import (
+    BUILTIN_INTEGRATION_ID,
     DEFAULT_BASE_URLS,
     ECHO_WINDOW_SECONDS,
     CrmConnectionView,
@@ -105,6 +106,86 @@ async def get_integration(
     if integration is None or integration.tenant_id != tenant_id:
         return None
     return integration
+
+
+async def update_integration(
+    session: AsyncSession,
+    *,
+    integration: Integration,
+    secret_key: str,
+    name: str | None = None,
+    base_url: str | None = None,
+    field_mapping: dict[str, str] | None = None,
+    enabled: bool | None = None,
+    credentials: dict[str, Any] | None = None,
+) -> Integration:
+    """Store the given changes (None: unchanged); `credentials` replaces the stored ones whole.
+    Raises IntegrationExists when `name` is another connection's of the tenant."""
+    if name is not None and name != integration.name:
+        taken = await session.exec(
+            select(Integration.id).where(
+                Integration.tenant_id == integration.tenant_id,
+                Integration.name == name,
+                Integration.id != integration.id,
+            )
+        )
+        if taken.first() is not None:
+            raise IntegrationExists(f"an integration named {name!r} already exists")
+        integration.name = name
+    if base_url is not None:
+        integration.base_url = base_url.rstrip("/")
+    if field_mapping is not None:
+        integration.field_mapping = dict(field_mapping)
+    if enabled is not None:
+        integration.enabled = enabled
+    if credentials is not None:
+        integration.credentials_encrypted = encrypt_json(secret_key, credentials)
+    integration.updated_at = utcnow()
+    session.add(integration)
+    try:
+        await session.commit()
+    except IntegrityError as exc:  # a concurrent rename won the name
+        await session.rollback()
+        raise IntegrationExists(f"an integration named {name!r} already exists") from exc
+    await session.refresh(integration)
+    return integration
+
+
+async def delete_integration(session: AsyncSession, *, tenant_id: str, integration_id: str) -> bool:
+    """Remove the connection with what is kept for it (its per-lead links, idempotency records
+    and echo markers) in one transaction; False when the tenant has no such connection. Sync
+    runs stay: they are the leads' history and name the CRM by kind and name."""
+    integration = await get_integration(session, tenant_id=tenant_id, integration_id=integration_id)
+    if integration is None:
+        return False
+    await session.exec(
+        delete(CrmLink).where(
+            col(CrmLink.integration_id) == integration_id, col(CrmLink.tenant_id) == tenant_id
+        )
+    )
+    await session.exec(
+        delete(CrmIdempotencyRecord).where(
+            col(CrmIdempotencyRecord.integration_id) == integration_id,
+            col(CrmIdempotencyRecord.tenant_id) == tenant_id,
+        )
+    )
+    await session.exec(
+        delete(CrmWriteMarker).where(
+            col(CrmWriteMarker.integration_id) == integration_id,
+            col(CrmWriteMarker.tenant_id) == tenant_id,
+        )
+    )
+    await session.delete(integration)
+    await session.commit()
+    return True
+
+
+async def integration_exists(session: AsyncSession, *, integration_id: str) -> bool:
+    """Whether a link to `integration_id` may be stored: the built-in table, or a connection
+    that was not deleted meanwhile."""
+    if integration_id == BUILTIN_INTEGRATION_ID:
+        return True
+    return await session.get(Integration, integration_id) is not None
 
 
 def integration_view(integration: Integration) -> CrmConnectionView:
@@ -226,6 +307,9 @@ async def record_sync_run(session: AsyncSession, *, run_key: str, outcome: SyncO
         await session.rollback()
         return False
     for step in outcome.steps:
+        if not await integration_exists(session, integration_id=step.integration_id):
+            # deleted while this sync ran (DELETE /api/v1/integrations/{id}): no link for it
+            continue
         link = await get_link(session, integration_id=step.integration_id, lead_id=outcome.lead_id)
         # a compensated create leaves nothing in the CRM: forget its remote id
         remote_id = step.remote_id

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from models.crm import CrmKind, SagaStepOutcome, StepStatus, SyncOutcome, SyncStatus
+from models.crm_tables import Integration
 from models.db import Database
 from models.repo import crm as crm_repo
 from models.repo import leads as lead_repo
@@ -44,6 +45,9 @@ async def test_idempotency_echo_markers_and_sync_runs(db: Database) -> None:
     tid, _ = await make_tenant(db)
     async with db.session() as s:
         lead = await lead_repo.create_lead(s, tenant_id=tid, channel="waha", address="123@c.us")
+        # a sync run records links only to connections that exist (a deleted one gets none)
+        s.add(Integration(id="i", tenant_id=tid, kind="hubspot", name="i", base_url=""))
+        await s.commit()
         first = await crm_repo.save_idempotent_result(
             s, key="k1", tenant_id=tid, integration_id="i", result={"remote_id": "1"}
         )
