@@ -48,7 +48,7 @@ async def open_page(pw: Any, stack: LiveStack) -> tuple[Any, Any, list[str]]:
     page = await context.new_page()
     problems: list[str] = []
     page.on("pageerror", lambda exc: problems.append(str(exc)))
-    await page.goto(f"{stack.api_url}/")
+    await page.goto(f"{stack.api_url}/app")
     return browser, page, problems
 
 
