@@ -1,21 +1,24 @@
 """The calling tenant's channel settings: credentials, webhook secrets, specialists, playbook.
-Secrets are write-only: responses show them masked."""
+Secrets are write-only: responses show them masked. The playbook also has routes of its own:
+read it as YAML, replace it, and preview the offline provider's replies under it."""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from activities.llm.offline_preview import MAX_PREVIEW_MESSAGES, preview_replies
 from api.deps import AppState, CurrentTenant, Session, State, Temporal, settings_of
 from api.errors import ApiError
 from api.responses import errors
 from models import llm_config
 from models.mailbox import ensure_mailbox_reader, mailbox_status
 from models.repo import tenants as tenant_repo
-from models.repo.playbooks import PlaybookError, playbook_for
+from models.repo.playbooks import PlaybookError, parse_playbook, playbook_for, playbook_text
 from models.tables import Tenant
 from models.tenant import TenantSettings, settings_report
 from models.tenant_settings_merge import SettingsRejected, merge_settings
@@ -134,3 +137,161 @@ async def put_settings(
     new = _merged(state, tenant, body, replace=True)
     await _save(state, session, tenant, new)
     return _masked(new)
+
+
+# ---- the playbook -------------------------------------------------------------------------
+
+MAX_PLAYBOOK_BYTES = 256 * 1024
+PLAYBOOK_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/yaml": {"schema": {"type": "string"}},
+            "text/plain": {"schema": {"type": "string"}},
+        },
+    }
+}
+
+
+class PlaybookOut(BaseModel):
+    yaml: str = Field(description="The playbook as YAML (a built-in one's shipped file).")
+    hash: str = Field(description="Its content hash: what conversations record as its version.")
+    source: Literal["custom", "builtin", "neutral"] = Field(
+        description="The tenant's own YAML, a built-in playbook, or the neutral persona."
+    )
+    builtin: str | None = Field(description="The built-in playbook's name, if one is used.")
+
+
+def _playbook_out(settings: TenantSettings, tenant: Tenant) -> PlaybookOut:
+    try:
+        text = playbook_text(settings, tenant_name=tenant.name)
+    except PlaybookError as exc:  # stored before validation existed: say so, do not 500
+        raise ApiError(409, "the stored playbook does not load", list(exc.errors)) from exc
+    return PlaybookOut(
+        yaml=text.yaml, hash=text.playbook.content_hash, source=text.source, builtin=text.builtin
+    )
+
+
+@router.get("/playbook", responses=errors(409))
+async def get_playbook(tenant: CurrentTenant, state: State) -> PlaybookOut:
+    """The playbook the tenant's conversations use, as YAML, with its hash. Quiet hours,
+    escalation rules (and whom they notify: specialist roles), scoring and follow-ups live
+    here; the specialists themselves and the tenant's time zone are settings
+    (`GET /api/v1/settings`)."""
+    return _playbook_out(settings_of(state, tenant), tenant)
+
+
+async def _yaml_body(request: Request) -> str:
+    body = await request.body()
+    if len(body) > MAX_PLAYBOOK_BYTES:
+        raise ApiError(413, "playbook too large", f"at most {MAX_PLAYBOOK_BYTES} bytes")
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ApiError(422, "invalid playbook", [f"not UTF-8 text: {exc}"]) from exc
+
+
+@router.put("/playbook", openapi_extra=PLAYBOOK_BODY, responses=errors(413, 422))
+async def put_playbook(
+    request: Request, tenant: CurrentTenant, state: State, session: Session
+) -> PlaybookOut:
+    """Replace the tenant's playbook with this YAML (the request body, `application/yaml` or
+    `text/plain`). 422 names each problem: the line and column of a YAML error, the field path
+    of an invalid value (`escalation.0.notify: ...`). Running conversations take it at their
+    next turn."""
+    text = await _yaml_body(request)
+    try:
+        parse_playbook(text)
+    except PlaybookError as exc:
+        raise ApiError(422, "invalid playbook", list(exc.errors)) from exc
+    new = _merged(state, tenant, {"playbook_yaml": text}, replace=False)
+    await _save(state, session, tenant, new)
+    return _playbook_out(new, tenant)
+
+
+Sample = Annotated[str, StringConstraints(min_length=1, max_length=2000)]
+
+
+class PreviewRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    yaml: str | None = Field(
+        default=None,
+        max_length=MAX_PLAYBOOK_BYTES,
+        description="A playbook to try before saving it; default: the tenant's current one.",
+    )
+    messages: list[Sample] = Field(
+        min_length=1,
+        max_length=MAX_PREVIEW_MESSAGES,
+        description="What a lead writes, one message per turn, in order.",
+    )
+
+
+class PreviewEscalationOut(BaseModel):
+    rule: str
+    reason: str
+    notify: list[str] = Field(description="The specialist roles the rule notifies.")
+
+
+class PreviewTurnOut(BaseModel):
+    message: str
+    reply: str | None = Field(description="None: the AI stays silent (handed over, closed).")
+    purpose: str | None = Field(description="reply | escalation_notice")
+    stage: str = Field(description="The conversation's stage after this message.")
+    intent: str
+    language: str
+    confidence: float
+    fields: dict[str, Any] = Field(description="What is known about the lead after it.")
+    escalation: PreviewEscalationOut | None
+    blocked: str | None = Field(description="Why the reply guard would stop the reply.")
+    note: str
+
+
+class PreviewOut(BaseModel):
+    hash: str
+    provider: Literal["offline"] = "offline"
+    turns: list[PreviewTurnOut]
+
+
+@router.post("/playbook/preview", responses=errors(409, 422))
+async def preview_playbook(body: PreviewRequest, tenant: CurrentTenant, state: State) -> PreviewOut:
+    """The offline provider's replies to sample messages under a playbook (the given YAML,
+    or the current one): one turn per message of one conversation, with the stage, intent,
+    fields, escalation and reply-guard verdict each turn ends with. Nothing is stored or sent;
+    the tenant's knowledge and inventory are not consulted."""
+    if body.yaml is not None:
+        try:
+            playbook = parse_playbook(body.yaml)
+        except PlaybookError as exc:
+            raise ApiError(422, "invalid playbook", list(exc.errors)) from exc
+    else:
+        try:
+            playbook = playbook_for(settings_of(state, tenant), tenant_name=tenant.name)
+        except PlaybookError as exc:
+            raise ApiError(409, "the stored playbook does not load", list(exc.errors)) from exc
+    turns = await preview_replies(playbook, body.messages)
+    return PreviewOut(
+        hash=playbook.content_hash,
+        turns=[
+            PreviewTurnOut(
+                message=t.message,
+                reply=t.reply,
+                purpose=t.purpose,
+                stage=t.stage,
+                intent=t.intent,
+                language=t.language,
+                confidence=t.confidence,
+                fields=dict(t.fields),
+                escalation=PreviewEscalationOut(
+                    rule=t.escalation.rule,
+                    reason=t.escalation.reason,
+                    notify=list(t.escalation.notify),
+                )
+                if t.escalation
+                else None,
+                blocked=t.blocked,
+                note=t.note,
+            )
+            for t in turns
+        ],
+    )

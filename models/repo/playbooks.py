@@ -6,12 +6,14 @@ syntax error, or each invalid field with its path, e.g. `intents.0.intent: Input
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import cache, lru_cache
+from typing import Literal
 
 import yaml
 from pydantic import ValidationError
 
-from models.playbook import Playbook, builtin_playbooks, neutral_playbook
+from models.playbook import PLAYBOOK_DIR, Playbook, builtin_playbooks, neutral_playbook
 from models.tenant import TenantSettings
 
 
@@ -98,3 +100,31 @@ def playbook_for(tenant_settings: TenantSettings, *, tenant_name: str = "our tea
     if tenant_settings.playbook:
         return builtin_playbook(tenant_settings.playbook)
     return _neutral(tenant_name)
+
+
+@dataclass(frozen=True)
+class PlaybookText:
+    """The tenant's playbook as YAML to read and edit, with where it comes from."""
+
+    yaml: str
+    playbook: Playbook
+    source: Literal["custom", "builtin", "neutral"]
+    builtin: str | None = None  # the built-in playbook's name
+
+
+def playbook_text(
+    tenant_settings: TenantSettings, *, tenant_name: str = "our team"
+) -> PlaybookText:
+    """What `playbook_for` uses, as text: the tenant's own YAML as stored; a built-in one as
+    its shipped file (comments included); the neutral persona dumped as YAML (it has no file).
+    Each parses back to the same playbook, so saving it unchanged changes nothing."""
+    playbook = playbook_for(tenant_settings, tenant_name=tenant_name)
+    if tenant_settings.playbook_yaml:
+        return PlaybookText(tenant_settings.playbook_yaml, playbook, "custom")
+    if tenant_settings.playbook:
+        text = (PLAYBOOK_DIR / f"{tenant_settings.playbook}.yaml").read_text(encoding="utf-8")
+        return PlaybookText(text, playbook, "builtin", tenant_settings.playbook)
+    dumped = yaml.safe_dump(
+        playbook.model_dump(mode="json"), sort_keys=False, allow_unicode=True, width=100
+    )
+    return PlaybookText(dumped, playbook, "neutral")
