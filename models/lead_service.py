@@ -19,7 +19,7 @@ the model reads and the CRMs receive."""
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
@@ -187,6 +187,27 @@ async def list_leads(
     more = len(rows) > limit
     page = rows[:limit]
     return LeadPage(leads=page, next_cursor=page[-1].id if more else None)
+
+
+async def iter_leads(
+    session: AsyncSession, *, tenant_id: str, where: LeadFilter
+) -> AsyncIterator[Lead]:
+    """Every lead `where` selects, newest first, a page at a time (the CSV export). A lead
+    erased while the export runs ends it at that lead: its position is gone (a rare, partial
+    export is better than one that repeats or skips leads)."""
+    cursor: str | None = None
+    while True:
+        try:
+            page = await list_leads(
+                session, tenant_id=tenant_id, where=where, limit=MAX_PAGE, cursor=cursor
+            )
+        except LeadCursorError:
+            return
+        for lead in page.leads:
+            yield lead
+        if page.next_cursor is None:
+            return
+        cursor = page.next_cursor
 
 
 # ---- leads from enrichment jobs ---------------------------------------------------------------

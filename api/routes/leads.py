@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import unicodedata
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi.responses import StreamingResponse
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -41,6 +43,7 @@ from models.crm import (
     BUILTIN_INTEGRATION_ID,
     request_crm_sync,
 )
+from models.csv_intake import SafeCsvWriter
 from models.erasure import (
     ERASE_ROUTE,
     ERASE_WORKFLOW,
@@ -51,6 +54,8 @@ from models.erasure import (
 )
 from models.export import ContactExport, export_contact
 from models.lead_attributes import LeadAttributes
+from models.lead_export import LEAD_CSV_COLUMNS, lead_csv_row
+from models.lead_history import LeadHistory, lead_history
 from models.lead_service import (
     CURSOR_PATTERN,
     LIFT_ROUTE,
@@ -176,19 +181,7 @@ def _summary(lead: Lead) -> LeadSummary:
     )
 
 
-@router.get(
-    "",
-    responses=errors(
-        404,
-        422,
-        _404="No lead of the tenant at `cursor` (erased since): list from the start.",
-        _422="Bad filter, limit or cursor.",
-    ),
-)
-async def list_leads(
-    tenant: CurrentTenant,
-    session: Session,
-    request: Request,
+def lead_filter(
     quality: Annotated[LeadQuality | None, Query()] = None,
     stage: Annotated[
         Stage | None,
@@ -220,6 +213,37 @@ async def list_leads(
             "letters, digits and hyphens.",
         ),
     ] = None,
+) -> LeadFilter:
+    """The list's filters, shared by the list and its CSV export."""
+    return LeadFilter(
+        quality=quality.value if quality else None,
+        stage=stage.value if stage else None,
+        source_job_id=source_job,
+        has_email=has_email,
+        has_phone=has_phone,
+        do_not_contact=do_not_contact,
+        search=q,
+        tags=tuple(tag or ()),
+    )
+
+
+LeadFilterQuery = Annotated[LeadFilter, Depends(lead_filter)]
+
+
+@router.get(
+    "",
+    responses=errors(
+        404,
+        422,
+        _404="No lead of the tenant at `cursor` (erased since): list from the start.",
+        _422="Bad filter, limit or cursor.",
+    ),
+)
+async def list_leads(
+    tenant: CurrentTenant,
+    session: Session,
+    request: Request,
+    where: LeadFilterQuery,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
     cursor: Annotated[
         str | None,
@@ -228,21 +252,11 @@ async def list_leads(
 ) -> LeadList:
     """The tenant's leads, newest first, filtered; pages follow `next` (or `cursor`): a lead
     added or edited while paging neither repeats nor hides another."""
-    tags = tuple(tag or ())
     try:
         page = await lead_service.list_leads(
             session,
             tenant_id=tenant.id,
-            where=LeadFilter(
-                quality=quality.value if quality else None,
-                stage=stage.value if stage else None,
-                source_job_id=source_job,
-                has_email=has_email,
-                has_phone=has_phone,
-                do_not_contact=do_not_contact,
-                search=q,
-                tags=tags,
-            ),
+            where=where,
             limit=limit,
             cursor=cursor,
         )
@@ -254,6 +268,46 @@ async def list_leads(
     return LeadList(
         leads=[_summary(lead) for lead in page.leads], next_cursor=page.next_cursor, next=next_url
     )
+
+
+@router.get(
+    "/export",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"text/csv": {}}, "description": "The filtered leads as CSV."},
+        **errors(422, _422="Bad filter."),
+    },
+)
+async def export_leads(tenant: CurrentTenant, state: State, where: LeadFilterQuery) -> Response:
+    """Every lead the same filters as `GET /api/v1/leads` select, newest first, as CSV (UTF-8,
+    one header row). Cells a spreadsheet would run as a formula are neutralised, as in the
+    enrichment results. Declared before `/{lead_id}`, so `export` is never taken for an id."""
+    tenant_id = tenant.id
+
+    async def rows() -> AsyncIterator[str]:
+        writer = SafeCsvWriter(LEAD_CSV_COLUMNS)
+        yield writer.header()
+        # its own session: the response streams after the request's session is closed
+        async with state.db.session() as session:
+            async for lead in lead_service.iter_leads(session, tenant_id=tenant_id, where=where):
+                yield writer.row(lead_csv_row(lead))
+
+    return StreamingResponse(
+        rows(),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="leads.csv"'},
+    )
+
+
+@router.get("/{lead_id}/history", responses=errors(404))
+async def get_lead_history(lead_id: str, tenant: CurrentTenant, session: Session) -> LeadHistory:
+    """What changed about the lead and when, newest first (models/lead_history.py): score
+    changes, its conversations and their stage now, handoffs and their release, operators'
+    decisions in the transcripts, the audit log's entries about it (who acted), CRM syncs."""
+    history = await lead_history(session, tenant_id=tenant.id, lead_id=lead_id)
+    if history is None:
+        raise ApiError(404, "unknown lead", lead_id)
+    return history
 
 
 @router.get("/{lead_id}", responses=errors(404))
@@ -356,7 +410,12 @@ class LeadEdited(BaseModel):
 
 @router.patch("/{lead_id}", responses=errors(404))
 async def edit_lead(
-    lead_id: str, body: LeadEdit, tenant: CurrentTenant, session: Session, temporal: Temporal
+    lead_id: str,
+    body: LeadEdit,
+    tenant: CurrentTenant,
+    session: Session,
+    temporal: Temporal,
+    request: Request,
 ) -> LeadEdited:
     lead = await lead_repo.get_lead(session, tenant_id=tenant.id, lead_id=lead_id)
     if lead is None:
@@ -382,6 +441,8 @@ async def edit_lead(
             422, "nothing to change", "send at least one of: " + ", ".join(LeadEdit.model_fields)
         )
     applied = await lead_repo.update_lead(session, lead=lead, changes=changes)
+    # the lead's history (models/lead_history.py) shows which fields an edit changed
+    request.state.audit_detail = {"changed": sorted(applied)}
     conversations = await lead_repo.conversations_of_lead(
         session, tenant_id=tenant.id, lead_id=lead_id
     )
@@ -460,6 +521,7 @@ async def set_do_not_contact(
     tenant: CurrentTenant,
     session: Session,
     temporal: Temporal,
+    request: Request,
 ) -> DoNotContactChanged:
     """Set or lift the lead's do-not-contact. A lift is the only way back for a lead that opted
     out (a PATCH refuses it): recorded in its conversations' transcripts with who and why,
@@ -474,6 +536,10 @@ async def set_do_not_contact(
     )
     if change is None:
         raise ApiError(404, "unknown lead", lead_id)
+    request.state.audit_detail = {
+        "do_not_contact": body.do_not_contact,
+        "changed": change.changed,
+    }
     lead = change.lead
     sync_id: str | None = None
     closed = 0
