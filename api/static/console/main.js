@@ -84,6 +84,19 @@ export function el(tag, attrs, ...children) {
   return node;
 }
 
+/** Replace `node`'s children (the DOM's own replaceChildren would print null and arrays). */
+export function fill(node, ...children) {
+  node.replaceChildren();
+  append(node, children);
+  return node;
+}
+
+/** Append to `node`, flattening arrays and skipping null/undefined/false, as `el` does. */
+export function add(node, ...children) {
+  append(node, children);
+  return node;
+}
+
 function append(node, children) {
   for (const child of children) {
     if (child === null || child === undefined || child === false) continue;
@@ -355,6 +368,8 @@ function makeCtx(target) {
   return {
     api,
     el,
+    fill,
+    add,
     toast,
     navigate,
     events,

@@ -1,7 +1,9 @@
 // Small pieces the operator pages share: formatting, badges, labelled form fields, loading
 // states. Everything returns DOM built with `el` (text only).
 
-import { el } from './main.js';
+import { add, el, fill } from './main.js';
+
+export { add, fill };
 
 export const STAGES = ['initial_outreach', 'awaiting_response', 'qualifying', 'objection_handling',
   'scheduling', 'nurture', 'human_handoff', 'closed'];
@@ -9,6 +11,13 @@ export const QUALITIES = ['HOT', 'WARM', 'LUKEWARM', 'COLD'];
 export const CHANNELS = ['waha', 'whatsapp', 'messenger', 'chatwoot', 'email'];
 export const CHANNEL_NAMES = { waha: 'WhatsApp (WAHA)', whatsapp: 'WhatsApp (Meta)', messenger: 'Messenger',
   chatwoot: 'Chatwoot', email: 'E-mail' };
+
+export const AUTHORS = { lead: 'Lead', ai: 'AI', person: 'Person', human: 'Person', system: 'System' };
+
+/** Who wrote a line, as the console names them (the API says `human` or `person`). */
+export function authorLabel(author) {
+  return AUTHORS[author] || humanise(author);
+}
 
 export function humanise(value) {
   if (value === null || value === undefined || value === '') return '—';
@@ -47,6 +56,13 @@ export function qualityBadge(quality) {
 
 export function needsHumanBadge() {
   return el('span', { class: 'badge needs-human', 'data-needs-human': 'true' }, 'needs a human');
+}
+
+/** A contact as people read it: `31612345678@c.us` is +31612345678; others stay as they are. */
+export function contactLabel(contact) {
+  if (!contact) return '—';
+  const phone = /^(\d{6,15})@(c\.us|s\.whatsapp\.net)$/.exec(contact);
+  return phone ? `+${phone[1]}` : contact;
 }
 
 export function channelName(channel) {

@@ -6,11 +6,9 @@
 // being typed).
 
 import {
-  channelName, debounce, facts, humanise, leadHref, needsHumanBadge, notice,
+  add, authorLabel, fill, channelName, contactLabel, debounce, facts, humanise, leadHref, needsHumanBadge, notice,
   plain, qualityBadge, section, stageBadge, time, typing, usd,
 } from '../ui.js';
-
-const AUTHORS = { lead: 'Lead', ai: 'AI', person: 'Person', human: 'Person', system: 'System' };
 
 function requestId() {
   const random = window.crypto && crypto.randomUUID ? crypto.randomUUID()
@@ -85,7 +83,7 @@ function transcriptItem(ctx, line) {
   const author = line.author === 'human' ? 'person' : line.author;
   return el('li', { class: ['msg', `author-${author}`], dataset: { author, id: line.id ?? '' } },
     el('div', { class: 'msg-meta' },
-      el('span', { class: 'msg-author' }, AUTHORS[author] || humanise(author)),
+      el('span', { class: 'msg-author' }, authorLabel(author)),
       time(line.at),
       line.delivery ? el('span', { class: ['badge', 'delivery', `delivery-${line.delivery}`], 'data-delivery': line.delivery }, humanise(line.delivery)) : null),
     el('p', { class: 'msg-text' }, line.text));
@@ -181,7 +179,7 @@ export async function render(root, ctx) {
       el('span', { id: 'reply-hint', class: 'muted small' }, 'Ctrl+Enter sends. The lead gets it on their channel.')));
   const confirmBox = el('form', { id: 'confirm-form', class: 'confirm', hidden: true });
 
-  root.append(
+  add(root,
     el('p', { class: 'crumbs' }, el('a', { href: '#/inbox' }, '← Inbox')),
     el('div', { class: 'page-head' }, heading, badges),
     result,
@@ -198,8 +196,8 @@ export async function render(root, ctx) {
     const conv = view.conversation || {};
     const lead = view.lead;
     const needsHuman = conv.needs_human ?? conv.stage === 'human_handoff';
-    heading.textContent = (lead && lead.name) || conv.lead_name || conv.contact || id;
-    badges.replaceChildren(
+    heading.textContent = (lead && lead.name) || conv.lead_name || contactLabel(conv.contact || id);
+    fill(badges,
       needsHuman ? needsHumanBadge() : null,
       stageBadge(conv.stage),
       qualityBadge(conv.quality),
@@ -208,10 +206,10 @@ export async function render(root, ctx) {
     badges.dataset.stage = conv.stage || '';
     const stuckToBottom = transcript.scrollHeight - transcript.scrollTop - transcript.clientHeight < 40;
     const lines = view.transcript || [];
-    transcript.replaceChildren(...lines.map((line) => transcriptItem(ctx, line)));
-    if (!lines.length) transcript.append(el('li', { class: 'muted' }, 'No messages yet.'));
+    fill(transcript, ...lines.map((line) => transcriptItem(ctx, line)));
+    if (!lines.length) add(transcript, el('li', { class: 'muted' }, 'No messages yet.'));
     if (stuckToBottom) transcript.scrollTop = transcript.scrollHeight;
-    side.replaceChildren(leadSection(ctx, view), scoreSection(ctx, view), escalationsSection(ctx, view),
+    fill(side, leadSection(ctx, view), scoreSection(ctx, view), escalationsSection(ctx, view),
       crmSection(ctx, view), costSection(ctx, view));
     if (ctx.canWrite) showActions(conv, lead, needsHuman);
   }
@@ -219,7 +217,7 @@ export async function render(root, ctx) {
   function showActions(conv, lead, needsHuman) {
     const closed = conv.stage === 'closed';
     const dnc = Boolean(lead && lead.do_not_contact);
-    actions.replaceChildren(
+    fill(actions,
       !closed && !needsHuman ? el('button', { type: 'button', id: 'act-takeover', onclick: () => command('handoff', { reason: `taken over by ${who()}` }) }, 'Take over') : null,
       !closed && needsHuman ? el('button', { type: 'button', id: 'act-release', onclick: () => command('release', {}) }, 'Release to the AI') : null,
       !closed ? el('button', { type: 'button', class: 'secondary', id: 'act-close', onclick: () => ask('close') }, 'Close') : null,
@@ -246,7 +244,8 @@ export async function render(root, ctx) {
       const answer = await ctx.api('POST', `${api}/${name}`, { ...body, request_id: requestId() });
       result.textContent = describe(answer);
       result.dataset.outcome = answer.status === 'pending' ? 'pending' : answer.sent === false ? 'failed' : 'done';
-      ctx.toast(describe(answer), answer.sent === false ? 'error' : 'ok');
+      // The result line above says it (and is announced); a toast only for what went wrong.
+      if (answer.sent === false) ctx.toast(describe(answer), 'error');
       return answer;
     } catch (exc) {
       if (exc.status === 401) return null;
@@ -262,7 +261,7 @@ export async function render(root, ctx) {
 
   function ask(what) {
     const isClose = what === 'close';
-    confirmBox.replaceChildren(
+    fill(confirmBox,
       el('label', { for: 'confirm-reason' }, isClose ? 'Why close it? (kept in the record)' : 'Why must this lead not be contacted? (kept in the record)'),
       el('input', { id: 'confirm-reason', name: 'reason', required: true, maxlength: '500',
         value: isClose ? 'closed by an operator' : '' }),
@@ -276,7 +275,7 @@ export async function render(root, ctx) {
 
   function hideConfirm() {
     confirmBox.hidden = true;
-    confirmBox.replaceChildren();
+    fill(confirmBox);
     const back = actions.querySelector('button');
     if (back) back.focus();
   }
@@ -314,7 +313,6 @@ export async function render(root, ctx) {
       result.textContent = `Marked do-not-contact${answer.changed === false ? ' (it already was)' : ''}; `
         + `${answer.conversations_closed ?? 0} running conversation(s) closed.`;
       result.dataset.outcome = 'done';
-      ctx.toast(result.textContent, 'ok');
     } catch (exc) {
       if (exc.status !== 401) {
         result.textContent = `Do-not-contact refused: ${exc.message}`;
@@ -381,7 +379,7 @@ export async function render(root, ctx) {
       cleanup();
       throw exc;
     }
-    root.replaceChildren(el('p', { class: 'crumbs' }, el('a', { href: '#/inbox' }, '← Inbox')),
+    fill(root, el('p', { class: 'crumbs' }, el('a', { href: '#/inbox' }, '← Inbox')),
       el('h1', {}, 'Conversation not found'),
       notice(`There is no conversation ${id} in this tenant.`, 'error'));
   }

@@ -4,7 +4,7 @@
 // to the top with its new badges — the server decides what matches the filters and the order.
 
 import {
-  CHANNELS, QUALITIES, STAGES, channelName, checkboxField, conversationHref, debounce, humanise,
+  add, authorLabel, fill, CHANNELS, QUALITIES, STAGES, channelName, checkboxField, contactLabel, conversationHref, debounce, humanise,
   inputField, needsHumanBadge, notice, qualityBadge, selectField, stageBadge, time,
 } from '../ui.js';
 
@@ -14,7 +14,7 @@ const FILTERS = ['needs_human', 'stage', 'quality', 'channel', 'campaign_id', 'q
 function item(ctx, conv, fresh) {
   const { el } = ctx;
   const needsHuman = conv.needs_human ?? conv.stage === 'human_handoff';
-  const title = conv.lead_name || conv.contact;
+  const title = conv.lead_name || contactLabel(conv.contact);
   const last = conv.last_message;
   return el('li', { class: ['conv', fresh && 'fresh', needsHuman && 'attention'], dataset: { id: conv.id, stage: conv.stage } },
     el('a', { href: conversationHref(conv.id), class: 'conv-link' },
@@ -27,7 +27,7 @@ function item(ctx, conv, fresh) {
         qualityBadge(conv.quality),
         el('span', { class: 'badge channel' }, channelName(conv.channel))),
       el('span', { class: 'conv-last' },
-        last ? [el('span', { class: 'muted' }, `${humanise(last.role)}: `), last.text] : `${conv.turns ?? 0} turns · score ${conv.score ?? 0}`)));
+        last ? [el('span', { class: 'muted' }, `${authorLabel(last.role || last.author)}: `), last.text] : `${conv.turns ?? 0} turns · score ${conv.score ?? 0}`)));
 }
 
 export async function render(root, ctx) {
@@ -51,7 +51,7 @@ export async function render(root, ctx) {
     inputField('f-q', 'Search', { type: 'search', value: query.get('q') || '', placeholder: 'name, phone, e-mail or text', autocomplete: 'off' }),
     el('button', { type: 'submit', class: 'secondary' }, 'Apply'));
 
-  root.append(
+  add(root,
     el('div', { class: 'page-head' }, el('h1', {}, 'Inbox'), status),
     form,
     list,
@@ -81,7 +81,7 @@ export async function render(root, ctx) {
       if (mine !== loading) return;
       if (exc.status === 401) return;
       status.textContent = '';
-      list.replaceChildren(el('li', { class: 'conv-error' }, notice(`The conversations could not be loaded: ${exc.message}`, 'error')));
+      fill(list, el('li', { class: 'conv-error' }, notice(`The conversations could not be loaded: ${exc.message}`, 'error')));
       return;
     }
     if (mine !== loading) return; // a newer load (new filters, a later event) wins
@@ -96,9 +96,9 @@ export async function render(root, ctx) {
       return item(ctx, conv, live && shown.get(conv.id) !== signature);
     });
     shown = next;
-    list.replaceChildren(...rows);
+    fill(list, ...rows);
     if (!rows.length) {
-      list.append(el('li', { class: 'empty' }, filters().toString() ? 'No conversation matches these filters.' : 'No conversations yet. They appear here the moment a lead writes.'));
+      add(list, el('li', { class: 'empty' }, filters().toString() ? 'No conversation matches these filters.' : 'No conversations yet. They appear here the moment a lead writes.'));
     }
     if (focusedId) {
       for (const row of list.querySelectorAll('li[data-id]')) {
@@ -127,7 +127,7 @@ export async function render(root, ctx) {
     const select = campaignSelect.querySelector('select');
     const campaigns = Array.isArray(answer) ? answer : (answer && answer.campaigns) || [];
     for (const campaign of campaigns) {
-      select.append(el('option', { value: campaign.id, selected: campaign.id === query.get('campaign_id') }, campaign.name || campaign.id));
+      add(select, el('option', { value: campaign.id, selected: campaign.id === query.get('campaign_id') }, campaign.name || campaign.id));
     }
   }).catch(() => { campaignSelect.querySelector('select').disabled = true; });
 

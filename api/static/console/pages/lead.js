@@ -3,7 +3,7 @@
 // lift do-not-contact (with a reason, kept in the record).
 
 import {
-  channelName, conversationHref, facts, humanise, notice, plain, qualityBadge, section,
+  add, fill, channelName, contactLabel, conversationHref, facts, humanise, notice, plain, qualityBadge, section,
   stageBadge, time, typing,
 } from '../ui.js';
 
@@ -23,7 +23,7 @@ async function conversationsOf(ctx, lead) {
 function historyRows(answer) {
   if (Array.isArray(answer)) return answer;
   if (answer && typeof answer === 'object') {
-    for (const key of ['history', 'changes', 'events', 'items']) if (Array.isArray(answer[key])) return answer[key];
+    for (const key of ['entries', 'history', 'changes', 'events', 'items']) if (Array.isArray(answer[key])) return answer[key];
   }
   return [];
 }
@@ -32,10 +32,11 @@ function historyItem(ctx, change) {
   const { el } = ctx;
   const at = change.at || change.created_at || change.when;
   const kind = change.kind || change.type || change.what || 'change';
-  const by = change.by || change.actor || change.who;
+  const actor = change.by || change.actor || change.who;
+  const by = actor && typeof actor === 'object' ? actor.name || humanise(actor.kind) : actor;
   const rest = Object.fromEntries(Object.entries(change).filter(([key]) =>
-    !['at', 'created_at', 'when', 'kind', 'type', 'what', 'by', 'actor', 'who', 'id'].includes(key)));
-  const summary = change.summary || change.detail || change.description || plain(rest);
+    !['at', 'created_at', 'when', 'kind', 'type', 'what', 'by', 'actor', 'who', 'id', 'conversation_id'].includes(key)));
+  const summary = change.summary || change.description || plain(change.detail ?? rest);
   return el('li', { dataset: { kind } },
     el('div', { class: 'msg-meta' }, el('strong', {}, humanise(kind)), ' ', time(at), by ? ` · by ${by}` : ''),
     el('div', {}, summary));
@@ -50,7 +51,7 @@ export async function render(root, ctx) {
     lead = await ctx.api('GET', path);
   } catch (exc) {
     if (exc.status !== 404) throw exc;
-    root.append(el('p', { class: 'crumbs' }, el('a', { href: '#/leads' }, '← Leads')),
+    add(root, el('p', { class: 'crumbs' }, el('a', { href: '#/leads' }, '← Leads')),
       el('h1', {}, 'Lead not found'), notice(`There is no lead ${id} in this tenant.`, 'error'));
     return undefined;
   }
@@ -63,13 +64,13 @@ export async function render(root, ctx) {
   const history = el('div', { id: 'lead-history' }, el('p', { class: 'muted' }, 'Loading…'));
 
   function showLead() {
-    head.replaceChildren(
-      el('h1', { id: 'lead-title' }, lead.name || lead.address),
+    fill(head,
+      el('h1', { id: 'lead-title' }, lead.name || contactLabel(lead.address)),
       el('div', { class: 'badges' }, qualityBadge(lead.quality), el('span', { class: 'badge' }, `score ${lead.score}`),
         lead.do_not_contact ? el('span', { class: 'badge dnc', id: 'lead-dnc' }, 'do not contact') : null));
     const fields = lead.fields || {};
     const attributes = lead.attributes || {};
-    about.replaceChildren(
+    fill(about,
       facts([
         ['Channel', channelName(lead.channel)], ['Address', lead.address], ['Phone', lead.phone], ['E-mail', lead.email],
         ['Version', String(lead.version)],
@@ -77,13 +78,13 @@ export async function render(root, ctx) {
       el('h3', {}, 'Tags'),
       lead.tags && lead.tags.length ? el('ul', { class: 'tags' }, lead.tags.map((t) => el('li', { class: 'tag' }, t)))
         : el('p', { class: 'muted' }, 'No tags.'));
-    enrichment.replaceChildren(
+    fill(enrichment,
       facts(ENRICHMENT_KEYS.filter((key) => key in fields).map((key) => [humanise(key), linkish(fields[key])])),
       el('h3', {}, 'Everything the conversations learnt'),
       facts(Object.entries(fields).filter(([key]) => !ENRICHMENT_KEYS.includes(key)).map(([key, value]) => [humanise(key), plain(value)])),
       Object.keys(attributes).length ? [el('h3', {}, 'What the CRMs get'),
         facts(Object.entries(attributes).map(([key, value]) => [humanise(key), plain(value)]))] : null);
-    crm.replaceChildren(lead.crm && lead.crm.length
+    fill(crm, lead.crm && lead.crm.length
       ? el('ul', { class: 'plain-list' }, lead.crm.map((link) => el('li', {},
         el('strong', {}, link.name), ` (${link.kind}) `, el('span', { class: ['badge', `sync-${link.outcome || 'none'}`] }, humanise(link.outcome || 'not synced')),
         el('div', { class: 'muted small' }, link.remote_id ? `record ${link.remote_id} · ` : '', 'last synced ', time(link.last_synced_at)),
@@ -94,7 +95,7 @@ export async function render(root, ctx) {
         el('li', {}, `v${run.version} `, el('span', { class: ['badge', `sync-${run.status}`] }, humanise(run.status)), ' ', time(run.at), run.reason ? ` — ${run.reason}` : '')))]
       : null);
     if (ctx.canWrite) {
-      actions.replaceChildren(lead.do_not_contact
+      fill(actions, lead.do_not_contact
         ? el('button', { type: 'button', class: 'secondary', id: 'lead-dnc-lift', onclick: () => ask(false) }, 'Lift do-not-contact')
         : el('button', { type: 'button', class: 'danger', id: 'lead-dnc-set', onclick: () => ask(true) }, 'Mark do-not-contact'));
     }
@@ -110,7 +111,7 @@ export async function render(root, ctx) {
   const confirmBox = el('form', { id: 'lead-confirm', class: 'confirm', hidden: true });
 
   function ask(set) {
-    confirmBox.replaceChildren(
+    fill(confirmBox,
       el('label', { for: 'lead-reason' }, set ? 'Why must this lead not be contacted?' : 'Why may this lead be contacted again?'),
       el('input', { id: 'lead-reason', name: 'reason', required: true, maxlength: '500' }),
       el('div', { class: 'row' },
@@ -150,30 +151,30 @@ export async function render(root, ctx) {
   async function loadConversations() {
     try {
       const conversations = await conversationsOf(ctx, lead);
-      convList.replaceChildren(conversations.length
+      fill(convList, conversations.length
         ? el('ul', { class: 'plain-list' }, conversations.map((c) => el('li', { dataset: { id: c.id } },
-          el('a', { href: conversationHref(c.id) }, `${channelName(c.channel)} · ${c.contact}`), ' ', stageBadge(c.stage),
+          el('a', { href: conversationHref(c.id) }, `${channelName(c.channel)} · ${contactLabel(c.contact)}`), ' ', stageBadge(c.stage),
           el('div', { class: 'muted small' }, `${c.turns ?? 0} turns · last message `, time(c.last_message_at)))))
         : el('p', { class: 'muted' }, 'No conversations.'));
     } catch (exc) {
-      if (exc.status !== 401) convList.replaceChildren(notice(`Conversations could not be loaded: ${exc.message}`, 'error'));
+      if (exc.status !== 401) fill(convList, notice(`Conversations could not be loaded: ${exc.message}`, 'error'));
     }
   }
 
   async function loadHistory() {
     try {
       const rows = historyRows(await ctx.api('GET', `${path}/history`));
-      history.replaceChildren(rows.length ? el('ol', { class: 'history' }, rows.map((change) => historyItem(ctx, change)))
+      fill(history, rows.length ? el('ol', { class: 'history' }, rows.map((change) => historyItem(ctx, change)))
         : el('p', { class: 'muted' }, 'No changes recorded.'));
     } catch (exc) {
       if (exc.status === 401) return;
-      history.replaceChildren(notice(exc.status === 404 || exc.status === 405
+      fill(history, notice(exc.status === 404 || exc.status === 405
         ? 'This server keeps no history of changes yet.' : `The history could not be loaded: ${exc.message}`, exc.status === 404 ? '' : 'error'));
     }
   }
 
   showLead();
-  root.append(
+  add(root,
     el('p', { class: 'crumbs' }, el('a', { href: '#/leads' }, '← Leads')),
     head, result,
     ctx.canWrite ? [actions, confirmBox] : null,

@@ -2,7 +2,7 @@
 // address, pages by cursor ("Show more"), and a CSV export of the same filtered list.
 
 import {
-  QUALITIES, STAGES, channelName, humanise, inputField, leadHref, notice, qualityBadge, selectField, time,
+  add, fill, QUALITIES, STAGES, channelName, contactLabel, humanise, inputField, leadHref, notice, qualityBadge, selectField, time,
 } from '../ui.js';
 
 const TAG = /^[a-z0-9][a-z0-9-]*$/;
@@ -31,7 +31,7 @@ export async function render(root, ctx) {
     body);
   const more = el('button', { type: 'button', class: 'secondary', id: 'leads-more', hidden: true }, 'Show more');
 
-  root.append(
+  add(root,
     el('div', { class: 'page-head' }, el('h1', {}, 'Leads'), exportLink),
     form, error, el('div', { class: 'table-wrap' }, table), more);
 
@@ -51,10 +51,10 @@ export async function render(root, ctx) {
 
   function row(lead) {
     return el('tr', { dataset: { id: lead.id } },
-      el('th', { scope: 'row' }, el('a', { href: leadHref(lead.id) }, lead.name || lead.company || lead.address),
+      el('th', { scope: 'row' }, el('a', { href: leadHref(lead.id) }, lead.name || lead.company || contactLabel(lead.address)),
         lead.company && lead.name ? el('div', { class: 'muted small' }, lead.company) : null,
         lead.do_not_contact ? [' ', el('span', { class: 'badge dnc' }, 'do not contact')] : null),
-      el('td', {}, lead.phone || lead.email || lead.address, el('div', { class: 'muted small' }, channelName(lead.channel))),
+      el('td', {}, lead.phone || lead.email || contactLabel(lead.address), el('div', { class: 'muted small' }, channelName(lead.channel))),
       el('td', {}, qualityBadge(lead.quality)),
       el('td', { class: 'num' }, String(lead.score ?? '')),
       el('td', {}, (lead.tags || []).length ? el('ul', { class: 'tags' }, lead.tags.map((t) => el('li', { class: 'tag' }, t))) : ''),
@@ -66,7 +66,7 @@ export async function render(root, ctx) {
     const params = filters();
     const bad = params.getAll('tag').find((tag) => !TAG.test(tag));
     if (bad) {
-      error.replaceChildren(notice(`"${bad}" is not a tag: use lowercase letters, digits and hyphens.`, 'error'));
+      fill(error, notice(`"${bad}" is not a tag: use lowercase letters, digits and hyphens.`, 'error'));
       form.querySelector('#l-tags').focus();
       return;
     }
@@ -78,15 +78,15 @@ export async function render(root, ctx) {
     try {
       answer = await ctx.api('GET', `/api/v1/leads?${params}`);
     } catch (exc) {
-      if (exc.status !== 401) error.replaceChildren(notice(`The leads could not be loaded: ${exc.message}`, 'error'));
+      if (exc.status !== 401) fill(error, notice(`The leads could not be loaded: ${exc.message}`, 'error'));
       return;
     }
-    error.replaceChildren();
+    fill(error);
     const rows = (answer.leads || []).map(row);
-    if (append) body.append(...rows);
-    else body.replaceChildren(...rows);
+    if (append) add(body, ...rows);
+    else fill(body, ...rows);
     if (!body.children.length) {
-      body.append(el('tr', {}, el('td', { colspan: '7', class: 'empty' }, params.size > 1 ? 'No lead matches these filters.' : 'No leads yet.')));
+      add(body, el('tr', {}, el('td', { colspan: '7', class: 'empty' }, params.size > 1 ? 'No lead matches these filters.' : 'No leads yet.')));
     }
     cursor = answer.next_cursor || null;
     more.hidden = !cursor;

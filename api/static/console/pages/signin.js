@@ -1,7 +1,7 @@
 // Sign in with the tenant, an e-mail and a password (POST /api/v1/auth/login). The server sets
 // the HttpOnly session cookie and the CSRF cookie; the shell keeps the person it answers.
 
-import { inputField } from '../ui.js';
+import { add, fill, inputField } from '../ui.js';
 
 const LAST_TENANT = 'leadflow.console.tenant';
 
@@ -33,7 +33,7 @@ export async function render(root, ctx) {
     inputField('signin-password', 'Password', { type: 'password', required: true, autocomplete: 'current-password' }),
     error,
     submit);
-  root.append(el('div', { class: 'signin' },
+  add(root, el('div', { class: 'signin' },
     el('h1', {}, 'Sign in to leadflow'),
     el('p', { class: 'muted' }, 'Your team\'s console: the inbox, leads, campaigns and numbers.'),
     form,
