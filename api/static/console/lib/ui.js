@@ -238,7 +238,7 @@ export function progress(ctx, value, max, label) {
 }
 
 /** Tabs (WAI-ARIA tabs pattern: arrow keys move between tabs). `tabs` = [{id, label, render}];
- * `render(panel)` fills the panel when the tab is first shown (and on `refresh`). */
+ * `render(panel)` fills the panel each time the tab is shown (and on `refresh`). */
 export function tabset(ctx, tabs, { initial, onChange } = {}) {
   const list = ctx.el("div", { role: "tablist", class: "lf-tabs", "aria-label": "Settings sections" });
   const panels = ctx.el("div", { class: "lf-tabpanels" });
@@ -258,11 +258,14 @@ export function tabset(ctx, tabs, { initial, onChange } = {}) {
     }
     if (focus) buttons.get(id).focus();
     if (onChange) onChange(id);
+    // Rendered afresh each time it is shown: another tab may have changed what it shows (the
+    // quiet hours tab writes the playbook).
     const panel = panelById.get(id);
-    if (!panel.dataset.loaded) {
-      panel.dataset.loaded = "1";
-      await tabs.find((t) => t.id === id).render(panel);
-    }
+    if (panel.dataset.shown === "1") return;
+    for (const other of panelById.values()) other.dataset.shown = "0";
+    panel.dataset.shown = "1";
+    panel.replaceChildren();
+    await tabs.find((t) => t.id === id).render(panel);
   }
 
   tabs.forEach((tab, index) => {

@@ -117,9 +117,9 @@ export async function render(root, ctx) {
     resume.disabled = job.status !== "paused";
     cancel.disabled = terminal;
     if (terminal) {
-      // Same origin with the session cookie: the browser streams the CSV itself.
+      // Same origin with the session cookie: the browser streams the CSV itself, under the
+      // name the API gives it (Content-Disposition).
       download.href = `/api/v1/jobs/${encodeURIComponent(job.id)}/results`;
-      download.download = `${(job.filename || "leads.csv").replace(/\.csv$/i, "")}.enriched.csv`;
       download.hidden = false;
     }
   }

@@ -35,9 +35,9 @@ const CHANNELS = [
     id: "waha",
     label: "WhatsApp (WAHA)",
     fields: [
-      { name: "base_url", label: "Base URL", type: "url" },
+      { name: "base_url", label: "Base URL", type: "url", default: "http://localhost:3000" },
       { name: "api_key", label: "API key", secret: true },
-      { name: "session", label: "Session" },
+      { name: "session", label: "Session", default: "default" },
       { name: "webhook_secret", label: "Webhook secret (HMAC)", secret: true },
     ],
   },
@@ -45,7 +45,7 @@ const CHANNELS = [
     id: "whatsapp",
     label: "WhatsApp (Meta Cloud API)",
     fields: [
-      { name: "graph_url", label: "Graph URL", type: "url" },
+      { name: "graph_url", label: "Graph URL", type: "url", default: "https://graph.facebook.com/v21.0" },
       { name: "phone_number_id", label: "Phone number id" },
       { name: "access_token", label: "Access token", secret: true },
       { name: "app_secret", label: "App secret", secret: true },
@@ -56,7 +56,7 @@ const CHANNELS = [
     id: "messenger",
     label: "Messenger",
     fields: [
-      { name: "graph_url", label: "Graph URL", type: "url" },
+      { name: "graph_url", label: "Graph URL", type: "url", default: "https://graph.facebook.com/v21.0" },
       { name: "page_access_token", label: "Page access token", secret: true },
       { name: "app_secret", label: "App secret", secret: true },
       { name: "verify_token", label: "Verify token", secret: true },
@@ -66,8 +66,8 @@ const CHANNELS = [
     id: "chatwoot",
     label: "Chatwoot",
     fields: [
-      { name: "base_url", label: "Base URL", type: "url" },
-      { name: "account_id", label: "Account id", type: "number" },
+      { name: "base_url", label: "Base URL", type: "url", default: "http://localhost:3001" },
+      { name: "account_id", label: "Account id", type: "number", default: 1 },
       { name: "api_token", label: "API token", secret: true },
       { name: "webhook_secret", label: "Webhook secret", secret: true },
     ],
@@ -76,9 +76,9 @@ const CHANNELS = [
     id: "smtp",
     label: "E-mail out (SMTP)",
     fields: [
-      { name: "host", label: "Host" },
-      { name: "port", label: "Port", type: "number" },
-      { name: "from_address", label: "From address", type: "email" },
+      { name: "host", label: "Host", default: "localhost" },
+      { name: "port", label: "Port", type: "number", default: 25 },
+      { name: "from_address", label: "From address", type: "email", default: "leadflow@localhost" },
       { name: "username", label: "Username" },
       { name: "password", label: "Password", secret: true },
       { name: "starttls", label: "STARTTLS", type: "checkbox" },
@@ -89,14 +89,14 @@ const CHANNELS = [
     id: "imap",
     label: "E-mail in (IMAP)",
     fields: [
-      { name: "host", label: "Host" },
-      { name: "port", label: "Port", type: "number" },
+      { name: "host", label: "Host", default: "localhost" },
+      { name: "port", label: "Port", type: "number", default: 993 },
       { name: "username", label: "Username" },
       { name: "password", label: "Password", secret: true },
-      { name: "mailbox", label: "Mailbox" },
+      { name: "mailbox", label: "Mailbox", default: "INBOX" },
       { name: "poll_seconds", label: "Poll every (seconds)", type: "number" },
-      { name: "use_tls", label: "IMAPS (TLS)", type: "checkbox" },
-      { name: "enabled", label: "Reading enabled", type: "checkbox" },
+      { name: "use_tls", label: "IMAPS (TLS)", type: "checkbox", default: true },
+      { name: "enabled", label: "Reading enabled", type: "checkbox", default: true },
     ],
   },
 ];
@@ -220,7 +220,7 @@ export async function render(root, ctx) {
       const loc = `${channel.id}.${f.name}`;
       const value = present ? block[f.name] : undefined;
       if (f.type === "checkbox") {
-        const c = checkField(ctx, f.label, Boolean(value));
+        const c = checkField(ctx, f.label, present ? Boolean(value) : Boolean(f.default));
         c.input.dataset.loc = loc;
         inputs.push([f, c.input]);
         return c.node;
@@ -235,7 +235,11 @@ export async function render(root, ctx) {
         inputs.push([f, t.input]);
         return t.node;
       }
-      const t = textField(ctx, f.label, { type: f.type === "number" ? "number" : f.type === "email" ? "email" : "text", value: value ?? "" });
+      const t = textField(ctx, f.label, {
+        type: f.type === "number" ? "number" : f.type === "email" ? "email" : "text",
+        value: value ?? "",
+        placeholder: f.default !== undefined ? `default: ${f.default}` : null,
+      });
       t.input.dataset.loc = loc;
       t.input.id = `channel-${channel.id}-${f.name}`;
       inputs.push([f, t.input]);
@@ -250,8 +254,11 @@ export async function render(root, ctx) {
         if (f.type === "checkbox") patch[f.name] = input.checked;
         else if (f.secret) {
           if (input.value !== "") patch[f.name] = input.value; // empty: keep the stored one
-        } else if (input.value.trim() === "") patch[f.name] = null; // back to the default
-        else patch[f.name] = f.type === "number" ? Number(input.value) : input.value.trim();
+        } else if (input.value.trim() === "") {
+          // Empty: back to the default (null removes the stored value); a new block just
+          // leaves it out, as null is no value of a field that has a default.
+          if (present) patch[f.name] = null;
+        } else patch[f.name] = f.type === "number" ? Number(input.value) : input.value.trim();
       }
       try {
         await patchSettings({ [channel.id]: patch });
@@ -461,7 +468,12 @@ export async function render(root, ctx) {
   // ---- playbook ------------------------------------------------------------------------------
 
   async function putPlaybook(yaml) {
-    return ctx.api("PUT", "/api/v1/settings/playbook", { yaml });
+    // The body is the YAML itself (application/yaml), not JSON: hence not ctx.api.
+    const response = await rawFetch(ctx, "PUT", "/api/v1/settings/playbook", {
+      body: yaml,
+      headers: { "Content-Type": "application/yaml" },
+    });
+    return response.json();
   }
 
   async function playbookTab(panel) {
@@ -503,9 +515,9 @@ export async function render(root, ctx) {
       errors.clear();
       where.replaceChildren();
       try {
-        const saved = await putPlaybook(editor.value);
+        await putPlaybook(editor.value);
         ctx.toast && ctx.toast("Playbook saved");
-        if (saved && typeof saved.yaml === "string") editor.value = saved.yaml;
+        await set.refresh("playbook");
       } catch (err) {
         if (err && err.status === 422) showProblems(err);
         else errors.show(err, "Playbook not saved");
@@ -519,21 +531,30 @@ export async function render(root, ctx) {
       const lines = messages.value.split("\n").map((l) => l.trim()).filter(Boolean);
       try {
         const result = await ctx.api("POST", "/api/v1/settings/playbook/preview", { yaml: editor.value, messages: lines });
-        const replies = Array.isArray(result) ? result : result.replies || result.messages || [];
+        const turns = result.turns || [];
         preview.replaceChildren(
           ctx.el(
             "ol",
             { class: "lf-preview" },
-            ...replies.map((r, i) => {
-              const asked = typeof r === "object" && r !== null ? r.message ?? lines[i] : lines[i];
-              const reply = typeof r === "object" && r !== null ? r.reply ?? r.text ?? JSON.stringify(r) : String(r);
-              const extra = typeof r === "object" && r !== null ? [r.intent, r.stage].filter(Boolean).join(" · ") : "";
+            ...turns.map((t) => {
+              const notes = [
+                `stage ${String(t.stage || "").replaceAll("_", " ")}`,
+                t.intent ? `intent ${t.intent}` : "",
+                t.escalation ? `escalates: ${t.escalation.rule} (${t.escalation.reason}), notifies ${t.escalation.notify.join(", ") || "nobody"}` : "",
+                t.blocked ? `the reply guard would stop it: ${t.blocked}` : "",
+                t.note || "",
+              ].filter(Boolean);
               return ctx.el(
                 "li",
                 {},
-                ctx.el("p", { class: "lf-said lead" }, ctx.el("strong", {}, "Lead: "), asked ?? ""),
-                ctx.el("p", { class: "lf-said ai" }, ctx.el("strong", {}, "Offline reply: "), reply),
-                extra ? ctx.el("small", { class: "muted" }, extra) : "",
+                ctx.el("p", { class: "lf-said lead" }, ctx.el("strong", {}, "Lead: "), t.message),
+                ctx.el(
+                  "p",
+                  { class: "lf-said ai" },
+                  ctx.el("strong", {}, "Offline reply: "),
+                  t.reply === null || t.reply === undefined ? "(no reply: the AI stays silent)" : t.reply,
+                ),
+                ctx.el("small", { class: "muted" }, notes.join(" · ")),
               );
             }),
           ),
@@ -550,7 +571,12 @@ export async function render(root, ctx) {
     previewButton.id = "playbook-preview-run";
     panel.replaceChildren(
       ctx.el("h2", {}, "Playbook"),
-      ctx.el("p", { class: "muted" }, "YAML: persona, rules, escalation, scoring, follow-ups, quiet hours, offline texts. It is checked before it is saved."),
+      ctx.el(
+        "p",
+        { class: "muted", id: "playbook-source" },
+        `${playbook.source === "custom" ? "The tenant's own playbook" : playbook.source === "builtin" ? `The built-in playbook "${playbook.builtin}"` : "The neutral persona (no playbook chosen)"}` +
+          ` · version ${String(playbook.hash || "").slice(0, 12)}. YAML: persona, rules, escalation, scoring, follow-ups, quiet hours, offline texts; checked before it is saved.`,
+      ),
       form(
         ctx,
         { class: "lf-form", id: "playbook-form" },
