@@ -356,7 +356,9 @@ async function route(focus = false) {
     root.replaceChildren(el('h1', {}, PAGES[target.page].title),
       el('div', { class: 'notice error', role: 'alert' }, `This page could not be shown: ${exc.message || exc}`));
   }
-  if (focus && id === state.renderId) {
+  // After a navigation, focus moves to the page's heading (screen readers announce the new
+  // page) — unless the page put it somewhere itself (the sign-in form's first field).
+  if (focus && id === state.renderId && !root.contains(document.activeElement)) {
     const heading = root.querySelector('h1');
     (heading || root).setAttribute('tabindex', '-1');
     (heading || root).focus({ preventScroll: false });
