@@ -302,6 +302,13 @@ POSITIVE_STAGES = frozenset({Stage.QUALIFYING, Stage.SCHEDULING})
 POSITIVE_QUALITIES = frozenset({LeadQuality.HOT.value, LeadQuality.WARM.value})
 
 
+def meeting_booked(stage: str | None) -> bool:
+    """The one rule of a booked meeting: the conversation is in the scheduling stage (the lead
+    asked for a meeting). A campaign's numbers and the dashboard (models/dashboard.py) count
+    with it."""
+    return stage == Stage.SCHEDULING
+
+
 class RecipientFacts(NamedTuple):
     """One recipient joined with its conversation and lead, as the numbers need it."""
 
@@ -371,7 +378,7 @@ def campaign_numbers(rows: Iterable[RecipientFacts]) -> CampaignNumbers:
         counts["opted_out"] += opted_out
         counts["replied"] += replied
         counts["escalations"] += row.escalations > 0
-        counts["meetings"] += row.stage == Stage.SCHEDULING
+        counts["meetings"] += meeting_booked(row.stage)
         positive = replied and not opted_out
         positive = positive and (row.stage in POSITIVE_STAGES or row.quality in POSITIVE_QUALITIES)
         counts["positive"] += positive

@@ -83,6 +83,13 @@ def _amount(value: Any) -> int | None:
     return int(digits) if digits and int(digits) > 0 else None
 
 
+def asked_for_test_drive(fields: Mapping[str, Any], tags: Iterable[str]) -> bool:
+    """The one rule of a test drive booked: the lead asked for a test drive, visit or call (the
+    meeting tag, `test-drive` or `meeting` by the playbook's word: workflows/tags.py) or its
+    fields say so. The lead's attributes and the dashboard (models/dashboard.py) use it."""
+    return bool({"test-drive", "meeting"} & set(tags)) or fields.get("test_drive") is True
+
+
 def lead_attributes(
     *,
     fields: Mapping[str, Any],
@@ -110,8 +117,7 @@ def lead_attributes(
         budget_min=_amount(fields.get("budget_min")),
         budget_max=_amount(fields.get("budget_max")) or _amount(fields.get("budget")),
         urgency="high" if "urgent" in has or fields.get("urgency") is True else "normal",
-        test_drive_requested=bool({"test-drive", "meeting"} & has)
-        or fields.get("test_drive") is True,
+        test_drive_requested=asked_for_test_drive(fields, tagged),
         financing_needed="financing" in has or fields.get("financing") is True,
         trade_in="trade-in" in has or fields.get("trade_in") is True,
         source_channel=channel,
