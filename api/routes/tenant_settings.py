@@ -11,6 +11,12 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from activities.channels.connection_check import (
+    ChannelNotConfigured,
+    UnknownChannel,
+    check_channel,
+    ensure_testable,
+)
 from activities.llm.offline_preview import MAX_PREVIEW_MESSAGES, preview_replies
 from api.deps import AppState, CurrentTenant, Session, State, Temporal, settings_of
 from api.errors import ApiError
@@ -116,6 +122,40 @@ async def get_mailbox_status(tenant: CurrentTenant, temporal: Temporal) -> dict[
     if status is None:
         return {"running": False}
     return {"running": True, **status.model_dump(mode="json")}
+
+
+class ChannelTestOut(BaseModel):
+    ok: bool
+    detail: str = Field(description="What was reached, or why not (never a secret).")
+
+
+@router.post(
+    "/channels/{channel}/test",
+    responses=errors(
+        404,
+        409,
+        _404="Not a channel: waha, whatsapp, messenger, chatwoot, smtp, imap.",
+        _409="The channel is not configured (GET /api/v1/settings/status says what is missing).",
+    ),
+)
+async def test_channel(channel: str, tenant: CurrentTenant, state: State) -> ChannelTestOut:
+    """Try the channel with its stored settings: WAHA's session status, the WhatsApp Cloud API
+    phone number, the Messenger page, Chatwoot's profile and account, SMTP (connect, EHLO,
+    TLS, AUTH, QUIT; nothing is sent) or IMAP (LOGIN, SELECT, LOGOUT); through the URL guard,
+    with short timeouts. An unreachable or refusing service is `ok: false` with the reason."""
+    settings = settings_of(state, tenant)
+    try:
+        ensure_testable(settings, channel)
+    except UnknownChannel as exc:
+        raise ApiError(404, "unknown channel", str(exc)) from exc
+    except ChannelNotConfigured as exc:
+        raise ApiError(409, "channel not configured", str(exc)) from exc
+    try:
+        result = await check_channel(channel, settings, allowlist=state.settings.ssrf_allowlist)
+    except Exception as exc:  # a test that breaks is an answer too, never a 500
+        log.warning("channel test of %s for %s failed", channel, tenant.id, exc_info=True)
+        return ChannelTestOut(ok=False, detail=f"{channel}: {type(exc).__name__}: {exc}")
+    return ChannelTestOut(ok=result.ok, detail=result.detail)
 
 
 @router.patch("")

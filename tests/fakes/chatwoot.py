@@ -80,6 +80,8 @@ class FakeChatwoot:
                     self._contact,
                     methods=["GET", "PUT", "DELETE"],
                 ),
+                # the token's user and its accounts (Chatwoot's "Fetch user profile")
+                Route("/api/v1/profile", self._profile, methods=["GET"]),
             ]
         )
         self.server = LiveServer(self.app)
@@ -165,6 +167,23 @@ class FakeChatwoot:
         if conversation_id is not None and conversation_id in self.missing_conversations:
             return recorded, JSONResponse({"error": "Conversation not found"}, status_code=404)
         return recorded, None
+
+    async def _profile(self, request: Request) -> Response:
+        # not under an account: the token alone (the account check is the caller's)
+        recorded = await RecordedRequest.of(request)
+        self.requests.append(recorded)
+        if recorded.headers.get("api_access_token") != self.api_token:
+            return JSONResponse({"error": "Invalid Access Token"}, status_code=401)
+        return JSONResponse(
+            {
+                "id": 1,
+                "name": "Leadflow Agent",
+                "email": "agent@example.com",
+                "accounts": [
+                    {"id": self.account_id, "name": "Leadflow Test", "role": "administrator"}
+                ],
+            }
+        )
 
     @staticmethod
     def _bad_request(message: str, field: str) -> Response:

@@ -77,8 +77,14 @@ class FakeMeta:
         self.whatsapp_sent: list[dict[str, Any]] = []
         self.messenger_sent: list[dict[str, Any]] = []
         self.failures = FailurePlan()
+        self.verified_name = "Leadflow Test Motors"
+        self.page_name = "Leadflow Test Page"
         self.app = Starlette(
-            routes=[Route("/{version}/{node}/messages", self._messages, methods=["POST"])]
+            routes=[
+                Route("/{version}/{node}/messages", self._messages, methods=["POST"]),
+                # reading a node: the phone number object, or the page behind a page token
+                Route("/{version}/{node}", self._node, methods=["GET"]),
+            ]
         )
         self.server = LiveServer(self.app)
 
@@ -181,6 +187,48 @@ class FakeMeta:
                 type_="GraphMethodException",
             )
         return self._whatsapp(body)
+
+    async def _node(self, request: Request) -> Response:
+        """`GET /{phone_number_id}` (WhatsApp token): display_phone_number, verified_name,
+        quality_rating, id; `GET /me` (page token): the page's id and name."""
+        recorded = await RecordedRequest.of(request)
+        self.requests.append(recorded)
+        auth = recorded.headers.get("authorization", "")
+        token = auth.removeprefix("Bearer ").strip() if auth.startswith("Bearer ") else None
+        token = token or recorded.query.get("access_token")
+        node = request.path_params["node"]
+        is_page = node in ("me", self.page_id)
+        if not token:
+            return graph_error(
+                "An active access token must be used to query information about the current user.",
+                code=2500,
+                status=400,
+            )
+        if token != (self.page_access_token if is_page else self.access_token):
+            return graph_error(
+                "Invalid OAuth access token - Cannot parse access token", code=190, status=401
+            )
+        failure = self.failures.take(recorded.path)
+        if failure is not None:
+            return failure.response()
+        if is_page:
+            return JSONResponse({"name": self.page_name, "id": self.page_id})
+        if node != self.phone_number_id:
+            return graph_error(
+                f"Unsupported get request. Object with ID '{node}' does not exist, cannot be "
+                "loaded due to missing permissions, or does not support this operation.",
+                code=100,
+                status=400,
+                type_="GraphMethodException",
+            )
+        return JSONResponse(
+            {
+                "verified_name": self.verified_name,
+                "display_phone_number": self.display_phone_number,
+                "id": self.phone_number_id,
+                "quality_rating": "GREEN",
+            }
+        )
 
     def _whatsapp(self, body: dict[str, Any]) -> Response:
         text = body.get("text")

@@ -76,6 +76,12 @@ class FakeWaha:
                 Route("/api/{session}/lids/{lid}", self._lids, methods=["GET"]),
             ]
         )
+        # The session's status (WAHA's sessions docs: STOPPED, STARTING, SCAN_QR_CODE, WORKING,
+        # FAILED), what `GET /api/sessions/{name}` answers: the settings page's "test connection".
+        self.session_status = "WORKING"
+        self.app.router.routes.append(
+            Route("/api/sessions/{name}", self._session_info, methods=["GET"])
+        )
         self.server = LiveServer(self.app)
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -131,6 +137,29 @@ class FakeWaha:
             self.sent.append(recorded.json)
             self.messages.append(chat_message_record(json.loads(bytes(response.body))))
         return response
+
+    async def _session_info(self, request: Request) -> Response:
+        recorded = await RecordedRequest.of(request)
+        self.requests.append(recorded)
+        refused = unauthorized(recorded.headers, self.api_key)
+        if refused is not None:
+            return refused
+        name = request.path_params["name"]
+        if name != self.session:
+            return JSONResponse(
+                {"statusCode": 404, "message": f"Session '{name}' does not exist"},
+                status_code=404,
+            )
+        working = self.session_status == "WORKING"
+        return JSONResponse(
+            {
+                "name": name,
+                "status": self.session_status,
+                "config": {"webhooks": []},
+                "me": {"id": ME, "pushName": "Leadflow Test"} if working else None,
+                "engine": {"engine": "WEBJS"},
+            }
+        )
 
     def add_message(
         self, chat_id: str, body: str, *, timestamp: int | None = None, from_me: bool = True
