@@ -264,7 +264,7 @@ export function tabset(ctx, tabs, { initial, onChange } = {}) {
     if (panel.dataset.shown === "1") return;
     for (const other of panelById.values()) other.dataset.shown = "0";
     panel.dataset.shown = "1";
-    panel.replaceChildren();
+    panel.replaceChildren(ctx.el("p", { class: "muted", role: "status" }, "Loading…"));
     await tabs.find((t) => t.id === id).render(panel);
   }
 
@@ -305,10 +305,9 @@ export function tabset(ctx, tabs, { initial, onChange } = {}) {
     get current() {
       return current;
     },
+    /** Render the tab again; what it shows stays until the new content replaces it. */
     async refresh(id) {
-      const panel = panelById.get(id);
-      panel.replaceChildren();
-      await tabs.find((t) => t.id === id).render(panel);
+      await tabs.find((t) => t.id === id).render(panelById.get(id));
     },
   };
 }

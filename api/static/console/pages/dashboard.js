@@ -36,7 +36,8 @@ function makeChart(ctx, holder, { title, series, data, yLabel, values }) {
     width: chartWidth(holder),
     height: 220,
     tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), "Etc/UTC"),
-    scales: { x: { time: true } },
+    // From 0, and a visible scale on a quiet period (all zeros) instead of uPlot's 0-100.
+    scales: { x: { time: true }, y: { range: (_u, _min, max) => uPlot.rangeNum(0, max > 0 ? max : 1, 0.1, true) } },
     axes: [{}, { label: yLabel, values }],
     series: [
       { label: "day", value: (_u, ts) => (ts === null ? "–" : new Date(ts * 1000).toISOString().slice(0, 10)) },
@@ -77,7 +78,7 @@ function distribution(ctx, id, heading, entries, emptyText) {
         entries.map(([name, n]) => {
           const meter = ctx.el("meter", { min: "0", max: String(Math.max(total, 1)), value: String(n) });
           meter.setAttribute("aria-label", `${name}: ${n} of ${total}`);
-          return [name, fmtNumber(n), ctx.el("span", { class: "lf-share" }, meter, ` ${total ? fmtPercent(n / total) : "–"}`)];
+          return [String(name).replaceAll("_", " "), fmtNumber(n), ctx.el("span", { class: "lf-share" }, meter, ` ${total ? fmtPercent(n / total) : "–"}`)];
         }),
         { className: "table compact lf-dist" },
       )
