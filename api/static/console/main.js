@@ -186,6 +186,7 @@ function showUser() {
 }
 
 function signedIn(answer) {
+  state.startupError = null;
   state.user = answer.user;
   state.csrf = answer.csrf_token || null;
   showUser();
@@ -381,6 +382,8 @@ function makeCtx(target) {
     canWrite: Boolean(user && user.role !== 'viewer'),
     isAdmin: Boolean(user && user.role === 'admin'),
     signedIn: (answer) => signedIn(answer),
+    /** Why the console could not ask who is signed in at start (no sign-in on the server, or it is down). */
+    startupError: state.startupError || null,
     /** Put the page's filters into the address without re-rendering the page. */
     setQuery(query) {
       const path = currentHash().replace(/^#/, '').split('?')[0] || '/inbox';

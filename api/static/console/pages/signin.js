@@ -1,7 +1,7 @@
 // Sign in with the tenant, an e-mail and a password (POST /api/v1/auth/login). The server sets
 // the HttpOnly session cookie and the CSRF cookie; the shell keeps the person it answers.
 
-import { add, fill, inputField } from '../ui.js';
+import { add, inputField } from '../ui.js';
 
 const LAST_TENANT = 'leadflow.console.tenant';
 
@@ -68,5 +68,9 @@ export async function render(root, ctx) {
       submit.textContent = 'Sign in';
     }
   });
+  if (ctx.startupError) {
+    error.textContent = message(ctx.startupError);
+    error.hidden = false;
+  }
   form.querySelector(localStorage.getItem(LAST_TENANT) ? '#signin-email' : '#signin-tenant').focus();
 }
