@@ -409,6 +409,8 @@ function wireChrome() {
   });
   document.addEventListener('keydown', (event) => {
     if (event.key === 'Escape' && $('nav').classList.contains('open')) {
+      // Registered first: a page's own Escape (back to the list) waits for the next press.
+      event.stopImmediatePropagation();
       closeMenu();
       $('nav-toggle').focus();
     }
