@@ -2,13 +2,16 @@
 `last_used_at` when it is due.
 
 Every authenticated POST/PUT/PATCH/DELETE under /api/v1/ becomes one entry: the actor is the
-request's key (id and label), the action comes from the matched route (`x-audit-action` in its
-`openapi_extra`, else derived from the template: `POST /api/v1/conversations/{id}/handoff` is
+request's key (id and label) or its signed-in person (`Name <email>`, actor kind `user`), the
+action comes from the matched route (`x-audit-action` in its `openapi_extra`, else derived
+from the template: `POST /api/v1/conversations/{id}/handoff` is
 `conversation.handoff`, `PATCH /api/v1/settings` is `settings.update`), the resource id is the
 route's last path parameter (a route that creates something names it with
 `request.state.audit_resource_id`), the outcome is the response's status, with the request id.
-Webhooks are not operator actions and are not recorded; requests refused before a key was
-accepted (401, a malformed body) have no tenant to record them under.
+Webhooks are not operator actions and are not recorded; requests refused before a key or a
+session was accepted (401, a malformed body) have no tenant to record them under, except a
+failed sign-in into a tenant that exists: the route names the tenant and the address tried
+(`request.state.audit_actor`).
 
 When: after the response has been sent, in the request's own task. The client does not wait
 for it, and nothing sits in an in-memory queue that a crash would lose: the entry is written
@@ -30,7 +33,7 @@ from typing import Any
 from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from models import api_keys, audit
+from models import api_keys, audit, users
 from models.db import Database
 from models.tables import utcnow
 
@@ -77,8 +80,21 @@ def _request_id(scope: Scope) -> str:
     return uuid.uuid4().hex
 
 
+def _actor(state: Mapping[str, Any]) -> audit.Actor | None:
+    """Who the request acted as: its signed-in person, its key, or whom a route names (a failed
+    sign-in); None when nobody was accepted."""
+    user = state.get("user")
+    if isinstance(user, users.UserInfo):
+        return audit.user_actor(name=user.name, email=user.email)
+    key = state.get("api_key")
+    if isinstance(key, api_keys.KeyInfo):
+        return audit.key_actor(key_id=key.id, label=key.label, prefix=key.prefix)
+    named = state.get("audit_actor")
+    return named if isinstance(named, audit.Actor) else None
+
+
 def _entry(
-    scope: Scope, state: Mapping[str, Any], key: api_keys.KeyInfo, status: int
+    scope: Scope, state: Mapping[str, Any], actor: audit.Actor, status: int
 ) -> audit.AuditRecord | None:
     method = scope["method"]
     route = scope.get("route")
@@ -95,7 +111,7 @@ def _entry(
     detail = state.get("audit_detail")
     return audit.AuditRecord(
         tenant_id=state["tenant_id"],
-        actor=audit.key_actor(key_id=key.id, label=key.label, prefix=key.prefix),
+        actor=actor,
         action=action_of(route, method),
         resource_id=resource,
         outcome=audit.outcome_of(status),
@@ -163,10 +179,14 @@ class AuditMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            # Only requests whose key was accepted (api.deps leaves it): they have a tenant.
-            key = state.get("api_key")
-            if isinstance(key, api_keys.KeyInfo) and "tenant_id" in state:
-                entry = _entry(scope, state, key, status)
-                used = key if state.get("api_key_used") else None
+            # Only requests with an accepted key or session (api.deps leaves them), or a
+            # route-named actor: they have a tenant.
+            actor = _actor(state)
+            if actor is not None and "tenant_id" in state:
+                entry = _entry(scope, state, actor, status)
+                key = state.get("api_key")
+                used = (
+                    key if isinstance(key, api_keys.KeyInfo) and state.get("api_key_used") else None
+                )
                 if entry is not None or used is not None:
                     await _write(scope["app"].state.leadflow.db, entry, used)

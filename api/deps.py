@@ -4,6 +4,7 @@ routes through these Annotated aliases."""
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -15,7 +16,8 @@ from temporalio.client import Client
 
 from api.errors import ApiError
 from api.inbox import InboxForwarder
-from models import api_keys
+from api.rate_limits import RateLimits
+from models import api_keys, users
 from models.db import Database
 from models.knowledge.service import KnowledgeService, build_index
 from models.repo import tenants as tenant_repo
@@ -25,6 +27,13 @@ from models.tenant import TenantSettings
 from workers.client import TemporalUnavailable, connect
 
 WEBHOOK_TENANT_TTL_SECONDS = 5.0
+LOGIN_FAILURES_PER_ACCOUNT = "5/minute;30/hour"
+"""Failed sign-ins per tenant and e-mail address before that account's sign-in answers 429 (the
+rate limiter's per-address limit on failed authentications applies too)."""
+
+
+def _login_limits() -> RateLimits:
+    return RateLimits(api="", webhooks="", auth_failures=LOGIN_FAILURES_PER_ACCOUNT)
 
 
 @dataclass
@@ -35,6 +44,8 @@ class AppState:
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     inbox: InboxForwarder = field(init=False)
     key_use: api_keys.UseTracker = field(default_factory=api_keys.UseTracker)
+    # Failed sign-ins per account, counted in this process (api/routes/auth.py).
+    logins: RateLimits = field(default_factory=_login_limits)
 
     _tenants: dict[str, tuple[float, Tenant, TenantSettings]] = field(default_factory=dict)
 
@@ -104,26 +115,145 @@ async def get_temporal(state: State) -> Client:
 Temporal = Annotated[Client, Depends(get_temporal)]
 
 
+SESSION_COOKIE = "leadflow_session"
+"""The console's session cookie (HttpOnly): a random token, stored only as its SHA-256."""
+CSRF_COOKIE = "leadflow_csrf"
+"""The session's CSRF token, readable by the console's script (not HttpOnly)."""
+CSRF_HEADER = "X-CSRF-Token"
+"""Where a signed-in request that changes something repeats the CSRF token."""
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+ADMIN_AREAS = (
+    "/api/v1/settings",
+    "/api/v1/integrations",
+    "/api/v1/keys",
+    "/api/v1/users",
+    "/api/v1/knowledge",
+    "/api/v1/inventory",
+)
+"""Where only admins change anything."""
+ADMIN_READ_AREAS = ("/api/v1/keys", "/api/v1/users")
+"""Where only admins even look."""
+
+CSRF_REFUSED = "missing or wrong CSRF token"
+
+
+def _in(path: str, areas: tuple[str, ...]) -> bool:
+    return any(path == area or path.startswith(area + "/") for area in areas)
+
+
+def role_refusal(role: users.Role, method: str, path: str) -> str | None:
+    """Why a person with `role` may not send `method` to `path` (a route template or a path
+    under /api/v1/); None when they may. The one place the roles are decided: admin does
+    everything; operator everything but the admin areas (writes there, reads of keys and
+    people); viewer reads what an operator reads and changes nothing."""
+    if role == "admin":
+        return None
+    writes = method.upper() not in SAFE_METHODS
+    if role == "viewer" and writes:
+        return "your role (viewer) cannot change anything"
+    if _in(path, ADMIN_READ_AREAS) or (writes and _in(path, ADMIN_AREAS)):
+        return f"your role ({role}) cannot do this: it is for admins"
+    return None
+
+
+def route_path(request: Request) -> str:
+    """The matched route's template (what `role_refusal` compares), else the path."""
+    route = request.scope.get("route")
+    template = getattr(route, "path_format", None)
+    return template if isinstance(template, str) else request.url.path
+
+
+def check_csrf(request: Request, current: users.CurrentSession) -> None:
+    """A signed-in request that changes something repeats the session's CSRF token in
+    `X-CSRF-Token` (a page on another site can make the browser send the cookie, but cannot
+    read the token). 403 otherwise."""
+    if request.method.upper() in SAFE_METHODS:
+        return
+    given = request.headers.get(CSRF_HEADER, "")
+    if not given or not secrets.compare_digest(given.encode(), current.csrf_token.encode()):
+        raise ApiError(
+            403,
+            CSRF_REFUSED,
+            f"send the {CSRF_COOKIE} cookie's value (also in the sign-in answer) in the "
+            f"{CSRF_HEADER} header",
+        )
+
+
+async def signed_in_session(request: Request, session: AsyncSession) -> users.CurrentSession | None:
+    """The live session of the request's cookie, or None (no cookie, or the session ended)."""
+    token = request.cookies.get(SESSION_COOKIE)
+    if not token:
+        return None
+    return await users.session_of(session, token=token)
+
+
+def _remember_person(request: Request, current: users.CurrentSession) -> None:
+    request.state.tenant_id = current.tenant.id
+    request.state.user = current.user
+    request.state.user_session = current
+    request.state.role = current.user.role
+
+
+async def get_signed_in(request: Request, session: Session) -> users.CurrentSession:
+    """The signed-in person (cookie only, no API key), with CSRF checked for writes: for what
+    only a person does (`/api/v1/auth/...`). Any role; 401 without a live session."""
+    current = await signed_in_session(request, session)
+    if current is None:
+        raise ApiError(401, "not signed in", "sign in first: POST /api/v1/auth/login")
+    check_csrf(request, current)
+    _remember_person(request, current)
+    return current
+
+
+SignedIn = Annotated[users.CurrentSession, Depends(get_signed_in)]
+
+
 async def get_current_tenant(request: Request, session: Session, state: State) -> Tenant:
-    """The tenant of the request's API key. Every request reads the key's row (no cache): a
-    revoked key is refused at once, in every API process.
+    """The tenant of the request's caller: an API key (`Authorization: Bearer`, for machines;
+    it acts as an admin) or a signed-in person (the `leadflow_session` cookie; writes need the
+    CSRF token; what their role allows, `role_refusal`, else 403). A key wins when both come.
+    Every request reads the key's or the session's row (no cache): a revoked key, a signed-out
+    session or a disabled person is refused at once, in every API process.
 
     Leaves on `request.state`, for what runs after the route (audit middleware, rate limits):
-    `tenant_id`, `api_key_id` (int), `api_key` (`models.api_keys.KeyInfo`, no secret), and
-    `api_key_used` when its `last_used_at` is due to be written after the response."""
+    `tenant_id`, `role`; with a key `api_key_id` (int), `api_key` (`models.api_keys.KeyInfo`, no
+    secret), and `api_key_used` when its `last_used_at` is due to be written after the
+    response; with a session `user` (`models.users.UserInfo`) and `user_session`
+    (`models.users.CurrentSession`). `user` is None for a key."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise ApiError(401, "missing API key", "send `Authorization: Bearer <tenant api key>`")
-    found = await api_keys.authenticate(session, secret=token.strip())
-    if found is None:
-        raise ApiError(401, "invalid API key", None)
-    request.state.tenant_id = found.tenant.id
-    request.state.api_key_id = found.key.id
-    request.state.api_key = found.key
-    if state.key_use.due(found.key):
-        request.state.api_key_used = True
-    return found.tenant
+    if scheme.lower() == "bearer" and token.strip():
+        found = await api_keys.authenticate(session, secret=token.strip())
+        if found is None:
+            raise ApiError(401, "invalid API key", None)
+        request.state.tenant_id = found.tenant.id
+        request.state.api_key_id = found.key.id
+        request.state.api_key = found.key
+        request.state.user = None
+        request.state.role = "admin"
+        if state.key_use.due(found.key):
+            request.state.api_key_used = True
+        return found.tenant
+    if SESSION_COOKIE not in request.cookies:
+        raise ApiError(
+            401,
+            "missing API key",
+            "send `Authorization: Bearer <tenant api key>`, or sign in (POST /api/v1/auth/login)",
+        )
+    current = await signed_in_session(request, session)
+    if current is None:
+        raise ApiError(
+            401,
+            "not signed in",
+            "the session has ended (signed out, idle or too old, or the account was disabled): "
+            "sign in again",
+        )
+    check_csrf(request, current)
+    _remember_person(request, current)
+    refusal = role_refusal(current.user.role, request.method, route_path(request))
+    if refusal is not None:
+        raise ApiError(403, "forbidden", refusal)
+    return current.tenant
 
 
 CurrentTenant = Annotated[Tenant, Depends(get_current_tenant)]

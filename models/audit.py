@@ -4,8 +4,10 @@ it ended. One service writes and reads it.
 Two paths lead here, and an action takes exactly one of them:
 - API requests: `api/audit_middleware.py` records every authenticated mutating request under
   /api/v1/ (the action from the matched route, the resource id from the path), batched off the
-  request path. Routes do not call `record` themselves; they may add to what the middleware
-  writes with `request.state.audit_resource_id` / `request.state.audit_detail`.
+  request path; the actor is the request's API key or its signed-in person (`user_actor`).
+  Routes do not call `record` themselves; they may add to what the middleware writes with
+  `request.state.audit_resource_id` / `request.state.audit_detail` (and name the actor with
+  `request.state.audit_actor` where nobody is signed in yet: a failed sign-in).
 - Everything else (the CLI, maintenance commands): `record(...)`, best in the same session and
   transaction as the change it describes, with `cli_actor(by)` as the actor.
 
@@ -31,7 +33,7 @@ from models.audit_tables import AuditEvent
 from models.repo.sql import table_of
 from models.tables import utcnow
 
-ActorKind = Literal["api_key", "cli"]
+ActorKind = Literal["api_key", "cli", "user"]
 Outcome = Literal["ok", "refused", "error"]
 DetailValue = str | int | float | bool | None
 
@@ -45,7 +47,8 @@ _SECRET_NAME = re.compile(r"secret|token|password|passwd|api_key$|^key$|credenti
 
 @dataclass(frozen=True)
 class Actor:
-    """Who acted: an API key (its id and label) or a person at the command line."""
+    """Who acted: an API key (its id and label), a person at the command line, or a person
+    signed in to the console."""
 
     kind: ActorKind
     name: str
@@ -66,6 +69,12 @@ def cli_actor(by: str | None = None) -> Actor:
 def key_actor(*, key_id: int, label: str, prefix: str) -> Actor:
     """An API key as an actor: named by its label, or by its prefix when it has none."""
     return Actor(kind="api_key", name=(label or prefix)[:200], api_key_id=key_id)
+
+
+def user_actor(*, name: str, email: str) -> Actor:
+    """A person signed in to the console (`models.users`): `Name <email>`, so the entry still
+    says who it was after the person is deleted or renamed."""
+    return Actor(kind="user", name=f"{name} <{email}>"[:200])
 
 
 def outcome_of(status: int) -> Outcome:

@@ -25,8 +25,11 @@ class AuditEvent(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     tenant_id: str = Field(max_length=64)
     at: datetime = Field(default_factory=utcnow)
-    actor_kind: str = Field(max_length=16, description="api_key | cli")
-    actor: str = Field(max_length=200, description="The key's label (or prefix); the OS user.")
+    actor_kind: str = Field(max_length=16, description="api_key | cli | user")
+    actor: str = Field(
+        max_length=200,
+        description="The key's label (or prefix); the OS user; a person's `Name <email>`.",
+    )
     api_key_id: int | None = Field(default=None, description="The key the request used.")
     action: str = Field(max_length=100, description="e.g. key.revoke, conversation.handoff")
     resource_id: str | None = Field(default=None, max_length=400)

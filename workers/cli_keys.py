@@ -275,7 +275,8 @@ def audit_command(
         return
     table = Table("at", "who", "action", "resource", "outcome")
     for r in rows:
-        who = f"key {r.api_key_id} ({r.actor})" if r.api_key_id else f"cli {r.actor}"
+        kind = "person" if r.actor_kind == "user" else r.actor_kind
+        who = f"key {r.api_key_id} ({r.actor})" if r.api_key_id else f"{kind} {r.actor}"
         outcome = f"{r.outcome} {r.status}" if r.status is not None else r.outcome
         table.add_row(
             r.at.isoformat(timespec="seconds"), who, r.action, r.resource_id or "", outcome

@@ -24,7 +24,7 @@ ISO_DATE_OR_TIME = r"^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]
 class AuditEntryView(BaseModel):
     id: int
     at: datetime
-    actor_kind: str = Field(description="api_key | cli")
+    actor_kind: str = Field(description="api_key | cli | user (a person signed in)")
     actor: str = Field(description="The key's label (or prefix), or the operator's name.")
     api_key_id: int | None
     action: str = Field(examples=["key.revoke", "conversation.handoff", "settings.update"])
