@@ -1,4 +1,5 @@
-"""`leadflow integrations add|list|test`: CRM connections from the command line.
+"""`leadflow integrations add|list|test|enable|disable|delete`: CRM connections from the
+command line.
 
 Works on the database directly (operators on the server need no API key); credentials are
 encrypted with LEADFLOW_SECRET_KEY like through the API, and never printed."""
@@ -14,6 +15,7 @@ from rich.table import Table
 
 from activities.crm.activities import CrmActivities
 from activities.crm.plugin import crm_plugin
+from models import audit
 from models.crm import (
     DEFAULT_FIELD_MAPPINGS,
     ConnectionCheckInput,
@@ -23,11 +25,19 @@ from models.crm import (
 )
 from models.crm_rules import integration_problems
 from models.db import Database
+from models.integration_service import (
+    IntegrationEdit,
+    IntegrationNotFound,
+    delete_integration,
+    update_integration,
+)
 from models.netguard import guarded_client
 from models.repo import crm as crm_repo
 from models.settings import Settings, get_settings
 
-integrations = typer.Typer(help="CRM connections: add, list, test.", no_args_is_help=True)
+integrations = typer.Typer(
+    help="CRM connections: add, list, test, enable, disable, delete.", no_args_is_help=True
+)
 console = Console()
 
 
@@ -169,6 +179,91 @@ def test(
     console.print(f"{mark} {result.detail}")
     if not result.ok:
         raise typer.Exit(code=1)
+
+
+async def _change(
+    settings: Settings, *, tenant: str, integration_id: str, enabled: bool | None, by: str | None
+) -> None:
+    """Enable or disable (`enabled`), or delete (None) through the one service the API uses,
+    with an audit entry in the same session."""
+    db = Database(settings.resolved_database_url)
+    try:
+        async with db.session() as session:
+            if enabled is None:
+                await delete_integration(session, tenant_id=tenant, integration_id=integration_id)
+                action = "integration.delete"
+            else:
+                await update_integration(
+                    session,
+                    tenant_id=tenant,
+                    integration_id=integration_id,
+                    edit=IntegrationEdit(enabled=enabled),
+                    secret_key=settings.secret_key.get_secret_value(),
+                    allowlist=settings.ssrf_allowlist,
+                )
+                action = "integration.update"
+            await audit.record(
+                session,
+                tenant_id=tenant,
+                actor=audit.cli_actor(by),
+                action=action,
+                resource_id=integration_id,
+                detail={} if enabled is None else {"changed": "enabled", "enabled": enabled},
+            )
+    finally:
+        await db.dispose()
+
+
+def _run_change(
+    tenant: str, integration_id: str, enabled: bool | None, by: str | None, done: str
+) -> None:
+    try:
+        asyncio.run(
+            _change(
+                get_settings(),
+                tenant=tenant,
+                integration_id=integration_id,
+                enabled=enabled,
+                by=by,
+            )
+        )
+    except IntegrationNotFound as exc:
+        console.print(f"[red]✗[/red] tenant {tenant} has no integration {integration_id}")
+        raise typer.Exit(code=1) from exc
+    console.print(f"{done} {integration_id}")
+
+
+TenantOption = Annotated[str, typer.Option(help="Tenant id.")]
+IdArgument = Annotated[str, typer.Argument(help="The connection's id.")]
+ByOption = Annotated[
+    str | None, typer.Option("--by", help="Who acts, for the audit log (default: the OS user).")
+]
+
+
+@integrations.command("enable")
+def enable(integration_id: IdArgument, tenant: TenantOption, by: ByOption = None) -> None:
+    """Take a disabled connection into the syncs again (from the next one on)."""
+    _run_change(tenant, integration_id, True, by, "enabled")
+
+
+@integrations.command("disable")
+def disable(integration_id: IdArgument, tenant: TenantOption, by: ByOption = None) -> None:
+    """Leave a connection out of every sync from the next one on; its links stay."""
+    _run_change(tenant, integration_id, False, by, "disabled")
+
+
+@integrations.command("delete")
+def delete(
+    integration_id: IdArgument,
+    tenant: TenantOption,
+    by: ByOption = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False,
+) -> None:
+    """Delete a connection with its per-lead links (the CRM's records stay). A sync already
+    under way fails its step for it; disable first to let running syncs finish."""
+    if not yes:
+        typer.confirm(f"Delete integration {integration_id} of {tenant}?", abort=True)
+    _run_change(tenant, integration_id, None, by, "deleted")
 
 
 def register(app: typer.Typer) -> None:

@@ -126,7 +126,7 @@ async def preview_replies(playbook: Playbook, messages: Sequence[str]) -> list[P
             if not verdict.ok:
                 blocked = f"{verdict.rule}: {verdict.reason}"
                 stage = Stage.HUMAN_HANDOFF  # a blocked reply hands the conversation over
-        note = _note(purpose, escalation, blocked, perception, stage)
+        note = _note(escalation, blocked, perception, stage)
         transcript.append(TranscriptEntry(role=Role.AI, text=written.text, at=clock))
         turns.append(
             _turn(text, written.text, purpose, stage, perception, fields, escalation, blocked, note)
@@ -167,7 +167,6 @@ def _silent(stage: Stage) -> str:
 
 
 def _note(
-    purpose: ReplyPurpose,
     escalation: PreviewEscalation | None,
     blocked: str | None,
     perception: Perception,
@@ -182,5 +181,4 @@ def _note(
         return f"the reply guard would block this reply ({blocked}): a human would take over"
     if opted_out(perception):
         return "the lead opted out: acknowledged, marked do-not-contact, conversation closed"
-    del purpose
     return f"answered by the offline provider; the conversation is now in {stage.value}"
