@@ -9,6 +9,7 @@ import gc
 import importlib
 import json
 import os
+import secrets
 import signal
 import sys
 from collections.abc import Coroutine, Generator, Iterator
@@ -482,6 +483,7 @@ async def _up(
                 workers=workers,
                 logs=data_dir / "logs",
                 metrics=_metrics_where(api_url, settings, workers),
+                sign_in=_demo_sign_in(settings),
             )
             supervising = asyncio.create_task(supervisor.run())
             await asyncio.wait({stopped, serving, supervising}, return_when=asyncio.FIRST_COMPLETED)
@@ -559,9 +561,49 @@ async def _demo_tenant(settings: Settings) -> str:
                 key = await tenant_repo.create_api_key(session, tenant_id=DEMO_TENANT)
                 key_file.write_text(key + "\n")
                 key_file.chmod(0o600)
+        await _demo_admin(settings, db)
     finally:
         await db.dispose()
     return key
+
+
+DEMO_ADMIN = "admin@demo.leadflow.local"
+DEMO_ADMIN_PASSWORD_FILE = "demo-admin-password"  # noqa: S105 (a file name)
+
+
+async def _demo_admin(settings: Settings, db: Database) -> None:
+    """Give the demo tenant an admin for the console, once: while the tenant has nobody (a new
+    data dir, or one an older leadflow made). The generated password is kept in the data dir
+    beside demo-api-key (0600) for the banner. People added, deleted or given new passwords
+    later are left as they are."""
+    from models import users  # here: pwdlib and Argon2 load only for `up`
+
+    async with db.session() as session:
+        if await users.list_users(session, tenant_id=DEMO_TENANT):
+            return
+        password = secrets.token_urlsafe(12)
+        # The file first: a password in the database that nobody was told is a locked door.
+        path = settings.data_dir / DEMO_ADMIN_PASSWORD_FILE
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(password + "\n")
+        path.chmod(0o600)
+        await users.create_user(
+            session,
+            tenant_id=DEMO_TENANT,
+            email=DEMO_ADMIN,
+            name="Demo admin",
+            role="admin",
+            password=password,
+        )
+
+
+def _demo_sign_in(settings: Settings) -> str:
+    """How to sign in to the console as the demo admin, for the banner."""
+    path = settings.data_dir / DEMO_ADMIN_PASSWORD_FILE
+    if not path.exists():
+        return f"sign in as a person of tenant {DEMO_TENANT} (`leadflow user list --tenant demo`)"
+    return f"sign in as {DEMO_ADMIN} / {path.read_text().strip()} (tenant {DEMO_TENANT})"
 
 
 async def _demo_inventory(settings: Settings, db: Database) -> None:
@@ -599,10 +641,13 @@ def _banner(
     workers: int,
     logs: Path,
     metrics: str,
+    sign_in: str,
 ) -> None:
+    # Never wrapped: the password is copied from here.
+    console.print(f"Console: {api_url}/ — {sign_in}", markup=False, highlight=False, soft_wrap=True)
     table = Table(show_header=False, box=None, padding=(0, 2))
     table.add_row("API", api_url + "   (docs: " + api_url + "/docs)")
-    table.add_row("Web page", api_url + "/")
+    table.add_row("Enrichment page", api_url + "/app")
     table.add_row(
         "Temporal UI", ui_url + "   (payloads encrypted; the UI decodes them through the API)"
     )
