@@ -52,15 +52,67 @@ def _format_validation_error(exc: ValidationError) -> tuple[str, ...]:
     return tuple(lines)
 
 
+# A playbook is a few hundred values. YAML aliases can make a small text stand for billions
+# of them (each `*a` repeats a whole subtree), which validation would walk for minutes.
+MAX_PLAYBOOK_NODES = 100_000
+
+
+def _expanded_size(root: yaml.Node) -> int:
+    """How many nodes the document has once its aliases are expanded (a shared node counts
+    each time it is used), computed over the node graph without expanding it."""
+    sizes: dict[int, int] = {}
+    order: list[yaml.Node] = []
+    stack: list[yaml.Node] = [root]
+    seen: set[int] = set()
+    while stack:  # children before parents, iteratively: no recursion limit on deep documents
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        order.append(node)
+        stack.extend(_children(node))
+    for node in reversed(order):
+        sizes[id(node)] = min(
+            1 + sum(sizes.get(id(child), 1) for child in _children(node)), 10 * MAX_PLAYBOOK_NODES
+        )
+    return sizes[id(root)]
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
+
+
+def _load_yaml(text: str) -> object:
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node) > MAX_PLAYBOOK_NODES:
+            raise PlaybookError(
+                f"the playbook is too large once its YAML aliases are expanded "
+                f"(more than {MAX_PLAYBOOK_NODES} values)"
+            )
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
 def parse_playbook(text: str) -> Playbook:
     """Parse and validate playbook YAML, raising `PlaybookError` with readable messages."""
     try:
-        raw = yaml.safe_load(text)
+        raw = _load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise PlaybookError(f"the playbook is not valid YAML{where}: {problem}") from exc
+    except RecursionError as exc:  # `[[[[…`: the parser recurses per level
+        raise PlaybookError("the playbook is nested too deeply to be a playbook") from exc
     if not isinstance(raw, dict):
         raise PlaybookError(
             "the playbook must be a YAML mapping (name:, business_name:, ...), "

@@ -92,6 +92,15 @@ async def test_read_replace_and_refuse_with_where(
     assert await refused(b"\xff\xfe not utf-8")
     assert await refused(b"")
     assert await refused(b"x" * (256 * 1024 + 1), status=413)
+    # YAML that would take the parser's stack or expand into billions of values: 422, not 500
+    (deep,) = await refused(b"a: " + b"[" * 3000)
+    assert "nested too deeply" in deep
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{c}: &{c} [{', '.join(['*' + p] * 9)}]\n"
+        for p, c in zip("abcdefgh", "bcdefghi", strict=True)
+    )
+    (expanded,) = await refused(bomb.encode())
+    assert "aliases" in expanded
     # nothing refused was stored
     assert (await http.get("/api/v1/settings/playbook", headers=auth(key))).json() == again
     assert (await http.put("/api/v1/settings/playbook", content=text)).status_code == 401
