@@ -256,7 +256,17 @@ export async function render(root, ctx) {
     } finally {
       busy(false);
       await refresh();
+      keepFocus();
     }
+  }
+
+  function keepFocus() {
+    // The pressed button may be gone (Take over becomes Release): keyboard users continue in
+    // the reply box, or on the first action, instead of at the top of the page.
+    const active = document.activeElement;
+    if (active && active !== document.body && document.body.contains(active)) return;
+    const next = !replyBox.hidden ? replyBox.querySelector('#reply-text') : actions.querySelector('button');
+    if (next) next.focus();
   }
 
   function ask(what) {
@@ -322,6 +332,7 @@ export async function render(root, ctx) {
     } finally {
       busy(false);
       await refresh();
+      keepFocus();
     }
   }
 
