@@ -265,7 +265,18 @@ export function tabset(ctx, tabs, { initial, onChange } = {}) {
     for (const other of panelById.values()) other.dataset.shown = "0";
     panel.dataset.shown = "1";
     panel.replaceChildren(ctx.el("p", { class: "muted", role: "status" }, "Loading…"));
-    await tabs.find((t) => t.id === id).render(panel);
+    await renderInto(id, panel);
+  }
+
+  // Busy while it loads; `data-renders` counts finished renders (a test waits for the next).
+  async function renderInto(id, panel) {
+    panel.setAttribute("aria-busy", "true");
+    try {
+      await tabs.find((t) => t.id === id).render(panel);
+    } finally {
+      panel.setAttribute("aria-busy", "false");
+      panel.dataset.renders = String(Number(panel.dataset.renders || 0) + 1);
+    }
   }
 
   tabs.forEach((tab, index) => {
@@ -307,7 +318,7 @@ export function tabset(ctx, tabs, { initial, onChange } = {}) {
     },
     /** Render the tab again; what it shows stays until the new content replaces it. */
     async refresh(id) {
-      await tabs.find((t) => t.id === id).render(panelById.get(id));
+      await renderInto(id, panelById.get(id));
     },
   };
 }
