@@ -341,6 +341,7 @@ async def test_dashboard_draws_the_numbers(console: Console, enriched_job: str) 
         await page.select_option("#dashboard-period", "30")
         await page.wait_for_selector(f"#dashboard-period-text >> text={month['period']['since']}")
         await page.wait_for_selector("#chart-messages .u-legend >> text=out")
+        assert page.url.endswith("#/dashboard?days=30")
         await screenshot(page, "dashboard")
         await page.set_viewport_size(PHONE)
         await page.wait_for_timeout(300)  # one frame for the charts to follow the width

@@ -44,6 +44,8 @@ function numbersList(ctx, n) {
   return ctx.el("dl", { class: "lf-numbers" }, ...rows.flatMap(([k, v]) => [ctx.el("dt", {}, k), ctx.el("dd", {}, v)]));
 }
 
+const hhmm = (t) => String(t || "").slice(0, 5);
+
 function describeSource(c) {
   if (c.job_id) return `enrichment job ${c.job_id}`;
   const sel = c.selection || {};
@@ -94,7 +96,7 @@ export async function render(root, ctx) {
         "p",
         { class: "muted" },
         `${c.channel} · ${describeSource(c)} · ${fmtNumber(c.rate_per_hour, 1)} per hour` +
-          (c.send_window ? ` · window ${c.send_window.start}–${c.send_window.end} ${c.send_window.timezone}` : "") +
+          (c.send_window ? ` · sends ${hhmm(c.send_window.start)}–${hhmm(c.send_window.end)} ${c.send_window.timezone}` : "") +
           (c.personalised ? " · personalised e-mails" : "") +
           ` · created ${fmtDate(c.created_at)}` +
           (c.finished_at ? ` · finished ${fmtDate(c.finished_at)}` : ""),
@@ -235,7 +237,7 @@ export async function render(root, ctx) {
           ctx.el(
             "p",
             { class: "notice ok", role: "status" },
-            `Created ${created.name || created.id} (${created.status.replace("_", " ")}) with ${created.numbers.total} recipients` +
+            `Created ${created.name || created.id} (${created.status.replace("_", " ")}) with ${created.numbers.total} recipient${created.numbers.total === 1 ? "" : "s"}` +
               (excluded.length ? `; not included: ${excluded.map(([r, k]) => `${r} ${k}`).join(", ")}` : "") +
               ".",
           ),

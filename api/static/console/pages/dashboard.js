@@ -265,6 +265,8 @@ export async function render(root, ctx) {
 
   select.addEventListener("change", () => {
     days = Number(select.value);
+    // The period is part of the address: a reload or a shared link shows the same one.
+    if (ctx.setQuery) ctx.setQuery(new URLSearchParams({ days: String(days) }));
     load();
   });
 

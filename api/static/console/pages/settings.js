@@ -169,8 +169,7 @@ export async function render(root, ctx) {
   const set = tabset(ctx, tabs, {
     onChange(id) {
       // The tab is part of the address, so a reload (or a shared link) opens it again.
-      const hash = `#/settings?tab=${id}`;
-      if (location.hash !== hash) history.replaceState(null, "", hash);
+      if (ctx.setQuery) ctx.setQuery(new URLSearchParams({ tab: id }));
     },
   });
   root.replaceChildren(
@@ -227,7 +226,7 @@ export async function render(root, ctx) {
       }
       if (f.secret) {
         const isSet = value === MASK || (typeof value === "string" && value.length > 0);
-        const t = textField(ctx, f.label, { type: "password", autocomplete: "new-password", placeholder: isSet ? "unchanged" : "" });
+        const t = textField(ctx, f.label, { type: "password", autocomplete: "new-password", placeholder: isSet && admin ? "unchanged" : null });
         t.input.value = "";
         t.input.dataset.loc = loc;
         t.input.id = `channel-${channel.id}-${f.name}`;
@@ -499,7 +498,8 @@ export async function render(root, ctx) {
       for (const p of problems) {
         const line = lineOf(p);
         const text = typeof p === "string" ? p : p.msg || p.message || p.problem || JSON.stringify(p);
-        const item = ctx.el("li", {}, line ? `line ${line}${p.column ? `, column ${p.column}` : ""}: ${text.replace(/^line \d+(, column \d+)?:\s*/, "")}` : text);
+        const says = /\bline \d+/.test(text);
+        const item = ctx.el("li", {}, line && !says ? `line ${line}${p.column ? `, column ${p.column}` : ""}: ${text}` : text);
         if (line) {
           const go = button(ctx, "Go to line", () => goToLine(editor, line), { kind: "secondary small", label: `Go to line ${line}` });
           item.append(" ", go);
