@@ -32,6 +32,7 @@ from api.deps import (
 )
 from api.errors import ApiError
 from api.responses import errors
+from models import inbox_view
 from models.common import Channel, LeadQuality, Stage
 from models.conversation import (
     UPDATE_CLOSE,
@@ -45,26 +46,16 @@ from models.conversation import (
     ReleaseRequest,
 )
 from models.identity import normalise_contact
+from models.inbox_view import ConversationSummary, ConversationView
 from models.outreach import ConversationRunning, OutreachRefused, start_outreach
 from models.repo import conversations as repo
 from models.repo import deployment_keys
+from models.repo import inbox_view as inbox_repo
 from models.repo import usage as usage_repo
-from models.tables import Conversation
+from models.repo.inbox_view import InboxFilter
 from models.usage import UsageTotals
 
 router = APIRouter(prefix="/api/v1/conversations", tags=["conversations"])
-
-
-class ConversationSummary(BaseModel):
-    id: str
-    channel: str
-    contact: str
-    stage: str
-    score: int
-    quality: str
-    turns: int
-    last_message_at: datetime | None
-    updated_at: datetime
 
 
 class TranscriptLine(BaseModel):
@@ -108,7 +99,6 @@ class AgentCallView(BaseModel):
 
 
 class ConversationDetail(ConversationSummary):
-    lead_id: str | None
     score_detail: ScoreView | None
     transcript: list[TranscriptLine]
     escalations: list[EscalationView]
@@ -210,62 +200,90 @@ COMMAND_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _summary(conv: Conversation) -> ConversationSummary:
-    return ConversationSummary(
-        id=conv.id,
-        channel=conv.channel,
-        contact=conv.contact,
-        stage=conv.stage,
-        score=conv.score,
-        quality=conv.quality,
-        turns=conv.turns,
-        last_message_at=conv.last_message_at,
-        updated_at=conv.updated_at,
-    )
-
-
 @router.get("")
 async def list_conversations(
     tenant: CurrentTenant,
     session: Session,
     stage: Annotated[Stage | None, Query()] = None,
     quality: Annotated[LeadQuality | None, Query()] = None,
+    channel: Annotated[Channel | None, Query()] = None,
+    needs_human: Annotated[
+        bool | None,
+        Query(description="true: handed to a human (human_handoff); false: the others."),
+    ] = None,
+    campaign_id: Annotated[
+        str | None,
+        Query(min_length=1, max_length=64, description="Conversations this campaign wrote to."),
+    ] = None,
+    q: Annotated[
+        str | None,
+        Query(
+            max_length=inbox_repo.SEARCH_MAX_CHARS,
+            description="Search (case-insensitive): the lead's name, phone or e-mail, the "
+            "contact id, or the text of any message.",
+        ),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     # bounded: SQLite and PostgreSQL take a signed 64-bit OFFSET (a larger one was a 500)
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> ConversationList:
-    rows, total = await repo.list_conversations(
-        session,
-        tenant_id=tenant.id,
+    """The inbox: the tenant's conversations, newest activity first, with their lead's name,
+    last message and campaign; every filter narrows it."""
+    where = InboxFilter(
         stage=stage.value if stage else None,
         quality=quality.value if quality else None,
-        limit=limit,
-        offset=offset,
+        channel=channel.value if channel else None,
+        needs_human=needs_human,
+        campaign_id=campaign_id,
+        search=q.strip() if q and q.strip() else None,
     )
-    return ConversationList(conversations=[_summary(r) for r in rows], total=total)
+    rows, total = await inbox_view.inbox(
+        session, tenant_id=tenant.id, where=where, limit=limit, offset=offset
+    )
+    return ConversationList(conversations=rows, total=total)
 
 
-async def _owned(session: Any, tenant_id: str, conversation_id: str) -> Conversation:
-    conv = await repo.get_conversation(
-        session, tenant_id=tenant_id, conversation_id=conversation_id
+@router.get("/{conversation_id}/view", responses=errors(404))
+async def view_conversation(
+    conversation_id: str,
+    tenant: CurrentTenant,
+    session: Session,
+    limit: Annotated[
+        int,
+        Query(
+            ge=1,
+            le=inbox_view.MAX_TRANSCRIPT,
+            description="Transcript lines (the latest).",
+        ),
+    ] = inbox_view.DEFAULT_TRANSCRIPT,
+) -> ConversationView:
+    """The conversation's page: the transcript with who wrote each line and how each sent line
+    was delivered, the lead, the score with its components, escalations and who was told,
+    the lead's state in each CRM and what the conversation's model calls cost."""
+    view = await inbox_view.conversation_view(
+        session, tenant_id=tenant.id, conversation_id=conversation_id, limit=limit
     )
-    if conv is None:
+    if view is None:
         raise ApiError(404, "conversation not found", conversation_id)
-    return conv
+    return view
 
 
 @router.get("/{conversation_id}", responses=errors(404))
 async def get_conversation(
     conversation_id: str, tenant: CurrentTenant, session: Session
 ) -> ConversationDetail:
-    conv = await _owned(session, tenant.id, conversation_id)
+    summary = await inbox_view.conversation_summary(
+        session, tenant_id=tenant.id, conversation_id=conversation_id
+    )
+    if summary is None:
+        raise ApiError(404, "conversation not found", conversation_id)
+    conv = summary
     messages = await repo.transcript(session, conversation_id=conv.id)
     score = await repo.latest_score(session, conversation_id=conv.id)
     escalations = await repo.escalations(session, conversation_id=conv.id)
     calls = await usage_repo.calls_for_conversation(session, conversation_id=conv.id)
     return ConversationDetail(
-        **_summary(conv).model_dump(),
-        lead_id=conv.lead_id,
+        **summary.model_dump(),
         score_detail=ScoreView(
             total=score.total, quality=score.quality, components=score.components
         )

@@ -519,10 +519,18 @@ async def add_system_entry(
     at: datetime,
 ) -> None:
     """A system entry (an operator's decision, for the record) in each of these conversations'
-    transcripts, once per `dedupe_key`. Not committed: the caller commits with its change."""
+    transcripts, once per `dedupe_key`. Not committed: the caller commits with its change.
+
+    The conversations' `updated_at` moves to `at` too: the note is activity, so they move up
+    the inbox and the live events (api/event_stream.py, which polls `updated_at`) announce it."""
     if not conversation_ids:
         return
     conn = await session.connection()
+    await conn.execute(
+        sa_update(_CONVERSATIONS)
+        .where(_CONVERSATIONS.c.id.in_(list(conversation_ids)))
+        .values(updated_at=at)
+    )
     await _insert_once(
         conn,
         _MESSAGES,
