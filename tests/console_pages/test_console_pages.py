@@ -467,6 +467,30 @@ async def test_people_specialists_and_knowledge(console: Console) -> None:
         await delete.wait_for(state="detached")
         titles = [d["title"] for d in await api_json(console, "GET", "/api/v1/knowledge")]
         assert title not in titles
+
+        # -- an inventory source: added (with its Temporal schedule), paused, deleted
+        source = unique("Showroom")
+        await page.fill("#source-name", source)
+        await page.select_option("#panel-knowledge select", "json_feed")
+        await page.fill("#source-url", console.web.site("feed"))
+        await page.fill("#source-every", "60")
+        await page.click("#source-form button[type=submit]")
+        pause = page.get_by_role("button", name=f"Pause {source}")
+        await pause.click()
+        await page.get_by_role("button", name=f"Resume {source}").wait_for()
+        sources = (await api_json(console, "GET", "/api/v1/inventory/sources"))["sources"]
+        assert [s["spec"]["paused"] for s in sources if s["name"] == source] == [True]
+        await page.get_by_role("button", name=f"Delete {source}").click()
+        await page.get_by_role("button", name=f"Delete {source}").wait_for(state="detached")
+        sources = (await api_json(console, "GET", "/api/v1/inventory/sources"))["sources"]
+        assert source not in [s["name"] for s in sources]
+
+        # -- the tabs work from the keyboard (arrow keys, as the tabs pattern says)
+        await page.focus("#tab-knowledge")
+        await page.keyboard.press("ArrowRight")
+        assert await page.evaluate("document.activeElement.id") == "tab-keys"
+        assert await page.get_attribute("#tab-keys", "aria-selected") == "true"
+        await page.wait_for_selector("#key-form")
         assert page.problems == []
     finally:
         await page.context.close()
