@@ -44,6 +44,14 @@ def answered(page: Any, method: str, path: str) -> Any:
     )
 
 
+async def fits_the_width(page: Any) -> bool:
+    """Nothing sticks out sideways: the page scrolls only down (tables scroll in their own box)."""
+    fits: bool = await page.evaluate(
+        "document.documentElement.scrollWidth <= document.documentElement.clientWidth"
+    )
+    return fits
+
+
 @contextlib.asynccontextmanager
 async def rerendered(page: Any, panel: str) -> AsyncIterator[None]:
     """Wait, after the block, for the settings tab `panel` to finish its next render (its
@@ -347,6 +355,7 @@ async def test_dashboard_draws_the_numbers(console: Console, enriched_job: str) 
         await page.wait_for_timeout(300)  # one frame for the charts to follow the width
         width = (await page.locator("#chart-messages canvas").bounding_box() or {})["width"]
         assert width <= PHONE["width"]
+        assert await fits_the_width(page)
         await screenshot(page, "dashboard-phone")
         assert page.problems == []
     finally:
@@ -372,11 +381,16 @@ async def test_a_viewer_gets_no_write_controls(console: Console) -> None:
         assert await page.locator("#playbook-save").count() == 0
         await screenshot(page, "settings-viewer")
 
+        await page.set_viewport_size(PHONE)
         await console.open(page, "#/jobs", "#jobs-list")
         assert await page.locator("#jobs-upload-form").count() == 0
+        assert await fits_the_width(page)
+        await screenshot(page, "jobs-viewer-phone")
         await console.open(page, "#/campaigns", "#campaigns-list")
         assert await page.locator("#campaign-form").count() == 0
         assert await page.locator("[data-campaign] [data-action]").count() == 0
+        assert await fits_the_width(page)
+        await screenshot(page, "campaigns-viewer-phone")
 
         # The server refuses what the page does not offer.
         assert await forced_write(page, "PATCH", "/api/v1/settings", {"timezone": "UTC"}) == 403
@@ -395,6 +409,7 @@ async def test_an_operator_reads_settings_without_admin_writes(console: Console)
         assert await page.locator("#tab-keys").count() == 0
         assert await forced_write(page, "PATCH", "/api/v1/settings", {"timezone": "UTC"}) == 403
         await page.set_viewport_size(PHONE)
+        assert await fits_the_width(page)
         await screenshot(page, "settings-operator-phone")
         assert page.problems == []
     finally:

@@ -286,8 +286,19 @@ export async function render(root, ctx) {
   });
   resize.observe(root);
 
+  // New messages, stage changes and handoffs change the numbers: reload, at most every few
+  // seconds (a burst of live events is one reload).
+  let live = 0;
+  const onLive = () => {
+    clearTimeout(live);
+    live = setTimeout(load, 3000);
+  };
+  if (ctx.events) ctx.events.addEventListener("conversation", onLive);
+
   await load();
   return () => {
+    clearTimeout(live);
+    if (ctx.events) ctx.events.removeEventListener("conversation", onLive);
     generation += 1;
     cancelAnimationFrame(frame);
     resize.disconnect();

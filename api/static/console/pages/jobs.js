@@ -168,6 +168,8 @@ export async function render(root, ctx) {
     errors.clear();
     state.generation += 1;
     state.jobId = jobId;
+    // The followed job is part of the address: a reload follows it again.
+    if (ctx.setQuery) ctx.setQuery(new URLSearchParams({ job: jobId }));
     download.hidden = true;
     failures.hidden = true;
     poll();
