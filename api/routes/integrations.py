@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 
 import httpcore
 from fastapi import APIRouter, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
+from pydantic.json_schema import SkipJsonSchema
 from temporalio.client import WorkflowFailureError
 
 from api.deps import CurrentTenant, Session, State, Temporal
@@ -76,16 +77,17 @@ class IntegrationPatch(BaseModel):
 
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
-    name: str | None = Field(default=None, min_length=1, max_length=128)
-    base_url: str | None = None
-    field_mapping: dict[str, str] | None = None
-    enabled: bool | None = None
-    credentials: dict[str, StrictStr | StrictInt | None] | None = Field(default=None, repr=False)
-
-    @field_validator("base_url")
-    @classmethod
-    def _http_url(cls, value: str | None) -> str | None:
-        return _http_url(value)
+    # Optional, never null: null is refused (422) except for base_url, so the schema says so
+    # (SkipJsonSchema keeps `null` out of the document; the body may still carry it).
+    name: Annotated[str, Field(min_length=1, max_length=128)] | SkipJsonSchema[None] = None
+    base_url: Annotated[str, Field(pattern=r"^https?://")] | None = Field(
+        default=None, description="null: back to the vendor's URL."
+    )
+    field_mapping: dict[str, str] | SkipJsonSchema[None] = None
+    enabled: bool | SkipJsonSchema[None] = None
+    credentials: dict[str, StrictStr | StrictInt | None] | SkipJsonSchema[None] = Field(
+        default=None, repr=False, description="name -> value sets it; name -> null removes it."
+    )
 
     def edit(self) -> IntegrationEdit:
         sent = self.model_fields_set
