@@ -455,7 +455,12 @@ export async function render(root, ctx) {
           ctx.el("legend", {}, "Quiet hours (no follow-ups, no campaign messages)"),
           playbookError
             ? unavailable(ctx, playbookError, "The playbook")
-            : ctx.el("p", { class: "muted" }, quiet ? "Kept in the playbook (quiet_hours)." : "None set: the playbook sends at any hour. Set both times to add them."),
+            : ctx.el(
+                "p",
+                { class: "muted" },
+                (quiet ? "Kept in the playbook (quiet_hours)." : "None set: the playbook sends at any hour. Set both times to add them.") +
+                  (playbook && playbook.source !== "custom" ? " Saving them stores the tenant's own copy of the playbook in use." : ""),
+              ),
           ctx.el("div", { class: "lf-row" }, start.node, end.node, quietZone.node),
         ),
         errors.node,
