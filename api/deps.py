@@ -259,6 +259,13 @@ async def get_current_tenant(request: Request, session: Session, state: State) -
 CurrentTenant = Annotated[Tenant, Depends(get_current_tenant)]
 
 
+def current_user(request: Request) -> users.UserInfo | None:
+    """The signed-in person behind a request `get_current_tenant` accepted; None for an API key
+    (routes that record who did something: `user.name`, `user.email`)."""
+    user = getattr(request.state, "user", None)
+    return user if isinstance(user, users.UserInfo) else None
+
+
 async def load_tenant(session: AsyncSession, tenant_id: str) -> Tenant:
     """Tenant named in a webhook path: 404 when it does not exist."""
     tenant = await tenant_repo.get_tenant(session, tenant_id=tenant_id)

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request, Response, status
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from api.deps import CurrentTenant, Session
 from api.errors import ApiError
@@ -71,7 +71,7 @@ class UserChange(BaseModel):
     name: str | None = Field(default=None, min_length=1, max_length=NAME_MAX)
     role: Role | None = None
     password: Password | None = None
-    disabled: bool | None = Field(
+    disabled: StrictBool | None = Field(
         default=None, description="A disabled person cannot sign in; their sessions end."
     )
 

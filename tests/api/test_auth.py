@@ -9,14 +9,16 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
+from starlette.requests import Request
 
 from api.app import create_app
-from api.deps import ADMIN_AREAS, role_refusal
+from api.deps import ADMIN_AREAS, current_user, role_refusal
 from models import users
 from models.db import Database
 from models.settings import Settings
@@ -467,6 +469,7 @@ async def test_the_audit_log_names_the_person(api: Api) -> None:
         ("POST", "/api/v1/users", {"email": "a@example.com", "name": " \t", "password": PASSWORD}),
         ("PATCH", "/api/v1/users/1", {"role": "root"}),
         ("PATCH", "/api/v1/users/1", {"disabled": "maybe"}),
+        ("PATCH", "/api/v1/users/1", {"disabled": 0}),
         ("PATCH", "/api/v1/users/0", {"name": "x"}),
         ("PATCH", "/api/v1/users/99999999999", {"name": "x"}),
         ("DELETE", "/api/v1/users/abc", None),
@@ -490,3 +493,19 @@ async def test_a_login_body_that_is_not_json_is_4xx(api: Api) -> None:
                 "/api/v1/auth/login", content=content, headers={"content-type": kind}
             )
             assert answer.status_code in (415, 422), answer.text
+
+
+def test_current_user_names_the_person_or_none_for_a_key() -> None:
+    person = users.UserInfo(
+        id=1,
+        tenant_id="t",
+        email="a@example.com",
+        name="A",
+        role="operator",
+        disabled=False,
+        created_at=datetime.now(UTC),
+        last_login_at=None,
+    )
+    signed = Request({"type": "http", "state": {"user": person, "tenant_id": "t"}})
+    keyed = Request({"type": "http", "state": {"user": None, "tenant_id": "t"}})
+    assert current_user(signed) == person and current_user(keyed) is None
