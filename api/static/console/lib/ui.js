@@ -30,7 +30,7 @@ export function newId(prefix) {
 
 /** One problem of an error's detail as a line of text (the API's shapes: pydantic's
  * {loc,msg}, the CSV's {line,problem}, the CRM's {field,problem}, or plain text). */
-export function describeProblem(problem) {
+function describeProblem(problem) {
   if (problem === null || problem === undefined) return "";
   if (typeof problem !== "object") return String(problem);
   if (problem.line !== undefined && problem.problem !== undefined) {
@@ -49,7 +49,7 @@ export function describeProblem(problem) {
 }
 
 /** The problems of an error's detail as a list. */
-export function problemsOf(err) {
+function problemsOf(err) {
   const detail = err && err.detail;
   if (detail === null || detail === undefined) return [];
   if (Array.isArray(detail)) return detail;
@@ -58,8 +58,7 @@ export function problemsOf(err) {
 }
 
 /** A title for any error: ApiError{status,title,detail} or anything thrown. */
-export function errorTitle(err) {
-  if (err && err.status === 404 && !err.known) return `${err.title || "not found"} (404)`;
+function errorTitle(err) {
   if (err && err.title) return err.status ? `${err.title} (${err.status})` : err.title;
   return String(err && err.message ? err.message : err);
 }
@@ -230,16 +229,9 @@ export function badge(ctx, text, kind) {
   return ctx.el("span", { class: `badge ${kind || String(text).replace(/[^a-z_]/gi, "")}` }, String(text));
 }
 
-/** A <progress> bar with a visible caption. */
-export function progress(ctx, value, max, label) {
-  const bar = ctx.el("progress", { max: String(Math.max(max, 1)), value: String(Math.min(value, Math.max(max, 1))) });
-  bar.setAttribute("aria-label", label);
-  return bar;
-}
-
 /** Tabs (WAI-ARIA tabs pattern: arrow keys move between tabs). `tabs` = [{id, label, render}];
  * `render(panel)` fills the panel each time the tab is shown (and on `refresh`). */
-export function tabset(ctx, tabs, { initial, onChange } = {}) {
+export function tabset(ctx, tabs, { onChange } = {}) {
   const list = ctx.el("div", { role: "tablist", class: "lf-tabs", "aria-label": "Settings sections" });
   const panels = ctx.el("div", { class: "lf-tabpanels" });
   const buttons = new Map();
@@ -324,7 +316,7 @@ export function tabset(ctx, tabs, { initial, onChange } = {}) {
 }
 
 /** The CSRF token the sign-in left in its (readable) cookie. */
-export function csrfToken() {
+function csrfToken() {
   for (const part of document.cookie.split(";")) {
     const [name, ...rest] = part.trim().split("=");
     if (name === "leadflow_csrf") return decodeURIComponent(rest.join("="));
