@@ -1,6 +1,7 @@
 """`GET /api/v1/leads/export` (the list's filters as CSV, formulas neutralised, every page) and
 `GET /api/v1/leads/{id}/history` (score changes, conversations and stages, handoffs, operators'
-decisions, the audit log's who, CRM syncs), with bad input and another tenant's ids."""
+decisions, the audit log's who, CRM syncs), with bad input and another tenant's ids; on SQLite
+and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -28,12 +29,12 @@ T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
 @pytest.fixture
 async def http(
-    sqlite_db: Database,
-    sqlite_url: str,
+    db: Database,
+    database_url: str,
     settings_factory: Callable[..., Settings],
     temporal_client: Client,
 ) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings_factory(sqlite_url))
+    app = create_app(settings_factory(database_url))
     async with app.router.lifespan_context(app):
         app.state.leadflow.temporal = temporal_client
         transport = httpx.ASGITransport(app=app)
@@ -50,10 +51,10 @@ def _rows(text: str) -> list[dict[str, str]]:
 
 
 async def test_export_follows_the_list_filters_and_neutralises_formulas(
-    http: httpx.AsyncClient, sqlite_db: Database
+    http: httpx.AsyncClient, db: Database
 ) -> None:
-    tenant, key = await make_tenant(sqlite_db)
-    other, other_key = await make_tenant(sqlite_db)
+    tenant, key = await make_tenant(db)
+    other, other_key = await make_tenant(db)
     leads = [
         Lead(
             id=f"{tenant}-{n:03d}",
@@ -81,7 +82,7 @@ async def test_export_follows_the_list_filters_and_neutralises_formulas(
         )
     )
     leads.append(Lead(id=f"{other}-x", tenant_id=other, channel="email", address="x@example.com"))
-    async with sqlite_db.session() as session:
+    async with db.session() as session:
         session.add_all(leads)
         await session.commit()
 
@@ -125,13 +126,13 @@ async def test_export_follows_the_list_filters_and_neutralises_formulas(
 
 
 async def test_history_says_what_changed_when_and_who(
-    http: httpx.AsyncClient, sqlite_db: Database
+    http: httpx.AsyncClient, db: Database
 ) -> None:
-    tenant, key = await make_tenant(sqlite_db)
-    _, other_key = await make_tenant(sqlite_db)
+    tenant, key = await make_tenant(db)
+    _, other_key = await make_tenant(db)
     lead_id = f"{tenant}-lead"
     conv_id = f"conv:{tenant}:waha:31611111111@c.us"
-    async with sqlite_db.session() as session:
+    async with db.session() as session:
         session.add(
             Lead(
                 id=lead_id,
