@@ -192,11 +192,10 @@ async def test_disabled_is_left_out_of_the_sync_and_delete_removes_links(
         assert detail["recent_syncs"][0]["status"] == "succeeded"  # history stays
 
 
-async def test_a_sync_that_ends_after_the_delete_recreates_no_link(
-    sqlite_db: Database,
-) -> None:
-    tid, _ = await make_tenant(sqlite_db)
-    async with sqlite_db.session() as s:
+async def test_a_sync_that_ends_after_the_delete_recreates_no_link(db: Database) -> None:
+    """On SQLite and PostgreSQL."""
+    tid, _ = await make_tenant(db)
+    async with db.session() as s:
         lead = await lead_repo.create_lead(s, tenant_id=tid, channel="waha", address="3@c.us")
         kept = await crm_repo.create_integration(
             s,
