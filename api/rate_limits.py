@@ -1,6 +1,7 @@
-"""Rate limits: per API key on /api/v1/, per tenant on /webhooks/, and per client address for
-failed authentications. Over a limit the answer is 429 with `Retry-After` (whole seconds) in the
-API's error shape, before the request reaches a route: nothing is read, stored or started.
+"""Rate limits: per API key (or signed-in person) on /api/v1/, per tenant on /webhooks/, and per
+client address for failed authentications. Over a limit the answer is 429 with `Retry-After`
+(whole seconds) in the API's error shape, before the request reaches a route: nothing is read,
+stored or started.
 
 The `limits` library counts, with its sliding window counter (two counters per key and window:
 O(1) per check, no list of timestamps) in this process's memory. Each API process therefore
@@ -10,13 +11,14 @@ Redis driver, neither of which leadflow ships.
 
 What counts against what:
 - A request under /api/v1/ counts against its API key (the key id `api.deps` leaves on
-  `request.state`, never the secret) once it authenticated; a request with a missing or invalid
-  key (401) counts against its client address instead. So a wrong key never spends a real key's
-  budget, and guessing keys from one address stops after `rate_limit_auth_failures`. An address
-  over that budget is answered 429, except for keys this process has seen working (a client
-  behind the same NAT as a misconfigured one keeps working). The address is the one uvicorn
-  reports: behind a reverse proxy on another host, trust it (`FORWARDED_ALLOW_IPS`), else every
-  client is the proxy.
+  `request.state`, never the secret), or its signed-in person (the session cookie; the person's
+  id), once it authenticated; a request with a missing or invalid key or session (401) counts
+  against its client address instead. So a wrong key never spends a real key's budget, and
+  guessing keys from one address stops after `rate_limit_auth_failures`. An address
+  over that budget is answered 429, except for keys and sessions this process has seen working
+  (a client behind the same NAT as a misconfigured one keeps working). The address is the one
+  uvicorn reports: behind a reverse proxy on another host, trust it (`FORWARDED_ALLOW_IPS`), else
+  every client is the proxy.
 - A webhook counts against the tenant in its path when it got past the sender's check: 2xx,
   422 (a signed but malformed body) and 5xx count; 401 (bad signature), 404 (no such tenant) and
   the other refusals do not, so nobody without the tenant's secret can spend its budget.
@@ -40,14 +42,17 @@ from fastapi.responses import JSONResponse
 from limits import RateLimitItem
 from limits.storage import MemoryStorage
 from limits.strategies import SlidingWindowCounterRateLimiter
+from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from models.settings import Settings, rate_limit_items
 
 API_PREFIX = "/api/v1/"
 WEBHOOK_PREFIX = "/webhooks/"
-# Keys seen working in this process (digest of the presented secret -> key id); cleared when full.
+# Keys and sessions seen working in this process (digest of the presented secret -> whom it
+# counts against); cleared when full.
 KNOWN_KEYS_MAX = 10_000
+SESSION_COOKIE = "leadflow_session"  # api.deps.SESSION_COOKIE (api.deps imports this module)
 
 RATE_LIMITED = "rate limit exceeded"
 AUTH_FAILURES = "too many failed authentications"
@@ -94,6 +99,31 @@ def _bearer_digest(scope: Scope) -> bytes | None:
     return None
 
 
+def _credential_digest(scope: Scope) -> bytes | None:
+    """SHA-256 of what the request authenticates with, read as `api.deps` reads it: the bearer
+    secret, else the session cookie's token (hashed apart from secrets); None without either."""
+    bearer = _bearer_digest(scope)
+    if bearer is not None:
+        return bearer
+    for name, value in scope["headers"]:
+        if name == b"cookie":
+            token = cookie_parser(value.decode("latin-1")).get(SESSION_COOKIE)
+            if token:
+                return hashlib.sha256(b"session:" + token.encode()).digest()
+    return None
+
+
+def _counted_as(state: dict[str, Any]) -> tuple[str, str] | None:
+    """Whom an authenticated request counts against: its key, or its signed-in person."""
+    key_id = state.get("api_key_id")
+    if isinstance(key_id, int):
+        return ("key", str(key_id))
+    user_id = getattr(state.get("user"), "id", None)
+    if isinstance(user_id, int):
+        return ("user", str(user_id))
+    return None
+
+
 def _client(scope: Scope) -> str:
     client = scope.get("client")
     return str(client[0]) if client else "unknown"
@@ -119,7 +149,7 @@ class RateLimits:
         self.webhooks = tuple(rate_limit_items(webhooks))
         self.auth_failures = tuple(rate_limit_items(auth_failures))
         self.limiter = SlidingWindowCounterRateLimiter(LoopMemoryStorage())
-        self.known_keys: dict[bytes, int] = {}
+        self.known_keys: dict[bytes, tuple[str, str]] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RateLimits:
@@ -221,16 +251,15 @@ class RateLimitMiddleware:
 
     async def _api(self, scope: Scope, receive: Receive, send: Send) -> None:
         limits = self.limits
-        digest = _bearer_digest(scope)
-        key_id = limits.known_keys.get(digest) if digest is not None else None
+        digest = _credential_digest(scope)
+        who = limits.known_keys.get(digest) if digest is not None else None
         client = _client(scope)
-        if key_id is not None:
-            refused = limits.exhausted(limits.api, "key", str(key_id))
+        if who is not None:
+            refused = limits.exhausted(limits.api, *who)
             if refused is not None:
                 item, wait = refused
-                detail = (
-                    f"more than {_per(item, 'requests')} with API key {key_id}; retry in {wait} s"
-                )
+                by = f"with API key {who[1]}" if who[0] == "key" else "by this signed-in person"
+                detail = f"more than {_per(item, 'requests')} {by}; retry in {wait} s"
                 await _too_many(RATE_LIMITED, detail, item, wait)(scope, receive, send)
                 return
         else:
@@ -243,7 +272,8 @@ class RateLimitMiddleware:
                 )
                 await _too_many(AUTH_FAILURES, detail, item, wait)(scope, receive, send)
                 return
-        # Request.state is this dict: the key id api.deps leaves there is read at the answer.
+        # Request.state is this dict: the key id or person api.deps leaves there is read at the
+        # answer.
         state: dict[str, Any] = scope.setdefault("state", {})
 
         async def counting_send(message: Message) -> None:
@@ -256,22 +286,22 @@ class RateLimitMiddleware:
     def _counted(
         self, start: Message, state: dict[str, Any], digest: bytes | None, client: str
     ) -> Message:
-        """Counts the answered request; the answer gains the key's RateLimit headers."""
+        """Counts the answered request; the answer gains the key's (or person's) RateLimit
+        headers."""
         limits = self.limits
         if start["status"] == 401:
             limits.hit(limits.auth_failures, "auth-failure", client)
             if digest is not None:
-                limits.known_keys.pop(digest, None)  # revoked since it last worked
+                limits.known_keys.pop(digest, None)  # revoked or signed out since it worked
             return start
-        key_id = state.get("api_key_id")
-        if not isinstance(key_id, int):
+        ids = _counted_as(state)
+        if ids is None:
             return start  # refused before authentication (a malformed body): nothing to count
         if digest is not None and digest not in limits.known_keys:
             if len(limits.known_keys) >= KNOWN_KEYS_MAX:
                 limits.known_keys.clear()
-            limits.known_keys[digest] = key_id
+            limits.known_keys[digest] = ids
         if not limits.api:
             return start
-        ids = ("key", str(key_id))
         limits.hit(limits.api, *ids)
         return {**start, "headers": [*start.get("headers", ()), *limits.headers(limits.api, *ids)]}

@@ -13,15 +13,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import limits.storage.memory
+import limits.strategies
 import pytest
 from fastapi import FastAPI
 from starlette.requests import Request
 
+from api import rate_limits
 from api.app import create_app
-from api.deps import ADMIN_AREAS, current_user, role_refusal
+from api.deps import ADMIN_AREAS, SESSION_COOKIE, current_user, role_refusal
 from models import users
 from models.db import Database
 from models.settings import Settings
+from tests.api.test_rate_limits import START, FakeClock, assert_throttled, clients
 from tests.conftest import make_tenant
 
 pytestmark = pytest.mark.timeout(180)
@@ -509,3 +513,57 @@ def test_current_user_names_the_person_or_none_for_a_key() -> None:
     signed = Request({"type": "http", "state": {"user": person, "tenant_id": "t"}})
     keyed = Request({"type": "http", "state": {"user": None, "tenant_id": "t"}})
     assert current_user(signed) == person and current_user(keyed) is None
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    """The rate limiter's clock, moved by the test (as in tests/api/test_rate_limits.py)."""
+    fake = FakeClock(START)
+    for module in (limits.storage.memory, limits.strategies, rate_limits):
+        monkeypatch.setattr(module, "time", fake)
+    return fake
+
+
+async def test_a_signed_in_person_has_a_request_budget_of_their_own(
+    sqlite_db: Database,
+    sqlite_url: str,
+    settings_factory: Callable[..., Settings],
+    clock: FakeClock,
+) -> None:
+    """The rate limiter counts a session's requests against its person (like a key's), and a
+    session seen working is not held up by its address's failed authentications."""
+    assert rate_limits.SESSION_COOKIE == SESSION_COOKIE
+    app = create_app(
+        settings_factory(
+            sqlite_url,
+            temporal_address="127.0.0.1:1",
+            rate_limit_api="3/minute",
+            rate_limit_auth_failures="2/minute",
+        )
+    )
+    tid, key = await make_tenant(sqlite_db)
+    async with clients(app, "203.0.113.9") as (http,):
+        api_ = Api(app=app, db=sqlite_db, tenant_id=tid, key=key)
+        await api_.person("anna@example.com", "operator")
+        login = {"tenant": tid, "email": "anna@example.com", "password": PASSWORD}
+        assert (await http.post("/api/v1/auth/login", json=login)).status_code == 200
+        for remaining in ("1", "0"):  # the sign-in itself was the first of 3
+            ok = await http.get("/api/v1/outbox")
+            assert ok.status_code == 200, ok.text
+            assert ok.headers["RateLimit-Remaining"] == remaining
+        throttled = await http.get("/api/v1/outbox")
+        assert_throttled(throttled, "rate limit exceeded")
+        assert "by this signed-in person" in throttled.json()["detail"]
+        # the key of the same tenant has a budget of its own
+        keyed = await http.get("/api/v1/outbox", headers={"Authorization": f"Bearer {key}"})
+        assert keyed.status_code == 200
+
+        clock.advance(60)
+        # failed authentications from this address (a wrong key) ...
+        for _ in range(2):
+            wrong = await http.get("/api/v1/outbox", headers={"Authorization": "Bearer lf_x"})
+            assert wrong.status_code == 401
+        guess = await http.get("/api/v1/outbox", headers={"Authorization": "Bearer lf_y"})
+        assert_throttled(guess, "too many failed authentications")  # the address is over
+        # ... do not hold up the session this process has seen working
+        assert (await http.get("/api/v1/outbox")).status_code == 200
