@@ -347,6 +347,21 @@ def test_up_answers_restarts_workers_leaves_nothing_when_killed_and_keeps_state(
         anonymous = httpx.get(f"{up.api}/api/v1/conversations")
         assert anonymous.status_code == 401
         assert anonymous.json()["error"] == "missing API key"
+        # The console's demo admin: printed once up is ready, signs in over HTTP.
+        printed = re.search(
+            r"Console: (\S+) — sign in as (\S+) / (\S+) \(tenant demo\)", up.output()
+        )
+        assert printed, up.output()
+        console_url, email, password = printed.groups()
+        assert console_url == up.api + "/"
+        assert (data_dir / "demo-admin-password").read_text().strip() == password
+        assert (data_dir / "demo-admin-password").stat().st_mode & 0o077 == 0
+        signed = httpx.post(
+            f"{up.api}/api/v1/auth/login",
+            json={"tenant": "demo", "email": email, "password": password},
+        )
+        assert signed.status_code == 200 and signed.json()["user"]["role"] == "admin", signed.text
+        assert signed.cookies.get("leadflow_session")
 
         accepted = httpx.post(
             f"{up.api}/webhooks/waha/demo",
