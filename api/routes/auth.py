@@ -77,8 +77,8 @@ class PasswordChange(BaseModel):
 
 
 def _set_cookies(request: Request, response: Response, signed: users.SignedIn) -> None:
-    # Secure when the request came over https (behind a TLS-terminating proxy: uvicorn's
-    # --proxy-headers / FORWARDED_ALLOW_IPS make the scheme the client's).
+    # Secure when the request came over https (behind a TLS-terminating proxy, uvicorn takes
+    # the client's scheme from the X-Forwarded-Proto of a proxy in FORWARDED_ALLOW_IPS).
     secure = request.url.scheme == "https"
     max_age = int(SESSION_MAX.total_seconds())
     response.set_cookie(
