@@ -208,6 +208,9 @@ export async function render(root, ctx) {
     const lines = view.transcript || [];
     fill(transcript, ...lines.map((line) => transcriptItem(ctx, line)));
     if (!lines.length) add(transcript, el('li', { class: 'muted' }, 'No messages yet.'));
+    if (view.transcript_truncated) {
+      transcript.prepend(el('li', { class: 'muted small' }, `Older messages are not shown: the latest ${lines.length} are.`));
+    }
     if (stuckToBottom) transcript.scrollTop = transcript.scrollHeight;
     fill(side, leadSection(ctx, view), scoreSection(ctx, view), escalationsSection(ctx, view),
       crmSection(ctx, view), costSection(ctx, view));
