@@ -139,6 +139,29 @@ def _migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+_sqlite_template: list[Path] = []  # this process's, made on first use by migrate_sqlite
+
+
+def migrate_sqlite(url: str) -> None:
+    """`migrate(url)` for code outside fixtures (live_stack, CLI tests): a SQLite file that does
+    not exist yet starts as a copy of this process's migrated template (made once, removed at
+    exit), so it costs a copy and a check instead of every revision; any other database is
+    migrated as it is."""
+    from sqlalchemy.engine import make_url
+
+    if make_url(url).get_backend_name() == "sqlite":
+        if not _sqlite_template:
+            import atexit
+            import tempfile
+
+            directory = Path(tempfile.mkdtemp(prefix="leadflow-template-"))
+            atexit.register(shutil.rmtree, directory, True)
+            migrate(f"sqlite+aiosqlite:///{directory / 'leadflow.db'}")
+            _sqlite_template.append(directory / "leadflow.db")
+        _copy_sqlite(_sqlite_template[0], url)
+    migrate(url)
+
+
 @pytest.fixture(scope="session")
 def _migrated_postgres(postgres_url_factory: Callable[..., str]) -> str:
     from sqlalchemy.engine import make_url

@@ -15,10 +15,10 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError
 
 from api.app import create_app
-from models.db import Database, migrate
+from models.db import Database
 from models.settings import Settings
 from models.tenant import TenantSettings
-from tests.conftest import make_tenant
+from tests.conftest import make_tenant, migrate_sqlite
 from tests.live_stack import serve_app
 from workers.worker import WorkerProcess
 
@@ -102,7 +102,7 @@ async def live_stack(
     queues: Sequence[str] | None = None,
     start_worker: bool = True,
 ) -> AsyncIterator[LiveStack]:
-    migrate(settings.resolved_database_url)
+    migrate_sqlite(settings.resolved_database_url)  # a fresh SQLite file: a template copy
     db = Database(settings.resolved_database_url)
     tenant_id, key = await make_tenant(
         db, tenant_id=f"t-{uuid.uuid4().hex[:8]}", settings=tenant_settings

@@ -14,9 +14,9 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from models import api_keys
-from models.db import Database, migrate
+from models.db import Database
 from models.repo import tenants as tenant_repo
-from tests.conftest import TEST_SECRET
+from tests.conftest import TEST_SECRET, migrate_sqlite
 from workers.cli import app
 
 
@@ -27,7 +27,7 @@ def db_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("LEADFLOW_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("LEADFLOW_SECRET_KEY", TEST_SECRET)
     monkeypatch.setenv("COLUMNS", "240")
-    migrate(url)
+    migrate_sqlite(url)
 
     async def tenant() -> None:
         db = Database(url)
