@@ -274,9 +274,9 @@ def _cache_bytecode() -> None:
     and the Temporal workflow sandbox, which re-imports the workflow modules for every run.
     Measured with a cold cache, as on a fresh clone (test_conversation_e2e, the bench smoke test
     and test_cli_simulate, back to back): 154 s of CPU and 346 s wall without it, 102 s and
-    183 s with it. The cache goes under the environment's prefix (`.venv/pycache`), not next to the sources, so a
-    checkout stays as the variable meant to keep it. Set here, at import, it reaches every
-    process the run starts: the xdist workers inherit this environment."""
+    183 s with it. The cache goes under the environment's prefix (`.venv/pycache`), not next
+    to the sources, so a checkout stays as the variable meant to keep it. Set here, at import,
+    it reaches every process the run starts: the xdist workers inherit this environment."""
     if not os.environ.pop("PYTHONDONTWRITEBYTECODE", None):
         return
     sys.dont_write_bytecode = False

@@ -211,8 +211,25 @@ CONFIG = SchemathesisConfig.from_dict(
                 },
             },
             {
+                # A playbook is YAML any string may claim to be; the playbook model (fields,
+                # intents, regexes, times) refuses the rest with a 422 naming the line or field.
+                "include-path-regex": "^/api/v1/settings/playbook",
+                "checks": {
+                    "positive_data_acceptance": {"expected-statuses": [*POSITIVE_STATUSES, "422"]}
+                },
+            },
+            {
                 # `to` before `from`, or a range over 366 days: refused with a 422 naming `to`.
                 "include-path": "/api/v1/usage",
+                "checks": {
+                    "positive_data_acceptance": {"expected-statuses": [*POSITIVE_STATUSES, "422"]}
+                },
+            },
+            {
+                # `days` with `since`/`until`, `since` after `until`, a date the pattern allows
+                # that does not exist (2026-02-31) or lies outside 2000-2099, more than 366
+                # days: refused with a 422 naming the parameter.
+                "include-path": "/api/v1/dashboard",
                 "checks": {
                     "positive_data_acceptance": {"expected-statuses": [*POSITIVE_STATUSES, "422"]}
                 },
@@ -230,6 +247,14 @@ CONFIG = SchemathesisConfig.from_dict(
                 # min_price above max_price, an item URL that is not http(s), a source kind's
                 # own fields (selectors, items_path, delimiter), URLs the SSRF guard refuses.
                 "include-path-regex": "^/api/v1/inventory",
+                "checks": {
+                    "positive_data_acceptance": {"expected-statuses": [*POSITIVE_STATUSES, "422"]}
+                },
+            },
+            {
+                # People: e-mail addresses (email-validator), names (no control characters) and
+                # passwords (not only spaces) are checked beyond the schema, each a 422.
+                "include-path-regex": "^/api/v1/users",
                 "checks": {
                     "positive_data_acceptance": {"expected-statuses": [*POSITIVE_STATUSES, "422"]}
                 },

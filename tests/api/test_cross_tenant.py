@@ -49,8 +49,13 @@ BODIES: dict[tuple[str, str], Any] = {
         "reason": "B says so",
     },
     ("POST", "/api/v1/keys/{key_id}/rotate"): {"grace_seconds": 0},
+    ("PATCH", "/api/v1/users/{user_id}"): {"role": "viewer", "disabled": True},
     ("PATCH", "/api/v1/inventory/sources/{source_id}"): {"name": "B's", "paused": False},
+    ("PATCH", "/api/v1/integrations/{integration_id}"): {"name": "B's", "enabled": False},
 }
+# Path parameters that name no resource of a tenant but a part of the caller's own settings
+# (`/api/v1/settings/channels/{channel}/test` tests the caller's channel): no id to try.
+NOT_RESOURCES = frozenset({"channel"})
 # A's inventory source: paused, so its schedule starts nothing during the test.
 SOURCE = {"name": "Voorraad", "kind": "json_feed", "url": "http://93.184.215.14/feed.json"}
 
@@ -123,7 +128,14 @@ async def _a_has_one_of_everything(
         },
     )
     assert campaign.status_code == 201, campaign.text
+    person = await stack.http.post(
+        "/api/v1/users",
+        headers=stack.auth,
+        json={"email": "anna@a.example", "name": "Anna", "role": "admin", "password": "x" * 12},
+    )
+    assert person.status_code == 201, person.text
     return {
+        "user_id": str(person.json()["id"]),
         "campaign_id": campaign.json()["id"],
         "source_id": source.json()["id"],
         "integration_id": integration.json()["id"],
@@ -183,6 +195,8 @@ async def _check(
         answers: dict[tuple[str, str], int] = {}
         for method, path, needs_body in operations:
             params = re.findall(r"{(\w+)}", path)
+            if set(params) <= NOT_RESOURCES:
+                continue
             unknown = [p for p in params if p not in ids]
             assert not unknown, f"{method} {path}: add a resource of kind {unknown} to this test"
             url = path.format(**{p: ids[p] for p in params})
@@ -202,6 +216,7 @@ async def _check(
         # B's collections hold none of A's ids or words.
         for path in (
             "/api/v1/conversations",
+            "/api/v1/conversations?q=Annelies",  # the inbox's search: B finds none of A's
             "/api/v1/jobs",
             "/api/v1/knowledge",
             "/api/v1/keys",
@@ -211,10 +226,11 @@ async def _check(
             "/api/v1/settings",
             "/api/v1/inventory/sources",
             "/api/v1/campaigns",
+            "/api/v1/users",
         ):
             response = await stack.http.get(path, headers=b)
             assert response.status_code == 200, (path, response.text)
-            strings = [v for k, v in ids.items() if k != "key_id"]
+            strings = [v for k, v in ids.items() if k not in ("key_id", "user_id")]
             text = response.text
             if path == "/api/v1/audit":
                 # B's own attempts are in B's audit log, with the ids B sent and their 404s:
@@ -226,6 +242,8 @@ async def _check(
                 assert secret not in text, (path, secret, text)
             if path == "/api/v1/keys":  # keys have small integer ids: compare them as such
                 assert int(ids["key_id"]) not in [k["id"] for k in response.json()["keys"]]
+            if path == "/api/v1/users":  # so have people
+                assert response.json()["users"] == [], text
         search = await stack.http.get(
             "/api/v1/knowledge/search", params={"q": "Werkplaats"}, headers=b
         )
@@ -253,6 +271,8 @@ async def _check(
         assert [d["id"] for d in docs.json()] == [ids["document_id"]]
         keys = await stack.http.get("/api/v1/keys", headers=stack.auth)
         assert [k["revoked_at"] for k in keys.json()["keys"]] == [None], keys.text
+        people = await stack.http.get("/api/v1/users", headers=stack.auth)
+        assert [(u["role"], u["disabled"]) for u in people.json()["users"]] == [("admin", False)]
         state = await temporal_client.get_workflow_handle(ids["conversation_id"]).query("state")
         assert state["handoff"] is None
         held = await stack.http.get(f"/api/v1/campaigns/{ids['campaign_id']}", headers=stack.auth)
