@@ -11,21 +11,9 @@ from typing import Any
 import pytest
 
 from models.task_queues import ENRICHMENT
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, OUTPUT_DIR
 from tests.fakes.web import FakeWeb
 from tests.stack import LiveStack, live_stack
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-OUTPUT_DIR = Path(__file__).resolve().parents[2] / "test-output"
 
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(),

@@ -19,23 +19,11 @@ from models import users
 from models.settings import Settings
 from models.task_queues import CONVERSATIONS
 from models.tenant import TenantSettings
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, OUTPUT_DIR
 from tests.conftest import TEST_SECRET
 from tests.fakes.waha import FakeWaha
 from tests.stack import LiveStack, live_stack
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-OUTPUT_DIR = Path(__file__).resolve().parents[2] / "test-output"
-"""Screenshots land here (git ignores it); CI keeps it as an artifact."""
 PASSWORD = "correct horse battery staple"
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,22 +15,11 @@ from temporalio.client import Client
 
 from models.settings import Settings
 from models.task_queues import ENRICHMENT
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, OUTPUT_DIR
 from tests.conftest import TEST_SECRET
 from tests.fakes.web import FakeWeb
 from tests.stack import LiveStack, live_stack
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-OUTPUT_DIR = Path(__file__).resolve().parents[2] / "test-output"
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 PASSWORD = "correct horse battery staple"
