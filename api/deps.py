@@ -33,7 +33,7 @@ rate limiter's per-address limit on failed authentications applies too)."""
 
 
 def _login_limits() -> RateLimits:
-    return RateLimits(api="", webhooks="", auth_failures=LOGIN_FAILURES_PER_ACCOUNT)
+    return RateLimits(api="", webhooks="", auth_failures=LOGIN_FAILURES_PER_ACCOUNT, exact=True)
 
 
 @dataclass

@@ -41,7 +41,11 @@ from typing import Any
 from fastapi.responses import JSONResponse
 from limits import RateLimitItem
 from limits.storage import MemoryStorage
-from limits.strategies import SlidingWindowCounterRateLimiter
+from limits.strategies import (
+    MovingWindowRateLimiter,
+    RateLimiter,
+    SlidingWindowCounterRateLimiter,
+)
 from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -144,11 +148,18 @@ def _per(item: RateLimitItem, what: str) -> str:
 class RateLimits:
     """The limits of one API process and the limiter that counts them."""
 
-    def __init__(self, *, api: str, webhooks: str, auth_failures: str) -> None:
+    def __init__(self, *, api: str, webhooks: str, auth_failures: str, exact: bool = False) -> None:
         self.api = tuple(rate_limit_items(api))
         self.webhooks = tuple(rate_limit_items(webhooks))
         self.auth_failures = tuple(rate_limit_items(auth_failures))
-        self.limiter = SlidingWindowCounterRateLimiter(LoopMemoryStorage())
+        # The sliding-window counter is cheap (two counters a key) but approximate: it weighs
+        # the previous window, so right after a window's boundary it may take one or two more
+        # than the limit. `exact` keeps every hit's time instead (a moving window): for small
+        # limits that must hold to the request, such as failed sign-ins per account.
+        storage = LoopMemoryStorage()
+        self.limiter: RateLimiter = (
+            MovingWindowRateLimiter(storage) if exact else SlidingWindowCounterRateLimiter(storage)
+        )
         self.known_keys: dict[bytes, tuple[str, str]] = {}
 
     @classmethod
