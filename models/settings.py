@@ -69,6 +69,12 @@ class Settings(BaseSettings):
 
     temporal_address: str = "localhost:7233"
     temporal_namespace: str = "default"
+    temporal_grpc_compression: Literal["auto", "gzip", "none"] = Field(
+        default="auto",
+        description="gRPC compression between leadflow and Temporal. auto: none when "
+        "temporal_address is on this machine (loopback: compressing costs CPU on both ends "
+        "and saves nothing), gzip otherwise (a cluster or Temporal Cloud across a network).",
+    )
     temporal_ui_port: int = 8233
 
     api_host: str = "127.0.0.1"

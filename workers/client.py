@@ -5,8 +5,10 @@ and failures whose message and stack trace are encrypted too (they quote what le
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 from collections.abc import Sequence
 from functools import lru_cache
+from urllib.parse import urlsplit
 
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import (
@@ -16,6 +18,7 @@ from temporalio.api.operatorservice.v1 import (
 from temporalio.client import Client, Plugin
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes
+from temporalio.service import GrpcCompression
 
 from models import search_attributes
 from models.payload_codec import codec_for
@@ -46,6 +49,31 @@ def settings_data_converter(settings: Settings) -> DataConverter:
     return data_converter(keys.get_secret_value() if keys else "")
 
 
+def grpc_compression(mode: str, address: str) -> GrpcCompression:
+    """The transport compression for `address` (Settings.temporal_grpc_compression).
+
+    The SDK gzips every request and response by default. On loopback that is all cost: measured
+    on the embedded dev server at 2 msg/s, gzip was ~3 % of the server's CPU (and its
+    allocations part of its garbage collection), besides the worker's share."""
+    if mode == "gzip" or (mode == "auto" and not is_loopback_address(address)):
+        return GrpcCompression.GZIP
+    return GrpcCompression.NONE
+
+
+def is_loopback_address(address: str) -> bool:
+    """Whether a `host:port` target names this machine (localhost, 127.0.0.0/8, [::1])."""
+    try:
+        host = urlsplit(f"//{address}").hostname or ""
+    except ValueError:  # a malformed target: let the connection say what is wrong with it
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 async def connect(
     settings: Settings,
     *,
@@ -64,6 +92,7 @@ async def connect(
             plugins=list(plugins),
             interceptors=tracing_interceptors(settings, role=role),
             runtime=runtime,
+            grpc_compression=grpc_compression(settings.temporal_grpc_compression, target),
         )
     except RuntimeError as exc:
         raise TemporalUnavailable(
