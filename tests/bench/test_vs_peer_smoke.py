@@ -4,6 +4,7 @@ redis-server and the peer's venv, so it is not run here; no timing is asserted."
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import subprocess
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -111,3 +113,29 @@ def test_table_prints_ratios() -> None:
     text = table({"results": [row("peer", 10.0), row("leadflow[fake]", 20.0)]})
     assert "leadflow[fake] / peer" in text
     assert "2.00x" in text
+
+
+def test_repeats_report_the_median_run_and_every_run() -> None:
+    from bench.vs_peer import cpu_breakdown, median_run, positive_int
+
+    def run(cpu: float, p50: float) -> dict[str, Any]:
+        return {
+            "cpu_ms_per_msg": cpu,
+            "cpu_ms_per_msg_by_process": {"leadflow-temporal": cpu / 2},
+            "fakes_cpu_seconds": {"fake-waha": 0.1},
+            "e2e_ms": {"p50": p50},
+            "ack_ms": {"p50": 5.0},
+            "throughput_msg_per_s": 2.0,
+        }
+
+    row = median_run([run(129.5, 70.0), run(110.8, 64.0), run(111.5, 65.0)])
+    assert row["cpu_ms_per_msg"] == 111.5
+    assert row["e2e_ms"] == {"p50": 65.0}  # every figure from the one median run
+    assert [r["cpu_ms_per_msg"] for r in row["repeats"]] == [129.5, 110.8, 111.5]
+    row.update({"case": "2/s LLM 0", "system": "leadflow[offline]"})
+    assert "CPU ms/msg of each run: 129.5 / 110.8 / 111.5" in cpu_breakdown({"results": [row]})
+    single = median_run([run(100.0, 60.0)])
+    assert "repeats" not in single
+    assert positive_int("3") == 3
+    with pytest.raises(argparse.ArgumentTypeError, match="1 or more"):
+        positive_int("0")
