@@ -100,6 +100,21 @@ async def inbox(
     return [summary_of(row) for row in rows], total
 
 
+LEAD_CONVERSATIONS = 50
+"""How many of a lead's conversations its page lists (the latest): a lead written to by many
+campaigns or on many channels must not make `GET /api/v1/leads/{id}` unbounded."""
+
+
+async def conversations_of_lead(
+    session: AsyncSession, *, tenant_id: str, lead_id: str, limit: int = LEAD_CONVERSATIONS
+) -> tuple[list[ConversationSummary], int]:
+    """The lead's latest `limit` conversations as the inbox lists them (same row, same order:
+    newest activity first) and how many it has; only the tenant's rows."""
+    return await inbox(
+        session, tenant_id=tenant_id, where=InboxFilter(lead_id=lead_id), limit=limit, offset=0
+    )
+
+
 async def conversation_summary(
     session: AsyncSession, *, tenant_id: str, conversation_id: str
 ) -> ConversationSummary | None:

@@ -1,7 +1,8 @@
-"""Leads: one lead with each CRM's link, last sync and outcome; edit it (an operator's change is
-synced to the CRMs like any other); set or lift its do-not-contact explicitly, with who and why
-on record (a PATCH may set it, never lift it); trigger a CRM sync by hand; export everything held
-about it; erase it everywhere (models/erasure.py, workflows/erasure.py)."""
+"""Leads: one lead with its conversations and each CRM's link, last sync and outcome; edit it
+(an operator's change is synced to the CRMs like any other); set or lift its do-not-contact
+explicitly, with who and why on record (a PATCH may set it, never lift it); trigger a CRM sync by
+hand; export everything held about it; erase it everywhere (models/erasure.py,
+workflows/erasure.py)."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ from api.conversations_gateway import signal_conversation
 from api.deps import CurrentTenant, Session, State, Temporal
 from api.errors import ApiError
 from api.responses import errors
-from models import lead_service
+from models import inbox_view, lead_service
 from models.common import LeadQuality, Stage
 from models.conversation import SIGNAL_CLOSE, CloseRequest
 from models.crm import (
@@ -53,6 +54,7 @@ from models.erasure import (
     legacy_erase_workflow_id,
 )
 from models.export import ContactExport, export_contact
+from models.inbox_view import ConversationSummary
 from models.lead_attributes import LeadAttributes
 from models.lead_export import LEAD_CSV_COLUMNS, lead_csv_row
 from models.lead_history import LeadHistory, lead_history
@@ -124,6 +126,12 @@ class LeadOut(BaseModel):
     )
     crm: list[CrmLinkOut]
     recent_syncs: list[SyncRunOut]
+    conversations: list[ConversationSummary] = Field(
+        description="The lead's conversations, newest activity first, as "
+        "`GET /api/v1/conversations` lists them: the latest "
+        f"{inbox_view.LEAD_CONVERSATIONS} (`conversations_total` counts them all)."
+    )
+    conversations_total: int = Field(description="How many conversations the lead has.")
 
 
 class SyncAccepted(BaseModel):
@@ -312,6 +320,8 @@ async def get_lead_history(lead_id: str, tenant: CurrentTenant, session: Session
 
 @router.get("/{lead_id}", responses=errors(404))
 async def get_lead(lead_id: str, tenant: CurrentTenant, session: Session) -> LeadOut:
+    """The lead: its row, tags and CRM attributes, each CRM's link with its last sync and
+    outcome, the recent syncs, and its conversations (the latest, newest activity first)."""
     lead = await lead_repo.get_lead(session, tenant_id=tenant.id, lead_id=lead_id)
     if lead is None:
         raise ApiError(404, "unknown lead", lead_id)
@@ -345,6 +355,9 @@ async def _lead_out(session: AsyncSession, lead: Lead) -> LeadOut:
         session, tenant_id=lead.tenant_id, lead_id=lead_id, limit=5
     )
     attributes = await lead_repo.attributes_of(session, lead=lead)
+    conversations, conversations_total = await inbox_view.conversations_of_lead(
+        session, tenant_id=lead.tenant_id, lead_id=lead_id
+    )
     return LeadOut(
         id=lead.id,
         channel=lead.channel,
@@ -366,6 +379,8 @@ async def _lead_out(session: AsyncSession, lead: Lead) -> LeadOut:
             )
             for r in runs
         ],
+        conversations=conversations,
+        conversations_total=conversations_total,
     )
 
 

@@ -57,7 +57,8 @@ def _aware_or_none(value: datetime | None) -> datetime | None:
 
 @dataclass(frozen=True, slots=True)
 class InboxFilter:
-    """What `GET /api/v1/conversations` filters on; None means "any"."""
+    """What `GET /api/v1/conversations` filters on (and `GET /api/v1/leads/{id}`: `lead_id`);
+    None means "any"."""
 
     stage: str | None = None
     quality: str | None = None
@@ -65,6 +66,7 @@ class InboxFilter:
     needs_human: bool | None = None
     campaign_id: str | None = None
     search: str | None = None
+    lead_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +142,8 @@ def _filtered(tenant_id: str, where: InboxFilter) -> list[ColumnElement[bool]]:
         )
     if where.search:
         clauses.append(_search(where.search))
+    if where.lead_id:
+        clauses.append(c.lead_id == where.lead_id)
     return clauses
 
 
