@@ -226,9 +226,34 @@ async def test_operator_session(browser: Any, console: Console, screenshots: Pat
         await page.screenshot(path=str(screenshots / "session-conversation.png"), full_page=True)
 
         # The lead's page: its conversation, and back to the list of leads.
+        searches: list[str] = []
+
+        def searched(request: Any) -> None:
+            if "/api/v1/conversations?" in request.url:
+                searches.append(request.url)
+
+        page.on("request", searched)
         await page.click("#conv-lead a[href^='#/leads/']")
         await page.wait_for_selector("#lead-title")
         await page.wait_for_selector(f'#lead-conversations li[data-id="{conv_id}"]')
+        # Only this lead's conversation (not the other lead's), as the lead's API lists it,
+        # with its stage and turns; it came with the lead, not from a search of the inbox.
+        shown = await page.eval_on_selector_all(
+            "#lead-conversations li[data-id]",
+            "rows => rows.map(r => [r.dataset.id, r.querySelector('[data-stage]').dataset.stage,"
+            " r.querySelector('.muted').textContent])",
+        )
+        listed = await stack.http.get(
+            f"/api/v1/leads/{unquote(page.url.split('#/leads/')[1])}", headers=stack.auth
+        )
+        assert listed.status_code == 200, listed.text
+        (conversation,) = listed.json()["conversations"]
+        assert listed.json()["conversations_total"] == 1
+        assert [row[0] for row in shown] == [conv_id] == [conversation["id"]]
+        assert shown[0][1] == conversation["stage"]
+        assert shown[0][2].startswith(f"{conversation['turns']} turns · last message")
+        page.remove_listener("request", searched)
+        assert searches == []
         await page.wait_for_selector("#lead-dnc-set")  # an operator may set do-not-contact
         await page.wait_for_selector("#lead-history li[data-kind]")  # what changed, and when
         # ... and who: the operator's takeover, reply and release, under their name.

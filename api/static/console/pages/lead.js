@@ -11,15 +11,6 @@ import {
 const ENRICHMENT_KEYS = ['company', 'website', 'company_summary', 'summary', 'emails', 'phones', 'social_links',
   'industry', 'location', 'email_subject', 'email_body'];
 
-async function conversationsOf(ctx, lead) {
-  if (Array.isArray(lead.conversations)) return lead.conversations;
-  // Older servers: search the inbox for the lead's contact, keep this lead's conversations.
-  const contact = lead.phone || lead.email || lead.address;
-  if (!contact) return [];
-  const answer = await ctx.api('GET', `/api/v1/conversations?${new URLSearchParams({ q: contact, limit: '50' })}`);
-  return (answer.conversations || []).filter((c) => c.lead_id === undefined || c.lead_id === lead.id);
-}
-
 function historyRows(answer) {
   if (Array.isArray(answer)) return answer;
   if (answer && typeof answer === 'object') {
@@ -60,7 +51,7 @@ export async function render(root, ctx) {
   const head = el('div', { class: 'page-head' });
   const about = el('div', { id: 'lead-about' });
   const actions = el('div', { id: 'lead-actions', class: 'actions' });
-  const convList = el('div', { id: 'lead-conversations' }, el('p', { class: 'muted' }, 'Loading…'));
+  const convList = el('div', { id: 'lead-conversations' });
   const history = el('div', { id: 'lead-history' }, el('p', { class: 'muted' }, 'Loading…'));
 
   function showLead() {
@@ -94,11 +85,26 @@ export async function render(root, ctx) {
       ? [el('h3', {}, 'Recent syncs'), el('ul', { class: 'plain-list small' }, lead.recent_syncs.map((run) =>
         el('li', {}, `v${run.version} `, el('span', { class: ['badge', `sync-${run.status}`] }, humanise(run.status)), ' ', time(run.at), run.reason ? ` — ${run.reason}` : '')))]
       : null);
+    showConversations();
     if (ctx.canWrite) {
       fill(actions, lead.do_not_contact
         ? el('button', { type: 'button', class: 'secondary', id: 'lead-dnc-lift', onclick: () => ask(false) }, 'Lift do-not-contact')
         : el('button', { type: 'button', class: 'danger', id: 'lead-dnc-set', onclick: () => ask(true) }, 'Mark do-not-contact'));
     }
+  }
+
+  // The lead's latest conversations come with the lead (newest activity first, the inbox's
+  // summaries); `conversations_total` says when there are more than the page lists.
+  function showConversations() {
+    const conversations = lead.conversations || [];
+    const total = lead.conversations_total ?? conversations.length;
+    fill(convList, conversations.length
+      ? [el('ul', { class: 'plain-list' }, conversations.map((c) => el('li', { dataset: { id: c.id } },
+        el('a', { href: conversationHref(c.id) }, `${channelName(c.channel)} · ${contactLabel(c.contact)}`), ' ', stageBadge(c.stage),
+        el('div', { class: 'muted small' }, `${c.turns ?? 0} turns · last message `, time(c.last_message_at))))),
+      total > conversations.length
+        ? el('p', { class: 'muted small', id: 'lead-conversations-more' }, `The latest ${conversations.length} of ${total} conversations.`) : null]
+      : el('p', { class: 'muted' }, 'No conversations.'));
   }
 
   function linkish(value) {
@@ -148,19 +154,6 @@ export async function render(root, ctx) {
     }
   });
 
-  async function loadConversations() {
-    try {
-      const conversations = await conversationsOf(ctx, lead);
-      fill(convList, conversations.length
-        ? el('ul', { class: 'plain-list' }, conversations.map((c) => el('li', { dataset: { id: c.id } },
-          el('a', { href: conversationHref(c.id) }, `${channelName(c.channel)} · ${contactLabel(c.contact)}`), ' ', stageBadge(c.stage),
-          el('div', { class: 'muted small' }, `${c.turns ?? 0} turns · last message `, time(c.last_message_at)))))
-        : el('p', { class: 'muted' }, 'No conversations.'));
-    } catch (exc) {
-      if (exc.status !== 401) fill(convList, notice(`Conversations could not be loaded: ${exc.message}`, 'error'));
-    }
-  }
-
   async function loadHistory() {
     try {
       const rows = historyRows(await ctx.api('GET', `${path}/history`));
@@ -185,7 +178,7 @@ export async function render(root, ctx) {
       section('CRM links', 'lead-crm-card', crm),
       section('History of changes', 'lead-history-card', history)),
     el('p', { class: 'muted small' }, el('a', { href: `${path}/export`, download: `lead-${id}.json` }, 'Download everything kept about this lead (JSON)')));
-  await Promise.all([loadConversations(), loadHistory()]);
+  await loadHistory();
   const onKey = (event) => {
     if (event.key === 'Escape' && !typing(event) && confirmBox.hidden) ctx.navigate('#/leads');
   };
