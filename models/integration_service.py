@@ -14,6 +14,15 @@ mode that one sync is rolled back like any permanent failure, and the lead's nex
 to the CRMs that remain; its outcome recreates no link to the deleted connection. Deleting is
 therefore not refused while syncs run: nothing is left half-written in leadflow, and the
 console disables first when it wants running syncs to finish cleanly.
+
+A disabled connection is off in both directions: an inbound CRM webhook addressed to it (HubSpot,
+Pipedrive, GoHighLevel, Chatwoot contact events) is still authenticated first (a bad signature
+stays 401), then acknowledged and ignored (`inbound_ignored_reason`): no lead is written, no
+link forgotten, no conversation signalled. Re-enabling it makes the next event act again.
+Erasure is the exception on purpose: `DELETE /api/v1/leads/{id}?crm=true` deletes the person in
+every CRM the tenant connected, disabled ones included (activities/crm/activities.py
+`erase_crm_records`): syncing was switched off, but what was pushed there before still holds
+their data, and their right to erasure does not depend on a sync switch.
 """
 
 from __future__ import annotations
@@ -126,3 +135,13 @@ async def delete_integration(session: AsyncSession, *, tenant_id: str, integrati
         session, tenant_id=tenant_id, integration_id=integration_id
     ):
         raise IntegrationNotFound(integration_id)
+
+
+def inbound_ignored_reason(integration: Integration) -> str | None:
+    """Why an authenticated inbound CRM event addressed to `integration` is acknowledged and
+    not acted on, or None when it is acted on. The one rule the CRM webhooks follow (through
+    api/webhooks/crm_inbound.py); the caller answers 2xx, as for every event not for us, so the
+    CRM does not retry it for days."""
+    if not integration.enabled:
+        return f"{integration.kind} connection {integration.name!r} is disabled"
+    return None

@@ -248,7 +248,8 @@ def enable(integration_id: IdArgument, tenant: TenantOption, by: ByOption = None
 
 @integrations.command("disable")
 def disable(integration_id: IdArgument, tenant: TenantOption, by: ByOption = None) -> None:
-    """Leave a connection out of every sync from the next one on; its links stay."""
+    """Leave a connection out of every sync from the next one on and ignore its inbound
+    webhooks (acknowledged, not applied); its links stay, erasure still reaches it."""
     _run_change(tenant, integration_id, False, by, "disabled")
 
 

@@ -356,12 +356,17 @@ class CrmActivities:
         linked record, or the one the adapter finds by e-mail or phone, and what syncs created
         beside it. A CRM that refuses for good is reported (with the record's id, to finish by
         hand); one that is down or rate-limited raises, so Temporal retries the activity (every
-        delete is idempotent: gone is done)."""
+        delete is idempotent: gone is done).
+
+        Disabled connections included, deliberately (models/integration_service.py): disabling
+        stops syncing, but what earlier syncs pushed there is still the person's data."""
         async with self._db.session() as session:
             lead = await lead_repo.lead_snapshot(
                 session, tenant_id=input.tenant_id, lead_id=input.lead_id
             )
-            integrations = await crm_repo.list_integrations(session, tenant_id=input.tenant_id)
+            integrations = await crm_repo.list_integrations(
+                session, tenant_id=input.tenant_id, enabled_only=False
+            )
         if lead is None:
             return CrmErasureResult()
         records: list[CrmErasure] = []

@@ -270,7 +270,9 @@ async def patch_integration(
     request: Request,
 ) -> IntegrationOut:
     """Rename, repoint, remap, enable or disable a connection, or set some of its credentials.
-    Disabled, it is left out of every sync from the next one on (links stay)."""
+    Disabled, it is left out of every sync from the next one on (links stay) and its inbound
+    webhooks are acknowledged and ignored; erasure still reaches it
+    (models/integration_service.py)."""
     edit = body.edit()
     request.state.audit_detail = {"changed": edit.changed()}
     try:

@@ -2,22 +2,30 @@
 back to leadflow fields, drop the echoes of our own writes, update the lead, and tell its
 conversations (do-not-contact closes them, which stops their follow-ups).
 
-Shared by the HubSpot, Pipedrive and Chatwoot contact handlers; no router here."""
+Shared by the HubSpot, Pipedrive, GoHighLevel and Chatwoot contact handlers; no router here.
+The two functions that act (`apply_remote_changes`, `forget_remote_record`) first ask the
+integration service whether the connection takes inbound events at all
+(`models.integration_service.inbound_ignored_reason`: a disabled one does not), so no handler
+decides that itself."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 from api.conversations_gateway import signal_conversation
 from api.deps import AppState
 from api.errors import ApiError
+from models import integration_service
 from models.conversation import CloseRequest
 from models.crm import DEFAULT_FIELD_MAPPINGS, INBOUND_FIELDS, CrmKind
 from models.crm_tables import Integration
 from models.repo import crm as crm_repo
 from models.repo import leads as lead_repo
 from workers.client import TemporalUnavailable
+
+log = logging.getLogger("leadflow.webhooks.crm")
 
 TRUE_WORDS = frozenset({"true", "1", "yes", "y", "on"})
 
@@ -31,15 +39,40 @@ class InboundReport:
     ignored: int = 0
     leads: set[str] = field(default_factory=set)
     closed_conversations: int = 0
+    # why whole records were ignored (a disabled connection), each reason once
+    reasons: dict[str, None] = field(default_factory=dict)
+
+    @property
+    def refused(self) -> bool:
+        """Some record was not acted on because its connection takes no inbound events."""
+        return bool(self.reasons)
 
     def as_json(self) -> dict[str, Any]:
         return {
             "applied": self.applied,
             "echoes": self.echoes,
             "ignored": self.ignored,
+            "ignored_reasons": list(self.reasons),
             "leads_updated": sorted(self.leads),
             "conversations_closed": self.closed_conversations,
         }
+
+
+def _refused(integration: Integration, report: InboundReport, records: int) -> bool:
+    """True (and the report and the log say why) when the connection takes no inbound events."""
+    reason = integration_service.inbound_ignored_reason(integration)
+    if reason is None:
+        return False
+    report.ignored += records
+    if reason not in report.reasons:
+        report.reasons[reason] = None
+        log.info(
+            "inbound %s event for tenant %s ignored: %s",
+            integration.kind,
+            integration.tenant_id,
+            reason,
+        )
+    return True
 
 
 def _coerce(lead_field: str, value: Any) -> Any:
@@ -66,6 +99,8 @@ async def apply_remote_changes(
     report: InboundReport,
 ) -> None:
     """Apply one CRM record's changed properties to the linked lead."""
+    if _refused(integration, report, len(changes)):
+        return
     reverse = reverse_mapping(integration)
     async with state.db.session() as session:
         link = await crm_repo.find_link_by_remote_id(
@@ -122,6 +157,8 @@ async def forget_remote_record(
     state: AppState, *, integration: Integration, remote_id: str, report: InboundReport
 ) -> None:
     """The record was deleted in the CRM: the next sync creates it again if still wanted."""
+    if _refused(integration, report, 1):
+        return
     async with state.db.session() as session:
         link = await crm_repo.find_link_by_remote_id(
             session, integration_id=integration.id, remote_id=remote_id
@@ -145,9 +182,13 @@ async def forget_remote_record(
 async def integrations_of_kind(
     state: AppState, *, tenant_id: str, kind: CrmKind
 ) -> list[Integration]:
+    """Every connection of the kind, disabled ones included: a request is authenticated against
+    all of them (a bad signature is 401 whether or not the connection is enabled). Enabled ones
+    come first, so that when two connections share a webhook secret the event goes to the one
+    that takes it."""
     async with state.db.session() as session:
         rows = await crm_repo.list_integrations(session, tenant_id=tenant_id)
-    return [row for row in rows if row.kind == kind.value]
+    return sorted((row for row in rows if row.kind == kind.value), key=lambda row: not row.enabled)
 
 
 def credentials_of(state: AppState, integration: Integration) -> dict[str, Any]:

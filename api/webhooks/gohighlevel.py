@@ -261,6 +261,7 @@ async def gohighlevel_webhook(tenant: str, request: Request, state: State) -> JS
                 changes=changes,
                 report=report,
             )
-    if seen_key is not None:
+    # not applied when a connection was disabled: the same event after re-enabling must act
+    if seen_key is not None and not report.refused:
         _remember(seen_key)
     return JSONResponse(report.as_json())
