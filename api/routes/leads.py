@@ -354,9 +354,11 @@ async def _lead_out(session: AsyncSession, lead: Lead) -> LeadOut:
     runs = await crm_repo.sync_runs_of_lead(
         session, tenant_id=lead.tenant_id, lead_id=lead_id, limit=5
     )
-    attributes = await lead_repo.attributes_of(session, lead=lead)
     conversations, conversations_total = await inbox_view.conversations_of_lead(
         session, tenant_id=lead.tenant_id, lead_id=lead_id
+    )
+    attributes = await lead_repo.attributes_of(
+        session, lead=lead, total_conversations=conversations_total
     )
     return LeadOut(
         id=lead.id,

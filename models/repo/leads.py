@@ -264,32 +264,55 @@ async def conversations_of_lead(
 
 
 async def attributes_of(
-    session: AsyncSession, *, lead: Lead, conversations: list[Conversation] | None = None
+    session: AsyncSession,
+    *,
+    lead: Lead,
+    conversations: list[Conversation] | None = None,
+    total_conversations: int | None = None,
 ) -> LeadAttributes:
     """The lead's custom attributes (models/lead_attributes.py): its row, how many
-    conversations it has and when it last wrote (one statement over its conversations'
-    messages; `conversations` when the caller read them already)."""
-    if conversations is None:
-        conversations = await conversations_of_lead(
-            session, tenant_id=lead.tenant_id, lead_id=lead.id
+    conversations it has and when it last wrote.
+
+    With `conversations` (the caller read them already) one statement over their messages;
+    without, the last message is found through the lead's conversations in the statement
+    itself, and their count is `total_conversations` when the caller has it (the lead page:
+    its conversation list counts them) or one more aggregate: no conversation row is loaded."""
+    lead_role = Message.role == Role.LEAD.value
+    if conversations is not None:
+        total = len(conversations)
+        last_lead_message_at = (
+            (
+                await session.exec(
+                    select(func.max(Message.at)).where(
+                        col(Message.conversation_id).in_([c.id for c in conversations]),
+                        lead_role,
+                    )
+                )
+            ).first()
+            if conversations
+            else None
         )
-    last_lead_message_at = None
-    if conversations:
+    else:
+        of_lead = (Conversation.tenant_id == lead.tenant_id, Conversation.lead_id == lead.id)
         last_lead_message_at = (
             await session.exec(
-                select(func.max(Message.at)).where(
-                    col(Message.conversation_id).in_([c.id for c in conversations]),
-                    Message.role == Role.LEAD.value,
-                )
+                select(func.max(Message.at))
+                .join(Conversation, col(Conversation.id) == col(Message.conversation_id))
+                .where(*of_lead, lead_role)
             )
         ).first()
+        if total_conversations is None:
+            total_conversations = (
+                await session.exec(select(func.count()).select_from(Conversation).where(*of_lead))
+            ).one()
+        total = total_conversations
     return lead_attributes(
         fields=lead.fields,
         tags=lead.tags or (),
         score=lead.score,
         quality=lead.quality,
         channel=lead.channel,
-        total_conversations=len(conversations),
+        total_conversations=total,
         last_lead_message_at=last_lead_message_at,
     )
 

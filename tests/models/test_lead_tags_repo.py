@@ -123,6 +123,15 @@ async def test_attributes_and_the_crm_snapshot(db: Database) -> None:
     assert attributes.total_conversations == 1
     # the lead's own last message, not our later reply
     assert attributes.last_interest_date == (T0 + timedelta(days=2)).date()
+    # The lead page's path reads no conversation row: the same attributes, counted by the
+    # database or given the count its conversation list made.
+    async with db.session() as session:
+        lead = await lead_repo.get_lead(session, tenant_id=tenant_id, lead_id=f"lead-{tenant_id}")
+        assert lead is not None
+        assert await lead_repo.attributes_of(session, lead=lead) == attributes
+        assert (
+            await lead_repo.attributes_of(session, lead=lead, total_conversations=1) == attributes
+        )
 
     # What the default mappings send: tags as one `;` string, the date in ISO, booleans as is.
     assert snapshot.value_of("tags") == "financing;sentiment-negative;test-drive;urgent"
