@@ -72,6 +72,12 @@ class GoSymbols:
     """Function entry addresses and names from a Go binary's `.gopclntab`."""
 
     def __init__(self, binary: Path) -> None:
+        try:
+            self._load(binary)
+        except (struct.error, ValueError, IndexError) as exc:  # a truncated or corrupt file
+            raise GoPerfError(f"{binary}: cannot read its function table ({exc})") from exc
+
+    def _load(self, binary: Path) -> None:
         table = sections(binary)
         pcln = table.get(".gopclntab")
         text = table.get(".text")

@@ -62,3 +62,7 @@ def test_refuses_what_is_not_a_go_binary(
         GoSymbols(text)
     assert main(["--script", str(text), "--binary", str(text)]) == 1
     assert "go_perf: " in capsys.readouterr().err
+    cut = tmp_path / "cut"  # an ELF header whose section table lies beyond the end
+    cut.write_bytes(b"\x7fELF\x02\x01" + b"\0" * 0x22 + (10**6).to_bytes(8, "little") + b"\0" * 20)
+    with pytest.raises(GoPerfError, match="cannot read"):
+        GoSymbols(cut)
