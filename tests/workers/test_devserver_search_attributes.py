@@ -1,7 +1,6 @@
-"""The dev server `up` starts keeps its search attributes cached
-(workers/devserver.py CACHED_SEARCH_ATTRIBUTES) instead of re-reading them on every use: the
-attributes registered by its flags must still be usable at once, by a start, an upsert and a
-visibility query, on the real server `up` runs."""
+"""The dev server `up` starts (workers/devserver.py) takes leadflow's search attributes from
+its flags at once: a start, an upsert and a visibility query by them work on a fresh data dir.
+(A data dir an older server created is tests/workers/test_up_supervised.py.)"""
 
 from __future__ import annotations
 
@@ -19,7 +18,7 @@ from temporalio.worker import Worker
 
 from models import search_attributes as sa
 from tests.live_stack import free_port
-from workers.devserver import CACHED_SEARCH_ATTRIBUTES, start_dev_server, stop_dev_server
+from workers.devserver import start_dev_server, stop_dev_server
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -35,7 +34,7 @@ class Scored:
 
 
 @pytest.fixture
-async def up_dev_server(tmp_path: Path) -> AsyncIterator[tuple[str, list[str]]]:
+async def up_dev_server(tmp_path: Path) -> AsyncIterator[str]:
     port = free_port()
     proc = await asyncio.to_thread(
         start_dev_server,
@@ -47,17 +46,13 @@ async def up_dev_server(tmp_path: Path) -> AsyncIterator[tuple[str, list[str]]]:
         log_file=tmp_path / "temporal.log",
     )
     try:
-        yield f"127.0.0.1:{port}", [str(arg) for arg in proc.args]  # type: ignore[union-attr]
+        yield f"127.0.0.1:{port}"
     finally:
         await asyncio.to_thread(stop_dev_server, proc)
 
 
-async def test_registered_attributes_work_at_once_with_the_cache(
-    up_dev_server: tuple[str, list[str]],
-) -> None:
-    address, argv = up_dev_server
-    assert CACHED_SEARCH_ATTRIBUTES[1] in argv  # the server under test is the cached one
-    client = await Client.connect(address)
+async def test_leadflow_attributes_work_at_once(up_dev_server: str) -> None:
+    client = await Client.connect(up_dev_server)
     queue = f"sa-{uuid.uuid4().hex[:8]}"
     tenant = f"t-{uuid.uuid4().hex[:8]}"
     async with Worker(client, task_queue=queue, workflows=[Scored]):
